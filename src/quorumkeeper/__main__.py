@@ -1,0 +1,3 @@
+from quorumkeeper.cli import main
+
+main()

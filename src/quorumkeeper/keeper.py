@@ -1,0 +1,131 @@
+"""The keeper daemon: one per local cluster, reconciling it against its spec file until stopped.
+
+Run as `python -m quorumkeeper.keeper --state-dir DIR NAME`; `quorumkeeper up` starts it. It
+holds an exclusive lock, so a second keeper for the same cluster exits at once. It imports no
+CLI or rendering libraries, to keep its resident memory small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+
+from quorumkeeper.planner import Done, Promote, Wait
+from quorumkeeper.reconciler import LocalCluster, Reconciler
+from quorumkeeper.state import ClusterPaths
+
+IDLE_INTERVAL = 0.25
+"""Seconds between passes while nothing needs doing: how fast a crashed member is noticed."""
+
+PROMOTE_INTERVAL = 0.05
+"""Seconds between promote attempts: a learner is often promotable within 0.1-0.3 s."""
+
+CRASH_AFTER_ENV = "QUORUMKEEPER_KEEPER_CRASH_AFTER"
+"""Fault injection for tests: the keeper kills itself with SIGKILL after this many actions."""
+
+log = logging.getLogger("quorumkeeper.keeper")
+
+
+def spawn(paths: ClusterPaths, *, env: dict[str, str] | None = None) -> int:
+    """Start a detached keeper for `paths`; returns its PID."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.keeper_log, "ab") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "quorumkeeper.keeper",
+                "--state-dir",
+                str(paths.state_dir),
+                paths.name,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    return process.pid
+
+
+class _Stop:
+    requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def run(paths: ClusterPaths) -> int:
+    with open(paths.keeper_lock, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.error("another keeper already runs for %s", paths.name)
+            return 1
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return _loop(paths)
+
+
+def _loop(paths: ClusterPaths) -> int:
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # members are reaped by the kernel
+    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0"))
+    reconciler = Reconciler(LocalCluster(paths))
+    actions = 0
+    last_reason = ""
+    while not stop.requested:
+        try:
+            step = reconciler.run_once()
+        except Exception:
+            log.error("pass failed:\n%s", traceback.format_exc())
+            time.sleep(IDLE_INTERVAL)
+            continue
+        if step.reason != last_reason or reconciler.last_error:
+            log.info(
+                "%s: %s%s",
+                type(step).__name__,
+                step.reason,
+                f" ({reconciler.last_error})" if reconciler.last_error else "",
+            )
+            last_reason = step.reason
+        if isinstance(step, Wait | Done):
+            time.sleep(IDLE_INTERVAL)
+            continue
+        actions += 1
+        if crash_after and actions >= crash_after:
+            log.warning("fault injection: killing the keeper after %d actions", actions)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if isinstance(step, Promote) or reconciler.last_error:
+            time.sleep(PROMOTE_INTERVAL)
+    log.info("keeper stops")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quorumkeeper-keeper", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return run(ClusterPaths(args.state_dir, args.name))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

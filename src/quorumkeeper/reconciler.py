@@ -1,0 +1,198 @@
+"""Observe, plan, act, record: one pass at a time, for one local cluster.
+
+Each pass asks the store and the runtime afresh, so a reconciler that crashed anywhere resumes
+by simply running again. Before acting it records the step it is about to take in status.json,
+for people to read; the next pass never trusts that note, it observes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from quorumkeeper import distributions
+from quorumkeeper.planner import (
+    AddLearner,
+    Bootstrap,
+    Desired,
+    DiscardData,
+    Done,
+    Observation,
+    Promote,
+    RemoveMember,
+    StartMember,
+    Step,
+    StopMember,
+    TransferLeadership,
+    Wait,
+    plan,
+)
+from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.spec import ClusterSpec
+from quorumkeeper.state import ClusterPaths
+from quorumkeeper.stores.base import Endpoint, Member, NotCaughtUp, StoreError, StoreUnavailable
+from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One observation together with the endpoints it covered."""
+
+    observation: Observation
+    endpoints: tuple[Endpoint, ...]
+
+
+class LocalCluster:
+    """A cluster of the local runtime: its spec, member processes and store, seen together."""
+
+    def __init__(self, paths: ClusterPaths) -> None:
+        self.paths = paths
+        self.spec: ClusterSpec = paths.load_spec()
+        self.desired = Desired(
+            members=self.spec.members, name=self.spec.name, subnet=self.spec.local.subnet
+        )
+        token = self._cluster_token()
+        launcher = EtcdLauncher(distributions.etcd_binary(self.spec.version), self.spec.etcd, token)
+        self.runtime = LocalRuntime(paths.members_root(self.spec), launcher)
+
+    def _cluster_token(self) -> str:
+        """A token per cluster, so members of two clusters can never join each other."""
+        token_file = self.paths.root / "cluster-token"
+        if not token_file.is_file():
+            token_file.write_text(f"{self.spec.name}-{secrets.token_hex(8)}")
+        return token_file.read_text().strip()
+
+    def reload(self) -> None:
+        spec = self.paths.load_spec()
+        if spec != self.spec:
+            self.spec = spec
+            self.desired = Desired(members=spec.members, name=spec.name, subnet=spec.local.subnet)
+
+    def endpoint_of(self, name: str) -> Endpoint | None:
+        prefix, _, ordinal = name.rpartition("-")
+        if prefix != self.spec.name or not ordinal.isdigit():
+            return None
+        return self.desired.endpoint(int(ordinal))
+
+    def store(self, endpoints: tuple[Endpoint, ...]) -> EtcdStore:
+        return EtcdStore(list(endpoints))
+
+    def observe(self) -> Snapshot:
+        known = {self.desired.endpoint(n) for n in range(self.spec.members)}
+        known.update(e for e in map(self.endpoint_of, self.runtime.member_names()) if e)
+        endpoints = tuple(sorted(known, key=lambda e: e.ordinal))
+        store = self.store(endpoints)
+        try:
+            membership: tuple[Member, ...] | None = tuple(store.members())
+        except StoreUnavailable:
+            membership = None
+        finally:
+            store.close()
+        if membership is not None:
+            listed = {self.desired.endpoint_at(m.address) for m in membership}
+            endpoints = tuple(sorted(known | listed, key=lambda e: e.ordinal))
+        slots = tuple(self.runtime.slots(list(endpoints)))
+        return Snapshot(Observation(membership, slots), endpoints)
+
+    def report(self, snapshot: Snapshot, step: Step) -> dict[str, Any]:
+        """The status document: what `status --output json` prints and status.json holds."""
+        membership = snapshot.observation.membership or ()
+        members = []
+        for member in sorted(membership, key=lambda m: self.desired.endpoint_at(m.address).ordinal):
+            endpoint = self.desired.endpoint_at(member.address)
+            members.append(
+                {
+                    "name": endpoint.name,
+                    "id": member.id,
+                    "address": member.address,
+                    "client_url": client_url(member.address),
+                    "role": member.role.value,
+                    "healthy": member.healthy,
+                    "pid": self.runtime.pid(endpoint),
+                }
+            )
+        return {
+            "name": self.spec.name,
+            "store": self.spec.store.value,
+            "version": self.spec.version,
+            "members": members,
+            "desired_members": self.spec.members,
+            "phase": step.phase.value,
+            "quorum": snapshot.observation.membership is not None,
+            "step": {"kind": type(step).__name__, "reason": step.reason},
+        }
+
+
+class Reconciler:
+    """Drives a `LocalCluster` toward its spec, one planned step per pass."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.last_error: str | None = None
+
+    def run_once(self) -> Step:
+        """Observe, plan, record, act. Returns the step taken (Wait and Done included)."""
+        self.cluster.reload()
+        snapshot = self.cluster.observe()
+        step = plan(self.cluster.desired, snapshot.observation)
+        status = self.cluster.report(snapshot, step)
+        status["error"] = self.last_error
+        status["updated_at"] = time.time()
+        self.cluster.paths.save_status(status)
+        try:
+            self.act(step, snapshot)
+            self.last_error = None
+        except NotCaughtUp:
+            pass
+        except StoreError as error:
+            self.last_error = f"{type(step).__name__}: {error}"
+        return step
+
+    def act(self, step: Step, snapshot: Snapshot) -> None:
+        cluster = self.cluster
+        runtime = cluster.runtime
+        match step:
+            case Bootstrap(endpoint=endpoint):
+                runtime.start(endpoint, self._argv(endpoint, [endpoint], bootstrap=True))
+            case StartMember(endpoint=endpoint):
+                peers = self._peers(snapshot, endpoint)
+                runtime.start(endpoint, self._argv(endpoint, peers, bootstrap=False))
+            case StopMember(endpoint=endpoint):
+                runtime.stop(endpoint)
+            case DiscardData(endpoint=endpoint):
+                runtime.discard_data(endpoint, keep=cluster.spec.local.keep_removed_data)
+            case AddLearner(endpoint=endpoint):
+                self._with_store(snapshot, lambda store: store.add_learner(endpoint))
+            case Promote(member=member):
+                self._with_store(snapshot, lambda store: store.promote(member))
+            case RemoveMember(member=member):
+                self._with_store(snapshot, lambda store: store.remove(member))
+            case TransferLeadership(leader=leader, successor=successor):
+                self._with_store(
+                    snapshot, lambda store: store.transfer_leadership(leader, successor)
+                )
+            case Wait() | Done():
+                pass
+
+    def _with_store(self, snapshot: Snapshot, operation: Any) -> None:
+        store = self.cluster.store(snapshot.endpoints)
+        try:
+            operation(store)
+        finally:
+            store.close()
+
+    def _argv(self, endpoint: Endpoint, peers: list[Endpoint], *, bootstrap: bool) -> list[str]:
+        runtime = self.cluster.runtime
+        return runtime.launcher.argv(
+            endpoint, runtime.data_dir(endpoint), peers, bootstrap=bootstrap
+        )
+
+    def _peers(self, snapshot: Snapshot, joiner: Endpoint) -> list[Endpoint]:
+        """The membership a joining member starts with: every member that has joined, plus
+        itself (etcd ignores this for a member that restarts from its own data)."""
+        membership = snapshot.observation.membership or ()
+        peers = {self.cluster.desired.endpoint_at(m.address) for m in membership if m.started}
+        peers.add(joiner)
+        return sorted(peers, key=lambda e: e.ordinal)

@@ -1,0 +1,145 @@
+"""The one interface every coordination store implements.
+
+The planner and reconciler only ever speak to this class, so a store module's job is to map
+these operations onto its own protocol while keeping the guarantees written here.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Role(StrEnum):
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    LEARNER = "learner"
+    OBSERVER = "observer"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one member listens: its own address with the store's standard ports."""
+
+    name: str
+    address: str
+
+    @property
+    def ordinal(self) -> int:
+        return int(self.name.rsplit("-", 1)[1])
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of the committed membership, as the store reports it.
+
+    `started` is false for a member that was added but has never joined (etcd lists such
+    members without a name); `healthy` means it answered within the probe timeout and knows
+    a leader.
+    """
+
+    id: str
+    address: str
+    role: Role
+    healthy: bool
+    started: bool
+
+    @property
+    def voter(self) -> bool:
+        return self.role in (Role.LEADER, Role.FOLLOWER)
+
+
+class StoreError(RuntimeError):
+    """The store refused or failed an operation; `retryable` says whether trying again helps."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class StoreUnavailable(StoreError):
+    """No member could answer with the authority of a quorum."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+class NotCaughtUp(StoreError):
+    """A learner is not yet in sync with the leader; promote again later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+class CoordinationStore(abc.ABC):
+    """Membership operations on one running cluster.
+
+    Every operation is addressed to the endpoints given at construction (the current members)
+    and finds a member able to answer by itself. Mutations need a quorum and are safe to retry:
+    each one either succeeds, raises `StoreError` having changed nothing, or leaves a result that
+    the next `members()` call shows.
+    """
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        self.endpoints = endpoints
+
+    @abc.abstractmethod
+    def members(self) -> list[Member]:
+        """The committed membership with roles and health.
+
+        Read through the consensus protocol (linearizable), so it never shows a change that
+        could still be lost. Raises `StoreUnavailable` when no quorum answers.
+        """
+
+    @abc.abstractmethod
+    def add_learner(self, endpoint: Endpoint) -> Member:
+        """Add `endpoint` as a non-voting member; it counts toward no quorum until promoted.
+
+        Not idempotent by itself: callers check `members()` first, which the planner does.
+        """
+
+    @abc.abstractmethod
+    def promote(self, member: Member) -> None:
+        """Make a caught-up learner a voter. Raises `NotCaughtUp` while it lags behind."""
+
+    @abc.abstractmethod
+    def remove(self, member: Member) -> None:
+        """Remove `member` from the membership. Removing a member that is down is allowed."""
+
+    @abc.abstractmethod
+    def transfer_leadership(self, leader: Member, successor: Member) -> None:
+        """Hand leadership from `leader` to the voter `successor`, so a removal or restart of the
+        old leader costs no election timeout."""
+
+    @abc.abstractmethod
+    def write_probe(self, key: str, value: str) -> None:
+        """Write one key with a short timeout; used by health checks and benchmarks."""
+
+    @abc.abstractmethod
+    def read(self, key: str) -> str | None:
+        """Read one key linearizably; None when absent."""
+
+
+class MemberLauncher(abc.ABC):
+    """How a store's member process is started: the argv and what it needs on disk first."""
+
+    @abc.abstractmethod
+    def argv(
+        self,
+        endpoint: Endpoint,
+        data_dir: Path,
+        peers: list[Endpoint],
+        *,
+        bootstrap: bool,
+    ) -> list[str]:
+        """The command that starts `endpoint` with `peers` (itself included) as its membership.
+
+        `bootstrap` starts a brand-new cluster of this one member; otherwise the member joins a
+        membership that already lists it.
+        """
+
+    @abc.abstractmethod
+    def has_data(self, data_dir: Path) -> bool:
+        """Whether `data_dir` holds this member's state (false after a wipe or before a join)."""
