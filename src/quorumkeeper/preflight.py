@@ -54,6 +54,7 @@ def taken_addresses(spec: ClusterSpec) -> list[str]:
         address = spec.local.address(ordinal)
         for port in MEMBER_PORTS:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT
                 try:
                     probe.bind((address, port))
                 except OSError as error:

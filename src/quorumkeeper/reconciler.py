@@ -110,6 +110,8 @@ class LocalCluster:
                     "client_url": client_url(member.address),
                     "role": member.role.value,
                     "healthy": member.healthy,
+                    "applied_index": member.applied_index,
+                    "data_bytes": member.data_bytes,
                     "pid": self.runtime.pid(endpoint),
                 }
             )

@@ -210,21 +210,38 @@ def scale(
         _print_status(_wait_for_spec(cluster, timeout))
 
 
+@app.command()
+def start(
+    name: Annotated[str, typer.Argument(help="cluster name")],
+    state_dir: StateDirOption = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 120.0,
+) -> None:
+    """Start the keeper of an existing cluster again, e.g. after `down`; members resume from
+    their data."""
+    cluster = _existing(state_dir, name)
+    _ensure_keeper(cluster.paths)
+    if wait:
+        _print_status(_wait_for_spec(cluster, timeout))
+
+
 def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TABLE) -> None:
     if output is OutputFormat.JSON:
         out.print_json(json.dumps(status))
         return
     table = Table(title=f"{status['name']}: {status['store']} {status['version']}")
-    for column in ("member", "role", "healthy", "address", "client url", "pid"):
+    for column in ("member", "role", "healthy", "client url", "applied index", "db size", "pid"):
         table.add_column(column)
     for member in status["members"]:
         healthy = "[green]yes[/]" if member["healthy"] else "[red]no[/]"
+        size = member["data_bytes"]
         table.add_row(
             member["name"],
             member["role"],
             healthy,
-            member["address"],
             member["client_url"],
+            str(member["applied_index"] or "-"),
+            f"{size / 2**20:.1f} MiB" if size is not None else "-",
             str(member["pid"] or "-"),
         )
     out.print(table)

@@ -37,7 +37,8 @@ class Member:
 
     `started` is false for a member that was added but has never joined (etcd lists such
     members without a name); `healthy` means it answered within the probe timeout and knows
-    a leader.
+    a leader. `applied_index` and `data_bytes` come from the member itself when it answered:
+    how far it has applied the log, and the size of its database.
     """
 
     id: str
@@ -45,6 +46,8 @@ class Member:
     role: Role
     healthy: bool
     started: bool
+    applied_index: int | None = None
+    data_bytes: int | None = None
 
     @property
     def voter(self) -> bool:

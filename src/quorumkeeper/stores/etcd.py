@@ -119,6 +119,8 @@ class EtcdStore(CoordinationStore):
                     role=role,
                     healthy=healthy,
                     started=bool(entry.get("name")),
+                    applied_index=int(status["raftAppliedIndex"]) if status else None,
+                    data_bytes=int(status["dbSize"]) if status else None,
                 )
             )
         return members

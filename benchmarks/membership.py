@@ -1,0 +1,271 @@
+"""Membership changes under a steady writer: quorumkeeper against the seed's static method.
+
+    python -m benchmarks.membership --store etcd --out FILE
+
+With a writer putting one key every 10 ms it measures, for quorumkeeper: failed writes and the
+longest gap between acknowledged writes while scaling 3 -> 5 -> 3, the time from a new member's
+process start to its promotion, from a leader's kill -9 to the next acknowledged write, from a
+wiped member's discovery to its replacement being a healthy voter, and the keeper's RSS. The
+baseline does what the seed did: bootstrap every member statically, then for each membership
+change add or remove a voter by hand and restart every member, one at a time, with the new list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from quorumkeeper import distributions
+from quorumkeeper.planner import Desired
+from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.spec import EtcdSettings
+from quorumkeeper.stores.base import Endpoint
+from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url, peer_url
+from tests.acceptance.harness import LocalClusterUnderTest, Writer, wait_until
+
+
+@dataclass
+class Figures:
+    failed_writes: int
+    max_write_gap_s: float
+    promote_s: float | None
+    leader_kill_recovery_s: float
+    replace_s: float | None
+    keeper_rss_mb: float | None
+
+
+TARGETS = {
+    "failed_writes": "0",
+    "max_write_gap_s": "<= 0.3",
+    "promote_s": "<= 1",
+    "leader_kill_recovery_s": "<= 2",
+    "replace_s": "<= 5",
+    "keeper_rss_mb": "<= 60",
+}
+
+
+def _first_ack_after(writer: Writer, moment: float) -> float:
+    return float(
+        wait_until(
+            lambda: next((t for t in writer.ack_times if t > moment), None),
+            30,
+            "a write acknowledged after the fault",
+        )
+    )
+
+
+def _voters(endpoints: list[Endpoint]) -> dict[str, str]:
+    """address -> member ID of every voter that is healthy right now."""
+    store = EtcdStore(endpoints, timeout=0.5, probe_timeout=0.3)
+    try:
+        return {m.address: m.id for m in store.members() if m.voter and m.healthy}
+    except Exception:
+        return {}
+    finally:
+        store.close()
+
+
+def measure_quorumkeeper(workdir: Path) -> Figures:
+    cluster = LocalClusterUnderTest("etcd", "bench", "127.0.90", workdir / "qk")
+    try:
+        cluster.up(3)
+        cluster.wait_ready(3)
+        with Writer(cluster) as scaling:
+            for target in (5, 3):
+                cluster.scale(target)
+                cluster.wait_ready(target)
+        scaling.assert_nothing_lost()
+
+        cluster.scale(4, "--no-wait")
+        joiner = cluster.desired(4).endpoint(3)
+        pid_file = workdir / "qk" / "bench" / "members" / joiner.name / "pid"
+        wait_until(pid_file.is_file, 60, "the joiner's process started")
+        started = psutil.Process(int(pid_file.read_text())).create_time()
+        wait_until(lambda: joiner.address in _voters(cluster.all_endpoints()), 60, "promotion")
+        promote_s = time.time() - started
+        cluster.wait_ready(4)
+        cluster.scale(3)
+
+        with Writer(cluster) as writer:
+            time.sleep(0.5)
+            leader = cluster.member(cluster.wait_ready(3), "leader")
+            killed = time.monotonic()
+            os.kill(leader["pid"], signal.SIGKILL)
+            recovery = _first_ack_after(writer, killed) - killed
+            cluster.wait_ready(3)
+
+        keeper_rss = psutil.Process(cluster.paths.keeper_pid() or 0).memory_info().rss / 2**20
+        victim = cluster.member(cluster.status(), "follower")
+        cluster.kill_keeper()
+        os.kill(victim["pid"], signal.SIGKILL)
+        shutil.rmtree(cluster.member_data(victim["name"]))
+        restarted = time.monotonic()
+        cluster.spawn_keeper()
+        wait_until(
+            lambda: (
+                len(voters := _voters(cluster.all_endpoints())) == 3
+                and victim["id"] not in voters.values()
+            ),
+            60,
+            "the wiped member replaced",
+        )
+        replace_s = time.monotonic() - restarted
+        return Figures(
+            failed_writes=scaling.failed,
+            max_write_gap_s=round(scaling.longest_gap, 3),
+            promote_s=round(promote_s, 3),
+            leader_kill_recovery_s=round(recovery, 3),
+            replace_s=round(replace_s, 3),
+            keeper_rss_mb=round(keeper_rss, 1),
+        )
+    finally:
+        cluster.cli("down", cluster.name, "--purge", check=False)
+        cluster.destroy()
+
+
+class SeedMethod:
+    """The seed's way: static membership, changed by hand, loaded by restarting every member."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.desired = Desired(members=9, name="seed", subnet="127.0.91")
+        launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "seed-baseline")
+        self.runtime = LocalRuntime(workdir / "seed", launcher)
+        self.http = httpx.Client(timeout=5)
+        self.members: list[Endpoint] = []
+        self.cluster = LocalClusterUnderTest("etcd", "seed", "127.0.91", workdir)
+
+    def _start(self, endpoint: Endpoint, *, bootstrap: bool) -> None:
+        argv = self.runtime.launcher.argv(
+            endpoint, self.runtime.data_dir(endpoint), self.members, bootstrap=bootstrap
+        )
+        self.runtime.start(endpoint, argv)
+
+    def _wait_healthy(self, endpoint: Endpoint) -> None:
+        def healthy() -> bool:
+            try:
+                reply = self.http.get(f"{client_url(endpoint.address)}/health", timeout=0.5)
+                return bool(reply.json().get("health") == "true")
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        wait_until(healthy, 60, f"{endpoint.name} healthy")
+
+    def bootstrap(self, count: int) -> None:
+        self.members = [self.desired.endpoint(n) for n in range(count)]
+        for endpoint in self.members:
+            self._start(endpoint, bootstrap=True)
+        for endpoint in self.members:
+            self._wait_healthy(endpoint)
+
+    def rolling_restart(self) -> None:
+        for endpoint in self.members:
+            self.runtime.stop(endpoint)
+            self._start(endpoint, bootstrap=False)
+            self._wait_healthy(endpoint)
+
+    def add(self, endpoint: Endpoint) -> float:
+        """Add a voter by hand and start it; returns seconds from its start to healthy."""
+        wait_until(lambda: self._member_add(endpoint), 60, f"{endpoint.name} added")
+        self.members.append(endpoint)
+        started = time.monotonic()
+        self._start(endpoint, bootstrap=False)
+        self._wait_healthy(endpoint)
+        return time.monotonic() - started
+
+    def _member_add(self, endpoint: Endpoint) -> bool:
+        reply = self.http.post(
+            f"{client_url(self.members[0].address)}/v3/cluster/member/add",
+            json={"peerURLs": [peer_url(endpoint.address)]},
+        )
+        return reply.status_code == 200
+
+    def remove(self, endpoint: Endpoint) -> None:
+        store = EtcdStore(self.members)
+        try:
+            member = next(m for m in store.members() if m.address == endpoint.address)
+            store.remove(member)
+        finally:
+            store.close()
+        self.members.remove(endpoint)
+        self.runtime.stop(endpoint)
+
+    def stop_all(self) -> None:
+        for name in self.runtime.member_names():
+            self.runtime.stop(self.desired.endpoint(int(name.rsplit("-", 1)[1])), grace=5)
+
+
+def measure_seed_method(workdir: Path) -> Figures:
+    seed = SeedMethod(workdir)
+    try:
+        seed.bootstrap(3)
+        with Writer(seed.cluster) as scaling:
+            promote = [seed.add(seed.desired.endpoint(n)) for n in (3, 4)]
+            seed.rolling_restart()
+            for ordinal in (4, 3):
+                seed.remove(seed.desired.endpoint(ordinal))
+            seed.rolling_restart()
+        scaling.assert_nothing_lost()
+        with Writer(seed.cluster) as writer:
+            time.sleep(0.5)
+            leader = _leader(seed.members)
+            pid = seed.runtime.pid(leader)
+            assert pid
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            recovery = _first_ack_after(writer, killed) - killed
+        return Figures(
+            failed_writes=scaling.failed,
+            max_write_gap_s=round(scaling.longest_gap, 3),
+            promote_s=round(max(promote), 3),
+            leader_kill_recovery_s=round(recovery, 3),
+            replace_s=None,
+            keeper_rss_mb=None,
+        )
+    finally:
+        seed.stop_all()
+
+
+def _leader(endpoints: list[Endpoint]) -> Endpoint:
+    store = EtcdStore(endpoints)
+    try:
+        leader = next(m for m in store.members() if m.role.value == "leader")
+    finally:
+        store.close()
+    return next(e for e in endpoints if e.address == leader.address)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=["etcd"], default="etcd")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
+        ours = measure_quorumkeeper(Path(work))
+        baseline = measure_seed_method(Path(work))
+    result = {"store": args.store, **asdict(ours), "baseline": asdict(baseline)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+    table = Table(title=f"membership benchmark: {args.store}, writer every 10 ms")
+    for column in ("figure", "quorumkeeper", "seed method", "target"):
+        table.add_column(column)
+    for key, target in TARGETS.items():
+        mine, theirs = result[key], result["baseline"][key]
+        table.add_row(key, str(mine), "n/a" if theirs is None else str(theirs), target)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

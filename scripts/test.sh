@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: setup (idempotent), the Ceph packages and the Kubernetes test bed
+# builds the suite needs, then lint, types and every test on real components.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+bash scripts/setup.sh
+bash scripts/install-ceph.sh
+bash scripts/build-kubernetes.sh
+
+.venv/bin/ruff check src tests benchmarks testbed
+.venv/bin/ruff format --check src tests benchmarks testbed
+.venv/bin/mypy
+
+basetemp="$(mktemp -d /tmp/quorumkeeper-tests.XXXXXX)"
+trap 'rm -rf "$basetemp"' EXIT
+.venv/bin/pytest --basetemp="$basetemp" -p no:cacheprovider "$@"

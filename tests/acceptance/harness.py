@@ -1,0 +1,223 @@
+"""Drives real clusters through the real CLI and keeper, the way an operator would.
+
+`LocalClusterUnderTest` runs `quorumkeeper` commands in a subprocess against a private state
+dir; `Writer` writes through the store interface during a scenario and remembers which writes
+were acknowledged, so every fault test can check that none of them was lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from quorumkeeper import keeper
+from quorumkeeper.planner import Desired
+from quorumkeeper.runtimes.local import wait_for_exit
+from quorumkeeper.spec import MAX_MEMBERS
+from quorumkeeper.state import ClusterPaths
+from quorumkeeper.stores.base import CoordinationStore, Endpoint, StoreError
+from quorumkeeper.stores.etcd import EtcdStore
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, message: str) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(0.1)
+
+
+def store_client(store: str, endpoints: list[Endpoint], timeout: float) -> CoordinationStore:
+    assert store == "etcd", store
+    return EtcdStore(endpoints, timeout=timeout, probe_timeout=timeout)
+
+
+@dataclass
+class LocalClusterUnderTest:
+    store: str
+    name: str
+    subnet: str
+    state_dir: Path
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> ClusterPaths:
+        return ClusterPaths(self.state_dir, self.name)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "QUORUMKEEPER_STATE_DIR": str(self.state_dir)}
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        self.commands.append(" ".join(args))
+        result = subprocess.run(
+            [sys.executable, "-m", "quorumkeeper", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"quorumkeeper {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}\nkeeper log:\n{self.keeper_log_tail()}"
+            )
+        return result
+
+    def up(self, members: int, *extra: str) -> None:
+        self.cli(
+            "up",
+            self.name,
+            "--store",
+            self.store,
+            "--members",
+            str(members),
+            "--subnet",
+            self.subnet,
+            "--timeout",
+            "120",
+            *extra,
+        )
+
+    def scale(self, members: int, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("scale", self.name, str(members), "--timeout", "120", *extra)
+
+    def status(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.cli("status", self.name, "-o", "json").stdout)
+        return document
+
+    def keeper_log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.paths.keeper_log.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no keeper log)"
+
+    def desired(self, members: int) -> Desired:
+        return Desired(members=members, name=self.name, subnet=self.subnet)
+
+    def all_endpoints(self) -> list[Endpoint]:
+        desired = self.desired(MAX_MEMBERS)
+        return [desired.endpoint(n) for n in range(MAX_MEMBERS)]
+
+    def member(self, status: dict[str, Any], role: str) -> dict[str, Any]:
+        return next(m for m in status["members"] if m["role"] == role)
+
+    def pids(self, status: dict[str, Any]) -> dict[str, int]:
+        return {m["name"]: m["pid"] for m in status["members"]}
+
+    def wait_ready(self, members: int, timeout: float = 90) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            status = self.status()
+            ok = (
+                status["phase"] == "Ready"
+                and len(status["members"]) == members
+                and all(
+                    m["healthy"] and m["role"] in ("leader", "follower") for m in status["members"]
+                )
+            )
+            return status if ok else None
+
+        result: dict[str, Any] = wait_until(
+            ready, timeout, f"{self.name} Ready with {members} members\n{self.keeper_log_tail()}"
+        )
+        return result
+
+    def member_data(self, name: str) -> Path:
+        return self.state_dir / self.name / "members" / name / "data"
+
+    def kill_keeper(self) -> None:
+        pid = self.paths.keeper_pid()
+        assert pid, "keeper is not running"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for_exit(pid, 10)
+
+    def spawn_keeper(self, **env: str) -> None:
+        keeper.spawn(self.paths, env={**self.env, **env})
+        wait_until(self.paths.keeper_pid, 10, "keeper holds its lock")
+
+    def member_pids_on_disk(self) -> list[int]:
+        root = self.state_dir / self.name / "members"
+        pids = []
+        for pid_file in root.glob("*/pid"):
+            try:
+                pids.append(int(pid_file.read_text()))
+            except ValueError:
+                continue
+        return pids
+
+    def destroy(self) -> None:
+        """Stop everything this cluster started, by PID, whatever state the test left it in."""
+        keeper_pid = self.paths.keeper_pid()
+        if keeper_pid:
+            os.kill(keeper_pid, signal.SIGKILL)
+        for pid in self.member_pids_on_disk():
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+
+
+class Writer:
+    """Writes `w/<n>` every `interval` seconds until stopped, remembering what was acknowledged."""
+
+    def __init__(self, cluster: LocalClusterUnderTest, interval: float = 0.01) -> None:
+        self.cluster = cluster
+        self.interval = interval
+        self.acknowledged: list[str] = []
+        self.failed = 0
+        self.ack_times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        client = store_client(self.cluster.store, self.cluster.all_endpoints(), timeout=1.0)
+        sequence = 0
+        while not self._stop.is_set():
+            key = f"w/{sequence:06d}"
+            try:
+                client.write_probe(key, str(sequence))
+            except (StoreError, httpx.HTTPError):
+                self.failed += 1
+            else:
+                self.acknowledged.append(key)
+                self.ack_times.append(time.monotonic())
+            sequence += 1
+            self._stop.wait(self.interval)
+
+    @property
+    def longest_gap(self) -> float:
+        times = self.ack_times
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+    def assert_nothing_lost(self) -> None:
+        assert self.acknowledged, "the writer never got a write acknowledged"
+        client = store_client(self.cluster.store, self.cluster.all_endpoints(), timeout=5.0)
+        missing = [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
+        assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
