@@ -31,7 +31,7 @@ from quorumkeeper import distributions
 from quorumkeeper.planner import Desired
 from quorumkeeper.runtimes.local import LocalRuntime
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.base import Endpoint
+from quorumkeeper.stores.base import Endpoint, StoreError
 from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url, peer_url
 from tests.acceptance.harness import LocalClusterUnderTest, Writer, wait_until
 
@@ -66,6 +66,14 @@ def _first_ack_after(writer: Writer, moment: float) -> float:
     )
 
 
+def _process_age(pid: int) -> float:
+    """Seconds since `pid` started, both clocks read from the kernel's uptime (wall-clock
+    process start times drift from time.time() in VMs)."""
+    start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _voters(endpoints: list[Endpoint]) -> dict[str, str]:
     """address -> member ID of every voter that is healthy right now."""
     store = EtcdStore(endpoints, timeout=0.5, probe_timeout=0.3)
@@ -92,9 +100,9 @@ def measure_quorumkeeper(workdir: Path) -> Figures:
         joiner = cluster.desired(4).endpoint(3)
         pid_file = workdir / "qk" / "bench" / "members" / joiner.name / "pid"
         wait_until(pid_file.is_file, 60, "the joiner's process started")
-        started = psutil.Process(int(pid_file.read_text())).create_time()
+        joiner_pid = int(pid_file.read_text())
         wait_until(lambda: joiner.address in _voters(cluster.all_endpoints()), 60, "promotion")
-        promote_s = time.time() - started
+        promote_s = _process_age(joiner_pid)
         cluster.wait_ready(4)
         cluster.scale(3)
 
@@ -192,14 +200,21 @@ class SeedMethod:
         return reply.status_code == 200
 
     def remove(self, endpoint: Endpoint) -> None:
+        """Remove a member by hand, retrying while etcd calls the cluster too fresh for it."""
+        wait_until(lambda: self._member_remove(endpoint), 60, f"{endpoint.name} removed")
+        self.members.remove(endpoint)
+        self.runtime.stop(endpoint)
+
+    def _member_remove(self, endpoint: Endpoint) -> bool:
         store = EtcdStore(self.members)
         try:
             member = next(m for m in store.members() if m.address == endpoint.address)
             store.remove(member)
+        except StoreError:
+            return False
         finally:
             store.close()
-        self.members.remove(endpoint)
-        self.runtime.stop(endpoint)
+        return True
 
     def stop_all(self) -> None:
         for name in self.runtime.member_names():

@@ -98,7 +98,9 @@ class LocalRuntime:
         self._pid_path(endpoint).unlink(missing_ok=True)
 
     def discard_data(self, endpoint: Endpoint, *, keep: bool) -> Path | None:
-        """Delete a former member's data, or with `keep` move it aside where no start finds it."""
+        """Delete a former member's data, or with `keep` move it aside where no start finds it.
+        Its log stays for the record."""
+        self._pid_path(endpoint).unlink(missing_ok=True)
         data = self.data_dir(endpoint)
         if keep:
             archive = self.members_root / ".removed" / f"{endpoint.name}-{int(time.time())}"
