@@ -230,8 +230,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         out.print_json(json.dumps(status))
         return
     table = Table(title=f"{status['name']}: {status['store']} {status['version']}")
-    for column in ("member", "role", "healthy", "client url", "applied index", "db size", "pid"):
-        table.add_column(column)
+    for column in ("member", "role", "healthy", "client url", "index", "db", "pid"):
+        table.add_column(column, no_wrap=True)
     for member in status["members"]:
         healthy = "[green]yes[/]" if member["healthy"] else "[red]no[/]"
         size = member["data_bytes"]
@@ -241,7 +241,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
             healthy,
             member["client_url"],
             str(member["applied_index"] or "-"),
-            f"{size / 2**20:.1f} MiB" if size is not None else "-",
+            f"{size / 2**10:.0f}K" if size is not None else "-",
             str(member["pid"] or "-"),
         )
     out.print(table)
