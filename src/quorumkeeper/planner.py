@@ -9,10 +9,10 @@ replace members whose data is gone, move leadership away before removing the lea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from quorumkeeper.stores.base import Endpoint, Member, Role
+from quorumkeeper.stores.base import Endpoint, JoinRules, Member, Role
 
 
 def quorum(voters: int) -> int:
@@ -41,11 +41,13 @@ class Observation:
 
 @dataclass(frozen=True)
 class Desired:
-    """The part of the spec the planner needs: how many members, and where member N lives."""
+    """The part of the spec the planner needs: how many members, where member N lives, and
+    the store's rules for joining and leaving."""
 
     members: int
     name: str
     subnet: str
+    rules: JoinRules = field(default_factory=JoinRules)
 
     def endpoint(self, ordinal: int) -> Endpoint:
         return Endpoint(name=f"{self.name}-{ordinal}", address=f"{self.subnet}.{ordinal + 1}")
@@ -199,12 +201,14 @@ def plan(desired: Desired, observed: Observation) -> Step:
         return _plan_without_quorum(desired, observed)
     membership = observed.membership
     members_at = {member.address: member for member in membership}
+    joiner = _next_joiner(desired, membership)
+    syncing = None if desired.rules.add_before_start else joiner
 
     for slot in observed.slots:
         if slot.endpoint.address not in members_at:
-            if slot.running:
+            if slot.running and slot.endpoint != syncing:
                 return StopMember(f"{slot.endpoint.name} is no longer a member", slot.endpoint)
-            if slot.has_data:
+            if slot.has_data and not slot.running:
                 return DiscardData(f"{slot.endpoint.name} left the membership", slot.endpoint)
 
     for member in membership:
@@ -242,21 +246,34 @@ def plan(desired: Desired, observed: Observation) -> Step:
             )
         return Promote(f"{endpoint.name} has joined as learner", learner, endpoint)
 
-    if len(membership) < desired.members:
+    if joiner is not None:
         unhealthy = [desired.endpoint_at(m.address).name for m in voters if not m.healthy]
         if unhealthy:
             return Wait(
                 f"adding a member waits until {', '.join(unhealthy)} is healthy", Phase.DEGRADED
             )
-        ordinal = next(
-            n for n in range(len(membership) + 1) if desired.endpoint(n).address not in members_at
-        )
-        endpoint = desired.endpoint(ordinal)
-        return AddLearner(
-            f"{len(membership)} of {desired.members} members: adding {endpoint.name}", endpoint
-        )
+        reason = f"{len(membership)} of {desired.members} members: adding {joiner.name}"
+        if desired.rules.add_before_start:
+            return AddLearner(reason, joiner)
+        joiner_slot = observed.slot(joiner.address)
+        if joiner_slot is not None and joiner_slot.running:
+            return Wait(f"{joiner.name} is syncing with the leader", Phase.SCALING)
+        return StartMember(reason, joiner, joining=True)
 
     return Done("cluster matches its spec", degraded=len(healthy_voters) < len(voters))
+
+
+def _next_joiner(desired: Desired, membership: Sequence[Member]) -> Endpoint | None:
+    """The member to add next while the membership is short of the spec: the lowest free
+    ordinal, and only once no learner is in flight."""
+    if len(membership) >= desired.members or any(m.role is Role.LEARNER for m in membership):
+        return None
+    taken = {m.address for m in membership}
+    return next(
+        desired.endpoint(n)
+        for n in range(len(membership) + 1)
+        if desired.endpoint(n).address not in taken
+    )
 
 
 def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
@@ -276,12 +293,14 @@ def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
 
 def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:
     """Which member goes first on scale-down: a learner, then an unhealthy member, then the
-    highest ordinal, so that healthy low ordinals (and the data they hold) stay."""
+    highest ordinal, so that healthy low ordinals (and the data they hold) stay. A store that
+    can't hand leadership over loses its leader last."""
     return max(
         membership,
         key=lambda m: (
             m.role is Role.LEARNER,
             not m.healthy,
+            desired.rules.transfers_leadership or m.role is not Role.LEADER,
             desired.endpoint_at(m.address).ordinal,
         ),
     )
@@ -305,7 +324,7 @@ def _plan_removal(
             f"{len(voters) - 1} voters, below quorum",
             Phase.DEGRADED,
         )
-    if victim.role is Role.LEADER:
+    if victim.role is Role.LEADER and desired.rules.transfers_leadership:
         successor = min(
             (m for m in healthy_voters if m is not victim),
             key=lambda m: desired.endpoint_at(m.address).ordinal,

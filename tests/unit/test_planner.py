@@ -24,19 +24,25 @@ from quorumkeeper.planner import (
     quorum,
     scale_down_blocker,
 )
-from quorumkeeper.stores.base import Member, Role
+from quorumkeeper.stores.base import JoinRules, Member, Role
 
 NAME = "c"
 SUBNET = "127.0.7"
 
 
-def _desired(members: int) -> Desired:
-    return Desired(members=members, name=NAME, subnet=SUBNET)
+ETCD_RULES = JoinRules(add_before_start=True, transfers_leadership=True)
+ZOOKEEPER_RULES = JoinRules(add_before_start=False, transfers_leadership=False)
+
+
+def _desired(members: int, rules: JoinRules = ETCD_RULES) -> Desired:
+    return Desired(members=members, name=NAME, subnet=SUBNET, rules=rules)
 
 
 @st.composite
 def observations(draw: st.DrawFn) -> tuple[Desired, Observation]:
-    desired = _desired(draw(st.integers(1, 9)))
+    desired = _desired(
+        draw(st.integers(1, 9)), draw(st.sampled_from([ETCD_RULES, ZOOKEEPER_RULES]))
+    )
     ordinals = draw(st.sets(st.integers(0, 8), max_size=9))
     has_quorum = draw(st.booleans())
     members = []
@@ -101,10 +107,15 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
         case StartMember(endpoint=endpoint):
             member = _member_at(observed, endpoint.address)
             slot = observed.slot(endpoint.address)
-            assert member is not None, "only members are started"
-            if member.started:
+            if member is None:
+                assert not desired.rules.add_before_start, "etcd members are added, then started"
+                assert step.joining and not learners, "one joiner at a time"
+                assert len(healthy) == len(voters), "no join while a voter is unhealthy"
+                assert len(membership) < desired.members
+            elif member.started:
                 assert slot is not None and slot.has_data, "a wiped member is never restarted"
         case AddLearner(endpoint=endpoint):
+            assert desired.rules.add_before_start
             assert not learners, "one learner at a time"
             assert len(healthy) == len(voters), "no add while a voter is unhealthy"
             assert _member_at(observed, endpoint.address) is None
@@ -113,13 +124,14 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
             assert member.role is Role.LEARNER
             assert len(healthy) + 1 >= quorum(len(voters) + 1)
         case RemoveMember(member=member, replacing=replacing):
-            assert member.role is not Role.LEADER, "leadership moves away before removal"
+            assert member.role is not Role.LEADER, "a leader hands over first, or stays"
             if member.voter:
                 left = len(healthy) - (1 if member.healthy else 0)
                 assert left >= quorum(len(voters) - 1), "never below quorum"
             if not replacing:
                 assert len(membership) > desired.members
         case TransferLeadership(leader=leader, successor=successor):
+            assert desired.rules.transfers_leadership
             assert leader.role is Role.LEADER and successor.voter and successor.healthy
             assert successor is not leader
         case Done():
@@ -171,6 +183,23 @@ def test_a_down_member_with_data_restarts_and_a_wiped_one_is_replaced() -> None:
     wiped = Slot(desired.endpoint(2), running=False, has_data=False)
     replace = plan(desired, Observation(membership, (*_running(0, 1), wiped)))
     assert isinstance(replace, RemoveMember) and replace.replacing
+
+
+def test_zookeeper_joiner_starts_before_it_is_added_and_is_not_stopped_while_syncing() -> None:
+    desired = _desired(2, ZOOKEEPER_RULES)
+    membership = (_member(0, Role.LEADER),)
+    start = plan(desired, Observation(membership, _running(0)))
+    assert isinstance(start, StartMember) and start.joining and start.endpoint.name == "c-1"
+    syncing = plan(desired, Observation(membership, _running(0, 1)))
+    assert isinstance(syncing, Wait)
+
+
+def test_zookeeper_leader_is_removed_last_without_a_transfer() -> None:
+    desired = _desired(1, ZOOKEEPER_RULES)
+    first = plan(desired, Observation((_member(0), _member(1, Role.LEADER)), _running(0, 1)))
+    assert isinstance(first, RemoveMember) and first.member.id == "0"
+    last = plan(desired, Observation((_member(1, Role.LEADER), _member(2)), _running(1, 2)))
+    assert isinstance(last, RemoveMember) and last.member.id == "2"
 
 
 def test_scale_down_blocker_reports_a_loss_of_quorum() -> None:

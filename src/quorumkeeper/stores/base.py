@@ -54,6 +54,20 @@ class Member:
         return self.role in (Role.LEADER, Role.FOLLOWER)
 
 
+@dataclass(frozen=True)
+class JoinRules:
+    """How a store lets members in and out; the planner orders its steps by these.
+
+    `add_before_start`: etcd adds a learner to the membership first and then starts it;
+    ZooKeeper starts the joiner first (it syncs as a non-voting follower) and adds it after.
+    `transfers_leadership`: etcd can hand leadership over before its leader is removed;
+    ZooKeeper can't, so its leader is removed last and a short election is the price.
+    """
+
+    add_before_start: bool = True
+    transfers_leadership: bool = True
+
+
 class StoreError(RuntimeError):
     """The store refused or failed an operation; `retryable` says whether trying again helps."""
 
