@@ -75,3 +75,143 @@ def build_etcd(version: str = ETCD_VERSION, *, log: Path | None = None) -> Path:
         for name in ("etcdctl", "etcd"):  # etcd last: its presence marks a complete build
             os.replace(workdir / name, target / name)
     return target / "etcd"
+
+
+# ZooKeeper ---------------------------------------------------------------------------------------
+
+ZOOKEEPER_VERSION = "3.9.5"
+"""The ZooKeeper release new clusters run: the newest 3.9 whose dependencies Maven Central serves
+(3.9.6 is listed but its parent POM is not served, so it cannot be resolved)."""
+
+SUPPORTED_ZOOKEEPER_SERIES = ("3.8", "3.9")
+"""ZooKeeper series with dynamic reconfiguration and the `mntr`/`srvr` answers the store reads."""
+
+DEBIAN_ZOOKEEPER_VERSION = "3.8.0"
+"""The release Debian 12 packages; selecting it runs Debian's jars instead of Maven's."""
+
+DEBIAN_JAVA_DIR = Path("/usr/share/java")
+
+
+class UnsupportedZookeeperVersion(ValueError):
+    """A ZooKeeper version the project cannot run; the message says why and what to pick."""
+
+
+def check_zookeeper_version(version: str) -> None:
+    """Refuse versions without what the store needs, with the reason and the fix."""
+    series = ".".join(version.split(".")[:2])
+    if series == "3.4":
+        raise UnsupportedZookeeperVersion(
+            f"ZooKeeper {version} is not supported: 3.4 has no dynamic reconfiguration (added in "
+            f"3.5), so members could only be added or removed by restarting every server with a "
+            f"new static zoo.cfg; fix: use {ZOOKEEPER_VERSION} (or a "
+            f"{' or '.join(SUPPORTED_ZOOKEEPER_SERIES)} release)"
+        )
+    if series not in SUPPORTED_ZOOKEEPER_SERIES:
+        raise UnsupportedZookeeperVersion(
+            f"ZooKeeper {version} is not supported; fix: use one of the "
+            f"{', '.join(SUPPORTED_ZOOKEEPER_SERIES)} series (default {ZOOKEEPER_VERSION})"
+        )
+
+
+def zookeeper_lib_dir(version: str = ZOOKEEPER_VERSION) -> Path:
+    return cache_dir() / f"zookeeper-{version}" / "lib"
+
+
+def zookeeper_classpath(version: str = ZOOKEEPER_VERSION) -> list[str]:
+    """The classpath entries that run a ZooKeeper `version` server with a logging backend.
+
+    3.8.0 is Debian's package: its jar's manifest names its dependencies, and slf4j-simple is the
+    backend (without one the server logs nothing). Other versions come from the cache that
+    `fetch_zookeeper` fills from Maven Central.
+    """
+    check_zookeeper_version(version)
+    if version == DEBIAN_ZOOKEEPER_VERSION:
+        jars = [DEBIAN_JAVA_DIR / "zookeeper.jar", DEBIAN_JAVA_DIR / "slf4j-simple.jar"]
+        missing = [str(jar) for jar in jars if not jar.is_file()]
+        if missing:
+            raise DistributionMissing(
+                f"ZooKeeper {version} comes from Debian's packages (missing: "
+                f"{', '.join(missing)}); fix: run `apt-get install -y zookeeper libslf4j-java`"
+            )
+        return [str(jar) for jar in jars]
+    lib = zookeeper_lib_dir(version)
+    if not (lib / f"zookeeper-{version}.jar").is_file():
+        raise DistributionMissing(
+            f"ZooKeeper {version} is not fetched yet (looked in {lib}); "
+            f"fix: run `quorumkeeper install zookeeper --version {version}`"
+        )
+    return [f"{lib}/*"]
+
+
+def _zookeeper_pom(version: str) -> str:
+    """A POM depending on the server plus the `provided`/optional jars a server needs at run time,
+    at the versions ZooKeeper's parent POM manages: logback-classic (the logging backend it was
+    built against), metrics-core (its default metrics provider fails to load without it) and
+    snappy-java (the snapshot code links it even when compression is off).
+    Jetty, Jackson and jline stay out: they serve the AdminServer and the CLI, both unused."""
+    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>quorumkeeper.local</groupId>
+  <artifactId>zookeeper-fetch</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencyManagement>
+    <dependencies>
+      <dependency>
+        <groupId>org.apache.zookeeper</groupId>
+        <artifactId>parent</artifactId>
+        <version>{version}</version>
+        <type>pom</type>
+        <scope>import</scope>
+      </dependency>
+    </dependencies>
+  </dependencyManagement>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.zookeeper</groupId>
+      <artifactId>zookeeper</artifactId>
+      <version>{version}</version>
+    </dependency>
+    <dependency>
+      <groupId>ch.qos.logback</groupId>
+      <artifactId>logback-classic</artifactId>
+    </dependency>
+    <dependency>
+      <groupId>io.dropwizard.metrics</groupId>
+      <artifactId>metrics-core</artifactId>
+    </dependency>
+    <dependency>
+      <groupId>org.xerial.snappy</groupId>
+      <artifactId>snappy-java</artifactId>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def fetch_zookeeper(version: str = ZOOKEEPER_VERSION, *, log: Path | None = None) -> Path:
+    """Resolve ZooKeeper `version`, its runtime dependencies and logback from Maven Central into
+    the cache; a no-op when the cache already holds them (and for Debian's 3.8.0)."""
+    check_zookeeper_version(version)
+    if version == DEBIAN_ZOOKEEPER_VERSION:
+        return DEBIAN_JAVA_DIR
+    target = zookeeper_lib_dir(version)
+    if (target / f"zookeeper-{version}.jar").is_file():
+        return target
+    mvn = shutil.which("mvn") or "mvn"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zookeeper-fetch-", dir=target.parent) as work:
+        workdir = Path(work)
+        (workdir / "pom.xml").write_text(_zookeeper_pom(version))
+        command = [
+            mvn,
+            "--batch-mode",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={workdir / 'lib'}",
+        ]
+        with open(log or os.devnull, "ab") as output:
+            subprocess.run(command, cwd=workdir, check=True, stdout=output, stderr=output)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(workdir / "lib", target)  # one rename: a lib folder is complete or absent
+    return target

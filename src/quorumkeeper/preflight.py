@@ -10,14 +10,11 @@ from pathlib import Path
 from quorumkeeper import distributions
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths, cluster_names
-from quorumkeeper.stores.etcd import CLIENT_PORT, PEER_PORT
+from quorumkeeper.stores import member_ports
 
 
 class Refused(Exception):
     """A request that would be unsafe or can't be met; nothing was changed."""
-
-
-MEMBER_PORTS = (CLIENT_PORT, PEER_PORT)
 
 
 def check_state_dir(state_dir: Path) -> None:
@@ -52,7 +49,7 @@ def taken_addresses(spec: ClusterSpec) -> list[str]:
     taken = []
     for ordinal in range(spec.members):
         address = spec.local.address(ordinal)
-        for port in MEMBER_PORTS:
+        for port in member_ports(spec.store):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT
                 try:

@@ -7,12 +7,11 @@ for people to read; the next pass never trusts that note, it observes.
 
 from __future__ import annotations
 
-import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from quorumkeeper import distributions
 from quorumkeeper.planner import (
     AddLearner,
     Bootstrap,
@@ -32,8 +31,15 @@ from quorumkeeper.planner import (
 from quorumkeeper.runtimes.local import LocalRuntime
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths
-from quorumkeeper.stores.base import Endpoint, Member, NotCaughtUp, StoreError, StoreUnavailable
-from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url
+from quorumkeeper.stores import backend_for
+from quorumkeeper.stores.base import (
+    CoordinationStore,
+    Endpoint,
+    Member,
+    NotCaughtUp,
+    StoreError,
+    StoreUnavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -50,25 +56,18 @@ class LocalCluster:
     def __init__(self, paths: ClusterPaths) -> None:
         self.paths = paths
         self.spec: ClusterSpec = paths.load_spec()
-        self.desired = Desired(
-            members=self.spec.members, name=self.spec.name, subnet=self.spec.local.subnet
-        )
-        token = self._cluster_token()
-        launcher = EtcdLauncher(distributions.etcd_binary(self.spec.version), self.spec.etcd, token)
-        self.runtime = LocalRuntime(paths.members_root(self.spec), launcher)
+        self.backend = backend_for(self.spec, paths.root)
+        self.runtime = LocalRuntime(paths.members_root(self.spec), self.backend.launcher)
 
-    def _cluster_token(self) -> str:
-        """A token per cluster, so members of two clusters can never join each other."""
-        token_file = self.paths.root / "cluster-token"
-        if not token_file.is_file():
-            token_file.write_text(f"{self.spec.name}-{secrets.token_hex(8)}")
-        return token_file.read_text().strip()
+    @property
+    def desired(self) -> Desired:
+        spec = self.spec
+        return Desired(spec.members, spec.name, spec.local.subnet, self.backend.rules)
 
     def reload(self) -> None:
-        spec = self.paths.load_spec()
-        if spec != self.spec:
-            self.spec = spec
-            self.desired = Desired(members=spec.members, name=spec.name, subnet=spec.local.subnet)
+        """Pick up a new member count from the spec file; other fields take effect on the next
+        keeper start."""
+        self.spec = self.paths.load_spec()
 
     def endpoint_of(self, name: str) -> Endpoint | None:
         prefix, _, ordinal = name.rpartition("-")
@@ -76,8 +75,8 @@ class LocalCluster:
             return None
         return self.desired.endpoint(int(ordinal))
 
-    def store(self, endpoints: tuple[Endpoint, ...]) -> EtcdStore:
-        return EtcdStore(list(endpoints))
+    def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
+        return self.backend.connect(list(endpoints))
 
     def observe(self) -> Snapshot:
         known = {self.desired.endpoint(n) for n in range(self.spec.members)}
@@ -107,7 +106,7 @@ class LocalCluster:
                     "name": endpoint.name,
                     "id": member.id,
                     "address": member.address,
-                    "client_url": client_url(member.address),
+                    "client_url": self.backend.client_url(member.address),
                     "role": member.role.value,
                     "healthy": member.healthy,
                     "applied_index": member.applied_index,
@@ -178,7 +177,9 @@ class Reconciler:
             case Wait() | Done():
                 pass
 
-    def _with_store(self, snapshot: Snapshot, operation: Any) -> None:
+    def _with_store(
+        self, snapshot: Snapshot, operation: Callable[[CoordinationStore], object]
+    ) -> None:
         store = self.cluster.store(snapshot.endpoints)
         try:
             operation(store)

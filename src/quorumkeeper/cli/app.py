@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -196,8 +197,9 @@ def scale(
             f"`quorumkeeper status {name}` shows Ready, then scale again"
         )
     if members < len(membership):
-        desired = type(cluster.desired)(members=members, name=name, subnet=spec.local.subnet)
-        blocker = scale_down_blocker(desired, membership)
+        blocker = scale_down_blocker(
+            dataclasses.replace(cluster.desired, members=members), membership
+        )
         if blocker:
             raise _fail(f"refused: {blocker}; fix: heal the cluster first, or scale down less")
     if spec.even_count_warning:

@@ -103,6 +103,10 @@ class CoordinationStore(abc.ABC):
         self.endpoints = endpoints
 
     @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; the store object is not used afterwards."""
+
+    @abc.abstractmethod
     def members(self) -> list[Member]:
         """The committed membership with roles and health.
 

@@ -1,0 +1,719 @@
+"""ZooKeeper through kazoo (data, `/zookeeper/config`, `reconfig`) and the four-letter words.
+
+Membership is the committed dynamic configuration, read from `/zookeeper/config` after a `sync`
+so that it is the leader's and not a lagging server's. Roles and health come from each server's
+`srvr` and `mntr` answers, because the config says who votes but not who leads or who serves.
+
+Joining differs from etcd. etcd registers a learner first and starts it second; a ZooKeeper
+`reconfig` adding a server succeeds only once that server is connected and in sync (the new
+config needs a quorum of up-to-date servers). So a joiner is started first, with a dynamic config
+listing the committed members plus itself; the leader accepts it as a non-voting follower; then
+`reconfig` makes it a voter. `members()` therefore also reports the running `candidates` it was
+given that are not yet committed, as `Role.LEARNER`, so the planner's `Promote` step maps onto
+that `reconfig`.
+
+Changes need the superuser: `/zookeeper/config` is world-readable only, and `skipACL` would turn
+off every ACL of the cluster. Each cluster gets its own generated superuser password, kept in a
+0600 file; servers learn only its digest (`superuser_digest_flag`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, cast
+
+from kazoo.client import KazooClient  # type: ignore[import-untyped]
+from kazoo.exceptions import (  # type: ignore[import-untyped]
+    BadArgumentsError,
+    BadVersionError,
+    ConnectionLoss,
+    NewConfigNoQuorumError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    ReconfigDisabledError,
+    ReconfigInProcessError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
+from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from quorumkeeper.stores.base import (
+    CoordinationStore,
+    Endpoint,
+    Member,
+    MemberLauncher,
+    NotCaughtUp,
+    Role,
+    StoreError,
+    StoreUnavailable,
+)
+
+CLIENT_PORT = 2181
+QUORUM_PORT = 2888
+ELECTION_PORT = 3888
+
+FOUR_LETTER_WORDS = ("srvr", "mntr", "ruok")
+"""The only four-letter words a server answers: what the store reads, plus `ruok` for probes."""
+
+CONFIG_ZNODE = "/zookeeper/config"
+PROBE_ROOT = "/quorumkeeper"
+SUPERUSER = "super"
+MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+
+_SERVING_MODES = {"leader", "follower", "observer"}
+_HEAP = re.compile(r"^([1-9][0-9]*)([kKmMgG])$")
+_HEAP_UNIT = {"k": 1024, "m": 1024**2, "g": 1024**3}
+_MIN_HEAP_BYTES = 64 * 1024**2
+
+
+class ZookeeperSettings(BaseModel):
+    """ZooKeeper server settings; every default is the seed's value.
+
+    The two directories are relative to the member's data directory, so the defaults give the
+    seed's `/var/lib/zookeeper/data` and `/var/lib/zookeeper/data/log` when a member's volume is
+    mounted at `/var/lib/zookeeper`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_time_ms: Annotated[int, Field(ge=10, le=60000)] = 2000
+    init_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    sync_limit: Annotated[int, Field(ge=1, le=1000)] = 5
+    heap: str = "512M"
+    max_client_cnxns: Annotated[int, Field(ge=0)] = 60
+    snap_retain_count: Annotated[int, Field(ge=3)] = 3
+    purge_interval_hours: Annotated[int, Field(ge=0)] = 12
+    min_session_timeout_ms: Annotated[int, Field(ge=1)] = 4000
+    max_session_timeout_ms: Annotated[int, Field(ge=1)] = 40000
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] = "INFO"
+    data_dir: str = "data"
+    data_log_dir: str = "data/log"
+
+    @field_validator("heap")
+    @classmethod
+    def _heap_parses(cls, value: str) -> str:
+        match = _HEAP.match(value)
+        if match is None:
+            raise ValueError(
+                f"zookeeper.heap must be a JVM size such as 512M or 1G (got {value!r}); "
+                "fix: write a whole number followed by K, M or G"
+            )
+        if int(match[1]) * _HEAP_UNIT[match[2].lower()] < _MIN_HEAP_BYTES:
+            raise ValueError(
+                f"zookeeper.heap must be at least 64M (got {value!r}); fix: raise it to 64M or more"
+            )
+        return value
+
+    @field_validator("data_dir", "data_log_dir")
+    @classmethod
+    def _inside_member_dir(cls, value: str) -> str:
+        path = Path(value)
+        if not value or path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"must be a relative path inside the member's data directory (got {value!r}); "
+                "fix: use a path such as data or data/log"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timing_rules(self) -> ZookeeperSettings:
+        """ZooKeeper's session bounds, plus the rule that a session can outlive a hung leader.
+
+        A follower gives up on a silent leader after sync_limit x tick_time; a client can only
+        keep its session across that failover if it may ask for a longer session than that.
+        """
+        tick = self.tick_time_ms
+        problems = []
+        if self.min_session_timeout_ms < 2 * tick:
+            problems.append(
+                f"zookeeper.min_session_timeout_ms must be at least 2 x zookeeper.tick_time_ms "
+                f"(got {self.min_session_timeout_ms} < 2 x {tick}); fix: raise it to {2 * tick} "
+                "or lower tick_time_ms"
+            )
+        if self.max_session_timeout_ms > 20 * tick:
+            problems.append(
+                f"zookeeper.max_session_timeout_ms must be at most 20 x zookeeper.tick_time_ms "
+                f"(got {self.max_session_timeout_ms} > 20 x {tick}); fix: lower it to "
+                f"{20 * tick} or raise tick_time_ms"
+            )
+        if self.min_session_timeout_ms > self.max_session_timeout_ms:
+            problems.append(
+                f"zookeeper.min_session_timeout_ms ({self.min_session_timeout_ms}) must not exceed "
+                f"zookeeper.max_session_timeout_ms ({self.max_session_timeout_ms}); fix: swap them"
+            )
+        if self.max_session_timeout_ms < self.sync_limit * tick:
+            problems.append(
+                f"zookeeper.max_session_timeout_ms must be at least zookeeper.sync_limit x "
+                f"zookeeper.tick_time_ms (got {self.max_session_timeout_ms} < {self.sync_limit} x "
+                f"{tick}), or no session survives a hung leader; fix: raise it to "
+                f"{self.sync_limit * tick} or lower sync_limit"
+            )
+        if self.init_limit < self.sync_limit:
+            problems.append(
+                f"zookeeper.init_limit must be at least zookeeper.sync_limit (got "
+                f"{self.init_limit} < {self.sync_limit}): the first sync of a joiner is the "
+                "longest; fix: raise init_limit"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def server_id(endpoint: Endpoint) -> int:
+    """ZooKeeper server ids start at 1 (myid 0 is reserved), so member N is server N+1."""
+    return endpoint.ordinal + 1
+
+
+def server_spec(server: int, address: str) -> str:
+    """The dynamic-config line of a voting server, in the form `reconfig` accepts too."""
+    return (
+        f"server.{server}={address}:{QUORUM_PORT}:{ELECTION_PORT}:participant;"
+        f"{address}:{CLIENT_PORT}"
+    )
+
+
+# Superuser ---------------------------------------------------------------------------------------
+
+
+def ensure_superuser_password(path: Path) -> str:
+    """The cluster's superuser password, generated on first call into a 0600 file.
+
+    Reading an existing file makes cluster creation safe to re-run after a crash; the file is
+    created with O_EXCL under its final mode so the password is never readable by others.
+    """
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
+    os.replace(partial, path)
+    return password
+
+
+def superuser_digest(password: str) -> str:
+    """ZooKeeper's digest of `super:<password>`: base64 of its SHA-1."""
+    digest = hashlib.sha1(f"{SUPERUSER}:{password}".encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def superuser_digest_flag(password: str) -> str:
+    """The JVM flag that makes `super:<password>` the superuser; it carries only the digest."""
+    return (
+        "-Dzookeeper.DigestAuthenticationProvider.superDigest="
+        f"{SUPERUSER}:{superuser_digest(password)}"
+    )
+
+
+# Four-letter words -------------------------------------------------------------------------------
+
+
+def four_letter_word(address: str, word: str, timeout: float) -> str:
+    """Send one four-letter word to a server's client port and return its whole answer."""
+    with socket.create_connection((address, CLIENT_PORT), timeout=timeout) as connection:
+        connection.sendall(word.encode())
+        chunks = []
+        while chunk := connection.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server's own account of itself. `mode` is None while it is not serving (electing,
+    syncing, or cut off from a quorum): ZooKeeper only reports a mode while it serves."""
+
+    mode: str | None
+    zxid: int | None
+    data_bytes: int | None
+
+    @property
+    def serving(self) -> bool:
+        return self.mode in _SERVING_MODES
+
+    @property
+    def epoch(self) -> int | None:
+        return None if self.zxid is None else self.zxid >> 32
+
+
+def server_state(address: str, timeout: float) -> ServerState | None:
+    """`srvr` and `mntr` of one server; None when it does not answer at all."""
+    try:
+        srvr = four_letter_word(address, "srvr", timeout)
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in srvr.splitlines() if ": " in line)
+    mode = fields.get("Mode")
+    zxid = int(fields["Zxid"], 16) if "Zxid" in fields else None
+    data_bytes = None
+    if mode is not None:
+        try:
+            mntr = four_letter_word(address, "mntr", timeout)
+        except OSError:
+            mntr = ""
+        metrics = dict(line.split("\t", 1) for line in mntr.splitlines() if "\t" in line)
+        size = metrics.get("zk_approximate_data_size")
+        data_bytes = int(size) if size is not None and size.isdigit() else None
+    return ServerState(mode=mode, zxid=zxid, data_bytes=data_bytes)
+
+
+# Committed configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigServer:
+    id: int
+    address: str
+    participant: bool
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The committed dynamic configuration; `version` is what `reconfig(from_config=)` takes."""
+
+    servers: tuple[ConfigServer, ...]
+    version: int
+
+    def server(self, server: int) -> ConfigServer | None:
+        return next((s for s in self.servers if s.id == server), None)
+
+    def voter(self, server: int) -> bool:
+        entry = self.server(server)
+        return entry is not None and entry.participant
+
+
+def parse_config(text: str) -> EnsembleConfig:
+    """Parse `server.N=host:quorum:election[:role];client` lines and the hex `version=` line."""
+    servers = []
+    version = -1
+    for line in text.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "version":
+            version = int(value, 16)
+        elif key.startswith("server."):
+            quorum_part = value.split(";", 1)[0].split(":")
+            participant = len(quorum_part) < 4 or quorum_part[3] == "participant"
+            servers.append(
+                ConfigServer(id=int(key[7:]), address=quorum_part[0], participant=participant)
+            )
+    return EnsembleConfig(servers=tuple(sorted(servers, key=lambda s: s.id)), version=version)
+
+
+# The store ---------------------------------------------------------------------------------------
+
+
+class ZookeeperStore(CoordinationStore):
+    """Membership of one ZooKeeper ensemble.
+
+    `endpoints` are the committed members the client connects to; `candidates` are endpoints the
+    caller has started (or is starting) as joiners. A candidate is reported by `members()` only
+    while it is running and not committed, so the caller must pass just the endpoints it means to
+    join: a server removed by `reconfig` keeps running and following, and passed as a candidate it
+    would look like a joiner again.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        *,
+        password: str,
+        candidates: Sequence[Endpoint] = (),
+        timeout: float = 2.0,
+        probe_timeout: float = 0.5,
+    ) -> None:
+        super().__init__(endpoints)
+        self.candidates = list(candidates)
+        self._password = password
+        self._timeout = timeout
+        self._probe_timeout = probe_timeout
+        self._client: Any = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.stop()
+            self._client.close()
+            self._client = None
+
+    # kazoo, kept at arm's length: every call goes through here and returns typed values.
+
+    def _connected(self) -> Any:
+        """The store's kazoo client, connected and authenticated as the superuser.
+
+        Kazoo reconnects by itself after a connection loss; only a client that never connected
+        is thrown away, so a later call starts over instead of waiting on a dead one.
+        """
+        if self._client is None:
+            hosts = ",".join(f"{e.address}:{CLIENT_PORT}" for e in self.endpoints)
+            client = KazooClient(
+                hosts=hosts,
+                timeout=max(4.0, self._timeout * 2),
+                auth_data=[("digest", f"{SUPERUSER}:{self._password}")],
+                connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5),
+            )
+            try:
+                client.start(timeout=self._timeout * 2)
+            except KazooTimeoutError:
+                client.stop()
+                client.close()
+                names = ", ".join(e.name for e in self.endpoints)
+                raise StoreUnavailable(
+                    f"no ZooKeeper server of {names} accepted a session"
+                ) from None
+            self._client = client
+        return self._client
+
+    def _call(self, operation: Callable[[Any], Any], *, timeout: float) -> Any:
+        """Run one kazoo call with a deadline, turning kazoo's failures into store errors."""
+        try:
+            return operation(self._connected()).get(timeout=timeout)
+        except (ConnectionLoss, KazooTimeoutError) as error:
+            raise StoreError(f"ZooKeeper call failed: {error!r}", retryable=True) from error
+        except SessionExpiredError as error:
+            self.close()  # kazoo does not open a new session by itself; the next call does
+            raise StoreError("the ZooKeeper session expired", retryable=True) from error
+        except NoAuthError as error:
+            raise StoreError(
+                "ZooKeeper refused the superuser: the password does not match the servers' "
+                "superDigest",
+                retryable=False,
+            ) from error
+
+    def committed_config(self, *, within: float | None = None) -> EnsembleConfig:
+        """The committed config as the leader has it: `sync`, then read `/zookeeper/config`.
+
+        Retries connection losses until `within` seconds (default: the store timeout) pass,
+        then raises `StoreUnavailable`.
+        """
+        deadline = time.monotonic() + (within or self._timeout)
+        while True:
+            try:
+                self._call(lambda c: c.sync_async(CONFIG_ZNODE), timeout=self._timeout)
+                data, _ = self._call(lambda c: c.get_async(CONFIG_ZNODE), timeout=self._timeout)
+                return parse_config(cast(bytes, data).decode())
+            except StoreError as error:
+                if not error.retryable or time.monotonic() >= deadline:
+                    raise StoreUnavailable(f"cannot read {CONFIG_ZNODE}: {error}") from error
+                time.sleep(0.05)
+
+    def _states(self, addresses: Sequence[str]) -> dict[str, ServerState | None]:
+        return {address: server_state(address, self._probe_timeout) for address in addresses}
+
+    def members(self) -> list[Member]:
+        config = self.committed_config()
+        committed = {server.address for server in config.servers}
+        joiners = [c for c in self.candidates if c.address not in committed]
+        states = self._states([s.address for s in config.servers] + [j.address for j in joiners])
+        leader_epoch = _leader_epoch(states)
+        members = []
+        for server in config.servers:
+            state = states.get(server.address)
+            healthy = state is not None and state.serving
+            if not server.participant:
+                role = Role.OBSERVER
+            elif state is not None and state.mode == "leader":
+                role = Role.LEADER
+            else:
+                role = Role.FOLLOWER
+            members.append(_member(str(server.id), server.address, role, healthy, state))
+        for joiner in joiners:
+            state = states[joiner.address]
+            if state is None:
+                continue  # not running yet, or its JVM is still starting
+            synced = _synced(state, leader_epoch)
+            members.append(
+                _member(str(server_id(joiner)), joiner.address, Role.LEARNER, synced, state)
+            )
+        return members
+
+    def add_learner(self, endpoint: Endpoint) -> Member:
+        """Change nothing: ZooKeeper has no membership entry for a server that is not synced.
+
+        `reconfig` adding a server fails (NewConfigNoQuorum) unless that server is already
+        running and following the leader, and a leader accepts a server missing from the config
+        as a non-voting follower without any change. So joining is: write the joiner's config,
+        start it, then `promote`. This returns the identity the joiner will have.
+        """
+        return Member(
+            id=str(server_id(endpoint)),
+            address=endpoint.address,
+            role=Role.LEARNER,
+            healthy=False,
+            started=False,
+        )
+
+    def promote(self, member: Member) -> None:
+        """`reconfig` the running joiner in as a voter, once it follows the current leader."""
+        config = self.committed_config()
+        server = int(member.id)
+        if config.voter(server):
+            return
+        states = self._states([s.address for s in config.servers] + [member.address])
+        state = states[member.address]
+        if state is None or not _synced(state, _leader_epoch(states)):
+            raise NotCaughtUp(
+                f"server {server} at {member.address} is not following the leader yet "
+                f"(mode {state.mode if state else 'unreachable'})"
+            )
+        self._reconfig(
+            config,
+            joining=server_spec(server, member.address),
+            leaving=None,
+            applied=lambda after: after.voter(server),
+        )
+
+    def remove(self, member: Member) -> None:
+        """`reconfig` the member out; a no-op when it is not committed (a joiner never added).
+
+        The removed server keeps running and serving clients afterwards: stop its process.
+        Removing the leader works too; it commits the change, steps down and the rest elect a
+        new leader within about a second.
+        """
+        config = self.committed_config()
+        server = int(member.id)
+        if config.server(server) is None:
+            return
+        self._reconfig(
+            config,
+            joining=None,
+            leaving=str(server),
+            applied=lambda after: after.server(server) is None,
+        )
+
+    def _reconfig(
+        self,
+        config: EnsembleConfig,
+        *,
+        joining: str | None,
+        leaving: str | None,
+        applied: Callable[[EnsembleConfig], bool],
+    ) -> None:
+        """One incremental `reconfig` against the config version it was planned from.
+
+        A connection loss (certain when the leader removes itself while we talk to it) says
+        nothing about the outcome, so the committed config is read again, after reconnecting,
+        before reporting failure: the caller retries only a change that was not applied, and the
+        `from_config` check rejects the retry if something else changed meanwhile.
+        """
+        try:
+            self._call(
+                lambda c: c.reconfig_async(joining, leaving, None, config.version),
+                timeout=self._timeout * 5,
+            )
+        except BadVersionError as error:
+            raise StoreError(
+                f"the membership changed since version {config.version:x} was read; observe again",
+                retryable=True,
+            ) from error
+        except NewConfigNoQuorumError as error:
+            raise NotCaughtUp(
+                "the new configuration has no quorum of servers in sync with the leader"
+            ) from error
+        except ReconfigInProcessError as error:
+            raise StoreError("another reconfig is in progress", retryable=True) from error
+        except (ReconfigDisabledError, BadArgumentsError) as error:
+            raise StoreError(
+                f"ZooKeeper refused the reconfig: {error!r}", retryable=False
+            ) from error
+        except StoreError as error:
+            if not error.retryable:
+                raise
+            if applied(self.committed_config(within=self._timeout * 5)):
+                return
+            raise StoreError(
+                f"reconfig was interrupted ({error}) and is not in the committed config; retry",
+                retryable=True,
+            ) from error
+
+    def transfer_leadership(self, leader: Member, successor: Member) -> None:
+        """ZooKeeper cannot hand leadership over: refuse, so no caller believes it happened.
+
+        The way to move a leader off a server is to `remove` it (or restart it) last: its
+        followers notice within a tick or two and elect a new leader, which cost 0.6-1.5 s of
+        writes on loopback. A no-op here would make a planner waiting for the handover loop.
+        """
+        raise StoreError(
+            "ZooKeeper has no leadership transfer; remove or restart the leader directly (an "
+            "election of about a second follows)",
+            retryable=False,
+        )
+
+    def write_probe(self, key: str, value: str) -> None:
+        path = _probe_path(key)
+        data = value.encode()
+        try:
+            self._call(lambda c: c.set_async(path, data), timeout=self._timeout)
+        except NoNodeError:
+            try:
+                self._call(
+                    lambda c: c.create_async(path, data, makepath=True), timeout=self._timeout
+                )
+            except NodeExistsError:
+                self._call(lambda c: c.set_async(path, data), timeout=self._timeout)
+
+    def read(self, key: str) -> str | None:
+        """`sync` then read: the answering server has caught up with the leader first."""
+        path = _probe_path(key)
+        try:
+            self._call(lambda c: c.sync_async(path), timeout=self._timeout)
+            data, _ = self._call(lambda c: c.get_async(path), timeout=self._timeout)
+        except NoNodeError:
+            return None
+        return cast(bytes, data).decode()
+
+
+def _probe_path(key: str) -> str:
+    return f"{PROBE_ROOT}/{key.strip('/')}"
+
+
+def _leader_epoch(states: dict[str, ServerState | None]) -> int | None:
+    return next((s.epoch for s in states.values() if s is not None and s.mode == "leader"), None)
+
+
+def _synced(state: ServerState, leader_epoch: int | None) -> bool:
+    """A joiner is in sync once it serves as a follower of the current leader's epoch."""
+    return state.mode == "follower" and leader_epoch is not None and state.epoch == leader_epoch
+
+
+def _member(
+    member_id: str, address: str, role: Role, healthy: bool, state: ServerState | None
+) -> Member:
+    return Member(
+        id=member_id,
+        address=address,
+        role=role,
+        healthy=healthy,
+        started=True,
+        applied_index=state.zxid if state else None,
+        data_bytes=state.data_bytes if state else None,
+    )
+
+
+# The launcher ------------------------------------------------------------------------------------
+
+
+_LOGBACK = """<configuration>
+  <appender name="CONSOLE" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder>
+      <pattern>%d{{ISO8601}} [myid:%X{{myid}}] %-5p [%t:%C{{1}}@%L] - %m%n</pattern>
+    </encoder>
+  </appender>
+  <root level="{level}"><appender-ref ref="CONSOLE"/></root>
+</configuration>
+"""
+
+
+class ZookeeperLauncher(MemberLauncher):
+    """The java command line and the files of one member of the local runtime.
+
+    Files live under the member's data directory: `conf/` (zoo.cfg, its dynamic file, logback),
+    and the snapshot and transaction-log directories of the settings (with `myid`).
+    """
+
+    def __init__(self, classpath: list[str], settings: ZookeeperSettings, password: str) -> None:
+        self.classpath = classpath
+        self.settings = settings
+        self.password = password
+
+    @staticmethod
+    def conf_dir(data_dir: Path) -> Path:
+        return data_dir / "conf"
+
+    @staticmethod
+    def process_marker(data_dir: Path) -> str:
+        """The argv element that tells this member's JVM apart from every other process."""
+        return f"-Dquorumkeeper.dataDir={data_dir}"
+
+    def argv(
+        self,
+        endpoint: Endpoint,
+        data_dir: Path,
+        peers: list[Endpoint],
+        *,
+        bootstrap: bool,
+    ) -> list[str]:
+        """Write the member's files unless it has data, then return its java command.
+
+        A member with data keeps its zoo.cfg: ZooKeeper rewrites it on every reconfig to point
+        at the committed `zoo.cfg.dynamic.<version>`, and regenerating it would restart the
+        member with a stale membership. `bootstrap` needs no flag of its own: a one-server
+        dynamic config with `standaloneEnabled=false` starts a one-voter ensemble.
+        """
+        if bootstrap and peers != [endpoint]:
+            raise ValueError(f"a bootstrap starts {endpoint.name} alone, not with {peers}")
+        if endpoint not in peers:
+            raise ValueError(f"{endpoint.name} must be one of its own peers")
+        settings = self.settings
+        conf = self.conf_dir(data_dir)
+        conf.mkdir(parents=True, exist_ok=True)
+        zoo_cfg = conf / "zoo.cfg"
+        if not (self.has_data(data_dir) and zoo_cfg.is_file()):
+            self._write_config(endpoint, data_dir, peers)
+        (conf / "logback.xml").write_text(_LOGBACK.format(level=settings.log_level))
+        return [
+            "java",
+            f"-Xmx{settings.heap}",
+            "-XX:+UseSerialGC",  # small heaps on shared cores: one GC thread, least overhead
+            "-XX:+ExitOnOutOfMemoryError",  # a dead member gets restarted, a wedged one does not
+            self.process_marker(data_dir),
+            superuser_digest_flag(self.password),
+            f"-Dlogback.configurationFile={conf / 'logback.xml'}",
+            f"-Dorg.slf4j.simpleLogger.defaultLogLevel={settings.log_level.lower()}",
+            "-cp",
+            ":".join(self.classpath),
+            MAIN_CLASS,
+            str(zoo_cfg),
+        ]
+
+    def _write_config(self, endpoint: Endpoint, data_dir: Path, peers: list[Endpoint]) -> None:
+        settings = self.settings
+        conf = self.conf_dir(data_dir)
+        snapshots = data_dir / settings.data_dir
+        txn_logs = data_dir / settings.data_log_dir
+        snapshots.mkdir(parents=True, exist_ok=True)
+        txn_logs.mkdir(parents=True, exist_ok=True)
+        (snapshots / "myid").write_text(f"{server_id(endpoint)}\n")
+        dynamic = conf / "zoo.cfg.dynamic"
+        lines = [server_spec(server_id(peer), peer.address) for peer in peers]
+        dynamic.write_text("\n".join(lines) + "\n")
+        static = {
+            "tickTime": settings.tick_time_ms,
+            "initLimit": settings.init_limit,
+            "syncLimit": settings.sync_limit,
+            "dataDir": snapshots,
+            "dataLogDir": txn_logs,
+            "maxClientCnxns": settings.max_client_cnxns,
+            "minSessionTimeout": settings.min_session_timeout_ms,
+            "maxSessionTimeout": settings.max_session_timeout_ms,
+            "autopurge.snapRetainCount": settings.snap_retain_count,
+            "autopurge.purgeInterval": settings.purge_interval_hours,
+            "reconfigEnabled": "true",
+            "standaloneEnabled": "false",
+            "4lw.commands.whitelist": ",".join(FOUR_LETTER_WORDS),
+            "admin.enableServer": "false",  # it would bind 0.0.0.0:8080; 4lw covers our needs
+            "dynamicConfigFile": dynamic,
+        }
+        body = "".join(f"{key}={value}\n" for key, value in static.items())
+        partial = conf / "zoo.cfg.partial"
+        partial.write_text(
+            "# Written by quorumkeeper at this member's first start; ZooKeeper rewrites it.\n"
+            + body
+        )
+        os.replace(partial, conf / "zoo.cfg")
+
+    def has_data(self, data_dir: Path) -> bool:
+        return (data_dir / self.settings.data_dir / "version-2").is_dir() and (
+            data_dir / self.settings.data_log_dir / "version-2"
+        ).is_dir()
