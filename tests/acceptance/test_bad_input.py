@@ -61,7 +61,7 @@ def test_taken_port_is_refused(cluster: LocalClusterUnderTest) -> None:
 
 def test_name_in_use_and_in_flight_scale_and_lost_quorum(cluster: LocalClusterUnderTest) -> None:
     cluster.up(3)
-    status = cluster.wait_ready(3)
+    cluster.wait_ready(3)
     spec_before = cluster.paths.spec_file.read_text()
 
     message = _refused(cluster, "up", cluster.name, "--subnet", "127.0.99")

@@ -1,0 +1,408 @@
+"""The test bed itself: real control plane, node agents, DNS, volumes, migration, node loss."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testbed.cluster import Cluster
+from testbed.images import TOOLBOX_IMAGE
+from testbed.kube import Kube, Obj, condition_true, ns_path
+from testbed.network import POD_CIDR
+from testbed.procs import wait_for
+from testbed.versions import KUBERNETES_VERSION
+
+pytestmark = pytest.mark.testbed
+
+PORT = 8080
+DATA = "/var/lib/testbed-data"
+
+
+def statefulset(name: str, replicas: int) -> list[dict[str, Any]]:
+    """Headless Service plus StatefulSet of toolbox pods with a PVC each, one pod per node."""
+    labels = {"app": name}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "clusterIP": "None",
+            "selector": labels,
+            "ports": [{"name": "http", "port": PORT}],
+        },
+    }
+    container = {
+        "name": "toolbox",
+        "image": f"{TOOLBOX_IMAGE}:latest",
+        "args": [str(PORT)],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "startupProbe": {
+            "exec": {"command": ["sh", "-c", f"test -d {DATA}"]},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        "livenessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 2},
+        "volumeMounts": [{"name": "data", "mountPath": DATA}],
+    }
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "labelSelector": {"matchLabels": labels},
+                                    "topologyKey": "kubernetes.io/hostname",
+                                }
+                            ]
+                        }
+                    },
+                    "containers": [container],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
+                }
+            ],
+        },
+    }
+    return [service, sts]
+
+
+def apply(cluster: Cluster, namespace: str, objects: list[dict[str, Any]]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+
+def ready_pods(kube: Kube, namespace: str, app: str, count: int) -> list[Obj]:
+    """Exactly ``count`` Ready pods of ``app`` sorted by name, else an empty list."""
+    pods = kube.get(ns_path(namespace, "pods"), labelSelector=f"app={app}")["items"]
+    ready = [
+        p for p in pods if "deletionTimestamp" not in p["metadata"] and condition_true(p, "Ready")
+    ]
+    return sorted(ready, key=lambda p: str(p["metadata"]["name"])) if len(ready) == count else []
+
+
+def toolbox(pod_ip: str, path: str, data: bytes | None = None) -> Any:
+    """Ask the toolbox server inside a pod, over the pod network."""
+    request = urllib.request.Request(
+        f"http://{pod_ip}:{PORT}{path}", data=data, method="PUT" if data is not None else "GET"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        return json.load(exc)
+
+
+def in_phase(kube: Kube, path: str, phase: str) -> Obj | None:
+    pod = kube.get(path)
+    return pod if pod["status"].get("phase") == phase else None
+
+
+def container_pid(pod: Obj) -> int:
+    """The test bed reports a container's host PID as its container ID."""
+    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("testbed://"))
+
+
+def test_kubectl_matches_the_server_minor_release(testbed_cluster: Cluster) -> None:
+    versions = json.loads(testbed_cluster.kubectl("version", "-o", "json").stdout)
+    assert versions["clientVersion"]["minor"] == versions["serverVersion"]["minor"]
+    assert versions["serverVersion"]["gitVersion"] == KUBERNETES_VERSION
+
+
+def test_nodes_are_registered_with_hostname_labels_and_leases(
+    testbed_cluster: Cluster, kube: Kube
+) -> None:
+    nodes = kube.get("/api/v1/nodes")["items"]
+    hostnames = sorted(n["metadata"]["labels"]["kubernetes.io/hostname"] for n in nodes)
+    assert hostnames == testbed_cluster.nodes
+    assert all(condition_true(n, "Ready") for n in nodes)
+    leases = kube.get(ns_path("kube-node-lease", "leases", group="coordination.k8s.io/v1"))
+    assert {lease["spec"]["holderIdentity"] for lease in leases["items"]} == set(hostnames)
+
+
+def test_statefulset_spreads_over_nodes_and_resolves_through_cluster_dns(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    apply(testbed_cluster, namespace, statefulset("web", 3))
+    pods = wait_for(lambda: ready_pods(kube, namespace, "web", 3), 120, "3 Ready pods")
+
+    assert len({p["spec"]["nodeName"] for p in pods}) == 3
+    ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+    assert all(ipaddress.ip_address(ip) in POD_CIDR for ip in ips.values())
+    pvcs = kube.get(ns_path(namespace, "persistentvolumeclaims"))["items"]
+    assert [p["status"]["phase"] for p in pvcs] == ["Bound"] * 3
+
+    first = ips["web-0"]
+    assert toolbox(first, "/healthz")["hostname"] == "web-0"
+    expected = {f"{pod}.web.{namespace}.svc.cluster.local": [ip] for pod, ip in ips.items()}
+    expected.update({f"{pod}.web": [ip] for pod, ip in ips.items()})
+    expected["web"] = sorted(ips.values())
+    for name, addresses in expected.items():
+        # EndpointSlices, and so DNS records, follow pod readiness with a short delay.
+        check = functools.partial(resolves_to, first, name, addresses)
+        wait_for(check, 30, f"{name} to resolve to {addresses} in web-0")
+    assert resolve(first, "nothing-here") == []
+
+
+def resolve(pod_ip: str, name: str) -> list[str]:
+    """Addresses ``name`` resolves to inside the pod, through its resolv.conf and cluster DNS."""
+    answer = toolbox(pod_ip, f"/resolve?name={name}")
+    return list(answer.get("addresses", []))
+
+
+def resolves_to(pod_ip: str, name: str, addresses: list[str]) -> bool:
+    return resolve(pod_ip, name) == addresses
+
+
+def write_and_delete(kube: Kube, namespace: str, pod: Obj, text: str) -> None:
+    """Write ``text`` into the pod's PVC through the pod itself, then delete the pod."""
+    written = toolbox(pod["status"]["podIP"], f"/file?path={DATA}/proof", text.encode())
+    assert written == {"written": len(text)}
+    kube.delete(ns_path(namespace, "pods", pod["metadata"]["name"]))
+
+
+def replaced(kube: Kube, namespace: str, app: str, old: Obj) -> list[Obj]:
+    """The single Ready pod of ``app`` if it is not ``old`` any more."""
+    pods = ready_pods(kube, namespace, app, 1)
+    return [p for p in pods if p["metadata"]["uid"] != old["metadata"]["uid"]]
+
+
+def test_pvc_data_survives_deleting_the_pod(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    apply(testbed_cluster, namespace, statefulset("keep", 1))
+    (pod,) = wait_for(lambda: ready_pods(kube, namespace, "keep", 1), 120, "Ready pod")
+    write_and_delete(kube, namespace, pod, "still here")
+    (new,) = wait_for(lambda: replaced(kube, namespace, "keep", pod), 120, "replacement pod")
+
+    assert not Path(f"/proc/{container_pid(pod)}").exists()
+    assert toolbox(new["status"]["podIP"], f"/file?path={DATA}/proof") == {"content": "still here"}
+
+
+def test_pod_migrates_off_a_cordoned_node_with_its_volume(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    apply(testbed_cluster, namespace, statefulset("move", 1))
+    (pod,) = wait_for(lambda: ready_pods(kube, namespace, "move", 1), 120, "Ready pod")
+    old_node = pod["spec"]["nodeName"]
+    testbed_cluster.kubectl("cordon", old_node)
+    try:
+        write_and_delete(kube, namespace, pod, "migrated")
+        (new,) = wait_for(lambda: replaced(kube, namespace, "move", pod), 120, "migrated pod")
+    finally:
+        testbed_cluster.kubectl("uncordon", old_node)
+
+    assert new["spec"]["nodeName"] != old_node
+    assert new["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "data-move-0"
+    assert toolbox(new["status"]["podIP"], f"/file?path={DATA}/proof") == {"content": "migrated"}
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["stop", "kill"])
+def test_losing_a_node_agent_is_node_loss(
+    testbed_cluster: Cluster, kube: Kube, namespace: str, kill: bool
+) -> None:
+    apply(testbed_cluster, namespace, statefulset("lost", 1))
+    (pod,) = wait_for(lambda: ready_pods(kube, namespace, "lost", 1), 120, "Ready pod")
+    node = pod["spec"]["nodeName"]
+    pid = container_pid(pod)
+    assert Path(f"/proc/{pid}").exists()
+
+    testbed_cluster.stop_agent(node, kill=kill)
+    try:
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the pod's process to die")
+        wait_for(lambda: not testbed_cluster.node_ready(node), 60, f"{node} NotReady")
+    finally:
+        testbed_cluster.start_agent(node)
+        testbed_cluster.wait_nodes_ready([node], 60)
+
+
+def test_restart_policy_restart_counts_and_logs(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    script = (
+        "if [ -f /scratch/ran ]; then echo second run of $(POD_NAME); exit 0; fi; "
+        "touch /scratch/ran; echo first run; exit 3"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "once"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox:1.37",
+                    "command": ["sh", "-c", script],
+                    "env": [
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        }
+                    ],
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    }
+    apply(testbed_cluster, namespace, [pod])
+
+    path = ns_path(namespace, "pods", "once")
+    status = wait_for(lambda: in_phase(kube, path, "Succeeded"), 60, "success after a restart")[
+        "status"
+    ]
+    (container,) = status["containerStatuses"]
+    assert container["restartCount"] == 1
+    assert container["lastState"]["terminated"]["exitCode"] == 3
+    assert container["state"]["terminated"]["exitCode"] == 0
+    logs = testbed_cluster.kubectl("logs", "-n", namespace, "once").stdout
+    assert logs == "second run of once\n"
+    previous = testbed_cluster.kubectl("logs", "-n", namespace, "once", "--previous").stdout
+    assert previous == "first run\n"
+
+
+def busybox_pod(name: str, script: str, **spec: Any) -> Obj:
+    """A pod running ``script`` under sh, with an emptyDir at /scratch."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox:1.37",
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                    **spec.pop("container", {}),
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            **spec,
+        },
+    }
+
+
+def test_failed_liveness_probe_restarts_the_container(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    # Unhealthy on its first run, healthy after the restart; the emptyDir outlives the restart.
+    script = (
+        "[ -f /scratch/second ] && touch /scratch/healthy; touch /scratch/second; "
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done"
+    )
+    probe = {"exec": {"command": ["test", "-f", "/scratch/healthy"]}, "periodSeconds": 1}
+    apply(
+        testbed_cluster,
+        namespace,
+        [
+            busybox_pod(
+                "flaky", script, container={"livenessProbe": {**probe, "failureThreshold": 2}}
+            )
+        ],
+    )
+
+    def restarted_and_ready() -> Obj | None:
+        pod = kube.get(ns_path(namespace, "pods", "flaky"))
+        statuses = pod["status"].get("containerStatuses") or [{}]
+        return (
+            pod if statuses[0].get("restartCount") == 1 and condition_true(pod, "Ready") else None
+        )
+
+    pod = wait_for(restarted_and_ready, 60, "one restart, then Ready")
+    (container,) = pod["status"]["containerStatuses"]
+    assert "running" in container["state"]
+    assert container["lastState"]["terminated"]["exitCode"] == 0  # it exited on SIGTERM
+
+
+def test_deletion_waits_for_the_grace_period_of_a_process_ignoring_sigterm(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    # A shell as PID 1 without a trap ignores SIGTERM, as in a real container.
+    pod = busybox_pod("stubborn", "while true; do sleep 0.2; done", terminationGracePeriodSeconds=3)
+    apply(testbed_cluster, namespace, [pod])
+    path = ns_path(namespace, "pods", "stubborn")
+    pid = container_pid(wait_for(lambda: in_phase(kube, path, "Running"), 60, "pod Running"))
+
+    started = time.monotonic()
+    kube.delete(path)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 20, "the process to be killed")
+    waited = time.monotonic() - started
+    assert 3 <= waited < 10
+    wait_for(lambda: not kube.get(ns_path(namespace, "pods"))["items"], 20, "the pod to be gone")
+
+
+def test_configmap_and_env_reach_the_container_and_configmap_updates_follow(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    config_map: Obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings"},
+        "data": {"mode": "first"},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "reader", "labels": {"app": "reader"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "toolbox",
+                    "image": TOOLBOX_IMAGE,
+                    "args": [str(PORT)],
+                    "env": [
+                        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                        {"name": "GREETING", "value": "on $(NODE)"},
+                    ],
+                    "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1},
+                    "volumeMounts": [{"name": "settings", "mountPath": "/etc/testbed-settings"}],
+                }
+            ],
+            "volumes": [{"name": "settings", "configMap": {"name": "settings"}}],
+        },
+    }
+    apply(testbed_cluster, namespace, [config_map, pod])
+    (ready,) = wait_for(lambda: ready_pods(kube, namespace, "reader", 1), 60, "Ready pod")
+    ip = ready["status"]["podIP"]
+    environ = toolbox(ip, "/file?path=/proc/self/environ")["content"].split("\0")
+    assert f"GREETING=on {ready['spec']['nodeName']}" in environ
+    assert toolbox(ip, "/file?path=/etc/testbed-settings/mode") == {"content": "first"}
+
+    config_map["data"]["mode"] = "second"
+    apply(testbed_cluster, namespace, [config_map])
+    wait_for(
+        lambda: toolbox(ip, "/file?path=/etc/testbed-settings/mode") == {"content": "second"},
+        30,
+        "the ConfigMap update inside the pod",
+    )

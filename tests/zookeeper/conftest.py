@@ -1,0 +1,192 @@
+"""Real ZooKeeper JVMs through the local runtime, on 127.0.110.x-127.0.140.x only.
+
+Each test gets its own /24 from that range, so tests never share ports; every JVM a test starts
+is stopped by PID at teardown, after a SIGCONT in case the test left it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+from quorumkeeper import distributions
+from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.stores.base import Endpoint, Member, Role
+from quorumkeeper.stores.zookeeper import (
+    ZookeeperLauncher,
+    ZookeeperSettings,
+    ZookeeperStore,
+    ensure_superuser_password,
+)
+
+SUBNETS = range(110, 141)
+_subnets = itertools.cycle(SUBNETS)
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `condition` until it returns something truthy, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(0.1)
+
+
+class ZookeeperRuntime(LocalRuntime):
+    """LocalRuntime recognising its JVMs by the launcher's marker instead of etcd's --data-dir.
+
+    Goes away once LocalRuntime asks the launcher which argv element marks its process.
+    """
+
+    launcher: ZookeeperLauncher
+
+    def pid(self, endpoint: Endpoint) -> int | None:
+        try:
+            pid = int(self._pid_path(endpoint).read_text())
+            process = psutil.Process(pid)
+            alive = process.status() != psutil.STATUS_ZOMBIE
+            ours = self.launcher.process_marker(self.data_dir(endpoint)) in process.cmdline()
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return pid if alive and ours else None
+
+
+class Ensemble:
+    """One test cluster: endpoints `<subnet>.N`, a superuser password, started members."""
+
+    def __init__(
+        self, root: Path, subnet: str, settings: ZookeeperSettings, version: str, name: str = "zk"
+    ) -> None:
+        self.subnet = subnet
+        self.name = name
+        self.password = ensure_superuser_password(root / "superuser")
+        launcher = ZookeeperLauncher(
+            distributions.zookeeper_classpath(version), settings, self.password
+        )
+        self.runtime = ZookeeperRuntime(root / "members", launcher)
+        self.started: set[Endpoint] = set()
+        self._stores: list[ZookeeperStore] = []
+
+    def endpoint(self, ordinal: int) -> Endpoint:
+        return Endpoint(name=f"{self.name}-{ordinal}", address=f"{self.subnet}.{ordinal + 1}")
+
+    def start(self, endpoint: Endpoint, peers: list[Endpoint], *, bootstrap: bool = False) -> int:
+        argv = self.runtime.launcher.argv(
+            endpoint, self.runtime.data_dir(endpoint), peers, bootstrap=bootstrap
+        )
+        self.started.add(endpoint)
+        return self.runtime.start(endpoint, argv)
+
+    def pid(self, endpoint: Endpoint) -> int:
+        pid = self.runtime.pid(endpoint)
+        assert pid is not None, f"{endpoint.name} is not running"
+        return pid
+
+    def store(
+        self, members: list[Endpoint], candidates: list[Endpoint] | None = None
+    ) -> ZookeeperStore:
+        store = ZookeeperStore(members, password=self.password, candidates=candidates or [])
+        self._stores.append(store)
+        return store
+
+    def log(self, endpoint: Endpoint) -> str:
+        return self.runtime.log_path(endpoint).read_text(errors="replace")
+
+    def bootstrap(self) -> ZookeeperStore:
+        """Start member 0 alone and wait until it leads."""
+        first = self.endpoint(0)
+        self.start(first, [first], bootstrap=True)
+        store = self.store([first])
+        wait_until(lambda: _roles(store) == {first.address: Role.LEADER}, 60, f"{first.name} leads")
+        return store
+
+    def join(self, store: ZookeeperStore, joiner: Endpoint) -> None:
+        """The ZooKeeper join: start with committed members + itself, wait synced, promote."""
+        committed = [self.endpoint_at(m.address) for m in store.members() if m.voter]
+        self.start(joiner, [*committed, joiner])
+        watcher = self.store(committed, candidates=[joiner])
+        learner = wait_until(
+            lambda: healthy_learner(watcher, joiner), 90, f"{joiner.name} is a synced learner"
+        )
+        watcher.promote(learner)
+
+    def endpoint_at(self, address: str) -> Endpoint:
+        return self.endpoint(int(address.rsplit(".", 1)[1]) - 1)
+
+    def stop(self, endpoint: Endpoint) -> None:
+        pid = self.runtime.pid(endpoint)
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        self.runtime.stop(endpoint, grace=5)
+
+    def destroy(self) -> None:
+        for store in self._stores:
+            store.close()
+        for endpoint in self.started:
+            self.stop(endpoint)
+
+
+def _roles(store: ZookeeperStore) -> dict[str, Role]:
+    try:
+        return {m.address: m.role for m in store.members() if m.healthy}
+    except Exception:  # a starting server may refuse sessions; the caller polls
+        return {}
+
+
+def healthy_learner(store: ZookeeperStore, joiner: Endpoint) -> Member | None:
+    try:
+        members = store.members()
+    except Exception:
+        return None
+    return next(
+        (
+            m
+            for m in members
+            if m.address == joiner.address and m.role is Role.LEARNER and m.healthy
+        ),
+        None,
+    )
+
+
+TEST_SETTINGS = ZookeeperSettings(heap="128M")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "zookeeper: runs real ZooKeeper servers")
+
+
+@pytest.fixture
+def ensemble_factory(tmp_path: Path) -> Iterator[Callable[..., Ensemble]]:
+    made: list[Ensemble] = []
+
+    def make(
+        settings: ZookeeperSettings = TEST_SETTINGS,
+        version: str = distributions.ZOOKEEPER_VERSION,
+    ) -> Ensemble:
+        root = tmp_path / f"cluster-{len(made)}"
+        ensemble = Ensemble(root, f"127.0.{next(_subnets)}", settings, version)
+        made.append(ensemble)
+        return ensemble
+
+    yield make
+    for ensemble in made:
+        ensemble.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zookeeper_fetched() -> None:
+    """The pinned release in the cache (a no-op when present; ~40 s cold)."""
+    distributions.fetch_zookeeper()

@@ -1,0 +1,158 @@
+"""Real ensembles: bootstrap from one, grow by the ZooKeeper join flow, shrink by reconfig."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from quorumkeeper import distributions
+from quorumkeeper.stores.base import Member, NotCaughtUp, Role, StoreError
+from quorumkeeper.stores.zookeeper import ZookeeperStore, server_state
+from tests.zookeeper.conftest import Ensemble, wait_until
+
+pytestmark = pytest.mark.zookeeper
+
+
+def _voters(store: ZookeeperStore) -> dict[str, Role]:
+    return {m.address: m.role for m in store.members() if m.voter}
+
+
+def _member(store: ZookeeperStore, address: str) -> Member:
+    return next(m for m in store.members() if m.address == address)
+
+
+def _one_leader(store: ZookeeperStore, addresses: set[str]) -> dict[str, Role] | None:
+    try:
+        roles = {m.address: m.role for m in store.members() if m.healthy}
+    except StoreError:
+        return None
+    leaders = [a for a, r in roles.items() if r is Role.LEADER]
+    return roles if set(roles) == addresses and len(leaders) == 1 else None
+
+
+def test_grow_to_three_then_remove_a_follower_and_the_leader(
+    ensemble_factory: Callable[..., Ensemble],
+) -> None:
+    ensemble = ensemble_factory()
+    zero, one, two = (ensemble.endpoint(n) for n in range(3))
+    store = ensemble.bootstrap()
+    store.write_probe("before-growth", "1")
+
+    # add_learner changes nothing: the config stays as it was.
+    version = store.committed_config().version
+    planned = store.add_learner(one)
+    assert (planned.id, planned.role, planned.started) == ("2", Role.LEARNER, False)
+    assert store.committed_config().version == version
+
+    # A joiner that is not running cannot be promoted.
+    with pytest.raises(NotCaughtUp):
+        store.promote(planned)
+
+    ensemble.join(store, one)
+    ensemble.join(store, two)
+    grown = ensemble.store([zero, one, two])
+    roles = wait_until(
+        lambda: _one_leader(grown, {zero.address, one.address, two.address}), 60, "3 voters"
+    )
+    assert sorted(roles.values()) == [Role.FOLLOWER, Role.FOLLOWER, Role.LEADER]
+    assert all(m.started and m.applied_index for m in grown.members())
+    assert grown.read("before-growth") == "1"
+    for n in range(20):
+        grown.write_probe(f"k-{n}", str(n))
+
+    # ZooKeeper has no leadership transfer; the store says so instead of pretending.
+    leader = next(m for m in grown.members() if m.role is Role.LEADER)
+    follower = next(m for m in grown.members() if m.role is Role.FOLLOWER)
+    with pytest.raises(StoreError) as refused:
+        grown.transfer_leadership(leader, follower)
+    assert not refused.value.retryable
+
+    # A wrong superuser password is refused for good, and changes nothing.
+    intruder = ensemble.store([zero, one, two])
+    intruder._password = "wrong"
+    with pytest.raises(StoreError) as denied:
+        intruder.remove(follower)
+    assert not denied.value.retryable
+    assert len(grown.committed_config().servers) == 3
+
+    # Remove a follower: it leaves the config but keeps running and serving until stopped.
+    grown.remove(follower)
+    assert follower.address not in _voters(grown)
+    grown.remove(follower)  # idempotent: already gone
+    left = server_state(follower.address, 1.0)
+    assert left is not None and left.serving
+    ensemble.stop(ensemble.endpoint_at(follower.address))
+
+    # Remove the leader through a client connected to the leader only: the reconfig call loses
+    # its connection when the leader steps down, and the store re-reads the config to see it
+    # was applied.
+    only_leader = ensemble.store([ensemble.endpoint_at(leader.address)])
+    only_leader.remove(leader)
+    survivor = ({zero.address, one.address, two.address} - {leader.address, follower.address}).pop()
+    rest = ensemble.store([ensemble.endpoint_at(survivor)])
+    wait_until(lambda: _one_leader(rest, {survivor}), 60, "the survivor leads")
+    assert [m.address for m in rest.members()] == [survivor]
+    assert [rest.read(f"k-{n}") for n in range(20)] == [str(n) for n in range(20)]
+    rest.write_probe("after-shrink", "ok")
+    assert rest.read("after-shrink") == "ok"
+
+
+def test_stale_from_config_is_refused_and_retryable(
+    ensemble_factory: Callable[..., Ensemble], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensemble = ensemble_factory()
+    zero, one, two = (ensemble.endpoint(n) for n in range(3))
+    store = ensemble.bootstrap()
+    ensemble.join(store, one)
+    stale = store.committed_config()
+    ensemble.join(store, two)
+    store = ensemble.store([zero, one, two])
+    assert len(store.committed_config().servers) == 3
+
+    victim = _member(store, one.address)  # listed in the stale config too
+    monkeypatch.setattr(store, "committed_config", lambda **_: stale)
+    with pytest.raises(StoreError, match="changed since") as refused:
+        store.remove(victim)
+    assert refused.value.retryable
+    monkeypatch.undo()
+    assert len(store.committed_config().servers) == 3
+
+
+def test_restart_with_data_keeps_the_rewritten_config(
+    ensemble_factory: Callable[..., Ensemble],
+) -> None:
+    ensemble = ensemble_factory()
+    zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
+    store = ensemble.bootstrap()
+    ensemble.join(store, one)
+    zoo_cfg = ensemble.runtime.launcher.conf_dir(ensemble.runtime.data_dir(one)) / "zoo.cfg"
+    wait_until(lambda: "zoo.cfg.dynamic." in zoo_cfg.read_text(), 30, "ZooKeeper rewrote zoo.cfg")
+    rewritten = zoo_cfg.read_text()
+    ensemble.stop(one)
+    assert ensemble.runtime.launcher.has_data(ensemble.runtime.data_dir(one))
+    ensemble.start(one, [one])  # peers are ignored for a member with data
+    assert zoo_cfg.read_text() == rewritten
+    both = ensemble.store([zero, one])
+    wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "it rejoins")
+
+
+def test_debian_380_boots_and_reconfigs(ensemble_factory: Callable[..., Ensemble]) -> None:
+    if not Path("/usr/share/java/zookeeper.jar").is_file():
+        pytest.skip("Debian's zookeeper package is not installed (apt-get install zookeeper)")
+    ensemble = ensemble_factory(version=distributions.DEBIAN_ZOOKEEPER_VERSION)
+    zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
+    store = ensemble.bootstrap()
+    assert "slf4j-simple" in " ".join(ensemble.runtime.launcher.classpath)
+    ensemble.join(store, one)
+    both = ensemble.store([zero, one])
+    roles = wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "2 voters")
+    assert sorted(roles.values()) == [Role.FOLLOWER, Role.LEADER]
+    both.write_probe("debian", "3.8.0")
+    follower = next(m for m in both.members() if m.role is Role.FOLLOWER)
+    both.remove(follower)
+    remaining = {zero.address, one.address} - {follower.address}
+    assert {m.address for m in both.members()} == remaining
+    assert both.read("debian") == "3.8.0"
+    assert "INFO" in ensemble.log(zero)

@@ -1,0 +1,111 @@
+"""Settings, versions and the superuser secret: no JVM needed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from quorumkeeper import distributions
+from quorumkeeper.stores.zookeeper import (
+    ZookeeperSettings,
+    ensure_superuser_password,
+    parse_config,
+    superuser_digest_flag,
+)
+
+
+def test_defaults_are_the_seeds() -> None:
+    settings = ZookeeperSettings()
+    assert (settings.tick_time_ms, settings.init_limit, settings.sync_limit) == (2000, 10, 5)
+    assert (settings.heap, settings.max_client_cnxns, settings.log_level) == ("512M", 60, "INFO")
+    assert (settings.snap_retain_count, settings.purge_interval_hours) == (3, 12)
+    assert (settings.min_session_timeout_ms, settings.max_session_timeout_ms) == (4000, 40000)
+
+
+@pytest.mark.parametrize(
+    ("fields", "names", "fix"),
+    [
+        ({"min_session_timeout_ms": 3000}, "min_session_timeout_ms", "raise it to 4000"),
+        ({"max_session_timeout_ms": 50000}, "max_session_timeout_ms", "lower it to 40000"),
+        (
+            {"tick_time_ms": 200, "min_session_timeout_ms": 400, "max_session_timeout_ms": 800},
+            "sync_limit",
+            "raise it to 1000",
+        ),
+        ({"init_limit": 2}, "init_limit", "raise init_limit"),
+        ({"heap": "lots"}, "zookeeper.heap", "followed by K, M or G"),
+        ({"heap": "512"}, "zookeeper.heap", "followed by K, M or G"),
+        ({"heap": "32M"}, "zookeeper.heap", "raise it to 64M"),
+        ({"data_dir": "/var/lib/zk"}, "data_dir", "relative path"),
+        ({"data_log_dir": "../log"}, "data_log_dir", "relative path"),
+        ({"tick_time_ms": 0}, "tick_time_ms", "greater than or equal to 10"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_field_and_fix(
+    fields: dict[str, object], names: str, fix: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ZookeeperSettings.model_validate(fields)
+    message = str(refused.value)
+    assert names in message
+    assert fix in message
+
+
+def test_tuned_timing_is_accepted() -> None:
+    tuned = ZookeeperSettings(
+        tick_time_ms=500, min_session_timeout_ms=1000, max_session_timeout_ms=10000
+    )
+    assert tuned.sync_limit * tuned.tick_time_ms <= tuned.max_session_timeout_ms
+
+
+@pytest.mark.parametrize("version", ["3.4.14", "3.4.10"])
+def test_zookeeper_34_is_refused_for_lack_of_reconfig(version: str) -> None:
+    with pytest.raises(distributions.UnsupportedZookeeperVersion, match="no dynamic reconfig"):
+        distributions.zookeeper_classpath(version)
+    with pytest.raises(distributions.UnsupportedZookeeperVersion, match=r"fix: use 3\.9\.5"):
+        distributions.fetch_zookeeper(version)
+
+
+def test_other_unsupported_series_are_refused() -> None:
+    with pytest.raises(distributions.UnsupportedZookeeperVersion, match=r"3\.8, 3\.9"):
+        distributions.check_zookeeper_version("3.7.2")
+
+
+def test_missing_release_names_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUMKEEPER_CACHE_DIR", str(tmp_path))
+    with pytest.raises(distributions.DistributionMissing, match="install zookeeper --version"):
+        distributions.zookeeper_classpath("3.9.4")
+
+
+def test_superuser_password_file_is_private_and_stable(tmp_path: Path) -> None:
+    path = tmp_path / "secrets" / "superuser"
+    password = ensure_superuser_password(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(password) >= 32
+    assert ensure_superuser_password(path) == password
+    expected = base64.b64encode(hashlib.sha1(f"super:{password}".encode()).digest()).decode()
+    assert superuser_digest_flag(password).endswith(f"=super:{expected}")
+    assert password not in superuser_digest_flag(password)
+
+
+def test_committed_config_parses_roles_and_hex_version() -> None:
+    config = parse_config(
+        "server.1=127.0.110.1:2888:3888:participant;127.0.110.1:2181\n"
+        "server.3=127.0.110.3:2888:3888:observer;127.0.110.3:2181\n"
+        "version=10000000a"
+    )
+    assert config.version == 0x10000000A
+    assert [(s.id, s.address, s.participant) for s in config.servers] == [
+        (1, "127.0.110.1", True),
+        (3, "127.0.110.3", False),
+    ]
+    assert config.voter(1)
+    assert not config.voter(3)
+    assert not config.voter(2)
