@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kazoo").setLevel(logging.ERROR)
     return run(ClusterPaths(args.state_dir, args.name))
 
 

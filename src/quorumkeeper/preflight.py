@@ -10,7 +10,7 @@ from pathlib import Path
 from quorumkeeper import distributions
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths, cluster_names
-from quorumkeeper.stores import member_ports
+from quorumkeeper.stores import check_installed, member_ports
 
 
 class Refused(Exception):
@@ -39,7 +39,7 @@ def check_name_free(paths: ClusterPaths) -> None:
 
 def check_binary(spec: ClusterSpec) -> None:
     try:
-        distributions.etcd_binary(spec.version)
+        check_installed(spec)
     except distributions.DistributionMissing as error:
         raise Refused(f"version: {error}") from None
 

@@ -37,6 +37,7 @@ from quorumkeeper.stores.base import (
     Endpoint,
     Member,
     NotCaughtUp,
+    Role,
     StoreError,
     StoreUnavailable,
 )
@@ -76,7 +77,8 @@ class LocalCluster:
         return self.desired.endpoint(int(ordinal))
 
     def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
-        return self.backend.connect(list(endpoints))
+        joiners = [e for e in endpoints if e.ordinal < self.spec.members]
+        return self.backend.connect(list(endpoints), joiners)
 
     def observe(self) -> Snapshot:
         known = {self.desired.endpoint(n) for n in range(self.spec.members)}
@@ -122,6 +124,9 @@ class LocalCluster:
             "desired_members": self.spec.members,
             "phase": step.phase.value,
             "quorum": snapshot.observation.membership is not None,
+            "connect_string": self.backend.connect_string(
+                [m.address for m in membership if m.role is not Role.LEARNER]
+            ),
             "step": {"kind": type(step).__name__, "reason": step.reason},
         }
 
@@ -142,6 +147,8 @@ class Reconciler:
         status["error"] = self.last_error
         status["updated_at"] = time.time()
         self.cluster.paths.save_status(status)
+        if status["quorum"]:
+            self.cluster.paths.save_connect_string(status["connect_string"])
         try:
             self.act(step, snapshot)
             self.last_error = None

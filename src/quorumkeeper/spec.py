@@ -13,11 +13,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from quorumkeeper import distributions
 
 MAX_MEMBERS = 9
+_HEAP = re.compile(r"^([1-9][0-9]*)([kKmMgG])$")
+_HEAP_UNIT = {"k": 1024, "m": 1024**2, "g": 1024**3}
+_MIN_HEAP_BYTES = 64 * 1024**2
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -52,6 +63,97 @@ class EtcdSettings(_Strict):
                 f"(got {self.election_timeout_ms} < 5 x {self.heartbeat_interval_ms}); "
                 "fix: raise election_timeout_ms or lower heartbeat_interval_ms"
             )
+        return self
+
+
+class ZookeeperSettings(_Strict):
+    """ZooKeeper server settings; every default is the seed's value.
+
+    The two directories are relative to the member's data directory, so the defaults give the
+    seed's `/var/lib/zookeeper/data` and `/var/lib/zookeeper/data/log` when a member's volume is
+    mounted at `/var/lib/zookeeper`.
+    """
+
+    tick_time_ms: Annotated[int, Field(ge=10, le=60000)] = 2000
+    init_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    sync_limit: Annotated[int, Field(ge=1, le=1000)] = 5
+    heap: str = "512M"
+    max_client_cnxns: Annotated[int, Field(ge=0)] = 60
+    snap_retain_count: Annotated[int, Field(ge=3)] = 3
+    purge_interval_hours: Annotated[int, Field(ge=0)] = 12
+    min_session_timeout_ms: Annotated[int, Field(ge=1)] = 4000
+    max_session_timeout_ms: Annotated[int, Field(ge=1)] = 40000
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] = "INFO"
+    data_dir: str = "data"
+    data_log_dir: str = "data/log"
+
+    @field_validator("heap")
+    @classmethod
+    def _heap_parses(cls, value: str) -> str:
+        match = _HEAP.match(value)
+        if match is None:
+            raise ValueError(
+                f"zookeeper.heap must be a JVM size such as 512M or 1G (got {value!r}); "
+                "fix: write a whole number followed by K, M or G"
+            )
+        if int(match[1]) * _HEAP_UNIT[match[2].lower()] < _MIN_HEAP_BYTES:
+            raise ValueError(
+                f"zookeeper.heap must be at least 64M (got {value!r}); fix: raise it to 64M or more"
+            )
+        return value
+
+    @field_validator("data_dir", "data_log_dir")
+    @classmethod
+    def _inside_member_dir(cls, value: str) -> str:
+        path = Path(value)
+        if not value or path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"must be a relative path inside the member's data directory (got {value!r}); "
+                "fix: use a path such as data or data/log"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timing_rules(self) -> ZookeeperSettings:
+        """ZooKeeper's session bounds, plus the rule that a session can outlive a hung leader.
+
+        A follower gives up on a silent leader after sync_limit x tick_time; a client can only
+        keep its session across that failover if it may ask for a longer session than that.
+        """
+        tick = self.tick_time_ms
+        problems = []
+        if self.min_session_timeout_ms < 2 * tick:
+            problems.append(
+                f"zookeeper.min_session_timeout_ms must be at least 2 x zookeeper.tick_time_ms "
+                f"(got {self.min_session_timeout_ms} < 2 x {tick}); fix: raise it to {2 * tick} "
+                "or lower tick_time_ms"
+            )
+        if self.max_session_timeout_ms > 20 * tick:
+            problems.append(
+                f"zookeeper.max_session_timeout_ms must be at most 20 x zookeeper.tick_time_ms "
+                f"(got {self.max_session_timeout_ms} > 20 x {tick}); fix: lower it to "
+                f"{20 * tick} or raise tick_time_ms"
+            )
+        if self.min_session_timeout_ms > self.max_session_timeout_ms:
+            problems.append(
+                f"zookeeper.min_session_timeout_ms ({self.min_session_timeout_ms}) must not exceed "
+                f"zookeeper.max_session_timeout_ms ({self.max_session_timeout_ms}); fix: swap them"
+            )
+        if self.max_session_timeout_ms < self.sync_limit * tick:
+            problems.append(
+                f"zookeeper.max_session_timeout_ms must be at least zookeeper.sync_limit x "
+                f"zookeeper.tick_time_ms (got {self.max_session_timeout_ms} < {self.sync_limit} x "
+                f"{tick}), or no session survives a hung leader; fix: raise it to "
+                f"{self.sync_limit * tick} or lower sync_limit"
+            )
+        if self.init_limit < self.sync_limit:
+            problems.append(
+                f"zookeeper.init_limit must be at least zookeeper.sync_limit (got "
+                f"{self.init_limit} < {self.sync_limit}): the first sync of a joiner is the "
+                "longest; fix: raise init_limit"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -90,13 +192,24 @@ class ClusterSpec(_Strict):
 
     name: str
     store: Store = Store.ETCD
-    version: str = distributions.ETCD_VERSION
+    version: str
     members: Annotated[int, Field(ge=1, le=MAX_MEMBERS)] = 3
     etcd: EtcdSettings = EtcdSettings()
+    zookeeper: ZookeeperSettings = ZookeeperSettings()
     local: LocalSettings = LocalSettings()
     data_dir: Path | None = Field(
         default=None, description="where member data lives; default <state-dir>/<name>/members"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_default_version(cls, data: object) -> object:
+        """Without a version, a cluster runs the pinned release of its own store."""
+        if isinstance(data, dict) and "version" not in data:
+            zookeeper = data.get("store") == Store.ZOOKEEPER.value
+            pinned = distributions.ZOOKEEPER_VERSION if zookeeper else distributions.ETCD_VERSION
+            return {**data, "version": pinned}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -110,25 +223,20 @@ class ClusterSpec(_Strict):
 
     @field_validator("version")
     @classmethod
-    def _known_version(cls, value: str) -> str:
+    def _supported_version(cls, value: str, info: ValidationInfo) -> str:
         if not re.fullmatch(r"\d+\.\d+\.\d+", value):
             raise ValueError(f"version must look like 3.7.3 (got {value!r})")
-        return value
-
-    @model_validator(mode="after")
-    def _supported_version(self) -> ClusterSpec:
-        series = ".".join(self.version.split(".")[:2])
-        if self.store is Store.ETCD and series not in distributions.SUPPORTED_ETCD_SERIES:
+        store = info.data.get("store")
+        series = ".".join(value.split(".")[:2])
+        if store is Store.ETCD and series not in distributions.SUPPORTED_ETCD_SERIES:
             raise ValueError(
-                f"version {self.version} of etcd is not supported; fix: use one of the "
+                f"version {value} of etcd is not supported; fix: use one of the "
                 f"{', '.join(distributions.SUPPORTED_ETCD_SERIES)} series "
                 f"(default {distributions.ETCD_VERSION})"
             )
-        if self.store is Store.ZOOKEEPER:
-            raise ValueError(
-                "store zookeeper is not available in this release yet; fix: use --store etcd"
-            )
-        return self
+        if store is Store.ZOOKEEPER:
+            distributions.check_zookeeper_version(value)
+        return value
 
     def member_name(self, ordinal: int) -> str:
         return f"{self.name}-{ordinal}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,23 @@ def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
     temporary.write_text(text)
     temporary.chmod(mode)
     os.replace(temporary, path)
+
+
+def ensure_secret(path: Path) -> str:
+    """A per-cluster secret, generated on first call into a 0600 file and read back after.
+
+    Created with O_EXCL under its final mode, so it is never readable by others, and reading an
+    existing file makes cluster creation safe to re-run after a crash.
+    """
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_urlsafe(24) + "\n")
+    os.replace(partial, path)
+    return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,20 @@ class ClusterPaths:
     @property
     def keeper_log(self) -> Path:
         return self.root / "keeper.log"
+
+    @property
+    def connect_string_file(self) -> Path:
+        return self.root / "connect-string"
+
+    def save_connect_string(self, connect_string: str) -> None:
+        """Keep the file clients read their server list from current, touching it only on a
+        change so that file watchers see membership changes and nothing else."""
+        try:
+            if self.connect_string_file.read_text().strip() == connect_string:
+                return
+        except FileNotFoundError:
+            pass
+        write_atomically(self.connect_string_file, connect_string + "\n")
 
     def exists(self) -> bool:
         return self.spec_file.is_file()

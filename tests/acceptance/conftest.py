@@ -10,7 +10,7 @@ import pytest
 
 from tests.acceptance.harness import LocalClusterUnderTest
 
-STORES = ["etcd"]
+STORES = ["etcd", "zookeeper"]
 """Every store the suite runs against; each test runs once per store."""
 
 _subnets = itertools.count(20)

@@ -29,6 +29,7 @@ from quorumkeeper.spec import MAX_MEMBERS
 from quorumkeeper.state import ClusterPaths
 from quorumkeeper.stores.base import CoordinationStore, Endpoint, StoreError
 from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.zookeeper import ZookeeperStore
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, message: str) -> Any:
@@ -41,11 +42,6 @@ def wait_until(condition: Callable[[], Any], timeout: float, message: str) -> An
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s: {message}")
         time.sleep(0.1)
-
-
-def store_client(store: str, endpoints: list[Endpoint], timeout: float) -> CoordinationStore:
-    assert store == "etcd", store
-    return EtcdStore(endpoints, timeout=timeout, probe_timeout=timeout)
 
 
 @dataclass
@@ -116,6 +112,18 @@ class LocalClusterUnderTest:
     def all_endpoints(self) -> list[Endpoint]:
         desired = self.desired(MAX_MEMBERS)
         return [desired.endpoint(n) for n in range(MAX_MEMBERS)]
+
+    def client(self, timeout: float) -> CoordinationStore:
+        """A store client over every address the cluster may use, for writers and checks."""
+        if self.store == "etcd":
+            return EtcdStore(self.all_endpoints(), timeout=timeout, probe_timeout=timeout)
+        password = (self.paths.root / "superuser").read_text().strip()
+        return ZookeeperStore(self.all_endpoints(), password=password, timeout=timeout)
+
+    @property
+    def ids_follow_ordinals(self) -> bool:
+        """ZooKeeper server ids are ordinal + 1; etcd gives every join a fresh member ID."""
+        return self.store == "zookeeper"
 
     def member(self, status: dict[str, Any], role: str) -> dict[str, Any]:
         return next(m for m in status["members"] if m["role"] == role)
@@ -197,7 +205,7 @@ class Writer:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        client = store_client(self.cluster.store, self.cluster.all_endpoints(), timeout=1.0)
+        client = self.cluster.client(timeout=1.0)
         sequence = 0
         while not self._stop.is_set():
             key = f"w/{sequence:06d}"
@@ -218,6 +226,6 @@ class Writer:
 
     def assert_nothing_lost(self) -> None:
         assert self.acknowledged, "the writer never got a write acknowledged"
-        client = store_client(self.cluster.store, self.cluster.all_endpoints(), timeout=5.0)
+        client = self.cluster.client(timeout=5.0)
         missing = [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"

@@ -14,18 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
 import pytest
 
 from quorumkeeper import distributions
 from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.spec import ZookeeperSettings
+from quorumkeeper.state import ensure_secret
 from quorumkeeper.stores.base import Endpoint, Member, Role
-from quorumkeeper.stores.zookeeper import (
-    ZookeeperLauncher,
-    ZookeeperSettings,
-    ZookeeperStore,
-    ensure_superuser_password,
-)
+from quorumkeeper.stores.zookeeper import ZookeeperLauncher, ZookeeperStore
 
 SUBNETS = range(110, 141)
 _subnets = itertools.cycle(SUBNETS)
@@ -45,25 +41,6 @@ def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> 
         time.sleep(0.1)
 
 
-class ZookeeperRuntime(LocalRuntime):
-    """LocalRuntime recognising its JVMs by the launcher's marker instead of etcd's --data-dir.
-
-    Goes away once LocalRuntime asks the launcher which argv element marks its process.
-    """
-
-    launcher: ZookeeperLauncher
-
-    def pid(self, endpoint: Endpoint) -> int | None:
-        try:
-            pid = int(self._pid_path(endpoint).read_text())
-            process = psutil.Process(pid)
-            alive = process.status() != psutil.STATUS_ZOMBIE
-            ours = self.launcher.process_marker(self.data_dir(endpoint)) in process.cmdline()
-        except (OSError, ValueError, psutil.Error):
-            return None
-        return pid if alive and ours else None
-
-
 class Ensemble:
     """One test cluster: endpoints `<subnet>.N`, a superuser password, started members."""
 
@@ -72,11 +49,11 @@ class Ensemble:
     ) -> None:
         self.subnet = subnet
         self.name = name
-        self.password = ensure_superuser_password(root / "superuser")
+        self.password = ensure_secret(root / "superuser")
         launcher = ZookeeperLauncher(
             distributions.zookeeper_classpath(version), settings, self.password
         )
-        self.runtime = ZookeeperRuntime(root / "members", launcher)
+        self.runtime = LocalRuntime(root / "members", launcher)
         self.started: set[Endpoint] = set()
         self._stores: list[ZookeeperStore] = []
 

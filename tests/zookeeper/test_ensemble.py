@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kazoo.exceptions import ConnectionLoss  # type: ignore[import-untyped]
 
 from quorumkeeper import distributions
 from quorumkeeper.stores.base import Member, NotCaughtUp, Role, StoreError
@@ -85,9 +86,8 @@ def test_grow_to_three_then_remove_a_follower_and_the_leader(
     assert left is not None and left.serving
     ensemble.stop(ensemble.endpoint_at(follower.address))
 
-    # Remove the leader through a client connected to the leader only: the reconfig call loses
-    # its connection when the leader steps down, and the store re-reads the config to see it
-    # was applied.
+    # Remove the leader through a client connected to the leader only: the leader may answer
+    # before it steps down (3.9.5 does on loopback) or drop the connection first.
     only_leader = ensemble.store([ensemble.endpoint_at(leader.address)])
     only_leader.remove(leader)
     survivor = ({zero.address, one.address, two.address} - {leader.address, follower.address}).pop()
@@ -120,22 +120,69 @@ def test_stale_from_config_is_refused_and_retryable(
     assert len(store.committed_config().servers) == 3
 
 
-def test_restart_with_data_keeps_the_rewritten_config(
+def test_connection_loss_during_reconfig_rereads_the_config(
+    ensemble_factory: Callable[..., Ensemble], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensemble = ensemble_factory()
+    zero, one, two = (ensemble.endpoint(n) for n in range(3))
+    store = ensemble.bootstrap()
+    ensemble.join(store, one)
+    ensemble.join(store, two)
+    store = ensemble.store([zero, one, two])
+    client = store._connected()
+    real_reconfig = client.reconfig_async
+
+    def lost_before_sending(*_: object) -> None:
+        raise ConnectionLoss()
+
+    monkeypatch.setattr(client, "reconfig_async", lost_before_sending)
+    with pytest.raises(StoreError, match="not in the committed config") as interrupted:
+        store.remove(_member(store, two.address))
+    assert interrupted.value.retryable
+    assert len(store.committed_config().servers) == 3
+
+    def lost_after_applying(*args: object) -> None:
+        real_reconfig(*args).get(timeout=10)
+        raise ConnectionLoss()
+
+    monkeypatch.setattr(client, "reconfig_async", lost_after_applying)
+    store.remove(_member(store, two.address))  # applied: the re-read says so, no error
+    assert two.address not in _voters(store)
+
+
+def test_restart_with_data_keeps_or_repairs_the_rewritten_config(
     ensemble_factory: Callable[..., Ensemble],
 ) -> None:
     ensemble = ensemble_factory()
     zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
+    launcher = ensemble.runtime.launcher
     store = ensemble.bootstrap()
     ensemble.join(store, one)
-    zoo_cfg = ensemble.runtime.launcher.conf_dir(ensemble.runtime.data_dir(one)) / "zoo.cfg"
-    wait_until(lambda: "zoo.cfg.dynamic." in zoo_cfg.read_text(), 30, "ZooKeeper rewrote zoo.cfg")
+    zoo_cfg = launcher.conf_dir(ensemble.runtime.data_dir(one)) / "zoo.cfg"
+    wait_until(lambda: launcher.lists_itself(zoo_cfg, one), 30, "ZooKeeper wrote the new config")
     rewritten = zoo_cfg.read_text()
-    ensemble.stop(one)
-    assert ensemble.runtime.launcher.has_data(ensemble.runtime.data_dir(one))
-    ensemble.start(one, [one])  # peers are ignored for a member with data
-    assert zoo_cfg.read_text() == rewritten
+    assert "zoo.cfg.dynamic.1" in rewritten  # versioned: ZooKeeper's own file, not ours
     both = ensemble.store([zero, one])
+
+    # Restart with data: peers are ignored and ZooKeeper's zoo.cfg is kept byte for byte.
+    ensemble.stop(one)
+    assert launcher.has_data(ensemble.runtime.data_dir(one))
+    ensemble.start(one, [zero, one])
+    assert zoo_cfg.read_text() == rewritten
     wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "it rejoins")
+
+    # Stopped after acking its own addition but before writing the new config: zoo.cfg points
+    # at a config without it, which ZooKeeper refuses. Only the dynamic file is repaired.
+    ensemble.stop(one)
+    stale = zoo_cfg.with_name("zoo.cfg.dynamic.stale")
+    stale.write_text(f"server.1={zero.address}:2888:3888:participant;{zero.address}:2181\n")
+    zoo_cfg.write_text(rewritten.replace(str(launcher.dynamic_config_path(zoo_cfg)), str(stale)))
+    assert not launcher.lists_itself(zoo_cfg, one)
+    ensemble.start(one, [zero, one])
+    assert launcher.lists_itself(zoo_cfg, one)
+    assert "tickTime=2000" in zoo_cfg.read_text()
+    wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "it rejoins again")
+    assert {m.address for m in both.members() if m.voter} == {zero.address, one.address}
 
 
 def test_debian_380_boots_and_reconfigs(ensemble_factory: Callable[..., Ensemble]) -> None:

@@ -11,12 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from quorumkeeper import distributions
-from quorumkeeper.stores.zookeeper import (
-    ZookeeperSettings,
-    ensure_superuser_password,
-    parse_config,
-    superuser_digest_flag,
-)
+from quorumkeeper.spec import ZookeeperSettings
+from quorumkeeper.state import ensure_secret
+from quorumkeeper.stores.zookeeper import parse_config, superuser_digest_flag
 
 
 def test_defaults_are_the_seeds() -> None:
@@ -86,10 +83,10 @@ def test_missing_release_names_the_install_command(
 
 def test_superuser_password_file_is_private_and_stable(tmp_path: Path) -> None:
     path = tmp_path / "secrets" / "superuser"
-    password = ensure_superuser_password(path)
+    password = ensure_secret(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(password) >= 32
-    assert ensure_superuser_password(path) == password
+    assert ensure_secret(path) == password
     expected = base64.b64encode(hashlib.sha1(f"super:{password}".encode()).digest()).decode()
     assert superuser_digest_flag(password).endswith(f"=super:{expected}")
     assert password not in superuser_digest_flag(password)

@@ -29,7 +29,7 @@ from quorumkeeper.preflight import (
 )
 from quorumkeeper.reconciler import LocalCluster
 from quorumkeeper.runtimes.local import wait_for_exit
-from quorumkeeper.spec import ClusterSpec, SpecError, parse_spec
+from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec
 from quorumkeeper.state import ClusterPaths, cluster_names, default_state_dir
 from quorumkeeper.stores.base import Role
 
@@ -247,6 +247,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
             str(member["pid"] or "-"),
         )
     out.print(table)
+    out.print(f"connect string: {status['connect_string']}", highlight=False)
     out.print(
         f"phase [bold]{status['phase']}[/], {len(status['members'])} of "
         f"{status['desired_members']} members: {status['step']['reason']}",
@@ -337,14 +338,22 @@ def list_clusters(state_dir: StateDirOption = None) -> None:
 
 @app.command()
 def install(
-    component: Annotated[str, typer.Argument(help="what to build: etcd")],
-    version: Annotated[str, typer.Option(help="version to build")] = distributions.ETCD_VERSION,
+    component: Annotated[Store, typer.Argument(help="which store to install")],
+    version: Annotated[
+        str | None, typer.Option(help="version [default: the pinned release]")
+    ] = None,
 ) -> None:
-    """Build a store's binaries from their pinned sources into the cache."""
-    if component != "etcd":
-        raise _fail(f"component: unknown {component!r}; fix: use etcd")
-    log = distributions.cache_dir() / f"build-etcd-{version}.log"
+    """Build etcd from its Go modules, or fetch ZooKeeper from Maven Central, into the cache."""
+    log = distributions.cache_dir() / f"install-{component}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with err.status(f"building etcd {version} (log: {log})"):
-        binary = distributions.build_etcd(version, log=log)
-    err.print(f"etcd {version}: {binary}")
+    with err.status(f"installing {component} (log: {log})"):
+        if component is Store.ETCD:
+            version = version or distributions.ETCD_VERSION
+            path = distributions.build_etcd(version, log=log)
+        else:
+            version = version or distributions.ZOOKEEPER_VERSION
+            try:
+                path = distributions.fetch_zookeeper(version, log=log)
+            except distributions.UnsupportedZookeeperVersion as error:
+                raise _fail(f"version: {error}") from None
+    err.print(f"{component} {version}: {path}")

@@ -49,7 +49,7 @@ class LocalRuntime:
             pid = int(self._pid_path(endpoint).read_text())
             process = psutil.Process(pid)
             alive = process.status() != psutil.STATUS_ZOMBIE
-            ours = f"--data-dir={self.data_dir(endpoint)}" in process.cmdline()
+            ours = self.launcher.process_marker(self.data_dir(endpoint)) in process.cmdline()
         except (OSError, ValueError, psutil.Error):
             return None
         return pid if alive and ours else None

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from quorumkeeper import distributions
 from quorumkeeper.spec import ClusterSpec, Store
-from quorumkeeper.stores import etcd
+from quorumkeeper.state import ensure_secret
+from quorumkeeper.stores import etcd, zookeeper
 from quorumkeeper.stores.base import CoordinationStore, Endpoint, JoinRules, MemberLauncher
 
 
 @dataclass(frozen=True)
 class Backend:
-    """Everything the runtime, planner and CLI need to know about one store."""
+    """Everything the runtime, planner and CLI need to know about one store.
+
+    `connect(endpoints, joiners)` opens the store on the known endpoints; `joiners` are the
+    endpoints that may be joining (below the desired count), which ZooKeeper reports as learners
+    while they sync. `connect_string` turns member addresses into what a client is given.
+    """
 
     rules: JoinRules
     client_url: Callable[[str], str]
-    connect: Callable[[list[Endpoint]], CoordinationStore]
+    connect_string: Callable[[Sequence[str]], str]
+    connect: Callable[[list[Endpoint], list[Endpoint]], CoordinationStore]
     launcher: MemberLauncher
 
 
@@ -27,28 +33,37 @@ def member_ports(store: Store) -> tuple[int, ...]:
     """The ports every member of `store` binds on its own address."""
     if store is Store.ETCD:
         return (etcd.CLIENT_PORT, etcd.PEER_PORT)
-    raise NotImplementedError(f"store {store} has no backend yet")
+    return (zookeeper.CLIENT_PORT, zookeeper.QUORUM_PORT, zookeeper.ELECTION_PORT)
 
 
-def _secret(path: Path, make: Callable[[], str]) -> str:
-    """A per-cluster secret, created once and readable by its owner only."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(make())
-    return path.read_text().strip()
+def check_installed(spec: ClusterSpec) -> None:
+    """Raise `DistributionMissing`, with the command that fixes it, unless the store is there."""
+    if spec.store is Store.ETCD:
+        distributions.etcd_binary(spec.version)
+    else:
+        distributions.zookeeper_classpath(spec.version)
 
 
 def backend_for(spec: ClusterSpec, cluster_root: Path) -> Backend:
     """The backend of `spec.store`; per-cluster secrets are kept under `cluster_root`."""
     if spec.store is Store.ETCD:
-        token = _secret(
-            cluster_root / "cluster-token", lambda: f"{spec.name}-{secrets.token_hex(8)}"
-        )
+        token = f"{spec.name}-{ensure_secret(cluster_root / 'cluster-token')[:16]}"
         return Backend(
             rules=JoinRules(add_before_start=True, transfers_leadership=True),
             client_url=etcd.client_url,
-            connect=etcd.EtcdStore,
+            connect_string=lambda addresses: ",".join(map(etcd.client_url, addresses)),
+            connect=lambda endpoints, joiners: etcd.EtcdStore(endpoints),
             launcher=etcd.EtcdLauncher(distributions.etcd_binary(spec.version), spec.etcd, token),
         )
-    raise NotImplementedError(f"store {spec.store} has no backend yet")
+    password = ensure_secret(cluster_root / "superuser")
+    return Backend(
+        rules=JoinRules(add_before_start=False, transfers_leadership=False),
+        client_url=zookeeper.client_address,
+        connect_string=lambda addresses: ",".join(map(zookeeper.client_address, addresses)),
+        connect=lambda endpoints, joiners: zookeeper.ZookeeperStore(
+            endpoints, password=password, candidates=joiners
+        ),
+        launcher=zookeeper.ZookeeperLauncher(
+            distributions.zookeeper_classpath(spec.version), spec.zookeeper, password
+        ),
+    )

@@ -162,5 +162,10 @@ class MemberLauncher(abc.ABC):
         """
 
     @abc.abstractmethod
+    def process_marker(self, data_dir: Path) -> str:
+        """An argv element only this member's process carries, so a reused PID is never
+        mistaken for it."""
+
+    @abc.abstractmethod
     def has_data(self, data_dir: Path) -> bool:
         """Whether `data_dir` holds this member's state (false after a wipe or before a join)."""

@@ -176,7 +176,7 @@ class EtcdLauncher(MemberLauncher):
         return [
             str(self.binary),
             f"--name={endpoint.name}",
-            f"--data-dir={data_dir}",
+            self.process_marker(data_dir),
             f"--listen-client-urls={client_url(endpoint.address)}",
             f"--advertise-client-urls={client_url(endpoint.address)}",
             f"--listen-peer-urls={peer_url(endpoint.address)}",
@@ -192,6 +192,9 @@ class EtcdLauncher(MemberLauncher):
             f"--auto-compaction-retention={settings.auto_compaction_retention}",
             "--log-level=info",
         ]
+
+    def process_marker(self, data_dir: Path) -> str:
+        return f"--data-dir={data_dir}"
 
     def has_data(self, data_dir: Path) -> bool:
         return (data_dir / "member" / "wal").is_dir()

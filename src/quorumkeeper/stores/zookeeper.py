@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import re
-import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Any, cast
 
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
@@ -46,8 +43,9 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from quorumkeeper.spec import ZookeeperSettings
+from quorumkeeper.state import write_atomically
 from quorumkeeper.stores.base import (
     CoordinationStore,
     Endpoint,
@@ -72,102 +70,11 @@ SUPERUSER = "super"
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 _SERVING_MODES = {"leader", "follower", "observer"}
-_HEAP = re.compile(r"^([1-9][0-9]*)([kKmMgG])$")
-_HEAP_UNIT = {"k": 1024, "m": 1024**2, "g": 1024**3}
-_MIN_HEAP_BYTES = 64 * 1024**2
 
 
-class ZookeeperSettings(BaseModel):
-    """ZooKeeper server settings; every default is the seed's value.
-
-    The two directories are relative to the member's data directory, so the defaults give the
-    seed's `/var/lib/zookeeper/data` and `/var/lib/zookeeper/data/log` when a member's volume is
-    mounted at `/var/lib/zookeeper`.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tick_time_ms: Annotated[int, Field(ge=10, le=60000)] = 2000
-    init_limit: Annotated[int, Field(ge=1, le=1000)] = 10
-    sync_limit: Annotated[int, Field(ge=1, le=1000)] = 5
-    heap: str = "512M"
-    max_client_cnxns: Annotated[int, Field(ge=0)] = 60
-    snap_retain_count: Annotated[int, Field(ge=3)] = 3
-    purge_interval_hours: Annotated[int, Field(ge=0)] = 12
-    min_session_timeout_ms: Annotated[int, Field(ge=1)] = 4000
-    max_session_timeout_ms: Annotated[int, Field(ge=1)] = 40000
-    log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] = "INFO"
-    data_dir: str = "data"
-    data_log_dir: str = "data/log"
-
-    @field_validator("heap")
-    @classmethod
-    def _heap_parses(cls, value: str) -> str:
-        match = _HEAP.match(value)
-        if match is None:
-            raise ValueError(
-                f"zookeeper.heap must be a JVM size such as 512M or 1G (got {value!r}); "
-                "fix: write a whole number followed by K, M or G"
-            )
-        if int(match[1]) * _HEAP_UNIT[match[2].lower()] < _MIN_HEAP_BYTES:
-            raise ValueError(
-                f"zookeeper.heap must be at least 64M (got {value!r}); fix: raise it to 64M or more"
-            )
-        return value
-
-    @field_validator("data_dir", "data_log_dir")
-    @classmethod
-    def _inside_member_dir(cls, value: str) -> str:
-        path = Path(value)
-        if not value or path.is_absolute() or ".." in path.parts:
-            raise ValueError(
-                f"must be a relative path inside the member's data directory (got {value!r}); "
-                "fix: use a path such as data or data/log"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _timing_rules(self) -> ZookeeperSettings:
-        """ZooKeeper's session bounds, plus the rule that a session can outlive a hung leader.
-
-        A follower gives up on a silent leader after sync_limit x tick_time; a client can only
-        keep its session across that failover if it may ask for a longer session than that.
-        """
-        tick = self.tick_time_ms
-        problems = []
-        if self.min_session_timeout_ms < 2 * tick:
-            problems.append(
-                f"zookeeper.min_session_timeout_ms must be at least 2 x zookeeper.tick_time_ms "
-                f"(got {self.min_session_timeout_ms} < 2 x {tick}); fix: raise it to {2 * tick} "
-                "or lower tick_time_ms"
-            )
-        if self.max_session_timeout_ms > 20 * tick:
-            problems.append(
-                f"zookeeper.max_session_timeout_ms must be at most 20 x zookeeper.tick_time_ms "
-                f"(got {self.max_session_timeout_ms} > 20 x {tick}); fix: lower it to "
-                f"{20 * tick} or raise tick_time_ms"
-            )
-        if self.min_session_timeout_ms > self.max_session_timeout_ms:
-            problems.append(
-                f"zookeeper.min_session_timeout_ms ({self.min_session_timeout_ms}) must not exceed "
-                f"zookeeper.max_session_timeout_ms ({self.max_session_timeout_ms}); fix: swap them"
-            )
-        if self.max_session_timeout_ms < self.sync_limit * tick:
-            problems.append(
-                f"zookeeper.max_session_timeout_ms must be at least zookeeper.sync_limit x "
-                f"zookeeper.tick_time_ms (got {self.max_session_timeout_ms} < {self.sync_limit} x "
-                f"{tick}), or no session survives a hung leader; fix: raise it to "
-                f"{self.sync_limit * tick} or lower sync_limit"
-            )
-        if self.init_limit < self.sync_limit:
-            problems.append(
-                f"zookeeper.init_limit must be at least zookeeper.sync_limit (got "
-                f"{self.init_limit} < {self.sync_limit}): the first sync of a joiner is the "
-                "longest; fix: raise init_limit"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+def client_address(address: str) -> str:
+    """Where clients connect to the server on `address`: ZooKeeper's host:port form."""
+    return f"{address}:{CLIENT_PORT}"
 
 
 def server_id(endpoint: Endpoint) -> int:
@@ -184,24 +91,6 @@ def server_spec(server: int, address: str) -> str:
 
 
 # Superuser ---------------------------------------------------------------------------------------
-
-
-def ensure_superuser_password(path: Path) -> str:
-    """The cluster's superuser password, generated on first call into a 0600 file.
-
-    Reading an existing file makes cluster creation safe to re-run after a crash; the file is
-    created with O_EXCL under its final mode so the password is never readable by others.
-    """
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(password + "\n")
-    os.replace(partial, path)
-    return password
 
 
 def superuser_digest(password: str) -> str:
@@ -352,11 +241,12 @@ class ZookeeperStore(CoordinationStore):
     def _connected(self) -> Any:
         """The store's kazoo client, connected and authenticated as the superuser.
 
-        Kazoo reconnects by itself after a connection loss; only a client that never connected
-        is thrown away, so a later call starts over instead of waiting on a dead one.
+        Kazoo reconnects by itself after a connection loss. A client that never connected, timed
+        out or lost its session is thrown away instead, so the next call starts over with a new
+        session on whichever server answers first.
         """
         if self._client is None:
-            hosts = ",".join(f"{e.address}:{CLIENT_PORT}" for e in self.endpoints)
+            hosts = ",".join(client_address(e.address) for e in self.endpoints)
             client = KazooClient(
                 hosts=hosts,
                 timeout=max(4.0, self._timeout * 2),
@@ -379,10 +269,18 @@ class ZookeeperStore(CoordinationStore):
         """Run one kazoo call with a deadline, turning kazoo's failures into store errors."""
         try:
             return operation(self._connected()).get(timeout=timeout)
-        except (ConnectionLoss, KazooTimeoutError) as error:
+        except ConnectionLoss as error:
             raise StoreError(f"ZooKeeper call failed: {error!r}", retryable=True) from error
+        except KazooTimeoutError as error:
+            # kazoo only pings an idle connection, so a hung (SIGSTOPped, partitioned) server
+            # that still holds the socket goes unnoticed while calls keep coming
+            # (python-zk/kazoo#260): drop the session and let the next call pick a server.
+            self.close()
+            raise StoreError(
+                f"ZooKeeper call timed out after {timeout} s", retryable=True
+            ) from error
         except SessionExpiredError as error:
-            self.close()  # kazoo does not open a new session by itself; the next call does
+            self.close()
             raise StoreError("the ZooKeeper session expired", retryable=True) from error
         except NoAuthError as error:
             raise StoreError(
@@ -404,9 +302,11 @@ class ZookeeperStore(CoordinationStore):
                 data, _ = self._call(lambda c: c.get_async(CONFIG_ZNODE), timeout=self._timeout)
                 return parse_config(cast(bytes, data).decode())
             except StoreError as error:
-                if not error.retryable or time.monotonic() >= deadline:
+                if not error.retryable:
+                    raise
+                if time.monotonic() >= deadline:
                     raise StoreUnavailable(f"cannot read {CONFIG_ZNODE}: {error}") from error
-                time.sleep(0.05)
+                time.sleep(0.05)  # kazoo is reconnecting in its own thread; ask again shortly
 
     def _states(self, addresses: Sequence[str]) -> dict[str, ServerState | None]:
         return {address: server_state(address, self._probe_timeout) for address in addresses}
@@ -502,7 +402,7 @@ class ZookeeperStore(CoordinationStore):
     ) -> None:
         """One incremental `reconfig` against the config version it was planned from.
 
-        A connection loss (certain when the leader removes itself while we talk to it) says
+        A connection loss (likely when the leader removes itself while we talk to it) says
         nothing about the outcome, so the committed config is read again, after reconnecting,
         before reporting failure: the caller retries only a change that was not applied, and the
         `from_config` check rejects the retry if something else changed meanwhile.
@@ -541,8 +441,8 @@ class ZookeeperStore(CoordinationStore):
         """ZooKeeper cannot hand leadership over: refuse, so no caller believes it happened.
 
         The way to move a leader off a server is to `remove` it (or restart it) last: its
-        followers notice within a tick or two and elect a new leader, which cost 0.6-1.5 s of
-        writes on loopback. A no-op here would make a planner waiting for the handover loop.
+        followers elect a new leader at once; a writer saw gaps of 0.13-0.72 s on loopback when
+        the leader was removed. A no-op here would make a planner waiting for the handover loop.
         """
         raise StoreError(
             "ZooKeeper has no leadership transfer; remove or restart the leader directly (an "
@@ -631,9 +531,8 @@ class ZookeeperLauncher(MemberLauncher):
     def conf_dir(data_dir: Path) -> Path:
         return data_dir / "conf"
 
-    @staticmethod
-    def process_marker(data_dir: Path) -> str:
-        """The argv element that tells this member's JVM apart from every other process."""
+    def process_marker(self, data_dir: Path) -> str:
+        """A system property naming the data dir: the JVM's argv has no other unique element."""
         return f"-Dquorumkeeper.dataDir={data_dir}"
 
     def argv(
@@ -648,8 +547,13 @@ class ZookeeperLauncher(MemberLauncher):
 
         A member with data keeps its zoo.cfg: ZooKeeper rewrites it on every reconfig to point
         at the committed `zoo.cfg.dynamic.<version>`, and regenerating it would restart the
-        member with a stale membership. `bootstrap` needs no flag of its own: a one-server
-        dynamic config with `standaloneEnabled=false` starts a one-voter ensemble.
+        member with a stale membership. One exception is repaired: a joiner stopped after it
+        acked the reconfig that added it but before it wrote the new file still points at a
+        config without itself, and ZooKeeper refuses to start ("My id N not in the peer list").
+        Then only its dynamic file is rewritten from `peers` (the committed membership); the
+        leader hands it the versioned config when it syncs. `bootstrap` needs no flag of its
+        own: a one-server dynamic config with `standaloneEnabled=false` starts a one-voter
+        ensemble.
         """
         if bootstrap and peers != [endpoint]:
             raise ValueError(f"a bootstrap starts {endpoint.name} alone, not with {peers}")
@@ -661,6 +565,8 @@ class ZookeeperLauncher(MemberLauncher):
         zoo_cfg = conf / "zoo.cfg"
         if not (self.has_data(data_dir) and zoo_cfg.is_file()):
             self._write_config(endpoint, data_dir, peers)
+        elif not self.lists_itself(zoo_cfg, endpoint):
+            self._repoint_dynamic_config(zoo_cfg, peers)
         (conf / "logback.xml").write_text(_LOGBACK.format(level=settings.log_level))
         return [
             "java",
@@ -677,6 +583,31 @@ class ZookeeperLauncher(MemberLauncher):
             str(zoo_cfg),
         ]
 
+    @staticmethod
+    def dynamic_config_path(zoo_cfg: Path) -> Path | None:
+        """The dynamic file zoo.cfg points at, as ZooKeeper last wrote it."""
+        for line in zoo_cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "dynamicConfigFile":
+                return Path(value.strip())
+        return None
+
+    def lists_itself(self, zoo_cfg: Path, endpoint: Endpoint) -> bool:
+        dynamic = self.dynamic_config_path(zoo_cfg)
+        if dynamic is None or not dynamic.is_file():
+            return False
+        return parse_config(dynamic.read_text()).server(server_id(endpoint)) is not None
+
+    def _repoint_dynamic_config(self, zoo_cfg: Path, peers: list[Endpoint]) -> None:
+        dynamic = zoo_cfg.with_name("zoo.cfg.dynamic")
+        write_atomically(dynamic, "".join(f"{_peer_line(peer)}\n" for peer in peers))
+        kept = [
+            line
+            for line in zoo_cfg.read_text().splitlines()
+            if line.partition("=")[0].strip() != "dynamicConfigFile"
+        ]
+        write_atomically(zoo_cfg, "\n".join([*kept, f"dynamicConfigFile={dynamic}"]) + "\n")
+
     def _write_config(self, endpoint: Endpoint, data_dir: Path, peers: list[Endpoint]) -> None:
         settings = self.settings
         conf = self.conf_dir(data_dir)
@@ -686,8 +617,7 @@ class ZookeeperLauncher(MemberLauncher):
         txn_logs.mkdir(parents=True, exist_ok=True)
         (snapshots / "myid").write_text(f"{server_id(endpoint)}\n")
         dynamic = conf / "zoo.cfg.dynamic"
-        lines = [server_spec(server_id(peer), peer.address) for peer in peers]
-        dynamic.write_text("\n".join(lines) + "\n")
+        write_atomically(dynamic, "".join(f"{_peer_line(peer)}\n" for peer in peers))
         static = {
             "tickTime": settings.tick_time_ms,
             "initLimit": settings.init_limit,
@@ -706,14 +636,17 @@ class ZookeeperLauncher(MemberLauncher):
             "dynamicConfigFile": dynamic,
         }
         body = "".join(f"{key}={value}\n" for key, value in static.items())
-        partial = conf / "zoo.cfg.partial"
-        partial.write_text(
+        write_atomically(
+            conf / "zoo.cfg",
             "# Written by quorumkeeper at this member's first start; ZooKeeper rewrites it.\n"
-            + body
+            + body,
         )
-        os.replace(partial, conf / "zoo.cfg")
 
     def has_data(self, data_dir: Path) -> bool:
         return (data_dir / self.settings.data_dir / "version-2").is_dir() and (
             data_dir / self.settings.data_log_dir / "version-2"
         ).is_dir()
+
+
+def _peer_line(peer: Endpoint) -> str:
+    return server_spec(server_id(peer), peer.address)
