@@ -10,21 +10,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$repo/.venv}"
 packages=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd rbd-fuse fuse3 e2fsprogs)
 
-missing=()
-for pkg in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$pkg")
-    fi
-done
-if ((${#missing[@]})); then
-    echo "install-ceph: installing ${missing[*]}"
-    if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
-        apt-get update
-        apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-else
-    echo "install-ceph: Debian Ceph packages already installed"
-fi
+# shellcheck source=lib.sh
+source "$repo/scripts/lib.sh"
+apt_install "${packages[@]}"
 
 # The venv's Python is not Debian's, so Debian's dist-packages is not on its path.
 # Exposing only the two extension modules (not all of dist-packages) keeps other

@@ -1,26 +1,15 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine for quorumkeeper: Python venv with the pinned dependencies in
-# .venv, and etcd built from its pinned Go modules into the cache (~/.cache/quorumkeeper, or
-# $QUORUMKEEPER_CACHE_DIR). Idempotent: a second run only checks what is already there.
+# .venv, etcd built from its pinned Go modules and ZooKeeper fetched from Maven Central into the
+# cache (~/.cache/quorumkeeper, or $QUORUMKEEPER_CACHE_DIR). Idempotent: a second run only
+# checks what is already there.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 log() { echo "setup: $*" >&2; }
-
-apt_install() {
-    local missing=()
-    for package in "$@"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-            missing+=("$package")
-    done
-    if ((${#missing[@]})); then
-        log "installing Debian packages: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y --no-install-recommends "${missing[@]}" ||
-            { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
-    fi
-}
+# shellcheck source=lib.sh
+source scripts/lib.sh
 
 python=""
 for candidate in python3.11 python3; do
@@ -42,6 +31,8 @@ if ! command -v go >/dev/null && [[ ! -x /usr/local/go/bin/go ]]; then
     export GOTOOLCHAIN=auto
 fi
 export PATH="$PATH:/usr/local/go/bin"
+command -v java >/dev/null || apt_install default-jre-headless
+command -v mvn >/dev/null || apt_install maven
 
 if [[ ! -x .venv/bin/python ]]; then
     log "creating .venv with $python"
@@ -56,3 +47,4 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 .venv/bin/quorumkeeper install etcd
+.venv/bin/quorumkeeper install zookeeper
