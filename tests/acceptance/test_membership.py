@@ -27,18 +27,19 @@ def test_bootstrap(cluster: LocalClusterUnderTest, members: int) -> None:
     assert len({m["address"] for m in status["members"]}) == members
 
 
+@pytest.mark.parametrize(("start", "peak"), [(3, 5), (2, 3)], ids=["3-5-3", "2-3-2"])
 def test_scale_up_and_down_keeps_untouched_members_running(
-    cluster: LocalClusterUnderTest,
+    cluster: LocalClusterUnderTest, start: int, peak: int
 ) -> None:
-    cluster.up(3)
-    before = cluster.pids(cluster.wait_ready(3))
+    cluster.up(start)
+    before = cluster.pids(cluster.wait_ready(start))
     with Writer(cluster) as writer:
-        cluster.scale(5)
-        grown = cluster.wait_ready(5)
-        cluster.scale(3)
-        shrunk = cluster.wait_ready(3)
-    assert sorted(m["name"] for m in grown["members"]) == _names(cluster, 5)
-    assert sorted(m["name"] for m in shrunk["members"]) == _names(cluster, 3)
+        cluster.scale(peak)
+        grown = cluster.wait_ready(peak)
+        cluster.scale(start)
+        shrunk = cluster.wait_ready(start)
+    assert sorted(m["name"] for m in grown["members"]) == _names(cluster, peak)
+    assert sorted(m["name"] for m in shrunk["members"]) == _names(cluster, start)
     assert cluster.pids(shrunk) == before, "a member that was not scaled was restarted"
     writer.assert_nothing_lost()
 
@@ -61,6 +62,24 @@ def test_member_killed_with_sigkill_is_restarted(cluster: LocalClusterUnderTest,
     assert rejoined["id"] == victim["id"], "a restarted member keeps its identity"
     assert [m["role"] for m in status["members"]].count("leader") == 1
     assert any(t > killed_at for t in writer.ack_times), "no write succeeded after the kill"
+    writer.assert_nothing_lost()
+
+
+def test_hung_leader_is_voted_out_and_rejoins(cluster: LocalClusterUnderTest) -> None:
+    """SIGSTOP keeps the leader's process and sockets alive but silent: the followers must
+    elect a new leader by themselves, and the old one must rejoin once it runs again."""
+    cluster.up(3)
+    leader = cluster.member(cluster.wait_ready(3), "leader")
+    with Writer(cluster) as writer:
+        stopped_at = time.monotonic()
+        os.kill(leader["pid"], signal.SIGSTOP)
+        try:
+            wait_until(lambda: any(t > stopped_at for t in writer.ack_times), 60, "writes resumed")
+        finally:
+            os.kill(leader["pid"], signal.SIGCONT)
+        status = cluster.wait_ready(3)
+    assert cluster.pids(status)[leader["name"]] == leader["pid"], "a hung member is not killed"
+    assert sorted(m["name"] for m in status["members"]) == _names(cluster, 3)
     writer.assert_nothing_lost()
 
 

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from quorumkeeper import distributions, keeper
 from quorumkeeper.cli.ceph import ceph_app, render_app
-from quorumkeeper.planner import Done, Wait, plan, scale_down_blocker
+from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.preflight import (
     Refused,
     check_binary,
@@ -189,9 +189,8 @@ def scale(
     if membership is None:
         raise _fail(f"refused: cluster {name} has no quorum now, so it can't change membership")
     step = plan(cluster.desired, snapshot.observation)
-    if not isinstance(step, Done) and not (
-        isinstance(step, Wait) and spec.members == len(membership)
-    ):
+    settled = isinstance(step, Done) or (isinstance(step, Wait) and step.phase is Phase.DEGRADED)
+    if cluster.spec.members != len(membership) or not settled:
         raise _fail(
             f"refused: a change is in flight ({step.phase}: {step.reason}); fix: wait until "
             f"`quorumkeeper status {name}` shows Ready, then scale again"
