@@ -1,10 +1,11 @@
-"""Pure parts of the kubelet stand-in: $(VAR) expansion, downward API, image lookup."""
+"""Pure parts of the kubelet stand-in: $(VAR) expansion, downward API, images, probe counting."""
 
 from __future__ import annotations
 
 import pytest
 
 from testbed import images
+from testbed.runtime import Probe
 from testbed.volumes import expand, field_ref
 
 pytestmark = pytest.mark.testbed
@@ -71,4 +72,28 @@ def test_zookeeper_needs_a_classpath(monkeypatch: pytest.MonkeyPatch) -> None:
         "-cp",
         "/opt/zk/lib/*",
         "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+    ]
+
+
+def test_probe_decides_only_at_its_thresholds() -> None:
+    probe = Probe({"successThreshold": 2, "failureThreshold": 3})
+    assert [probe.record(ok) for ok in (True, True, False, False, True, False, False, False)] == [
+        None,
+        True,
+        None,
+        None,
+        None,
+        None,
+        None,
+        False,
+    ]
+
+
+def test_probe_waits_for_initial_delay_then_runs_every_period() -> None:
+    probe = Probe({"initialDelaySeconds": 5, "periodSeconds": 2})
+    assert [probe.due(100.0, t) for t in (104.0, 105.0, 106.0, 107.0)] == [
+        False,
+        True,
+        False,
+        True,
     ]

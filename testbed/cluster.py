@@ -1,0 +1,168 @@
+"""The whole test bed: pod bridge, control plane, volume provisioner and N node agents."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import network
+from testbed.controlplane import CLUSTER_DOMAIN, ControlPlane
+from testbed.kube import Kube, condition_true
+from testbed.procs import Fatal, spawn, stop, wait_for
+from testbed.versions import Binaries
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def node_names(count: int) -> list[str]:
+    return [f"node-{i}" for i in range(1, count + 1)]
+
+
+@dataclass
+class Cluster:
+    """A running test bed; ``start()`` then ``stop()``, or use it as a context manager."""
+
+    state_dir: Path
+    node_count: int = 3
+    binaries: Binaries = field(default_factory=Binaries.from_cache)
+    control_plane: ControlPlane = field(init=False)
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    provisioner: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.control_plane = ControlPlane(self.state_dir, self.binaries)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.control_plane.kubeconfig
+
+    @property
+    def nodes(self) -> list[str]:
+        return node_names(self.node_count)
+
+    @property
+    def mountpoints_log(self) -> Path:
+        return self.state_dir / "created-mountpoints"
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def api(self) -> Kube:
+        return Kube.from_kubeconfig(self.kubeconfig)
+
+    def start(self, timeout: float = 90.0) -> None:
+        missing = self.binaries.missing()
+        if missing:
+            raise FileNotFoundError(
+                f"missing {', '.join(map(str, missing))}: run scripts/build-kubernetes.sh"
+            )
+        try:
+            network.delete_all_pod_networks()  # leftovers of a killed earlier run
+            network.create_bridge()
+            self.control_plane.start(timeout)
+            self.provisioner = spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "testbed.provisioner",
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--root={self.state_dir / 'volumes'}",
+                ],
+                self.control_plane.logs / "provisioner.log",
+                env=self._env(),
+            )
+            for name in self.nodes:
+                self.start_agent(name)
+            self.wait_nodes_ready(self.nodes, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _env(self) -> dict[str, str]:
+        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, "PYTHONPATH": pythonpath}
+
+    def start_agent(self, name: str) -> None:
+        """Start (or restart) the node agent of ``name``."""
+        index = self.nodes.index(name) + 1
+        self.agents[name] = spawn(
+            [
+                sys.executable,
+                "-m",
+                "testbed.agent",
+                f"--node={name}",
+                f"--index={index}",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--state-dir={self.state_dir / 'nodes' / name}",
+                f"--mountpoints-log={self.mountpoints_log}",
+                f"--cluster-domain={CLUSTER_DOMAIN}",
+            ],
+            self.control_plane.logs / f"agent-{name}.log",
+            env=self._env(),
+        )
+
+    def stop_agent(self, name: str, kill: bool = False) -> None:
+        """Node loss: SIGTERM (or SIGKILL) the node's agent; its pods' processes die with it."""
+        proc = self.agents.pop(name)
+        if kill:
+            proc.kill()
+            proc.wait()
+        else:
+            stop(proc, grace=30)
+
+    def node_ready(self, name: str) -> bool:
+        return condition_true(self.api().get(f"/api/v1/nodes/{name}"), "Ready")
+
+    def wait_nodes_ready(self, names: list[str], timeout: float) -> None:
+        def ready() -> bool:
+            for name, proc in self.agents.items():
+                if proc.poll() is not None:
+                    raise Fatal(f"node agent {name} exited with {proc.returncode}")
+            return all(self.node_ready(n) for n in names)
+
+        wait_for(ready, timeout, f"nodes {names} Ready", interval=0.5)
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the kubectl built with the control plane against this cluster."""
+        return subprocess.run(
+            [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            check=check,
+            capture_output=True,
+            text=True,
+        )
+
+    def stop(self) -> None:
+        """Stop everything started here; remove its namespaces, links and mount points."""
+        for name in list(self.agents):
+            self.stop_agent(name)
+        if self.provisioner is not None:
+            stop(self.provisioner)
+            self.provisioner = None
+        self.control_plane.stop()
+        network.delete_all_pod_networks()
+        network.delete_bridge()
+        self._remove_mountpoints()
+
+    def _remove_mountpoints(self) -> None:
+        """Remove mount points the agents had to create on the host, if they are still empty."""
+        if not self.mountpoints_log.exists():
+            return
+        paths = {Path(p) for p in self.mountpoints_log.read_text().splitlines() if p}
+        for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()
+                elif path.stat().st_size == 0:
+                    path.unlink()
+        self.mountpoints_log.unlink()

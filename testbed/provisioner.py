@@ -1,0 +1,115 @@
+"""Local volume provisioner: PVCs of the ``testbed-local`` StorageClass get a directory each.
+
+PersistentVolumes are hostPath volumes without node affinity: every node of the test bed shares
+this machine's filesystem, so a volume follows its pod to another node the way network storage
+would, which is what pod-migration tests need.
+
+Run as ``python -m testbed.provisioner --kubeconfig PATH --root DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from testbed.kube import Kube, Obj
+
+log = logging.getLogger("testbed.provisioner")
+STORAGE_CLASSES = "/apis/storage.k8s.io/v1/storageclasses"
+STORAGE_CLASS = "testbed-local"
+PROVISIONER = "testbed.quorumkeeper.io/local"
+
+
+class Provisioner:
+    def __init__(self, api: Kube, root: Path) -> None:
+        self.api, self.root = api, root
+        self.stopping = threading.Event()
+
+    def ensure_storage_class(self) -> None:
+        body = {
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
+        self.api.ensure(STORAGE_CLASSES, body)
+
+    def sync(self) -> None:
+        classes = {
+            sc["metadata"]["name"]: sc
+            for sc in self.api.get(STORAGE_CLASSES)["items"]
+            if sc["provisioner"] == PROVISIONER
+        }
+        for pvc in self.api.get("/api/v1/persistentvolumeclaims")["items"]:
+            sc = classes.get(pvc["spec"].get("storageClassName") or "")
+            if sc and pvc["status"].get("phase") == "Pending" and not pvc["spec"].get("volumeName"):
+                self._provision(pvc, sc)
+        for pv in self.api.get("/api/v1/persistentvolumes")["items"]:
+            annotations = pv["metadata"].get("annotations") or {}
+            if (
+                annotations.get("pv.kubernetes.io/provisioned-by") == PROVISIONER
+                and pv["status"].get("phase") in ("Released", "Failed")
+                and pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete"
+            ):
+                shutil.rmtree(pv["spec"]["hostPath"]["path"], ignore_errors=True)
+                self.api.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+                log.info("deleted %s", pv["metadata"]["name"])
+
+    def _provision(self, pvc: Obj, sc: Obj) -> None:
+        meta, spec = pvc["metadata"], pvc["spec"]
+        name = f"pvc-{meta['uid']}"
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        body = {
+            "metadata": {
+                "name": name,
+                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            },
+            "spec": {
+                "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                "accessModes": spec["accessModes"],
+                "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                "storageClassName": sc["metadata"]["name"],
+                "volumeMode": spec.get("volumeMode", "Filesystem"),
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        self.api.ensure("/api/v1/persistentvolumes", body)
+        log.info("provisioned %s for %s/%s", name, meta["namespace"], meta["name"])
+
+    def run(self) -> None:
+        self.ensure_storage_class()
+        while not self.stopping.wait(0.5):
+            try:
+                self.sync()
+            except Exception:
+                log.exception("provisioner sync failed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kubeconfig", required=True, type=Path)
+    parser.add_argument("--root", required=True, type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    provisioner = Provisioner(Kube.from_kubeconfig(args.kubeconfig), args.root)
+    signal.signal(signal.SIGTERM, lambda *_: provisioner.stopping.set())
+    provisioner.run()
+
+
+if __name__ == "__main__":
+    main()
