@@ -206,18 +206,21 @@ class Writer:
 
     def _run(self) -> None:
         client = self.cluster.client(timeout=1.0)
-        sequence = 0
-        while not self._stop.is_set():
-            key = f"w/{sequence:06d}"
-            try:
-                client.write_probe(key, str(sequence))
-            except (StoreError, httpx.HTTPError):
-                self.failed += 1
-            else:
-                self.acknowledged.append(key)
-                self.ack_times.append(time.monotonic())
-            sequence += 1
-            self._stop.wait(self.interval)
+        try:
+            sequence = 0
+            while not self._stop.is_set():
+                key = f"w/{sequence:06d}"
+                try:
+                    client.write_probe(key, str(sequence))
+                except (StoreError, httpx.HTTPError):
+                    self.failed += 1
+                else:
+                    self.acknowledged.append(key)
+                    self.ack_times.append(time.monotonic())
+                sequence += 1
+                self._stop.wait(self.interval)
+        finally:
+            client.close()
 
     @property
     def longest_gap(self) -> float:
@@ -227,5 +230,8 @@ class Writer:
     def assert_nothing_lost(self) -> None:
         assert self.acknowledged, "the writer never got a write acknowledged"
         client = self.cluster.client(timeout=5.0)
-        missing = [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
+        try:
+            missing = [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
+        finally:
+            client.close()
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
