@@ -185,11 +185,18 @@ class LocalClusterUnderTest:
 
 
 class Writer:
-    """Writes `w/<n>` every `interval` seconds until stopped, remembering what was acknowledged."""
+    """Writes `w/<n>` every `interval` seconds until stopped, remembering what was acknowledged.
 
-    def __init__(self, cluster: LocalClusterUnderTest, interval: float = 0.01) -> None:
+    A write waits at most `timeout` seconds per member before the next member is tried, the way
+    a client with short timeouts and retries rides out a leader change.
+    """
+
+    def __init__(
+        self, cluster: LocalClusterUnderTest, interval: float = 0.01, timeout: float = 1.0
+    ) -> None:
         self.cluster = cluster
         self.interval = interval
+        self.timeout = timeout
         self.acknowledged: list[str] = []
         self.failed = 0
         self.ack_times: list[float] = []
@@ -205,7 +212,7 @@ class Writer:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        client = self.cluster.client(timeout=1.0)
+        client = self.cluster.client(timeout=self.timeout)
         try:
             sequence = 0
             while not self._stop.is_set():
