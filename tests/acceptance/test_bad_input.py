@@ -96,3 +96,22 @@ def test_even_member_count_warns_but_runs(cluster: LocalClusterUnderTest) -> Non
     )
     assert "warning" in result.stderr and "odd" in result.stderr
     cluster.wait_ready(2)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("zookeeper:\n  heap: lots\n", "zookeeper.heap"),
+        ("zookeeper:\n  tick_time_ms: 200\n", "max_session_timeout_ms must be at most"),
+        ("etcd:\n  heartbeat_interval_ms: 500\n", "election_timeout_ms"),
+        ("- not a mapping\n", "--spec-file"),
+    ],
+)
+def test_bad_spec_file_is_refused(
+    cluster: LocalClusterUnderTest, tmp_path: Path, settings: str, expected: str
+) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(settings)
+    message = _refused(cluster, "up", cluster.name, "--spec-file", str(spec_file))
+    assert expected in message
+    assert not cluster.paths.root.exists()

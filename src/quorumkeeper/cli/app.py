@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -132,11 +133,31 @@ def _validated(data: dict[str, Any]) -> ClusterSpec:
         raise _fail(str(error)) from None
 
 
+def _spec_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise _fail(f"--spec-file: can't read {path}: {error}") from None
+    if not isinstance(loaded, dict):
+        raise _fail(f"--spec-file: {path} must hold a mapping of spec fields, e.g. members: 3")
+    return loaded
+
+
 @app.command()
 def up(
     name: Annotated[str, typer.Argument(help="cluster name (DNS-1123 label)")],
-    store: Annotated[str, typer.Option(help="etcd or zookeeper")] = "etcd",
-    members: Annotated[int, typer.Option(help="number of members, 1 to 9")] = 3,
+    store: Annotated[str | None, typer.Option(help="etcd or zookeeper [default: etcd]")] = None,
+    members: Annotated[
+        int | None, typer.Option(help="number of members, 1 to 9 [default: 3]")
+    ] = None,
+    spec_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec-file",
+            help="YAML with any spec fields (store settings such as zookeeper.tick_time_ms); "
+            "the other options override it",
+        ),
+    ] = None,
     version: Annotated[
         str | None, typer.Option(help="store version [default: the pinned release]")
     ] = None,
@@ -148,11 +169,11 @@ def up(
     timeout: TimeoutOption = 120.0,
 ) -> None:
     """Create a cluster: it starts as one member and grows to --members by live scale-up."""
-    data: dict[str, Any] = {"name": name, "store": store, "members": members}
-    if version:
-        data["version"] = version
+    data = _spec_file(spec_file) if spec_file else {}
+    flags = {"name": name, "store": store, "members": members, "version": version}
+    data.update({key: value for key, value in flags.items() if value is not None})
     if subnet:
-        data["local"] = {"subnet": subnet}
+        data["local"] = {**data.get("local", {}), "subnet": subnet}
     spec = _validated(data)
     paths = _paths(state_dir, name)
     try:
