@@ -88,7 +88,7 @@ at the price of sessions of at most 10 s."""
 def _first_ack_after(writer: Writer, moment: float) -> float:
     return float(
         wait_until(
-            lambda: next((t for t in writer.ack_times if t > moment), None),
+            lambda: writer.first_ack_of_write_sent_after(moment),
             30,
             "a write acknowledged after the fault",
         )

@@ -200,6 +200,8 @@ class Writer:
         self.acknowledged: list[str] = []
         self.failed = 0
         self.ack_times: list[float] = []
+        self.issue_times: list[float] = []
+        """When each acknowledged write was sent, aligned with `ack_times`."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -217,17 +219,25 @@ class Writer:
             sequence = 0
             while not self._stop.is_set():
                 key = f"w/{sequence:06d}"
+                issued = time.monotonic()
                 try:
                     client.write_probe(key, str(sequence))
                 except (StoreError, httpx.HTTPError):
                     self.failed += 1
                 else:
                     self.acknowledged.append(key)
+                    self.issue_times.append(issued)
                     self.ack_times.append(time.monotonic())
                 sequence += 1
                 self._stop.wait(self.interval)
         finally:
             client.close()
+
+    def first_ack_of_write_sent_after(self, moment: float) -> float | None:
+        """When the first write sent after `moment` was acknowledged: writes already in flight
+        at `moment` say nothing about whether the store serves again."""
+        pairs = zip(self.issue_times, self.ack_times, strict=True)
+        return next((acked for issued, acked in pairs if issued > moment), None)
 
     @property
     def longest_gap(self) -> float:
