@@ -238,9 +238,6 @@ class ClusterSpec(_Strict):
             distributions.check_zookeeper_version(value)
         return value
 
-    def member_name(self, ordinal: int) -> str:
-        return f"{self.name}-{ordinal}"
-
     @property
     def even_count_warning(self) -> str | None:
         if self.members % 2:
