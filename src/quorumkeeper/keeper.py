@@ -86,7 +86,7 @@ def _loop(paths: ClusterPaths) -> int:
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0"))
     reconciler = Reconciler(LocalCluster(paths))
     actions = 0
-    last_reason = ""
+    last_logged: tuple[str, str | None] = ("", None)
     while not stop.requested:
         try:
             step = reconciler.run_once()
@@ -94,14 +94,14 @@ def _loop(paths: ClusterPaths) -> int:
             log.error("pass failed:\n%s", traceback.format_exc())
             time.sleep(IDLE_INTERVAL)
             continue
-        if step.reason != last_reason or reconciler.last_error:
+        if (step.reason, reconciler.last_error) != last_logged:  # a retried refusal logs once
             log.info(
                 "%s: %s%s",
                 type(step).__name__,
                 step.reason,
                 f" ({reconciler.last_error})" if reconciler.last_error else "",
             )
-            last_reason = step.reason
+            last_logged = (step.reason, reconciler.last_error)
         if isinstance(step, Wait | Done):
             time.sleep(IDLE_INTERVAL)
             continue
@@ -109,7 +109,9 @@ def _loop(paths: ClusterPaths) -> int:
         if crash_after and actions >= crash_after:
             log.warning("fault injection: killing the keeper after %d actions", actions)
             os.kill(os.getpid(), signal.SIGKILL)
-        if isinstance(step, Promote) or reconciler.last_error:
+        if reconciler.last_error:
+            time.sleep(IDLE_INTERVAL)  # a refused change: etcd's reconfig grace lasts seconds
+        elif isinstance(step, Promote):
             time.sleep(PROMOTE_INTERVAL)
     log.info("keeper stops")
     return 0
