@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,7 @@ from quorumkeeper.state import ClusterPaths
 from quorumkeeper.stores.base import CoordinationStore, Endpoint, StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 from quorumkeeper.stores.zookeeper import ZookeeperStore
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, message: str) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
-        time.sleep(0.1)
+from tests.polling import wait_until
 
 
 @dataclass

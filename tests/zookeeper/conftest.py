@@ -9,10 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -22,23 +20,10 @@ from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.state import ensure_secret
 from quorumkeeper.stores.base import Endpoint, Member, Role
 from quorumkeeper.stores.zookeeper import ZookeeperLauncher, ZookeeperStore
+from tests.polling import wait_until
 
 SUBNETS = range(110, 141)
 _subnets = itertools.cycle(SUBNETS)
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `condition` until it returns something truthy, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.1)
 
 
 class Ensemble:
