@@ -1,13 +1,13 @@
 """Membership changes under a steady writer: quorumkeeper against the seed's static method.
 
-    python -m benchmarks.membership --store etcd --out FILE
+    python -m benchmarks.membership --store etcd|zookeeper --out FILE
 
-With a writer putting one key every 10 ms it measures, for quorumkeeper: failed writes and the
-longest gap between acknowledged writes while scaling 3 -> 5 -> 3, the time from a new member's
-process start to its promotion, from a leader's kill -9 to the next acknowledged write, from a
-wiped member's discovery to its replacement being a healthy voter, and the keeper's RSS. The
-baseline does what the seed did: bootstrap every member statically, then for each membership
-change add or remove a voter by hand and restart every member, one at a time, with the new list.
+With a writer putting one key every 10 ms it measures failed writes and the longest gap between
+acknowledged writes while scaling 3 -> 5 -> 3 and 2 -> 3 -> 2, the time from a new member's
+process start to it voting, from a leader's kill -9 or SIGSTOP to the next acknowledged write,
+and for quorumkeeper also from a wiped member's discovery to its replacement being a healthy
+voter, and the keeper's RSS. The baseline (`seed_method.py`) does what the seed did: static
+member lists, changed by hand and loaded by restarting every member, one at a time.
 """
 
 from __future__ import annotations
@@ -19,21 +19,18 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 from rich.console import Console
 from rich.table import Table
 
-from quorumkeeper import distributions
-from quorumkeeper.planner import Desired
-from quorumkeeper.runtimes.local import LocalRuntime
-from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.base import Endpoint, StoreError
-from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url, peer_url
-from tests.acceptance.harness import LocalClusterUnderTest, Writer, wait_until
+from benchmarks.seed_method import seed_method
+from quorumkeeper.stores.base import StoreError
+from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.polling import wait_until
 
 
 @dataclass
@@ -126,22 +123,35 @@ def _scale_under_writes(cluster: LocalClusterUnderTest, start: int, peak: int) -
     return writer
 
 
-def _leader_fault_recovery(cluster: LocalClusterUnderTest, fault: signal.Signals) -> float:
+def _leader_fault_recovery(
+    cluster: LocalClusterUnderTest,
+    fault: signal.Signals,
+    leader_pid: Callable[[], int],
+    recover: Callable[[], object],
+) -> float:
     """Seconds from `fault` hitting the leader to the next acknowledged write, with a client
-    that gives each member 0.25 s (a longer timeout would measure the client, not the store)."""
+    that gives each member 0.25 s (a longer timeout would measure the client, not the store);
+    `recover` waits until the cluster is whole again."""
     with Writer(cluster, timeout=0.25) as writer:
-        leader = cluster.member(cluster.wait_ready(3), "leader")
+        pid = leader_pid()
         wait_until(lambda: writer.ack_times, 10, "a first write")
         hit = time.monotonic()
-        os.kill(leader["pid"], fault)
+        os.kill(pid, fault)
         try:
             recovery = _first_ack_after(writer, hit) - hit
         finally:
             if fault is signal.SIGSTOP:
-                os.kill(leader["pid"], signal.SIGCONT)
-        cluster.wait_ready(3)
+                os.kill(pid, signal.SIGCONT)
+        recover()
     writer.assert_nothing_lost()
     return recovery
+
+
+def _keeper_leader_fault(cluster: LocalClusterUnderTest, fault: signal.Signals) -> float:
+    def leader_pid() -> int:
+        return int(cluster.member(cluster.wait_ready(3), "leader")["pid"])
+
+    return _leader_fault_recovery(cluster, fault, leader_pid, lambda: cluster.wait_ready(3))
 
 
 def measure_quorumkeeper(store: str, workdir: Path) -> Figures:
@@ -183,8 +193,8 @@ def measure_quorumkeeper(store: str, workdir: Path) -> Figures:
         )
         replace_s = time.monotonic() - restarted
         cluster.wait_ready(3)
-        recovery = _leader_fault_recovery(cluster, signal.SIGKILL)
-        hung = _leader_fault_recovery(cluster, signal.SIGSTOP)
+        recovery = _keeper_leader_fault(cluster, signal.SIGKILL)
+        hung = _keeper_leader_fault(cluster, signal.SIGSTOP)
         tuned = _tuned_hung_leader(workdir) if store == "zookeeper" else None
         return Figures(
             failed_writes=scaling.failed,
@@ -209,128 +219,61 @@ def _tuned_hung_leader(workdir: Path) -> float:
     cluster = LocalClusterUnderTest("zookeeper", "tuned", "127.0.92", workdir / "tuned")
     try:
         cluster.up(3, "--spec-file", str(spec_file))
-        return round(_leader_fault_recovery(cluster, signal.SIGSTOP), 3)
+        return round(_keeper_leader_fault(cluster, signal.SIGSTOP), 3)
     finally:
         cluster.cli("down", cluster.name, "--purge", check=False)
         cluster.destroy()
 
 
-class SeedMethod:
-    """The seed's way: static membership, changed by hand, loaded by restarting every member."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.desired = Desired(members=9, name="seed", subnet="127.0.91")
-        launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "seed-baseline")
-        self.runtime = LocalRuntime(workdir / "seed", launcher)
-        self.http = httpx.Client(timeout=5)
-        self.members: list[Endpoint] = []
-        self.cluster = LocalClusterUnderTest("etcd", "seed", "127.0.91", workdir)
-
-    def _start(self, endpoint: Endpoint, *, bootstrap: bool) -> None:
-        argv = self.runtime.launcher.argv(
-            endpoint, self.runtime.data_dir(endpoint), self.members, bootstrap=bootstrap
-        )
-        self.runtime.start(endpoint, argv)
-
-    def _wait_healthy(self, endpoint: Endpoint) -> None:
-        def healthy() -> bool:
-            try:
-                reply = self.http.get(f"{client_url(endpoint.address)}/health", timeout=0.5)
-                return bool(reply.json().get("health") == "true")
-            except (httpx.HTTPError, ValueError):
-                return False
-
-        wait_until(healthy, 60, f"{endpoint.name} healthy")
-
-    def bootstrap(self, count: int) -> None:
-        self.members = [self.desired.endpoint(n) for n in range(count)]
-        for endpoint in self.members:
-            self._start(endpoint, bootstrap=True)
-        for endpoint in self.members:
-            self._wait_healthy(endpoint)
-
-    def rolling_restart(self) -> None:
-        for endpoint in self.members:
-            self.runtime.stop(endpoint)
-            self._start(endpoint, bootstrap=False)
-            self._wait_healthy(endpoint)
-
-    def add(self, endpoint: Endpoint) -> float:
-        """Add a voter by hand and start it; returns seconds from its start to healthy."""
-        wait_until(lambda: self._member_add(endpoint), 60, f"{endpoint.name} added")
-        self.members.append(endpoint)
-        started = time.monotonic()
-        self._start(endpoint, bootstrap=False)
-        self._wait_healthy(endpoint)
-        return time.monotonic() - started
-
-    def _member_add(self, endpoint: Endpoint) -> bool:
-        reply = self.http.post(
-            f"{client_url(self.members[0].address)}/v3/cluster/member/add",
-            json={"peerURLs": [peer_url(endpoint.address)]},
-        )
-        return reply.status_code == 200
-
-    def remove(self, endpoint: Endpoint) -> None:
-        """Remove a member by hand, retrying while etcd calls the cluster too fresh for it."""
-        wait_until(lambda: self._member_remove(endpoint), 60, f"{endpoint.name} removed")
-        self.members.remove(endpoint)
-        self.runtime.stop(endpoint)
-
-    def _member_remove(self, endpoint: Endpoint) -> bool:
-        store = EtcdStore(self.members)
-        try:
-            member = next(m for m in store.members() if m.address == endpoint.address)
-            store.remove(member)
-        except StoreError:
-            return False
-        finally:
-            store.close()
-        return True
-
-    def stop_all(self) -> None:
-        for name in self.runtime.member_names():
-            self.runtime.stop(self.desired.endpoint(int(name.rsplit("-", 1)[1])), grace=5)
-
-
-def measure_seed_method(workdir: Path) -> Figures:
-    seed = SeedMethod(workdir)
+def _seed_scaling(store: str, subnet: str, workdir: Path, start: int, peak: int) -> Writer:
+    seed = seed_method(store, subnet, workdir)
     try:
-        seed.bootstrap(3)
-        with Writer(seed.cluster) as scaling:
-            promote = [seed.add(seed.desired.endpoint(n)) for n in (3, 4)]
-            seed.rolling_restart()
-            for ordinal in (4, 3):
-                seed.remove(seed.desired.endpoint(ordinal))
-            seed.rolling_restart()
-        scaling.assert_nothing_lost()
-        with Writer(seed.cluster, timeout=0.25) as writer:
-            time.sleep(0.5)
-            leader = _leader(seed.members)
-            pid = seed.runtime.pid(leader)
-            assert pid
-            killed = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-            recovery = _first_ack_after(writer, killed) - killed
-        return Figures(
-            failed_writes=scaling.failed,
-            max_write_gap_s=round(scaling.longest_gap, 3),
-            promote_s=round(max(promote), 3),
-            leader_kill_recovery_s=round(recovery, 3),
-            replace_s=None,
-            keeper_rss_mb=None,
-        )
+        seed.bootstrap(start)
+        with Writer(seed.cluster) as writer:
+            seed.grow(peak)
+            seed.shrink(start)
+        writer.assert_nothing_lost()
+        return writer
     finally:
         seed.stop_all()
 
 
-def _leader(endpoints: list[Endpoint]) -> Endpoint:
-    store = EtcdStore(endpoints)
+def measure_seed_method(store: str, workdir: Path) -> Figures:
+    small = _seed_scaling(store, "127.0.93", workdir / "seed-small", 2, 3)
+    seed = seed_method(store, "127.0.91", workdir / "seed")
     try:
-        leader = next(m for m in store.members() if m.role.value == "leader")
+        seed.bootstrap(3)
+        with Writer(seed.cluster) as scaling:
+            promote = seed.grow(5)
+            seed.shrink(3)
+        scaling.assert_nothing_lost()
+
+        def leader_pid() -> int:
+            return seed.runtime.pid(seed.leader()) or 0
+
+        def restart_stopped() -> None:
+            """What the StatefulSet does for a killed pod: start it again as it was."""
+            for endpoint in seed.members:
+                if seed.runtime.pid(endpoint) is None:
+                    seed.start(endpoint)
+            for endpoint in seed.members:
+                seed.wait_voter(endpoint)
+
+        kill = _leader_fault_recovery(seed.cluster, signal.SIGKILL, leader_pid, restart_stopped)
+        hung = _leader_fault_recovery(seed.cluster, signal.SIGSTOP, leader_pid, restart_stopped)
+        return Figures(
+            failed_writes=scaling.failed,
+            max_write_gap_s=round(scaling.longest_gap, 3),
+            promote_s=round(promote, 3),
+            leader_kill_recovery_s=round(kill, 3),
+            replace_s=None,
+            keeper_rss_mb=None,
+            failed_writes_2_3_2=small.failed,
+            max_write_gap_2_3_2_s=round(small.longest_gap, 3),
+            hung_leader_recovery_s=round(hung, 3),
+        )
     finally:
-        store.close()
-    return next(e for e in endpoints if e.address == leader.address)
+        seed.stop_all()
 
 
 def main() -> None:
@@ -340,7 +283,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
         ours = measure_quorumkeeper(args.store, Path(work))
-        baseline = measure_seed_method(Path(work)) if args.store == "etcd" else None
+        baseline = measure_seed_method(args.store, Path(work))
     result = {
         "store": args.store,
         **asdict(ours),

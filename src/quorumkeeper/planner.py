@@ -201,12 +201,10 @@ def plan(desired: Desired, observed: Observation) -> Step:
         return _plan_without_quorum(desired, observed)
     membership = observed.membership
     members_at = {member.address: member for member in membership}
-    joiner = _next_joiner(desired, membership)
-    syncing = None if desired.rules.add_before_start else joiner
 
     for slot in observed.slots:
         if slot.endpoint.address not in members_at:
-            if slot.running and slot.endpoint != syncing:
+            if slot.running:
                 return StopMember(f"{slot.endpoint.name} is no longer a member", slot.endpoint)
             if slot.has_data and not slot.running:
                 return DiscardData(f"{slot.endpoint.name} left the membership", slot.endpoint)
@@ -246,19 +244,16 @@ def plan(desired: Desired, observed: Observation) -> Step:
             )
         return Promote(f"{endpoint.name} has joined as learner", learner, endpoint)
 
+    joiner = _next_joiner(desired, membership)
     if joiner is not None:
         unhealthy = [desired.endpoint_at(m.address).name for m in voters if not m.healthy]
         if unhealthy:
             return Wait(
                 f"adding a member waits until {', '.join(unhealthy)} is healthy", Phase.DEGRADED
             )
-        reason = f"{len(membership)} of {desired.members} members: adding {joiner.name}"
-        if desired.rules.add_before_start:
-            return AddLearner(reason, joiner)
-        joiner_slot = observed.slot(joiner.address)
-        if joiner_slot is not None and joiner_slot.running:
-            return Wait(f"{joiner.name} is syncing with the leader", Phase.SCALING)
-        return StartMember(reason, joiner, joining=True)
+        return AddLearner(
+            f"{len(membership)} of {desired.members} members: adding {joiner.name}", joiner
+        )
 
     return Done("cluster matches its spec", degraded=len(healthy_voters) < len(voters))
 

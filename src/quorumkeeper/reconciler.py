@@ -37,6 +37,7 @@ from quorumkeeper.stores.base import (
     Endpoint,
     Member,
     NotCaughtUp,
+    Peer,
     Role,
     StoreError,
     StoreUnavailable,
@@ -77,8 +78,7 @@ class LocalCluster:
         return self.desired.endpoint(int(ordinal))
 
     def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
-        joiners = [e for e in endpoints if e.ordinal < self.spec.members]
-        return self.backend.connect(list(endpoints), joiners)
+        return self.backend.connect(list(endpoints))
 
     def observe(self) -> Snapshot:
         known = {self.desired.endpoint(n) for n in range(self.spec.members)}
@@ -163,7 +163,8 @@ class Reconciler:
         runtime = cluster.runtime
         match step:
             case Bootstrap(endpoint=endpoint):
-                runtime.start(endpoint, self._argv(endpoint, [endpoint], bootstrap=True))
+                first = [Peer(endpoint, member_id=None)]
+                runtime.start(endpoint, self._argv(endpoint, first, bootstrap=True))
             case StartMember(endpoint=endpoint):
                 peers = self._peers(snapshot, endpoint)
                 runtime.start(endpoint, self._argv(endpoint, peers, bootstrap=False))
@@ -193,16 +194,20 @@ class Reconciler:
         finally:
             store.close()
 
-    def _argv(self, endpoint: Endpoint, peers: list[Endpoint], *, bootstrap: bool) -> list[str]:
+    def _argv(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> list[str]:
         runtime = self.cluster.runtime
         return runtime.launcher.argv(
             endpoint, runtime.data_dir(endpoint), peers, bootstrap=bootstrap
         )
 
-    def _peers(self, snapshot: Snapshot, joiner: Endpoint) -> list[Endpoint]:
-        """The membership a joining member starts with: every member that has joined, plus
-        itself (etcd ignores this for a member that restarts from its own data)."""
-        membership = snapshot.observation.membership or ()
-        peers = {self.cluster.desired.endpoint_at(m.address) for m in membership if m.started}
-        peers.add(joiner)
-        return sorted(peers, key=lambda e: e.ordinal)
+    def _peers(self, snapshot: Snapshot, member: Endpoint) -> list[Peer]:
+        """The membership a member starts with: every member that has joined, plus its own
+        entry (a store restarting from its own data may ignore this)."""
+        desired = self.cluster.desired
+        peers: dict[Endpoint, str | None] = {
+            desired.endpoint_at(m.address): m.id
+            for m in snapshot.observation.membership or ()
+            if m.started or m.address == member.address
+        }
+        peers.setdefault(member, None)
+        return [Peer(e, peers[e]) for e in sorted(peers, key=lambda e: e.ordinal)]

@@ -108,11 +108,6 @@ class LocalClusterUnderTest:
         password = (self.paths.root / "superuser").read_text().strip()
         return ZookeeperStore(self.all_endpoints(), password=password, timeout=timeout)
 
-    @property
-    def ids_follow_ordinals(self) -> bool:
-        """ZooKeeper server ids are ordinal + 1; etcd gives every join a fresh member ID."""
-        return self.store == "zookeeper"
-
     def member(self, status: dict[str, Any], role: str) -> dict[str, Any]:
         return next(m for m in status["members"] if m["role"] == role)
 

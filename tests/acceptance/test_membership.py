@@ -96,9 +96,8 @@ def test_wiped_member_is_replaced_under_a_new_identity(cluster: LocalClusterUnde
         cluster.spawn_keeper()
         status = cluster.wait_ready(3)
     replaced = next(m for m in status["members"] if m["name"] == victim["name"])
-    if not cluster.ids_follow_ordinals:
-        assert replaced["id"] != victim["id"], "the wiped member must join under a new identity"
-        assert victim["id"] not in {m["id"] for m in status["members"]}
+    assert replaced["id"] != victim["id"], "the wiped member must join under a new identity"
+    assert victim["id"] not in {m["id"] for m in status["members"]}
     assert replaced["pid"] != victim["pid"]
     removal = f"RemoveMember: {victim['name']} lost its data"
     assert removal in cluster.paths.keeper_log.read_text(), "the old identity was not removed"

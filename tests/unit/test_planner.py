@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,8 +33,8 @@ NAME = "c"
 SUBNET = "127.0.7"
 
 
-ETCD_RULES = JoinRules(add_before_start=True, transfers_leadership=True)
-ZOOKEEPER_RULES = JoinRules(add_before_start=False, transfers_leadership=False)
+ETCD_RULES = JoinRules(transfers_leadership=True)
+ZOOKEEPER_RULES = JoinRules(transfers_leadership=False)
 
 
 def _desired(members: int, rules: JoinRules = ETCD_RULES) -> Desired:
@@ -107,15 +110,10 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
         case StartMember(endpoint=endpoint):
             member = _member_at(observed, endpoint.address)
             slot = observed.slot(endpoint.address)
-            if member is None:
-                assert not desired.rules.add_before_start, "etcd members are added, then started"
-                assert step.joining and not learners, "one joiner at a time"
-                assert len(healthy) == len(voters), "no join while a voter is unhealthy"
-                assert len(membership) < desired.members
-            elif member.started:
+            assert member is not None, "members are added, then started"
+            if member.started:
                 assert slot is not None and slot.has_data, "a wiped member is never restarted"
         case AddLearner(endpoint=endpoint):
-            assert desired.rules.add_before_start
             assert not learners, "one learner at a time"
             assert len(healthy) == len(voters), "no add while a voter is unhealthy"
             assert _member_at(observed, endpoint.address) is None
@@ -185,13 +183,18 @@ def test_a_down_member_with_data_restarts_and_a_wiped_one_is_replaced() -> None:
     assert isinstance(replace, RemoveMember) and replace.replacing
 
 
-def test_zookeeper_joiner_starts_before_it_is_added_and_is_not_stopped_while_syncing() -> None:
-    desired = _desired(2, ZOOKEEPER_RULES)
-    membership = (_member(0, Role.LEADER),)
-    start = plan(desired, Observation(membership, _running(0)))
+@pytest.mark.parametrize("rules", [ETCD_RULES, ZOOKEEPER_RULES])
+def test_a_joiner_is_added_then_started_then_promoted(rules: JoinRules) -> None:
+    desired = _desired(2, rules)
+    leader = _member(0, Role.LEADER)
+    add = plan(desired, Observation((leader,), _running(0)))
+    assert isinstance(add, AddLearner) and add.endpoint.name == "c-1"
+    added = replace(_member(1, Role.LEARNER, healthy=False), started=False)
+    start = plan(desired, Observation((leader, added), _running(0)))
     assert isinstance(start, StartMember) and start.joining and start.endpoint.name == "c-1"
-    syncing = plan(desired, Observation(membership, _running(0, 1)))
-    assert isinstance(syncing, Wait)
+    syncing = replace(added, started=True)
+    promote = plan(desired, Observation((leader, syncing), _running(0, 1)))
+    assert isinstance(promote, Promote) and promote.member == syncing
 
 
 def test_zookeeper_leader_is_removed_last_without_a_transfer() -> None:

@@ -18,7 +18,7 @@ from quorumkeeper import distributions
 from quorumkeeper.runtimes.local import LocalRuntime
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.state import ensure_secret
-from quorumkeeper.stores.base import Endpoint, Member, Role
+from quorumkeeper.stores.base import Endpoint, Member, Peer, Role
 from quorumkeeper.stores.zookeeper import ZookeeperLauncher, ZookeeperStore
 from tests.polling import wait_until
 
@@ -45,7 +45,7 @@ class Ensemble:
     def endpoint(self, ordinal: int) -> Endpoint:
         return Endpoint(name=f"{self.name}-{ordinal}", address=f"{self.subnet}.{ordinal + 1}")
 
-    def start(self, endpoint: Endpoint, peers: list[Endpoint], *, bootstrap: bool = False) -> int:
+    def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool = False) -> int:
         argv = self.runtime.launcher.argv(
             endpoint, self.runtime.data_dir(endpoint), peers, bootstrap=bootstrap
         )
@@ -57,10 +57,8 @@ class Ensemble:
         assert pid is not None, f"{endpoint.name} is not running"
         return pid
 
-    def store(
-        self, members: list[Endpoint], candidates: list[Endpoint] | None = None
-    ) -> ZookeeperStore:
-        store = ZookeeperStore(members, password=self.password, candidates=candidates or [])
+    def store(self, members: list[Endpoint]) -> ZookeeperStore:
+        store = ZookeeperStore(members, password=self.password)
         self._stores.append(store)
         return store
 
@@ -70,20 +68,27 @@ class Ensemble:
     def bootstrap(self) -> ZookeeperStore:
         """Start member 0 alone and wait until it leads."""
         first = self.endpoint(0)
-        self.start(first, [first], bootstrap=True)
+        self.start(first, [Peer(first, member_id=None)], bootstrap=True)
         store = self.store([first])
         wait_until(lambda: _roles(store) == {first.address: Role.LEADER}, 60, f"{first.name} leads")
         return store
 
-    def join(self, store: ZookeeperStore, joiner: Endpoint) -> None:
-        """The ZooKeeper join: start with committed members + itself, wait synced, promote."""
-        committed = [self.endpoint_at(m.address) for m in store.members() if m.voter]
-        self.start(joiner, [*committed, joiner])
-        watcher = self.store(committed, candidates=[joiner])
+    def peers(self, store: ZookeeperStore, member: Member) -> list[Peer]:
+        """What the planner's StartMember hands the launcher: the committed voters plus the
+        member itself, each with its server id."""
+        voters = [m for m in store.members() if m.voter and m.address != member.address]
+        return [Peer(self.endpoint_at(m.address), m.id) for m in [*voters, member]]
+
+    def join(self, store: ZookeeperStore, joiner: Endpoint) -> Member:
+        """The join the planner makes: reserve an id, start with the committed members plus
+        itself, wait until it is synced, promote. Returns the promoted member."""
+        planned = store.add_learner(joiner)
+        self.start(joiner, self.peers(store, planned))
         learner = wait_until(
-            lambda: healthy_learner(watcher, joiner), 90, f"{joiner.name} is a synced learner"
+            lambda: healthy_learner(store, joiner), 90, f"{joiner.name} is a synced learner"
         )
-        watcher.promote(learner)
+        store.promote(learner)
+        return learner
 
     def endpoint_at(self, address: str) -> Endpoint:
         return self.endpoint(int(address.rsplit(".", 1)[1]) - 1)

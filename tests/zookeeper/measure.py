@@ -81,13 +81,12 @@ class Writer:
 
 
 def join_timed(ensemble: Ensemble, store: ZookeeperStore, joiner: Endpoint) -> dict[str, float]:
-    committed = [ensemble.endpoint_at(m.address) for m in store.members() if m.voter]
+    peers = ensemble.peers(store, store.add_learner(joiner))
     started = time.monotonic()
-    ensemble.start(joiner, [*committed, joiner])
-    watcher = ensemble.store(committed, candidates=[joiner])
-    learner = wait_until(lambda: healthy_learner(watcher, joiner), 120, "synced")
+    ensemble.start(joiner, peers)
+    learner = wait_until(lambda: healthy_learner(store, joiner), 120, "synced")
     synced = time.monotonic()
-    watcher.promote(learner)
+    store.promote(learner)
     voting = time.monotonic()
     return {"to_synced_s": round(synced - started, 2), "to_voter_s": round(voting - started, 2)}
 

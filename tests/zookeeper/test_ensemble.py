@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import pytest
 from kazoo.exceptions import ConnectionLoss  # type: ignore[import-untyped]
 
 from quorumkeeper import distributions
-from quorumkeeper.stores.base import Member, NotCaughtUp, Role, StoreError
-from quorumkeeper.stores.zookeeper import ZookeeperStore, server_state
-from tests.zookeeper.conftest import Ensemble, wait_until
+from quorumkeeper.stores.base import Member, NotCaughtUp, Peer, Role, StoreError
+from quorumkeeper.stores.zookeeper import ZookeeperStore, next_server_id, server_state
+from tests.zookeeper.conftest import Ensemble, healthy_learner, wait_until
 
 pytestmark = pytest.mark.zookeeper
 
@@ -41,18 +42,21 @@ def test_grow_to_three_then_remove_a_follower_and_the_leader(
     store = ensemble.bootstrap()
     store.write_probe("before-growth", "1")
 
-    # add_learner changes nothing: the config stays as it was.
+    # add_learner reserves a server id and leaves the committed config as it was; members()
+    # lists the reservation as a learner that has not started, and a second call returns it.
     version = store.committed_config().version
     planned = store.add_learner(one)
     assert (planned.id, planned.role, planned.started) == ("2", Role.LEARNER, False)
     assert store.committed_config().version == version
+    assert _member(store, one.address) == planned
+    assert store.add_learner(one) == planned
 
     # A joiner that is not running cannot be promoted.
     with pytest.raises(NotCaughtUp):
         store.promote(planned)
 
-    ensemble.join(store, one)
-    ensemble.join(store, two)
+    assert ensemble.join(store, one).id == "2"
+    assert ensemble.join(store, two).id == "3"
     grown = ensemble.store([zero, one, two])
     roles = wait_until(
         lambda: _one_leader(grown, {zero.address, one.address, two.address}), 60, "3 voters"
@@ -159,15 +163,17 @@ def test_restart_with_data_keeps_or_repairs_the_rewritten_config(
     store = ensemble.bootstrap()
     ensemble.join(store, one)
     zoo_cfg = launcher.conf_dir(ensemble.runtime.data_dir(one)) / "zoo.cfg"
-    wait_until(lambda: launcher.lists_itself(zoo_cfg, one), 30, "ZooKeeper wrote the new config")
+    data_dir = ensemble.runtime.data_dir(one)
+    wait_until(lambda: launcher.lists_itself(zoo_cfg, data_dir), 30, "ZooKeeper wrote its config")
     rewritten = zoo_cfg.read_text()
     assert "zoo.cfg.dynamic.1" in rewritten  # versioned: ZooKeeper's own file, not ours
     both = ensemble.store([zero, one])
+    peers = ensemble.peers(both, _member(both, one.address))
 
     # Restart with data: peers are ignored and ZooKeeper's zoo.cfg is kept byte for byte.
     ensemble.stop(one)
     assert launcher.has_data(ensemble.runtime.data_dir(one))
-    ensemble.start(one, [zero, one])
+    ensemble.start(one, peers)
     assert zoo_cfg.read_text() == rewritten
     wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "it rejoins")
 
@@ -177,9 +183,9 @@ def test_restart_with_data_keeps_or_repairs_the_rewritten_config(
     stale = zoo_cfg.with_name("zoo.cfg.dynamic.stale")
     stale.write_text(f"server.1={zero.address}:2888:3888:participant;{zero.address}:2181\n")
     zoo_cfg.write_text(rewritten.replace(str(launcher.dynamic_config_path(zoo_cfg)), str(stale)))
-    assert not launcher.lists_itself(zoo_cfg, one)
-    ensemble.start(one, [zero, one])
-    assert launcher.lists_itself(zoo_cfg, one)
+    assert not launcher.lists_itself(zoo_cfg, data_dir)
+    ensemble.start(one, peers)
+    assert launcher.lists_itself(zoo_cfg, data_dir)
     assert "tickTime=2000" in zoo_cfg.read_text()
     wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "it rejoins again")
     assert {m.address for m in both.members() if m.voter} == {zero.address, one.address}
@@ -203,3 +209,52 @@ def test_debian_380_boots_and_reconfigs(ensemble_factory: Callable[..., Ensemble
     assert {m.address for m in both.members()} == remaining
     assert both.read("debian") == "3.8.0"
     assert "INFO" in ensemble.log(zero)
+
+
+def test_a_rejoining_member_gets_a_fresh_server_id(
+    ensemble_factory: Callable[..., Ensemble],
+) -> None:
+    ensemble = ensemble_factory()
+    zero, one, two = (ensemble.endpoint(n) for n in range(3))
+    store = ensemble.bootstrap()
+    assert ensemble.join(store, one).id == "2"
+    store.write_probe("kept", "1")
+    store.remove(_member(store, one.address))
+    ensemble.stop(one)
+    shutil.rmtree(ensemble.runtime.data_dir(one))
+
+    planned = store.add_learner(one)
+    assert planned.id == "3", "a removed server id is not handed out again"
+
+    # A server on the reserved address under another id follows the leader, but is not
+    # promoted in the reserved identity's place.
+    ensemble.start(one, [Peer(zero, "1"), Peer(one, "9")])
+    impostor = wait_until(lambda: healthy_learner(store, one), 90, "server 9 syncs")
+    with pytest.raises(NotCaughtUp, match="runs as server 9, not 3"):
+        store.promote(impostor)
+    assert {m.id for m in store.members() if m.voter} == {"1"}
+
+    ensemble.stop(one)
+    shutil.rmtree(ensemble.runtime.data_dir(one))
+    ensemble.start(one, ensemble.peers(store, planned))
+    store.promote(wait_until(lambda: healthy_learner(store, one), 90, "server 3 syncs"))
+    assert {m.id: m.address for m in store.members() if m.voter} == {
+        "1": zero.address,
+        "3": one.address,
+    }
+    assert store.read("kept") == "1"
+
+    # A reservation dropped before its server starts is not handed out again either.
+    dropped = store.add_learner(two)
+    assert dropped.id == "4"
+    store.remove(dropped)
+    assert two.address not in {m.address for m in store.members()}
+    assert store.add_learner(two).id == "5"
+
+
+def test_server_ids_count_on_and_wrap_around_the_ones_in_use() -> None:
+    assert next_server_id(3, {1, 2}) == 4
+    assert next_server_id(255, {1, 2}) == 3
+    assert next_server_id(0, set()) == 1
+    with pytest.raises(StoreError, match="all 255"):
+        next_server_id(7, set(range(1, 256)))

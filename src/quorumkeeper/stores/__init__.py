@@ -17,15 +17,14 @@ from quorumkeeper.stores.base import CoordinationStore, Endpoint, JoinRules, Mem
 class Backend:
     """Everything the runtime, planner and CLI need to know about one store.
 
-    `connect(endpoints, joiners)` opens the store on the known endpoints; `joiners` are the
-    endpoints that may be joining (below the desired count), which ZooKeeper reports as learners
-    while they sync. `connect_string` turns member addresses into what a client is given.
+    `connect(endpoints)` opens the store on the known endpoints; `connect_string` turns member
+    addresses into what a client is given.
     """
 
     rules: JoinRules
     client_url: Callable[[str], str]
     connect_string: Callable[[Sequence[str]], str]
-    connect: Callable[[list[Endpoint], list[Endpoint]], CoordinationStore]
+    connect: Callable[[list[Endpoint]], CoordinationStore]
     launcher: MemberLauncher
 
 
@@ -49,20 +48,18 @@ def backend_for(spec: ClusterSpec, cluster_root: Path) -> Backend:
     if spec.store is Store.ETCD:
         token = f"{spec.name}-{ensure_secret(cluster_root / 'cluster-token')[:16]}"
         return Backend(
-            rules=JoinRules(add_before_start=True, transfers_leadership=True),
+            rules=JoinRules(transfers_leadership=True),
             client_url=etcd.client_url,
             connect_string=lambda addresses: ",".join(map(etcd.client_url, addresses)),
-            connect=lambda endpoints, joiners: etcd.EtcdStore(endpoints),
+            connect=etcd.EtcdStore,
             launcher=etcd.EtcdLauncher(distributions.etcd_binary(spec.version), spec.etcd, token),
         )
     password = ensure_secret(cluster_root / "superuser")
     return Backend(
-        rules=JoinRules(add_before_start=False, transfers_leadership=False),
+        rules=JoinRules(transfers_leadership=False),
         client_url=zookeeper.client_address,
         connect_string=lambda addresses: ",".join(map(zookeeper.client_address, addresses)),
-        connect=lambda endpoints, joiners: zookeeper.ZookeeperStore(
-            endpoints, password=password, candidates=joiners
-        ),
+        connect=lambda endpoints: zookeeper.ZookeeperStore(endpoints, password=password),
         launcher=zookeeper.ZookeeperLauncher(
             distributions.zookeeper_classpath(spec.version), spec.zookeeper, password
         ),

@@ -55,16 +55,22 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """A member as a starting process must know it: where it listens and its identity in the
+    store. `member_id` is None only for the first member of a new cluster, which has none yet."""
+
+    endpoint: Endpoint
+    member_id: str | None
+
+
+@dataclass(frozen=True)
 class JoinRules:
     """How a store lets members in and out; the planner orders its steps by these.
 
-    `add_before_start`: etcd adds a learner to the membership first and then starts it;
-    ZooKeeper starts the joiner first (it syncs as a non-voting follower) and adds it after.
     `transfers_leadership`: etcd can hand leadership over before its leader is removed;
     ZooKeeper can't, so its leader is removed last and a short election is the price.
     """
 
-    add_before_start: bool = True
     transfers_leadership: bool = True
 
 
@@ -116,7 +122,9 @@ class CoordinationStore(abc.ABC):
 
     @abc.abstractmethod
     def add_learner(self, endpoint: Endpoint) -> Member:
-        """Add `endpoint` as a non-voting member; it counts toward no quorum until promoted.
+        """Add `endpoint` as a non-voting member with a fresh identity, before its process
+        starts; it counts toward no quorum until promoted. `members()` lists it from then on,
+        with `started` false until it answers.
 
         Not idempotent by itself: callers check `members()` first, which the planner does.
         """
@@ -151,14 +159,14 @@ class MemberLauncher(abc.ABC):
         self,
         endpoint: Endpoint,
         data_dir: Path,
-        peers: list[Endpoint],
+        peers: list[Peer],
         *,
         bootstrap: bool,
     ) -> list[str]:
         """The command that starts `endpoint` with `peers` (itself included) as its membership.
 
         `bootstrap` starts a brand-new cluster of this one member; otherwise the member joins a
-        membership that already lists it.
+        membership that already lists it, under the identity its entry in `peers` gives.
         """
 
     @abc.abstractmethod

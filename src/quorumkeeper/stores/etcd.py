@@ -20,6 +20,7 @@ from quorumkeeper.stores.base import (
     Member,
     MemberLauncher,
     NotCaughtUp,
+    Peer,
     Role,
     StoreError,
     StoreUnavailable,
@@ -167,12 +168,15 @@ class EtcdLauncher(MemberLauncher):
         self,
         endpoint: Endpoint,
         data_dir: Path,
-        peers: list[Endpoint],
+        peers: list[Peer],
         *,
         bootstrap: bool,
     ) -> list[str]:
+        """etcd names peers, not member IDs, in `--initial-cluster`; it learns IDs itself."""
         settings = self.settings
-        initial = ",".join(f"{peer.name}={peer_url(peer.address)}" for peer in peers)
+        initial = ",".join(
+            f"{peer.endpoint.name}={peer_url(peer.endpoint.address)}" for peer in peers
+        )
         return [
             str(self.binary),
             f"--name={endpoint.name}",

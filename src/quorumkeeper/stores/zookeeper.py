@@ -4,13 +4,15 @@ Membership is the committed dynamic configuration, read from `/zookeeper/config`
 so that it is the leader's and not a lagging server's. Roles and health come from each server's
 `srvr` and `mntr` answers, because the config says who votes but not who leads or who serves.
 
-Joining differs from etcd. etcd registers a learner first and starts it second; a ZooKeeper
-`reconfig` adding a server succeeds only once that server is connected and in sync (the new
-config needs a quorum of up-to-date servers). So a joiner is started first, with a dynamic config
-listing the committed members plus itself; the leader accepts it as a non-voting follower; then
-`reconfig` makes it a voter. `members()` therefore also reports the running `candidates` it was
-given that are not yet committed, as `Role.LEARNER`, so the planner's `Promote` step maps onto
-that `reconfig`.
+Joining follows etcd's order (add, start, promote) although ZooKeeper has no learner entry: a
+`reconfig` adding a server succeeds only once that server runs and follows the leader. So
+`add_learner` reserves a fresh server id in the ensemble itself (a znode under `JOINERS` naming
+the joiner's address, created in one transaction with the id counter `LAST_SERVER_ID`); the
+joiner starts with a dynamic config listing the committed members plus itself, the leader
+accepts it as a non-voting follower, and `promote` is the `reconfig` that makes it a voter.
+`members()` reports reserved, uncommitted ids as learners. Ids are never reused while the counter
+has fresh ones, so a wiped member rejoins under a new identity, as in etcd, and nothing a former
+incarnation voted or wrote is mistaken for the new one.
 
 Changes need the superuser: `/zookeeper/config` is world-readable only, and `skipACL` would turn
 off every ACL of the cluster. Each cluster gets its own generated superuser password, kept in a
@@ -20,11 +22,13 @@ off every ACL of the cluster. Each cluster gets its own generated superuser pass
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,6 +47,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
+from kazoo.security import READ_ACL_UNSAFE  # type: ignore[import-untyped]
 
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.state import write_atomically
@@ -52,6 +57,7 @@ from quorumkeeper.stores.base import (
     Member,
     MemberLauncher,
     NotCaughtUp,
+    Peer,
     Role,
     StoreError,
     StoreUnavailable,
@@ -61,11 +67,17 @@ CLIENT_PORT = 2181
 QUORUM_PORT = 2888
 ELECTION_PORT = 3888
 
-FOUR_LETTER_WORDS = ("srvr", "mntr", "ruok")
+FOUR_LETTER_WORDS = ("srvr", "mntr", "conf", "ruok")
 """The only four-letter words a server answers: what the store reads, plus `ruok` for probes."""
 
 CONFIG_ZNODE = "/zookeeper/config"
 PROBE_ROOT = "/quorumkeeper"
+JOINERS = "/quorumkeeper/joiners"
+LAST_SERVER_ID = "/quorumkeeper/last-server-id"
+MAX_SERVER_ID = 255
+"""Session ids carry the server id in their top byte, so ids above 255 could collide."""
+FIRST_SERVER_ID = 1
+"""The bootstrap member's id (myid 0 is reserved); joiners count on from there."""
 SUPERUSER = "super"
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
@@ -75,11 +87,6 @@ _SERVING_MODES = {"leader", "follower", "observer"}
 def client_address(address: str) -> str:
     """Where clients connect to the server on `address`: ZooKeeper's host:port form."""
     return f"{address}:{CLIENT_PORT}"
-
-
-def server_id(endpoint: Endpoint) -> int:
-    """ZooKeeper server ids start at 1 (myid 0 is reserved), so member N is server N+1."""
-    return endpoint.ordinal + 1
 
 
 def server_spec(server: int, address: str) -> str:
@@ -159,6 +166,26 @@ def server_state(address: str, timeout: float) -> ServerState | None:
     return ServerState(mode=mode, zxid=zxid, data_bytes=data_bytes)
 
 
+def serving_id(address: str, timeout: float) -> int | None:
+    """The server id the server on `address` runs as (`conf`), while it serves."""
+    try:
+        conf = four_letter_word(address, "conf", timeout)
+    except OSError:
+        return None
+    fields = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line)
+    value = fields.get("serverId", "")
+    return int(value) if value.isdigit() else None
+
+
+def next_server_id(last: int, taken: set[int]) -> int:
+    """The first id after `last` that no server holds, wrapping within 1..MAX_SERVER_ID."""
+    for step in range(1, MAX_SERVER_ID + 1):
+        candidate = (last + step - 1) % MAX_SERVER_ID + 1
+        if candidate not in taken:
+            return candidate
+    raise StoreError(f"all {MAX_SERVER_ID} ZooKeeper server ids are taken", retryable=False)
+
+
 # Committed configuration -------------------------------------------------------------------------
 
 
@@ -205,26 +232,17 @@ def parse_config(text: str) -> EnsembleConfig:
 
 
 class ZookeeperStore(CoordinationStore):
-    """Membership of one ZooKeeper ensemble.
-
-    `endpoints` are the committed members the client connects to; `candidates` are endpoints the
-    caller has started (or is starting) as joiners. A candidate is reported by `members()` only
-    while it is running and not committed, so the caller must pass just the endpoints it means to
-    join: a server removed by `reconfig` keeps running and following, and passed as a candidate it
-    would look like a joiner again.
-    """
+    """Membership of one ZooKeeper ensemble; `endpoints` are the servers the client may use."""
 
     def __init__(
         self,
         endpoints: list[Endpoint],
         *,
         password: str,
-        candidates: Sequence[Endpoint] = (),
         timeout: float = 2.0,
         probe_timeout: float = 0.5,
     ) -> None:
         super().__init__(endpoints)
-        self.candidates = list(candidates)
         self._password = password
         self._timeout = timeout
         self._probe_timeout = probe_timeout
@@ -311,11 +329,29 @@ class ZookeeperStore(CoordinationStore):
     def _states(self, addresses: Sequence[str]) -> dict[str, ServerState | None]:
         return {address: server_state(address, self._probe_timeout) for address in addresses}
 
+    def _reservations(self, config: EnsembleConfig) -> dict[int, str]:
+        """Server ids reserved by `add_learner` and not committed yet, with their addresses.
+
+        Read after `committed_config`, whose `sync` brought the answering server up to date."""
+        try:
+            names = self._call(lambda c: c.get_children_async(JOINERS), timeout=self._timeout)
+        except NoNodeError:
+            return {}
+        reserved = {}
+        for name in cast(list[str], names):
+            if name.isdigit() and config.server(int(name)) is None:
+                read = methodcaller("get_async", f"{JOINERS}/{name}")
+                try:
+                    data, _ = self._call(read, timeout=self._timeout)
+                except NoNodeError:
+                    continue  # promoted or removed meanwhile
+                reserved[int(name)] = cast(bytes, data).decode()
+        return reserved
+
     def members(self) -> list[Member]:
         config = self.committed_config()
-        committed = {server.address for server in config.servers}
-        joiners = [c for c in self.candidates if c.address not in committed]
-        states = self._states([s.address for s in config.servers] + [j.address for j in joiners])
+        reserved = self._reservations(config)
+        states = self._states([s.address for s in config.servers] + list(reserved.values()))
         leader_epoch = _leader_epoch(states)
         members = []
         for server in config.servers:
@@ -328,54 +364,98 @@ class ZookeeperStore(CoordinationStore):
             else:
                 role = Role.FOLLOWER
             members.append(_member(str(server.id), server.address, role, healthy, state))
-        for joiner in joiners:
-            state = states[joiner.address]
-            if state is None:
-                continue  # not running yet, or its JVM is still starting
-            synced = _synced(state, leader_epoch)
+        for joiner, address in sorted(reserved.items()):
+            state = states[address]
+            synced = state is not None and _synced(state, leader_epoch)
             members.append(
-                _member(str(server_id(joiner)), joiner.address, Role.LEARNER, synced, state)
+                _member(
+                    str(joiner), address, Role.LEARNER, synced, state, started=state is not None
+                )
             )
         return members
 
     def add_learner(self, endpoint: Endpoint) -> Member:
-        """Change nothing: ZooKeeper has no membership entry for a server that is not synced.
+        """Reserve the next fresh server id for `endpoint`; the committed config is untouched.
 
-        `reconfig` adding a server fails (NewConfigNoQuorum) unless that server is already
-        running and following the leader, and a leader accepts a server missing from the config
-        as a non-voting follower without any change. So joining is: write the joiner's config,
-        start it, then `promote`. This returns the identity the joiner will have.
+        The reservation and the counter change in one transaction, so two callers never get the
+        same id; the loser of a race gets a retryable error. An address that already holds a
+        reservation gets that one back.
         """
+        config = self.committed_config()
+        reserved = self._reservations(config)
+        server = next((sid for sid, a in reserved.items() if a == endpoint.address), None)
+        if server is None:
+            server = self._reserve(endpoint.address, config, reserved)
         return Member(
-            id=str(server_id(endpoint)),
+            id=str(server),
             address=endpoint.address,
             role=Role.LEARNER,
             healthy=False,
             started=False,
         )
 
-    def promote(self, member: Member) -> None:
-        """`reconfig` the running joiner in as a voter, once it follows the current leader."""
-        config = self.committed_config()
-        server = int(member.id)
-        if config.voter(server):
-            return
-        states = self._states([s.address for s in config.servers] + [member.address])
-        state = states[member.address]
-        if state is None or not _synced(state, _leader_epoch(states)):
-            raise NotCaughtUp(
-                f"server {server} at {member.address} is not following the leader yet "
-                f"(mode {state.mode if state else 'unreachable'})"
-            )
-        self._reconfig(
-            config,
-            joining=server_spec(server, member.address),
-            leaving=None,
-            applied=lambda after: after.voter(server),
+    def _reserve(self, address: str, config: EnsembleConfig, reserved: dict[int, str]) -> int:
+        taken = {s.id for s in config.servers} | set(reserved)
+        try:
+            data, stat = self._call(lambda c: c.get_async(LAST_SERVER_ID), timeout=self._timeout)
+            last, version = int(cast(bytes, data)), stat.version
+        except NoNodeError:
+            last, version = max(taken, default=0), None
+        server = next_server_id(last, taken)
+        self._call(
+            lambda c: c.ensure_path_async(JOINERS, acl=READ_ACL_UNSAFE), timeout=self._timeout
         )
 
+        def reserve(client: Any) -> Any:
+            transaction = client.transaction()
+            value = str(server).encode()
+            if version is None:
+                transaction.create(LAST_SERVER_ID, value, acl=READ_ACL_UNSAFE)
+            else:
+                transaction.set_data(LAST_SERVER_ID, value, version=version)
+            transaction.create(f"{JOINERS}/{server}", address.encode(), acl=READ_ACL_UNSAFE)
+            return transaction.commit_async()
+
+        results = self._call(reserve, timeout=self._timeout)
+        if any(isinstance(result, Exception) for result in results):
+            raise StoreError(
+                f"server id {server} was taken meanwhile ({results!r}); observe again",
+                retryable=True,
+            )
+        return server
+
+    def _forget(self, server: int) -> None:
+        with contextlib.suppress(NoNodeError):
+            self._call(lambda c: c.delete_async(f"{JOINERS}/{server}"), timeout=self._timeout)
+
+    def promote(self, member: Member) -> None:
+        """`reconfig` the reserved joiner in as a voter, once the server on its address follows
+        the current leader under the reserved id."""
+        config = self.committed_config()
+        server = int(member.id)
+        if not config.voter(server):
+            states = self._states([s.address for s in config.servers] + [member.address])
+            state = states[member.address]
+            if state is None or not _synced(state, _leader_epoch(states)):
+                raise NotCaughtUp(
+                    f"server {server} at {member.address} is not following the leader yet "
+                    f"(mode {state.mode if state else 'unreachable'})"
+                )
+            running_as = serving_id(member.address, self._probe_timeout)
+            if running_as != server:
+                raise NotCaughtUp(
+                    f"the server at {member.address} runs as server {running_as}, not {server}"
+                )
+            self._reconfig(
+                config,
+                joining=server_spec(server, member.address),
+                leaving=None,
+                applied=lambda after: after.voter(server),
+            )
+        self._forget(server)
+
     def remove(self, member: Member) -> None:
-        """`reconfig` the member out; a no-op when it is not committed (a joiner never added).
+        """Drop the member's reservation, if any, and `reconfig` it out if it is committed.
 
         The removed server keeps running and serving clients afterwards: stop its process.
         Removing the leader works too; it commits the change, steps down and the rest elect a
@@ -383,14 +463,15 @@ class ZookeeperStore(CoordinationStore):
         """
         config = self.committed_config()
         server = int(member.id)
-        if config.server(server) is None:
-            return
-        self._reconfig(
-            config,
-            joining=None,
-            leaving=str(server),
-            applied=lambda after: after.server(server) is None,
-        )
+        # The reservation goes first: a leader removing itself drops our connection after.
+        self._forget(server)
+        if config.server(server) is not None:
+            self._reconfig(
+                config,
+                joining=None,
+                leaving=str(server),
+                applied=lambda after: after.server(server) is None,
+            )
 
     def _reconfig(
         self,
@@ -488,14 +569,21 @@ def _synced(state: ServerState, leader_epoch: int | None) -> bool:
 
 
 def _member(
-    member_id: str, address: str, role: Role, healthy: bool, state: ServerState | None
+    member_id: str,
+    address: str,
+    role: Role,
+    healthy: bool,
+    state: ServerState | None,
+    *,
+    started: bool = True,
 ) -> Member:
+    """A committed server has started by definition; a reserved joiner once it answers."""
     return Member(
         id=member_id,
         address=address,
         role=role,
         healthy=healthy,
-        started=True,
+        started=started,
         applied_index=state.zxid if state else None,
         data_bytes=state.data_bytes if state else None,
     )
@@ -539,34 +627,43 @@ class ZookeeperLauncher(MemberLauncher):
         self,
         endpoint: Endpoint,
         data_dir: Path,
-        peers: list[Endpoint],
+        peers: list[Peer],
         *,
         bootstrap: bool,
     ) -> list[str]:
         """Write the member's files unless it has data, then return its java command.
 
-        A member with data keeps its zoo.cfg: ZooKeeper rewrites it on every reconfig to point
-        at the committed `zoo.cfg.dynamic.<version>`, and regenerating it would restart the
-        member with a stale membership. One exception is repaired: a joiner stopped after it
-        acked the reconfig that added it but before it wrote the new file still points at a
-        config without itself, and ZooKeeper refuses to start ("My id N not in the peer list").
-        Then only its dynamic file is rewritten from `peers` (the committed membership); the
-        leader hands it the versioned config when it syncs. `bootstrap` needs no flag of its
-        own: a one-server dynamic config with `standaloneEnabled=false` starts a one-voter
-        ensemble.
+        A member with data keeps its zoo.cfg and `myid`: ZooKeeper rewrites zoo.cfg on every
+        reconfig to point at the committed `zoo.cfg.dynamic.<version>`, and regenerating it
+        would restart the member with a stale membership. One exception is repaired: a joiner
+        stopped after it acked the reconfig that added it but before it wrote the new file still
+        points at a config without itself, and ZooKeeper refuses to start ("My id N not in the
+        peer list"). Then, if `peers` (the committed membership) list its id, only its dynamic
+        file is rewritten from them; the leader hands it the versioned config when it syncs.
+        `bootstrap` needs no flag of its own: a one-server dynamic config with
+        `standaloneEnabled=false` starts a one-voter ensemble as server `FIRST_SERVER_ID`.
         """
-        if bootstrap and peers != [endpoint]:
-            raise ValueError(f"a bootstrap starts {endpoint.name} alone, not with {peers}")
-        if endpoint not in peers:
+        own = next((peer for peer in peers if peer.endpoint == endpoint), None)
+        if own is None:
             raise ValueError(f"{endpoint.name} must be one of its own peers")
-        settings = self.settings
+        if bootstrap and len(peers) != 1:
+            raise ValueError(f"a bootstrap starts {endpoint.name} alone, not with {peers}")
+        if bootstrap:
+            own = Peer(endpoint, own.member_id or str(FIRST_SERVER_ID))
+            peers = [own]
         conf = self.conf_dir(data_dir)
         conf.mkdir(parents=True, exist_ok=True)
         zoo_cfg = conf / "zoo.cfg"
         if not (self.has_data(data_dir) and zoo_cfg.is_file()):
-            self._write_config(endpoint, data_dir, peers)
-        elif not self.lists_itself(zoo_cfg, endpoint):
-            self._repoint_dynamic_config(zoo_cfg, peers)
+            self._write_config(data_dir, _peer_lines(peers), server=int(own.member_id or 0))
+        elif not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
+            self._repoint_dynamic_config(zoo_cfg, _peer_lines(peers))
+        return self.command(data_dir)
+
+    def command(self, data_dir: Path) -> list[str]:
+        """The java command of a member whose zoo.cfg is in place; writes its logging config."""
+        settings = self.settings
+        conf = self.conf_dir(data_dir)
         (conf / "logback.xml").write_text(_LOGBACK.format(level=settings.log_level))
         return [
             "java",
@@ -580,7 +677,7 @@ class ZookeeperLauncher(MemberLauncher):
             "-cp",
             ":".join(self.classpath),
             MAIN_CLASS,
-            str(zoo_cfg),
+            str(conf / "zoo.cfg"),
         ]
 
     @staticmethod
@@ -592,15 +689,29 @@ class ZookeeperLauncher(MemberLauncher):
                 return Path(value.strip())
         return None
 
-    def lists_itself(self, zoo_cfg: Path, endpoint: Endpoint) -> bool:
-        dynamic = self.dynamic_config_path(zoo_cfg)
-        if dynamic is None or not dynamic.is_file():
-            return False
-        return parse_config(dynamic.read_text()).server(server_id(endpoint)) is not None
+    def myid(self, data_dir: Path) -> int | None:
+        """The server id this member's data belongs to."""
+        try:
+            return int((data_dir / self.settings.data_dir / "myid").read_text())
+        except (OSError, ValueError):
+            return None
 
-    def _repoint_dynamic_config(self, zoo_cfg: Path, peers: list[Endpoint]) -> None:
+    def _listed(self, data_dir: Path, peers: list[Peer]) -> bool:
+        """Whether `peers` name this member's data under its own id; data of another identity
+        (a former incarnation) is not made to look like a member's."""
+        own = self.myid(data_dir)
+        return own is not None and any(p.member_id == str(own) for p in peers)
+
+    def lists_itself(self, zoo_cfg: Path, data_dir: Path) -> bool:
+        dynamic = self.dynamic_config_path(zoo_cfg)
+        server = self.myid(data_dir)
+        if dynamic is None or not dynamic.is_file() or server is None:
+            return False
+        return parse_config(dynamic.read_text()).server(server) is not None
+
+    def _repoint_dynamic_config(self, zoo_cfg: Path, peer_lines: dict[int, str]) -> None:
         dynamic = zoo_cfg.with_name("zoo.cfg.dynamic")
-        write_atomically(dynamic, "".join(f"{_peer_line(peer)}\n" for peer in peers))
+        write_atomically(dynamic, "".join(f"{line}\n" for line in peer_lines.values()))
         kept = [
             line
             for line in zoo_cfg.read_text().splitlines()
@@ -608,17 +719,27 @@ class ZookeeperLauncher(MemberLauncher):
         ]
         write_atomically(zoo_cfg, "\n".join([*kept, f"dynamicConfigFile={dynamic}"]) + "\n")
 
-    def _write_config(self, endpoint: Endpoint, data_dir: Path, peers: list[Endpoint]) -> None:
+    def _write_config(self, data_dir: Path, peer_lines: dict[int, str], *, server: int) -> None:
+        dynamic = self.conf_dir(data_dir) / "zoo.cfg.dynamic"
+        write_atomically(dynamic, "".join(f"{line}\n" for line in peer_lines.values()))
+        self.write_zoo_cfg(
+            data_dir,
+            {
+                **self.common_config(data_dir, server),
+                "reconfigEnabled": "true",
+                "dynamicConfigFile": dynamic,
+            },
+        )
+
+    def common_config(self, data_dir: Path, server: int) -> dict[str, object]:
+        """The zoo.cfg settings of the spec; creates the data directories and `myid`."""
         settings = self.settings
-        conf = self.conf_dir(data_dir)
         snapshots = data_dir / settings.data_dir
         txn_logs = data_dir / settings.data_log_dir
         snapshots.mkdir(parents=True, exist_ok=True)
         txn_logs.mkdir(parents=True, exist_ok=True)
-        (snapshots / "myid").write_text(f"{server_id(endpoint)}\n")
-        dynamic = conf / "zoo.cfg.dynamic"
-        write_atomically(dynamic, "".join(f"{_peer_line(peer)}\n" for peer in peers))
-        static = {
+        (snapshots / "myid").write_text(f"{server}\n")
+        return {
             "tickTime": settings.tick_time_ms,
             "initLimit": settings.init_limit,
             "syncLimit": settings.sync_limit,
@@ -629,13 +750,15 @@ class ZookeeperLauncher(MemberLauncher):
             "maxSessionTimeout": settings.max_session_timeout_ms,
             "autopurge.snapRetainCount": settings.snap_retain_count,
             "autopurge.purgeInterval": settings.purge_interval_hours,
-            "reconfigEnabled": "true",
             "standaloneEnabled": "false",
             "4lw.commands.whitelist": ",".join(FOUR_LETTER_WORDS),
             "admin.enableServer": "false",  # it would bind 0.0.0.0:8080; 4lw covers our needs
-            "dynamicConfigFile": dynamic,
         }
-        body = "".join(f"{key}={value}\n" for key, value in static.items())
+
+    def write_zoo_cfg(self, data_dir: Path, config: dict[str, object]) -> None:
+        conf = self.conf_dir(data_dir)
+        conf.mkdir(parents=True, exist_ok=True)
+        body = "".join(f"{key}={value}\n" for key, value in config.items())
         write_atomically(
             conf / "zoo.cfg",
             "# Written by quorumkeeper at this member's first start; ZooKeeper rewrites it.\n"
@@ -648,5 +771,12 @@ class ZookeeperLauncher(MemberLauncher):
         ).is_dir()
 
 
-def _peer_line(peer: Endpoint) -> str:
-    return server_spec(server_id(peer), peer.address)
+def _peer_lines(peers: list[Peer]) -> dict[int, str]:
+    """The dynamic-config lines of `peers` by server id; every peer needs its id."""
+    lines = {}
+    for peer in peers:
+        if peer.member_id is None:
+            raise ValueError(f"{peer.endpoint.name} has no ZooKeeper server id")
+        server = int(peer.member_id)
+        lines[server] = server_spec(server, peer.endpoint.address)
+    return dict(sorted(lines.items()))

@@ -1,0 +1,217 @@
+"""The seed's way of changing membership: the benchmark's baseline.
+
+Every member starts from a static member list. A change is made by hand (etcd: `member add` or
+`member remove`; ZooKeeper has nothing to call, its list lives only in zoo.cfg) and loaded by
+restarting every member, one at a time in ordinal order, with the new list, as a StatefulSet's
+rolling update does.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from pathlib import Path
+
+import httpx
+
+from quorumkeeper import distributions
+from quorumkeeper.planner import Desired
+from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
+from quorumkeeper.state import ensure_secret
+from quorumkeeper.stores import zookeeper
+from quorumkeeper.stores.base import Endpoint, MemberLauncher, Peer, StoreError
+from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url, peer_url
+from quorumkeeper.stores.zookeeper import ZookeeperLauncher
+from tests.acceptance.harness import LocalClusterUnderTest
+from tests.polling import wait_until
+
+
+class SeedMethod(abc.ABC):
+    """A cluster run the seed's way on `subnet`; `cluster` gives the benchmark's writer and
+    checks their view of it."""
+
+    store: str
+
+    def __init__(self, subnet: str, workdir: Path) -> None:
+        self.desired = Desired(members=9, name="seed", subnet=subnet)
+        self.cluster = LocalClusterUnderTest(self.store, "seed", subnet, workdir)
+        self.runtime = LocalRuntime(self.cluster.paths.root / "members", self.launcher())
+        self.members: list[Endpoint] = []
+
+    @abc.abstractmethod
+    def launcher(self) -> MemberLauncher:
+        """Starts a member with `self.members` as its static list."""
+
+    @abc.abstractmethod
+    def register(self, endpoint: Endpoint) -> None:
+        """Tell the running cluster about a new member by hand, before it starts."""
+
+    @abc.abstractmethod
+    def unregister(self, endpoint: Endpoint) -> None:
+        """Tell the running cluster a member leaves, before it stops."""
+
+    def start(self, endpoint: Endpoint, *, bootstrap: bool = False) -> None:
+        peers = [Peer(member, member_id=None) for member in self.members]
+        argv = self.runtime.launcher.argv(
+            endpoint, self.runtime.data_dir(endpoint), peers, bootstrap=bootstrap
+        )
+        self.runtime.start(endpoint, argv)
+
+    def voters(self) -> set[str]:
+        """Addresses of the healthy voters, as the cluster's leader lists them."""
+        store = self.cluster.client(timeout=0.5)
+        try:
+            return {m.address for m in store.members() if m.voter and m.healthy}
+        except StoreError:
+            return set()
+        finally:
+            store.close()
+
+    def leader(self) -> Endpoint:
+        store = self.cluster.client(timeout=1.0)
+        try:
+            leader = next(m for m in store.members() if m.role.value == "leader")
+        finally:
+            store.close()
+        return next(e for e in self.members if e.address == leader.address)
+
+    def wait_voter(self, endpoint: Endpoint) -> None:
+        wait_until(lambda: endpoint.address in self.voters(), 90, f"{endpoint.name} votes")
+
+    def bootstrap(self, count: int) -> None:
+        self.members = [self.desired.endpoint(n) for n in range(count)]
+        for endpoint in self.members:
+            self.start(endpoint, bootstrap=True)
+        for endpoint in self.members:
+            self.wait_voter(endpoint)
+
+    def grow(self, count: int) -> float:
+        """Add members up to `count`, start them, restart everyone with the new list. Returns
+        the longest time from a new member's start to it being a healthy voter."""
+        joined: dict[str, float] = {}
+        started: dict[str, float] = {}
+        for ordinal in range(len(self.members), count):
+            endpoint = self.desired.endpoint(ordinal)
+            self.register(endpoint)
+            self.members.append(endpoint)
+            started[endpoint.address] = time.monotonic()
+            self.start(endpoint)
+        self._note_voters(started, joined)
+        for endpoint in list(self.members):
+            self._restart(endpoint)
+            self._note_voters(started, joined)
+        wait_until(lambda: self._note_voters(started, joined), 90, "every new member votes")
+        return max(joined[address] - started[address] for address in started)
+
+    def shrink(self, count: int) -> None:
+        """Remove the highest ordinals down to `count`, stop them, restart the rest."""
+        while len(self.members) > count:
+            endpoint = self.members.pop()
+            self.unregister(endpoint)
+            self.runtime.stop(endpoint)
+        for endpoint in list(self.members):
+            self._restart(endpoint)
+
+    def _restart(self, endpoint: Endpoint) -> None:
+        self.runtime.stop(endpoint)
+        self.start(endpoint)
+        self.wait_voter(endpoint)
+
+    def _note_voters(self, started: dict[str, float], joined: dict[str, float]) -> bool:
+        """Record when each new member is first seen voting; true once all of them are."""
+        now = time.monotonic()
+        for address in self.voters() & started.keys():
+            joined.setdefault(address, now)
+        return joined.keys() == started.keys()
+
+    def stop_all(self) -> None:
+        for name in self.runtime.member_names():
+            self.runtime.stop(self.desired.endpoint(int(name.rsplit("-", 1)[1])), grace=5)
+
+
+class EtcdSeedMethod(SeedMethod):
+    """etcd with `--initial-cluster` lists, members added and removed by hand."""
+
+    store = "etcd"
+
+    def __init__(self, subnet: str, workdir: Path) -> None:
+        super().__init__(subnet, workdir)
+        self.http = httpx.Client(timeout=5)
+
+    def launcher(self) -> MemberLauncher:
+        return EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "seed-baseline")
+
+    def register(self, endpoint: Endpoint) -> None:
+        def member_add() -> bool:
+            reply = self.http.post(
+                f"{client_url(self.members[0].address)}/v3/cluster/member/add",
+                json={"peerURLs": [peer_url(endpoint.address)]},
+            )
+            return reply.status_code == 200
+
+        wait_until(member_add, 60, f"{endpoint.name} added")
+
+    def unregister(self, endpoint: Endpoint) -> None:
+        """Retried while etcd calls the cluster too fresh for a removal."""
+
+        def member_remove() -> bool:
+            store = EtcdStore(self.members)
+            try:
+                member = next(m for m in store.members() if m.address == endpoint.address)
+                store.remove(member)
+            except StoreError:
+                return False
+            finally:
+                store.close()
+            return True
+
+        wait_until(member_remove, 60, f"{endpoint.name} removed")
+
+
+class StaticZookeeperLauncher(ZookeeperLauncher):
+    """ZooKeeper as the seed ran it: the whole server list in zoo.cfg, reconfig off, myid from
+    the ordinal, and zoo.cfg written afresh with the current list at every start."""
+
+    def argv(
+        self, endpoint: Endpoint, data_dir: Path, peers: list[Peer], *, bootstrap: bool
+    ) -> list[str]:
+        servers = {
+            f"server.{peer.endpoint.ordinal + 1}": (
+                f"{peer.endpoint.address}:{zookeeper.QUORUM_PORT}:{zookeeper.ELECTION_PORT}"
+            )
+            for peer in peers
+        }
+        config = {
+            **self.common_config(data_dir, endpoint.ordinal + 1),
+            "reconfigEnabled": "false",
+            "clientPortAddress": endpoint.address,
+            "clientPort": zookeeper.CLIENT_PORT,
+            **servers,
+        }
+        self.write_zoo_cfg(data_dir, config)
+        return self.command(data_dir)
+
+
+class ZookeeperSeedMethod(SeedMethod):
+    """ZooKeeper with static lists; the superuser only lets the benchmark's client read the
+    same way it does against quorumkeeper's clusters."""
+
+    store = "zookeeper"
+
+    def register(self, endpoint: Endpoint) -> None:
+        """Nothing to call: the list lives only in every server's zoo.cfg."""
+
+    def unregister(self, endpoint: Endpoint) -> None:
+        """Nothing to call: the list lives only in every server's zoo.cfg."""
+
+    def launcher(self) -> MemberLauncher:
+        password = ensure_secret(self.cluster.paths.root / "superuser")
+        return StaticZookeeperLauncher(
+            distributions.zookeeper_classpath(), ZookeeperSettings(), password
+        )
+
+
+def seed_method(store: str, subnet: str, workdir: Path) -> SeedMethod:
+    kind = EtcdSeedMethod if store == "etcd" else ZookeeperSeedMethod
+    return kind(subnet, workdir)
