@@ -13,6 +13,6 @@ runtime; everything else is upstream Kubernetes built by ``scripts/build-kuberne
   mount (:mod:`testbed.provisioner`), so pods keep their data when they move between nodes;
 * images map to local commands in :mod:`testbed.images` (extend ``IMAGES`` there).
 
-Use it from pytest through the fixtures in ``tests/testbed/conftest.py``, or by hand with
+Use it from pytest through the fixtures in ``tests/conftest.py``, or by hand with
 ``python -m testbed`` (prints an ``export KUBECONFIG=...`` line).
 """
