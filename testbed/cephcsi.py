@@ -346,7 +346,7 @@ class NodePlugin:
     def unlock(staging: Staging) -> None:
         """Let the holder unlock and disconnect (a no-op if it is gone)."""
         if staging.holder.poll() is None:
-            staging.holder.communicate(timeout=CEPH_TIMEOUT)
+            staging.holder.communicate("release\n", timeout=CEPH_TIMEOUT)
 
     def abandon(self, staging: Staging) -> None:
         """Node loss: the node's Ceph clients vanish without a goodbye, leaving their lock and
@@ -370,17 +370,14 @@ def _loop_busy(device: str) -> bool:
     return Path(f"/sys/block/{Path(device).name}/loop/backing_file").exists()
 
 
-def clear_leftovers(root: Path) -> None:
-    """Lazily unmount everything under ``root`` and free loop devices backed from there: what
-    a killed node agent leaves on the host (a real node's mounts die with the node)."""
+def _leftovers(root: Path) -> tuple[list[str], list[str]]:
+    """Mount points under ``root`` (deepest first) and loop devices backed by files there."""
     prefix = str(root.resolve())
     mounts = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         target = line.split()[4].encode().decode("unicode_escape")
         if target == prefix or target.startswith(prefix + "/"):
             mounts.append(target)
-    for target in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True, timeout=30, check=False)
     listed = subprocess.run(
         ["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"],
         capture_output=True,
@@ -388,7 +385,20 @@ def clear_leftovers(root: Path) -> None:
         timeout=30,
         check=False,
     ).stdout
-    for device in json.loads(listed or "{}").get("loopdevices", []):
-        back = device.get("back-file") or ""
-        if back.startswith(prefix + "/"):
-            subprocess.run(["losetup", "-d", device["name"]], capture_output=True, timeout=30)
+    loops = [
+        str(device["name"])
+        for device in json.loads(listed or "{}").get("loopdevices", [])
+        if (device.get("back-file") or "").startswith(prefix + "/")
+    ]
+    return sorted(mounts, key=len, reverse=True), loops
+
+
+def clear_leftovers(root: Path) -> None:
+    """Free the loop devices and lazily unmount what a killed node agent left under ``root``
+    (a real node's mounts die with the node).  Loop devices go first: once the file system
+    they read from is unmounted, their backing file no longer shows where it was."""
+    mounts, loops = _leftovers(root)
+    for device in loops:
+        subprocess.run(["losetup", "-d", device], capture_output=True, timeout=30, check=False)
+    for target in mounts:
+        subprocess.run(["umount", "-l", target], capture_output=True, timeout=30, check=False)

@@ -5,10 +5,14 @@ watcher that lingers until Ceph times it out, exactly what fencing has to deal w
 by the test bed's ceph-csi stand-in (:mod:`testbed.cephcsi`) and the Ceph tests.
 
 Usage: python rbd_holder.py MONS USER KEY POOL IMAGE COOKIE.  Prints the client's address once
-the lock is held, then holds it until stdin closes (then unlocks and exits 0).  If another
-client holds the lock, prints who to stderr and exits 16 (EBUSY).
+the lock is held, then holds it until it reads ``release`` (then unlocks and exits 0).  If
+stdin closes first, its parent died: it exits at once without a goodbye, like SIGKILL (the
+kernel closes the pipe before it delivers the parent-death signal, so waiting for that signal
+could let the holder unlock first).  If another client holds the lock, prints who to stderr
+and exits 16 (EBUSY).
 """
 
+import os
 import sys
 
 import rados  # type: ignore[import-not-found]
@@ -35,7 +39,8 @@ try:
             print(f"rbd image {pool}/{image} is locked by {holders}", file=sys.stderr)
             sys.exit(EBUSY)
         print(conn.get_addrs(), flush=True)
-        sys.stdin.read()  # hold until killed or stdin closes
+        if sys.stdin.readline().strip() != "release":
+            os._exit(1)
         img.unlock(cookie)
 finally:
     conn.shutdown()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -149,6 +150,16 @@ def lock_holders(ceph_cluster: MiniCluster, image: str) -> list[str]:
     return [lk["address"] for lk in ceph_cluster.rbd_json("lock", "ls", f"{POOL}/{image}")]
 
 
+def loop_backing_files() -> str:
+    return subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "BACK-FILE"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
 def test_member_data_follows_its_pvc_to_another_node_after_fencing(
     ceph_cluster: MiniCluster,
     testbed_cluster: Cluster,
@@ -178,6 +189,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
     try:
         wait_for(lambda: len(writer.acknowledged) >= 50, 60, "50 acknowledged writes")
         testbed_cluster.stop_agent(node_a, kill=True)
+        lost_at = time.monotonic()
     finally:
         writer.stopping.set()
         writer.join()
@@ -216,6 +228,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
             return events[0] if events else None
 
         event = wait_for(failed_mount, 60, "a FailedMount event on the replacement pod")
+        print(f"node loss to FailedMount on {node_b}: {time.monotonic() - lost_at:.1f}s")
         assert f"rbd image {POOL}/{image} is locked by" in event["message"]
         assert f"at {holder_a}" in event["message"]
         assert event["source"]["host"] == node_b
@@ -267,12 +280,13 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
         testbed_cluster.start_agent(node_a)
         testbed_cluster.wait_nodes_ready([node_a], 60)
 
-    # Deleting the pod unstages the volume on node B: unmounted and unlocked.
+    # Deleting the pod unstages the volume on node B: unmounted, detached and unlocked; node A's
+    # leftovers were cleared when it came back.
     testbed_cluster.kubectl("delete", "-n", namespace, "statefulset", "etcd", "--wait=false")
     wait_for(lambda: not kube.get(ns_path(namespace, "pods"))["items"], 60, "etcd-0 to be deleted")
     assert lock_holders(ceph_cluster, image) == []
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(Path(testbed_cluster.state_dir, "nodes", node_b, "csi")) not in mounts
+    assert f"{testbed_cluster.state_dir}/nodes/" not in Path("/proc/self/mountinfo").read_text()
+    wait_for(lambda: image not in loop_backing_files(), 30, f"no loop device on {image}")
 
     # Reclaim policy Delete: the stand-in removes the image with the PV.
     kube.delete(ns_path(namespace, "persistentvolumeclaims", "data-etcd-0"))
