@@ -10,11 +10,12 @@ module does its two jobs the closest way this machine allows:
   one (ceph-csi keeps that mapping in an omap journal).  A released PV with reclaim policy
   Delete loses its image, then the PV.
 * Node (called by the node agent's volume manager, like ceph-csi's node plugin's
-  NodeStageVolume): the node's own Ceph client takes the image's lock, ``rbd-fuse`` exposes the
-  image as a file, a loop device makes it a block device, ext4 is made on first use and mounted
-  on the node's staging path.  Unstaging undoes this and unlocks; a lost node's clients just
-  die, leaving their lock and watchers behind.  The node's Ceph clients run in its storage
-  network namespace, so Ceph sees them at the node's address.
+  NodeStageVolume): the node's own Ceph client (the node-stage Secret's user, connecting from
+  the node's address) takes the image's lock, ``rbd-fuse`` exposes the image as a file, a loop
+  device makes it a block device, ext4 is made on first use and mounted on the node's staging
+  path.  Unstaging undoes this and unlocks; a lost node's clients just die, leaving their lock
+  and watchers behind.  The node's Ceph clients run in its storage network namespace
+  (:func:`testbed.network.create_node_storage_network`), so Ceph sees them at its address.
 
 Differences from ceph-csi that tests may meet: the lock is an advisory exclusive lock (images
 have ``layering`` only) that stays until someone fences it, where krbd's exclusive-lock feature
@@ -117,6 +118,8 @@ class Controller:
         self.api = api
 
     def ensure_driver(self) -> None:
+        """Declare that the driver has no attach step, so the attach/detach controller makes
+        no VolumeAttachments that nothing here would ever mark attached."""
         body: Obj = {
             "metadata": {"name": DRIVER},
             "spec": {"attachRequired": False, "podInfoOnMount": False},

@@ -226,7 +226,7 @@ class PodWorker(threading.Thread):
         except NotReadyYet as exc:
             if str(exc) != self.message:
                 log.warning("%s/%s: %s", self.namespace, self.pod_name, exc)
-                self._event("Warning", "FailedMount", str(exc))
+                self._warning("FailedMount", str(exc))
             self.message = str(exc)
             return False
         except ApiError as exc:
@@ -237,8 +237,8 @@ class PodWorker(threading.Thread):
         self.message = ""
         return True
 
-    def _event(self, kind: str, reason: str, message: str) -> None:
-        """Record an Event on the pod, as kubelet does for what users should see."""
+    def _warning(self, reason: str, message: str) -> None:
+        """Record a Warning Event on the pod, where kubelet tells users what holds it up."""
         t = now()
         body: Obj = {
             "metadata": {"generateName": f"{self.pod_name}."},
@@ -249,7 +249,7 @@ class PodWorker(threading.Thread):
                 "name": self.pod_name,
                 "uid": self.uid,
             },
-            "type": kind,
+            "type": "Warning",
             "reason": reason,
             "message": message,
             "source": {"component": "kubelet", "host": self.node.name},
