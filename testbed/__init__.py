@@ -11,8 +11,11 @@ runtime; everything else is upstream Kubernetes built by ``scripts/build-kuberne
   ClusterIP Services get no virtual IP routing (there is no kube-proxy);
 * PVCs of the default StorageClass ``testbed-local`` become host directories that any node can
   mount (:mod:`testbed.provisioner`), so pods keep their data when they move between nodes;
+* PVCs of a StorageClass with provisioner ``rbd.csi.ceph.com`` become RBD images of a real Ceph
+  cluster, staged on the pod's node as that node's own Ceph client by the ceph-csi stand-in
+  (:mod:`testbed.cephcsi`: rbd-fuse, a loop device and ext4 instead of krbd);
 * images map to local commands in :mod:`testbed.images` (extend ``IMAGES`` there).
 
-Use it from pytest through the fixtures in ``tests/testbed/conftest.py``, or by hand with
+Use it from pytest through the fixtures in ``tests/conftest.py``, or by hand with
 ``python -m testbed`` (prints an ``export KUBECONFIG=...`` line).
 """

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from testbed import network
-from testbed.kube import ApiError, Kube, Obj
+from testbed.kube import MERGE_PATCH, ApiError, Kube, Obj
 from testbed.pki import self_signed
 from testbed.runtime import NodeInfo, PodWorker, now
 from testbed.versions import KUBERNETES_VERSION
@@ -104,8 +104,10 @@ class NodeAgent:
                 condition("PIDPressure", "False", "KubeletHasSufficientPID"),
                 condition("Ready", "True", "KubeletReady"),
             ],
+            # The second InternalIP is where the node's Ceph clients connect from.
             "addresses": [
                 {"type": "InternalIP", "address": self.node.host_ip},
+                {"type": "InternalIP", "address": network.node_storage_ip(self.index)},
                 {"type": "Hostname", "address": self.node.name},
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
@@ -121,7 +123,10 @@ class NodeAgent:
                 "architecture": "amd64",
             },
         }
-        self.api.patch(f"/api/v1/nodes/{self.node.name}/status", {"status": status})
+        # A merge patch replaces the lists: a strategic one merges addresses by type.
+        self.api.patch(
+            f"/api/v1/nodes/{self.node.name}/status", {"status": status}, content_type=MERGE_PATCH
+        )
 
     def renew_lease(self) -> None:
         renew = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -264,8 +269,9 @@ class NodeAgent:
                 self.sync()
             except Exception:
                 log.exception("pod sync of %s failed", self.node.name)
-        # Node loss: kill every container, leave the API objects as a dead node would.
+        # Node loss: kill every container; API objects and Ceph locks stay as a dead node left them.
         for worker in self.workers.values():
+            worker.node_lost = True
             worker.lost.set()
         for worker in self.workers.values():
             worker.join()
@@ -293,6 +299,7 @@ def main() -> None:
         mountpoints_log=args.mountpoints_log,
         cluster_domain=args.cluster_domain,
         dns_ip=args.dns_ip,
+        storage_netns=network.create_node_storage_network(args.index),
     )
     agent = NodeAgent(node, args.index, Kube.from_kubeconfig(args.kubeconfig))
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())

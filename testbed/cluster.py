@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed import network
+from testbed import cephcsi, network
 from testbed.controlplane import CLUSTER_DOMAIN, ControlPlane
 from testbed.kube import Kube, condition_true
 from testbed.procs import Fatal, spawn, stop, wait_for
@@ -91,8 +91,10 @@ class Cluster:
         return {**os.environ, "PYTHONPATH": pythonpath}
 
     def start_agent(self, name: str) -> None:
-        """Start (or restart) the node agent of ``name``."""
+        """Start (or restart) the node agent of ``name``; a restart after a kill first clears
+        the mounts its volumes left on the host, as rebooting a real node would."""
         index = self.nodes.index(name) + 1
+        cephcsi.clear_leftovers(self.state_dir / "nodes" / name)
         self.agents[name] = spawn(
             [
                 sys.executable,
@@ -150,6 +152,7 @@ class Cluster:
             stop(self.provisioner)
             self.provisioner = None
         self.control_plane.stop()
+        cephcsi.clear_leftovers(self.state_dir / "nodes")
         network.delete_all_pod_networks()
         network.delete_bridge()
         self._remove_mountpoints()

@@ -2,6 +2,9 @@
 
 Pod IPs (10.244.0.0/16) exist only on the bridge and inside the namespaces created here; pods get
 no default route, so nothing they send can leave this machine's test bed.
+
+Each node also gets a storage namespace whose only address is the first of its pod CIDR: the
+node's own Ceph clients run there, so Ceph tells nodes apart by address as on real machines.
 """
 
 from __future__ import annotations
@@ -53,12 +56,48 @@ def create_pod_network(key: str, pod_ip: str) -> str:
     _ip("-n", netns, "addr", "add", f"{pod_ip}/{POD_CIDR.prefixlen}", "dev", "eth0")
     _ip("-n", netns, "link", "set", "eth0", "up")
     _ip("-n", netns, "link", "set", "lo", "up")
-    # IPv4 only: no IPv6 link-local chatter from pods.
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-        check=True,
-    )
+    _sysctl(netns, "net.ipv6.conf.all.disable_ipv6=1")  # IPv4 only: no link-local chatter
     return netns
+
+
+def node_storage_ip(index: int) -> str:
+    """Node ``index``'s own address: the first of its pod CIDR, which no pod is given."""
+    return str(next(node_pod_cidr(index).hosts()))
+
+
+def create_node_storage_network(index: int) -> str:
+    """Create netns ``qktb-node-<index>`` for the node's storage clients; returns its name.
+
+    Its eth0 holds :func:`node_storage_ip` and leads to the root namespace through a veth,
+    behind which it routes all of 127.0.0.0/8 but its own 127.0.0.1: the Ceph mini cluster's
+    loopback addresses are reached from the node's address.  ``route_localnet`` on both ends
+    of that veth lets loopback addresses cross it; nothing else on the host changes.
+    """
+    netns, veth, ip = (
+        f"{NETNS_PREFIX}node-{index}",
+        f"{VETH_PREFIX}n{index}",
+        node_storage_ip(index),
+    )
+    _ip("netns", "del", netns, check=False)
+    _ip("link", "del", veth, check=False)
+    _ip("netns", "add", netns)
+    _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    _sysctl(None, f"net.ipv4.conf.{veth}.route_localnet=1")
+    _ip("link", "set", veth, "up")
+    _ip("route", "replace", f"{ip}/32", "dev", veth)
+    _sysctl(netns, "net.ipv4.conf.eth0.route_localnet=1")
+    _sysctl(netns, "net.ipv6.conf.all.disable_ipv6=1")
+    _ip("-n", netns, "addr", "add", f"{ip}/32", "dev", "eth0")
+    _ip("-n", netns, "link", "set", "eth0", "up")
+    _ip("-n", netns, "link", "set", "lo", "up")
+    _ip("-n", netns, "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local")
+    _ip("-n", netns, "route", "add", "127.0.0.0/8", "dev", "eth0", "src", ip)
+    return netns
+
+
+def _sysctl(netns: str | None, setting: str) -> None:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    subprocess.run([*prefix, "sysctl", "-qw", setting], check=True)
 
 
 def delete_pod_network(key: str) -> None:

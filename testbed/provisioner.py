@@ -1,8 +1,9 @@
-"""Local volume provisioner: PVCs of the ``testbed-local`` StorageClass get a directory each.
+"""Volume provisioner: PVCs of the ``testbed-local`` StorageClass get a directory each, PVCs of
+a ceph-csi RBD StorageClass an RBD image (through :mod:`testbed.cephcsi`).
 
-PersistentVolumes are hostPath volumes without node affinity: every node of the test bed shares
-this machine's filesystem, so a volume follows its pod to another node the way network storage
-would, which is what pod-migration tests need.
+Local PersistentVolumes are hostPath volumes without node affinity: every node of the test bed
+shares this machine's filesystem, so a volume follows its pod to another node the way network
+storage would, which is what pod-migration tests need.
 
 Run as ``python -m testbed.provisioner --kubeconfig PATH --root DIR``.
 """
@@ -14,8 +15,10 @@ import logging
 import shutil
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from testbed import cephcsi
 from testbed.kube import Kube, Obj
 
 log = logging.getLogger("testbed.provisioner")
@@ -27,6 +30,7 @@ PROVISIONER = "testbed.quorumkeeper.io/local"
 class Provisioner:
     def __init__(self, api: Kube, root: Path) -> None:
         self.api, self.root = api, root
+        self.rbd = cephcsi.Controller(api)
         self.stopping = threading.Event()
 
     def ensure_storage_class(self) -> None:
@@ -45,22 +49,37 @@ class Provisioner:
         classes = {
             sc["metadata"]["name"]: sc
             for sc in self.api.get(STORAGE_CLASSES)["items"]
-            if sc["provisioner"] == PROVISIONER
+            if sc["provisioner"] in (PROVISIONER, cephcsi.DRIVER)
         }
         for pvc in self.api.get("/api/v1/persistentvolumeclaims")["items"]:
             sc = classes.get(pvc["spec"].get("storageClassName") or "")
             if sc and pvc["status"].get("phase") == "Pending" and not pvc["spec"].get("volumeName"):
-                self._provision(pvc, sc)
+                if sc["provisioner"] == PROVISIONER:
+                    self._provision(pvc, sc)
+                else:
+                    self._guarded(self.rbd.provision, pvc, sc)
         for pv in self.api.get("/api/v1/persistentvolumes")["items"]:
             annotations = pv["metadata"].get("annotations") or {}
-            if (
-                annotations.get("pv.kubernetes.io/provisioned-by") == PROVISIONER
-                and pv["status"].get("phase") in ("Released", "Failed")
-                and pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete"
+            if pv["status"].get("phase") not in ("Released", "Failed") or (
+                pv["spec"].get("persistentVolumeReclaimPolicy") != "Delete"
             ):
+                continue
+            by = annotations.get("pv.kubernetes.io/provisioned-by")
+            if by == PROVISIONER:
                 shutil.rmtree(pv["spec"]["hostPath"]["path"], ignore_errors=True)
                 self.api.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
                 log.info("deleted %s", pv["metadata"]["name"])
+            elif by == cephcsi.DRIVER:
+                self._guarded(self.rbd.delete, pv)
+
+    @staticmethod
+    def _guarded(call: Callable[..., None], *objs: Obj) -> None:
+        """A failing RBD call (Ceph absent or busy) is logged and retried next pass without
+        holding up the other volumes."""
+        try:
+            call(*objs)
+        except Exception:
+            log.exception("%s of %s failed", call.__name__, objs[0]["metadata"]["name"])
 
     def _provision(self, pvc: Obj, sc: Obj) -> None:
         meta, spec = pvc["metadata"], pvc["spec"]
@@ -93,6 +112,7 @@ class Provisioner:
 
     def run(self) -> None:
         self.ensure_storage_class()
+        self.rbd.ensure_driver()
         while not self.stopping.wait(0.5):
             try:
                 self.sync()

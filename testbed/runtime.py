@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed import images, network
+from testbed import cephcsi, images, network
 from testbed.kube import ApiError, Kube, Obj, ns_path
 from testbed.procs import PDEATHSIG
 from testbed.volumes import NotReadyYet, PodVolumes, expand
@@ -54,6 +54,7 @@ class NodeInfo:
     mountpoints_log: Path
     cluster_domain: str
     dns_ip: str
+    storage_netns: str  # where the node's own storage clients run (see testbed.network)
 
 
 @dataclass
@@ -140,11 +141,14 @@ class PodWorker(threading.Thread):
         self.uid: str = pod["metadata"]["uid"]
         self.key = self.uid.replace("-", "")[:10]
         self.dir = node.state_dir / "pods" / f"{self.namespace}_{self.pod_name}_{self.uid}"
-        self.lost = threading.Event()  # node loss: kill everything, report nothing
+        self.lost = threading.Event()  # force-deleted or node loss: kill everything, report nothing
+        self.node_lost = False  # set with `lost` when the node goes: volumes are left as they are
         self.containers: list[Container] = []
         self.init_containers: list[Container] = []
         self.network_ready = False
-        self.volumes: PodVolumes | None = None
+        rbd = cephcsi.NodePlugin(api, node.name, node.storage_netns, node.state_dir / "csi")
+        self.volumes = PodVolumes(api, pod, self.dir / "volumes", pod_ip, node.host_ip, rbd)
+        self.volumes_ready = False
         self.start_time = now()
         self.phase = "Pending"
         self.message = ""
@@ -174,8 +178,11 @@ class PodWorker(threading.Thread):
             log.exception("pod worker %s/%s failed", self.namespace, self.pod_name)
             self._kill_all()
         finally:
-            network.delete_pod_network(self.key)
-            self.done = True
+            try:
+                self.volumes.release(self.node_lost)
+            finally:
+                network.delete_pod_network(self.key)
+                self.done = True
 
     def _run(self) -> None:
         spec = self.pod["spec"]
@@ -193,7 +200,7 @@ class PodWorker(threading.Thread):
                 self._publish()
                 self.lost.wait(1.0)
                 continue
-            if time.monotonic() >= self.next_refresh and self.volumes is not None:
+            if time.monotonic() >= self.next_refresh:
                 self.volumes.refresh(self.pod)
                 self.next_refresh = time.monotonic() + VOLUME_REFRESH_SECONDS
             if self.phase in ("Succeeded", "Failed"):
@@ -208,23 +215,54 @@ class PodWorker(threading.Thread):
 
     def _setup(self) -> bool:
         """Network, volumes, resolv.conf and hosts: kubelet's sandbox and volume manager."""
-        if self.volumes is not None:
+        if self.volumes_ready:
             return True
         try:
             if not self.network_ready:
                 network.create_pod_network(self.key, self.pod_ip)
                 self.network_ready = True
-            volumes = PodVolumes(
-                self.api, self.pod, self.dir / "volumes", self.pod_ip, self.node.host_ip
-            )
-            volumes.prepare()
-        except (NotReadyYet, ApiError) as exc:
+            self.volumes.pod = self.pod
+            self.volumes.prepare()
+        except NotReadyYet as exc:
+            if str(exc) != self.message:
+                log.warning("%s/%s: %s", self.namespace, self.pod_name, exc)
+                self._warning("FailedMount", str(exc))
+            self.message = str(exc)
+            return False
+        except ApiError as exc:
             self.message = str(exc)
             return False
         self._write_etc()
-        self.volumes = volumes
+        self.volumes_ready = True
         self.message = ""
         return True
+
+    def _warning(self, reason: str, message: str) -> None:
+        """Record a Warning Event on the pod, where kubelet tells users what holds it up."""
+        t = now()
+        body: Obj = {
+            "metadata": {"generateName": f"{self.pod_name}."},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": self.namespace,
+                "name": self.pod_name,
+                "uid": self.uid,
+            },
+            "type": "Warning",
+            "reason": reason,
+            "message": message,
+            "source": {"component": "kubelet", "host": self.node.name},
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.node.name,
+            "firstTimestamp": t,
+            "lastTimestamp": t,
+            "count": 1,
+        }
+        try:
+            self.api.create(ns_path(self.namespace, "events"), body)
+        except ApiError as exc:
+            log.warning("event on %s/%s failed: %s", self.namespace, self.pod_name, exc)
 
     def _write_etc(self) -> None:
         spec, ns, domain = self.pod["spec"], self.namespace, self.node.cluster_domain
@@ -295,6 +333,8 @@ class PodWorker(threading.Thread):
         for c in self.containers:
             c.ready = False
         self._publish()
+        # Like kubelet, confirm the deletion only once the pod's volumes are torn down.
+        self.volumes.release(node_lost=False)
         network.delete_pod_network(self.key)
         with contextlib.suppress(ApiError):
             self.api.delete(
@@ -353,7 +393,6 @@ class PodWorker(threading.Thread):
             c.next_start = t + BACKOFF_BASE
 
     def _start(self, c: Container) -> None:
-        assert self.volumes is not None
         image = images.lookup(c.spec["image"])
         cdir = self.dir / "containers" / c.name
         bindir = cdir / "bin"
@@ -439,7 +478,6 @@ class PodWorker(threading.Thread):
         return None
 
     def _mounts(self, c: Container) -> list[Obj]:
-        assert self.volumes is not None
         etc = self.dir / "etc"
         mounts = [
             {"source": str(etc / "resolv.conf"), "target": "/etc/resolv.conf", "readOnly": False},

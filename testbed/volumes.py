@@ -1,7 +1,8 @@
 """Pod volumes and environment, materialised as host directories and process env.
 
 Part of the kubelet stand-in: PVCs resolve to the directory of their bound PersistentVolume
-(hostPath, as made by :mod:`testbed.provisioner`), other volume types are written per pod.
+(hostPath, as made by :mod:`testbed.provisioner`) or to where the ceph-csi stand-in staged its RBD
+image (:mod:`testbed.cephcsi`); other volume types are written per pod.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from testbed import cephcsi
 from testbed.kube import ApiError, Kube, Obj, ns_path
 
 
@@ -58,10 +60,30 @@ def _resource_ref(container: Obj | None, ref: Obj) -> str:
 class PodVolumes:
     """Materialises one pod's volumes under ``root`` and answers where each one lives."""
 
-    def __init__(self, api: Kube, pod: Obj, root: Path, pod_ip: str, host_ip: str) -> None:
+    def __init__(
+        self,
+        api: Kube,
+        pod: Obj,
+        root: Path,
+        pod_ip: str,
+        host_ip: str,
+        rbd: cephcsi.NodePlugin,
+    ) -> None:
         self.api, self.pod, self.root = api, pod, root
         self.pod_ip, self.host_ip = pod_ip, host_ip
         self.paths: dict[str, Path] = {}
+        self.rbd = rbd
+        self.staged: dict[str, cephcsi.Staging] = {}  # by PV name
+
+    def release(self, node_lost: bool) -> None:
+        """Unstage RBD volumes once the pod's containers are gone; on node loss just drop them,
+        leaving their locks to be fenced, as a dead node would."""
+        while self.staged:
+            _, staging = self.staged.popitem()
+            if node_lost:
+                self.rbd.abandon(staging)
+            else:
+                self.rbd.unstage(staging)
 
     @property
     def namespace(self) -> str:
@@ -113,12 +135,25 @@ class PodVolumes:
         if pvc.get("status", {}).get("phase") != "Bound" or not volume_name:
             raise NotReadyYet(f"PVC {claim} is not bound")
         pv = self.api.get(f"/api/v1/persistentvolumes/{volume_name}")
+        if (pv["spec"].get("csi") or {}).get("driver") == cephcsi.DRIVER:
+            return self._stage(pv)
         source = pv["spec"].get("hostPath") or pv["spec"].get("local")
         if source is None:
             raise ValueError(f"PV {volume_name} is neither hostPath nor local")
         path = Path(source["path"])
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def _stage(self, pv: Obj) -> Path:
+        name = pv["metadata"]["name"]
+        if name not in self.staged:
+            try:
+                self.staged[name] = self.rbd.stage(pv)
+            except cephcsi.CsiError as exc:
+                raise NotReadyYet(
+                    f"MountVolume.MountDevice failed for volume {name}: {exc}"
+                ) from exc
+        return self.staged[name].mount
 
     def _read(self, resource: str, source: Obj) -> Obj:
         try:

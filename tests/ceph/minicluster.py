@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import testbed
 from quorumkeeper.ceph.client import CephTarget
 
 MON_PORT = 6789
@@ -318,7 +319,7 @@ class MiniCluster:
         self.mon_command({"prefix": "osd blocklist clear"})
 
 
-HOLDER = Path(__file__).with_name("holder.py")
+HOLDER = Path(testbed.__file__).with_name("rbd_holder.py")
 
 
 class Holder:

@@ -1,104 +1,77 @@
-"""The --kubeconfig paths, with real Ceph daemons behind and a stub API server in front.
+"""The --kubeconfig paths against the test bed's real API server and the real Ceph mini cluster.
 
-The stub serves just the GETs these commands make (StorageClass, Secret, csi ConfigMap, PVs,
-PVCs, nodes), so the Kubernetes client, kubeconfig handling and JSON parsing run for real.
+The objects are created in the API server as ceph-csi and a cluster operator would leave them:
+the rendered StorageClass, Secret and csi ConfigMap, statically provisioned PVs with ceph-csi
+volume handles bound to PVCs, and a Node whose kubelet is gone, tainted out-of-service.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from quorumkeeper.ceph.render import RenderInput, manifests
 from quorumkeeper.cli.ceph import ceph_app
+from testbed.cluster import Cluster
+from testbed.kube import ApiError, Kube, ns_path
+from testbed.procs import wait_for
 from tests.ceph.minicluster import MiniCluster, csi_caps
 
-pytestmark = pytest.mark.ceph
+pytestmark = [pytest.mark.ceph, pytest.mark.testbed]
 
 POOL = "k8s"
-NS = "ceph-csi-rbd"
 runner = CliRunner()
 
 
-def pv(name: str, image_uuid: str, claim: str) -> dict[str, Any]:
+def csi_pv(name: str, cluster_id: str, image_uuid: str, claim: dict[str, str]) -> dict[str, Any]:
+    """A PV as ceph-csi's provisioner writes it, pre-bound to `claim`."""
     return {
         "metadata": {"name": name},
         "spec": {
+            "capacity": {"storage": "4Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
             "csi": {
                 "driver": "rbd.csi.ceph.com",
-                "volumeHandle": f"0001-0024-fsid-0000000000000001-{image_uuid}",
-                "volumeAttributes": {"pool": POOL, "imageName": f"csi-vol-{image_uuid}"},
+                "volumeHandle": f"0001-0024-{cluster_id}-0000000000000001-{image_uuid}",
+                "fsType": "ext4",
+                "volumeAttributes": {
+                    "clusterID": cluster_id,
+                    "pool": POOL,
+                    "imageName": f"csi-vol-{image_uuid}",
+                },
             },
-            "claimRef": {"namespace": "db", "name": claim},
+            "claimRef": {"namespace": claim["namespace"], "name": claim["name"]},
         },
     }
 
 
-class StubApi(ThreadingHTTPServer):
-    objects: dict[str, Any]
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: StubApi
-
-    def do_GET(self) -> None:
-        body = self.server.objects.get(urlparse(self.path).path)
-        code = 200 if body is not None else 404
-        data = json.dumps(body or {"kind": "Status", "code": 404, "reason": "NotFound"}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[StubApi, Path]]:
-    server = StubApi(("127.0.150.30", 0), Handler)
-    server.objects = {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "stub",
-                "clusters": [
-                    {
-                        "name": "stub",
-                        "cluster": {"server": f"http://127.0.150.30:{server.server_port}"},
-                    }
-                ],
-                "users": [{"name": "stub", "user": {"token": "t"}}],
-                "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub"}}],
-            }
-        )
-    )
-    yield server, kubeconfig
-    server.shutdown()
-    server.server_close()
+def created(kube: Kube) -> Iterator[list[str]]:
+    """API paths of cluster-scoped objects a test creates; deleted afterwards."""
+    paths: list[str] = []
+    yield paths
+    for path in reversed(paths):
+        try:
+            kube.delete(path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
 
 def test_kubeconfig_paths(
-    ceph_cluster: MiniCluster, api: tuple[StubApi, Path], unique: str
+    ceph_cluster: MiniCluster,
+    testbed_cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    created: list[str],
+    unique: str,
 ) -> None:
-    server, kubeconfig = api
     user = ceph_cluster.create_user(f"kube-{unique}", csi_caps(POOL))
     spec = RenderInput(
         monitors=[ceph_cluster.mon_addr],
@@ -106,56 +79,86 @@ def test_kubeconfig_paths(
         cluster_id=ceph_cluster.fsid,
         user=user.name,
         key=user.key,
-        namespace=NS,
+        namespace=namespace,
+        storage_class=f"ceph-rbd-{unique}",
     )
     cm, secret, sc = manifests(spec)
-    secret = {
-        **secret,
-        "data": {
-            k: base64.b64encode(v.encode()).decode() for k, v in secret.pop("stringData").items()
-        },
-    }
+    kube.create(ns_path(namespace, "configmaps"), cm)
+    kube.create(ns_path(namespace, "secrets"), secret)  # stringData: the API server encodes it
+    kube.create("/apis/storage.k8s.io/v1/storageclasses", sc)
+    created.append(f"/apis/storage.k8s.io/v1/storageclasses/{spec.storage_class}")
+
     live, gone = str(uuid.uuid4()), str(uuid.uuid4())
     for u in (live, gone):
         ceph_cluster.rbd(
             "create", "--size", "4M", "--image-feature", "layering", f"{POOL}/csi-vol-{u}"
         )
     ceph_cluster.rbd("lock", "add", f"{POOL}/csi-vol-{live}", "node-a-mount", user=user)
+
+    # Images other tests left in the shared pool get PVs too: only `gone` is an orphan here.
+    referenced = {
+        pv["spec"]["csi"]["volumeAttributes"].get("imageName")
+        for pv in kube.get("/api/v1/persistentvolumes")["items"]
+        if pv["spec"].get("csi")
+    }
     others = [
-        pv(f"other-{i}", i.removeprefix("csi-vol-"), "x")
+        i
         for i in ceph_cluster.rbd_json("ls", POOL)
-        if i.startswith("csi-vol-") and i not in (f"csi-vol-{live}", f"csi-vol-{gone}")
+        if i.startswith("csi-vol-") and i not in referenced | {f"csi-vol-{live}", f"csi-vol-{gone}"}
     ]
-    server.objects = {
-        f"/apis/storage.k8s.io/v1/storageclasses/{sc['metadata']['name']}": sc,
-        f"/api/v1/namespaces/{NS}/secrets/{secret['metadata']['name']}": secret,
-        f"/api/v1/namespaces/{NS}/configmaps/ceph-csi-config": cm,
-        "/api/v1/persistentvolumes": {"items": [pv("pv-live", live, "data-etcd-0"), *others]},
-        "/api/v1/namespaces/db/persistentvolumeclaims": {
-            "items": [{"metadata": {"name": "data-etcd-0", "namespace": "db"}}]
-        },
-        "/api/v1/nodes": {
-            "items": [
-                {
-                    "metadata": {"name": "node-a"},
-                    "spec": {
-                        "taints": [
-                            {
-                                "key": "node.kubernetes.io/out-of-service",
-                                "value": "nodeshutdown",
-                                "effect": "NoExecute",
-                            }
-                        ]
-                    },
-                    "status": {
-                        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                        "conditions": [{"type": "Ready", "status": "Unknown"}],
-                    },
-                }
-            ]
+    claim = {"namespace": namespace, "name": "data-etcd-0"}
+    elsewhere = {"namespace": namespace, "name": "unrelated"}
+    pvs = [csi_pv(f"live-{unique}", ceph_cluster.fsid, live, claim)]
+    pvs += [
+        csi_pv(f"other-{unique}-{n}", ceph_cluster.fsid, i.removeprefix("csi-vol-"), elsewhere)
+        for n, i in enumerate(others)
+    ]
+    for pv in pvs:
+        pv["spec"]["storageClassName"] = spec.storage_class
+        kube.create("/api/v1/persistentvolumes", pv)
+        created.append(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+    pvc = {
+        "metadata": {"name": "data-etcd-0", "labels": {"app": "etcd"}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": spec.storage_class,
+            "volumeName": f"live-{unique}",
+            "resources": {"requests": {"storage": "4Mi"}},
         },
     }
-    from_cluster = ["--kubeconfig", str(kubeconfig), "--storage-class", "ceph-rbd"]
+    kube.create(ns_path(namespace, "persistentvolumeclaims"), pvc)
+    pvc_path = ns_path(namespace, "persistentvolumeclaims", "data-etcd-0")
+    wait_for(lambda: kube.get(pvc_path)["status"].get("phase") == "Bound", 30, "the PVC to bind")
+
+    # The lock's holder ran on node-a, whose kubelet is gone; an operator tainted it.
+    node_a = f"node-a-{unique}"
+    kube.create(
+        "/api/v1/nodes",
+        {
+            "metadata": {"name": node_a},
+            "spec": {
+                "taints": [
+                    {
+                        "key": "node.kubernetes.io/out-of-service",
+                        "value": "nodeshutdown",
+                        "effect": "NoExecute",
+                    }
+                ]
+            },
+        },
+    )
+    created.append(f"/api/v1/nodes/{node_a}")
+    kube.patch(
+        f"/api/v1/nodes/{node_a}/status",
+        {
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeLost"}],
+            }
+        },
+    )
+    kubeconfig = str(testbed_cluster.kubeconfig)
+    from_cluster = ["--kubeconfig", kubeconfig, "--storage-class", spec.storage_class]
 
     checked = runner.invoke(ceph_app, ["check", *from_cluster])
     assert checked.exit_code == 0, checked.output
@@ -168,15 +171,15 @@ def test_kubeconfig_paths(
 
     fenced = runner.invoke(
         ceph_app,
-        ["locks", *from_cluster, "--namespace", "db", "--selector", "app=etcd", "--fence"],
+        ["locks", *from_cluster, "--namespace", namespace, "--selector", "app=etcd", "--fence"],
     )
     assert fenced.exit_code == 0, fenced.output
-    assert f"{POOL}/csi-vol-{live}: fenced" in fenced.output
-    assert "node-a is down" in fenced.output
+    assert fenced.output.startswith(f"{POOL}/csi-vol-{live}: fenced\n"), fenced.output
+    assert f"{node_a} is down" in fenced.output
     assert ceph_cluster.rbd_json("lock", "ls", f"{POOL}/csi-vol-{live}") == []
 
     missing_sc = runner.invoke(
-        ceph_app, ["check", "--kubeconfig", str(kubeconfig), "--storage-class", "nope"]
+        ceph_app, ["check", "--kubeconfig", kubeconfig, "--storage-class", "nope"]
     )
     assert missing_sc.exit_code == 2
     assert "storageclass nope not found" in missing_sc.output

@@ -1,0 +1,293 @@
+"""An etcd member's data on a ceph-csi RBD PVC follows its pod to another node after node loss.
+
+The Kubernetes version of test_ceph_data_path: the test bed's ceph-csi stand-in provisions the
+image and stages it on the pod's node as that node's own Ceph client (lock, rbd-fuse, loop
+device, ext4; see testbed/cephcsi.py). Killing node A's agent kills the member and node A's Ceph
+clients but leaves their lock on the image, so the StatefulSet's replacement pod can't mount on
+node B until `quorumkeeper ceph locks --kubeconfig ... --fence` blocklists node A's clients and
+breaks the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quorumkeeper.ceph.render import RenderInput, manifests
+from quorumkeeper.cli.ceph import ceph_app
+from quorumkeeper.stores.base import Endpoint, StoreError
+from quorumkeeper.stores.etcd import EtcdStore
+from testbed.cluster import Cluster
+from testbed.kube import Kube, Obj, condition_true, ns_path
+from testbed.network import node_storage_ip
+from testbed.procs import wait_for
+from tests.ceph.minicluster import MiniCluster, csi_caps
+from tests.testbed.test_testbed import apply, ready_pods
+
+pytestmark = [
+    pytest.mark.ceph,
+    pytest.mark.testbed,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for losetup and mount"),
+    pytest.mark.skipif(shutil.which("rbd-fuse") is None, reason="rbd-fuse not installed"),
+]
+
+POOL = "k8s"
+DATA = "/var/lib/etcd"
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+runner = CliRunner()
+
+
+def etcd_statefulset(storage_class: str) -> list[Obj]:
+    """A one-member etcd StatefulSet whose data directory is on a PVC of `storage_class`."""
+    labels = {"app": "etcd"}
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    container = {
+        "name": "etcd",
+        "image": "quay.io/coreos/etcd:v3.7.3",
+        "command": ["etcd"],
+        "args": [
+            "--name=$(POD_NAME)",
+            f"--data-dir={DATA}/member-data",  # etcd creates it private, as it insists
+            "--listen-client-urls=http://0.0.0.0:2379",
+            "--advertise-client-urls=http://$(POD_IP):2379",
+            "--listen-peer-urls=http://0.0.0.0:2380",
+            "--initial-advertise-peer-urls=http://$(POD_IP):2380",
+            "--initial-cluster=$(POD_NAME)=http://$(POD_IP):2380",
+        ],
+        "env": env,
+        "readinessProbe": {"httpGet": {"path": "/health", "port": 2379}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "data", "mountPath": DATA}],
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "etcd"},
+        "spec": {"clusterIP": "None", "selector": labels, "ports": [{"port": 2379}]},
+    }
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "etcd"},
+        "spec": {
+            "serviceName": "etcd",
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"terminationGracePeriodSeconds": 10, "containers": [container]},
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": storage_class,
+                        "resources": {"requests": {"storage": "256Mi"}},
+                    },
+                }
+            ],
+        },
+    }
+    return [service, sts]
+
+
+@pytest.fixture
+def storage_class(
+    ceph_cluster: MiniCluster, kube: Kube, namespace: str, unique: str
+) -> Iterator[str]:
+    """A ceph-csi StorageClass as `render ceph` writes it, its Secret and csi ConfigMap."""
+    user = ceph_cluster.create_user(f"csi-{unique}", csi_caps(POOL))
+    spec = RenderInput(
+        monitors=[ceph_cluster.mon_addr],
+        pool=POOL,
+        cluster_id=ceph_cluster.fsid,
+        user=user.name,
+        key=user.key,
+        namespace=namespace,
+        storage_class=f"ceph-rbd-{unique}",
+    )
+    cm, secret, sc = manifests(spec)
+    kube.create(ns_path(namespace, "configmaps"), cm)
+    kube.create(ns_path(namespace, "secrets"), secret)
+    kube.create("/apis/storage.k8s.io/v1/storageclasses", sc)
+    yield spec.storage_class
+    kube.delete(f"/apis/storage.k8s.io/v1/storageclasses/{spec.storage_class}")
+
+
+class Writer(threading.Thread):
+    """Puts keys one after another and remembers those etcd acknowledged."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        super().__init__(daemon=True)
+        self.store, self.stopping = store, threading.Event()
+        self.acknowledged: dict[str, str] = {}
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            key, value = f"pvc-test/{n:05d}", uuid.uuid4().hex
+            try:
+                self.store.write_probe(key, value)
+            except StoreError:
+                continue
+            self.acknowledged[key] = value
+            n += 1
+
+
+def lock_holders(ceph_cluster: MiniCluster, image: str) -> list[str]:
+    return [lk["address"] for lk in ceph_cluster.rbd_json("lock", "ls", f"{POOL}/{image}")]
+
+
+def loop_backing_files() -> str:
+    return subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "BACK-FILE"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
+def test_member_data_follows_its_pvc_to_another_node_after_fencing(
+    ceph_cluster: MiniCluster,
+    testbed_cluster: Cluster,
+    kube: Kube,
+    namespace: str,
+    storage_class: str,
+) -> None:
+    apply(testbed_cluster, namespace, etcd_statefulset(storage_class))
+    (pod,) = wait_for(lambda: ready_pods(kube, namespace, "etcd", 1), 120, "etcd-0 Ready")
+    node_a = pod["spec"]["nodeName"]
+    ip_a = node_storage_ip(testbed_cluster.nodes.index(node_a) + 1)
+
+    # The stand-in provisioned the image the ceph-csi way and node A's client holds its lock.
+    pvc = kube.get(ns_path(namespace, "persistentvolumeclaims", "data-etcd-0"))
+    csi = kube.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")["spec"]["csi"]
+    image = csi["volumeAttributes"]["imageName"]
+    assert image == f"csi-vol-{pvc['metadata']['uid']}"
+    assert csi["volumeHandle"].startswith(f"0001-0024-{ceph_cluster.fsid}-")
+    assert csi["volumeHandle"].endswith(pvc["metadata"]["uid"])
+    (holder_a,) = lock_holders(ceph_cluster, image)
+    assert holder_a.startswith(f"{ip_a}:")
+
+    # Write through the member, and keep writing while node A dies.
+    store = EtcdStore([Endpoint(name="etcd-0", address=pod["status"]["podIP"])])
+    writer = Writer(store)
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acknowledged) >= 50, 60, "50 acknowledged writes")
+        testbed_cluster.stop_agent(node_a, kill=True)
+        lost_at = time.monotonic()
+    finally:
+        writer.stopping.set()
+        writer.join()
+        store.close()
+    assert len(writer.acknowledged) >= 50
+
+    try:
+        wait_for(lambda: not testbed_cluster.node_ready(node_a), 60, f"{node_a} NotReady")
+        assert lock_holders(ceph_cluster, image) == [holder_a]  # the dead node's lock stays
+        testbed_cluster.kubectl(
+            "taint", "nodes", node_a, f"{OUT_OF_SERVICE}=nodeshutdown:NoExecute"
+        )
+
+        # The controllers evict and force-delete the pod; its replacement can't mount on node B.
+        def replacement() -> Obj | None:
+            pods = kube.get(ns_path(namespace, "pods"), labelSelector="app=etcd")["items"]
+            return next(
+                (
+                    p
+                    for p in pods
+                    if p["metadata"]["uid"] != pod["metadata"]["uid"] and p["spec"].get("nodeName")
+                ),
+                None,
+            )
+
+        new = wait_for(replacement, 120, "the replacement pod to be scheduled")
+        node_b = new["spec"]["nodeName"]
+        assert node_b != node_a
+        path = ns_path(namespace, "pods", new["metadata"]["name"])
+
+        def failed_mount() -> Obj | None:
+            events = kube.get(
+                ns_path(namespace, "events"),
+                fieldSelector=f"involvedObject.uid={new['metadata']['uid']},reason=FailedMount",
+            )["items"]
+            return events[0] if events else None
+
+        event = wait_for(failed_mount, 60, "a FailedMount event on the replacement pod")
+        print(f"node loss to FailedMount on {node_b}: {time.monotonic() - lost_at:.1f}s")
+        assert f"rbd image {POOL}/{image} is locked by" in event["message"]
+        assert f"at {holder_a}" in event["message"]
+        assert event["source"]["host"] == node_b
+        status = kube.get(path)["status"]
+        assert status["phase"] == "Pending"
+        assert "is locked by" in status["message"]
+
+        fenced = runner.invoke(
+            ceph_app,
+            [
+                "locks",
+                "--kubeconfig",
+                str(testbed_cluster.kubeconfig),
+                "--storage-class",
+                storage_class,
+                "--namespace",
+                namespace,
+                "--selector",
+                "app=etcd",
+                "--fence",
+            ],
+        )
+        assert fenced.exit_code == 0, fenced.output
+        assert fenced.output.startswith(f"{POOL}/{image}: fenced\n"), fenced.output
+        assert f"{node_a} is down" in fenced.output
+        blocklist = ceph_cluster.mon_command({"prefix": "osd blocklist ls", "format": "json"})
+        assert holder_a in blocklist
+        fenced_at = time.monotonic()
+
+        def moved() -> Obj | None:
+            pod = kube.get(path)
+            return pod if condition_true(pod, "Ready") else None
+
+        moved_pod = wait_for(moved, 120, f"etcd-0 Ready on {node_b}")
+        print(f"fence to Ready on {node_b}: {time.monotonic() - fenced_at:.1f}s")
+        assert moved_pod["metadata"]["uid"] == new["metadata"]["uid"]
+        (holder_b,) = lock_holders(ceph_cluster, image)
+        ip_b = node_storage_ip(testbed_cluster.nodes.index(node_b) + 1)
+        assert holder_b.startswith(f"{ip_b}:")
+
+        store = EtcdStore([Endpoint(name="etcd-0", address=moved_pod["status"]["podIP"])])
+        try:
+            found = {key: store.read(key) for key in writer.acknowledged}
+        finally:
+            store.close()
+        assert found == writer.acknowledged
+    finally:
+        testbed_cluster.kubectl("taint", "nodes", node_a, f"{OUT_OF_SERVICE}-", check=False)
+        testbed_cluster.start_agent(node_a)
+        testbed_cluster.wait_nodes_ready([node_a], 60)
+
+    # Deleting the pod unstages the volume on node B: unmounted, detached and unlocked; node A's
+    # leftovers were cleared when it came back.
+    testbed_cluster.kubectl("delete", "-n", namespace, "statefulset", "etcd", "--wait=false")
+    wait_for(lambda: not kube.get(ns_path(namespace, "pods"))["items"], 60, "etcd-0 to be deleted")
+    assert lock_holders(ceph_cluster, image) == []
+    assert f"{testbed_cluster.state_dir}/nodes/" not in Path("/proc/self/mountinfo").read_text()
+    wait_for(lambda: image not in loop_backing_files(), 30, f"no loop device on {image}")
+
+    # Reclaim policy Delete: the stand-in removes the image with the PV.
+    kube.delete(ns_path(namespace, "persistentvolumeclaims", "data-etcd-0"))
+    wait_for(lambda: image not in ceph_cluster.rbd_json("ls", POOL), 60, f"{image} removed")
