@@ -25,7 +25,7 @@ from quorumkeeper.ceph.client import connect
 from quorumkeeper.ceph.locks import FenceAction, NodeState, NodeView, fence_image
 from quorumkeeper.runtimes.local import LocalRuntime, wait_for_exit
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.base import Endpoint, StoreError
+from quorumkeeper.stores.base import Endpoint, Peer, StoreError
 from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore
 from tests.ceph.minicluster import ClientUser, Holder, MiniCluster, csi_caps, target_for, wait_until
 
@@ -154,9 +154,10 @@ def test_member_data_survives_fence_and_reattach_from_another_node(
     node_b_user = ceph_cluster.create_user(f"node-b-{unique}", csi_caps(POOL))
 
     endpoint = Endpoint(name="etcd-0", address=MEMBER_ADDRESS)
+    alone = [Peer(endpoint, member_id=None)]
     runtime = LocalRuntime(tmp_path / "members", EtcdLauncher(etcd_binary, EtcdSettings(), unique))
     data_dir = runtime.data_dir(endpoint)
-    argv = runtime.launcher.argv(endpoint, data_dir, [endpoint], bootstrap=True)
+    argv = runtime.launcher.argv(endpoint, data_dir, alone, bootstrap=True)
     store = EtcdStore([endpoint])
     stack.callback(store.close)
 
@@ -200,7 +201,7 @@ def test_member_data_survives_fence_and_reattach_from_another_node(
     attach(ceph_cluster, node_b_user, image, tmp_path, data_dir, mkfs=False, stack=stack)
     stack.callback(runtime.stop, endpoint)
     assert runtime.launcher.has_data(data_dir)
-    runtime.start(endpoint, runtime.launcher.argv(endpoint, data_dir, [endpoint], bootstrap=False))
+    runtime.start(endpoint, runtime.launcher.argv(endpoint, data_dir, alone, bootstrap=False))
     assert _read(store, "quorumkeeper/ceph-data-path") == value
     lockers = ceph_cluster.rbd_json("lock", "ls", f"{POOL}/{image}")
     assert [lk["id"] for lk in lockers] == [f"{node_b_user.name}-mount"]
