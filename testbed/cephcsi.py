@@ -41,7 +41,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from testbed.kube import ApiError, Kube, Obj, ns_path
+from testbed.kube import ApiError, Kube, Obj, ns_path, volume_for
 from testbed.network import netns_path
 from testbed.procs import PDEATHSIG, Fatal, Timeout, stop, wait_for
 
@@ -144,42 +144,24 @@ class Controller:
                 rbd.RBD().create(ioctx, image, size, old_format=False, features=features)
             pool_id = ioctx.get_pool_id()
         handle = f"0001-{len(cluster_id):04x}-{cluster_id}-{pool_id:016x}-{image_uuid}"
-        body: Obj = {
-            "metadata": {
-                "name": f"pvc-{meta['uid']}",
-                "annotations": {
-                    PROVISIONED_BY: DRIVER,
-                    DELETION_SECRET + "name": secret["name"],
-                    DELETION_SECRET + "namespace": secret["namespace"],
-                },
-            },
-            "spec": {
-                "capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                "accessModes": spec["accessModes"],
-                "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
-                "storageClassName": sc["metadata"]["name"],
-                "volumeMode": spec.get("volumeMode", "Filesystem"),
-                "csi": {
-                    "driver": DRIVER,
-                    "volumeHandle": handle,
-                    "fsType": params.get("csi.storage.k8s.io/fstype", "ext4"),
-                    "volumeAttributes": {
-                        "clusterID": cluster_id,
-                        "pool": pool,
-                        "imageFeatures": params.get("imageFeatures", "layering"),
-                        "imageName": image,
-                    },
-                    "nodeStageSecretRef": _secret_ref(params, "node-stage"),
-                },
-                "claimRef": {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
-            },
+        annotations = {
+            PROVISIONED_BY: DRIVER,
+            DELETION_SECRET + "name": secret["name"],
+            DELETION_SECRET + "namespace": secret["namespace"],
         }
+        csi = {
+            "driver": DRIVER,
+            "volumeHandle": handle,
+            "fsType": params.get("csi.storage.k8s.io/fstype", "ext4"),
+            "volumeAttributes": {
+                "clusterID": cluster_id,
+                "pool": pool,
+                "imageFeatures": params.get("imageFeatures", "layering"),
+                "imageName": image,
+            },
+            "nodeStageSecretRef": _secret_ref(params, "node-stage"),
+        }
+        body = volume_for(pvc, sc, annotations, {"csi": csi})
         self.api.ensure("/api/v1/persistentvolumes", body)
         log.info("provisioned %s/%s for %s/%s", pool, image, meta["namespace"], meta["name"])
 

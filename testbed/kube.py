@@ -93,3 +93,27 @@ def condition_true(obj: Obj, kind: str) -> bool:
         c.get("type") == kind and c.get("status") == "True"
         for c in obj.get("status", {}).get("conditions") or []
     )
+
+
+def volume_for(claim: Obj, storage_class: Obj, annotations: dict[str, str], source: Obj) -> Obj:
+    """A PersistentVolume pre-bound to `claim`, as a dynamic provisioner of `storage_class`
+    creates it; `source` is its volume source (e.g. `{"csi": {...}}`)."""
+    meta, spec = claim["metadata"], claim["spec"]
+    return {
+        "metadata": {"name": f"pvc-{meta['uid']}", "annotations": annotations},
+        "spec": {
+            "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+            "accessModes": spec["accessModes"],
+            "persistentVolumeReclaimPolicy": storage_class.get("reclaimPolicy", "Delete"),
+            "storageClassName": storage_class["metadata"]["name"],
+            "volumeMode": spec.get("volumeMode", "Filesystem"),
+            **source,
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+        },
+    }

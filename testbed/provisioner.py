@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed import cephcsi
-from testbed.kube import Kube, Obj
+from testbed.kube import Kube, Obj, volume_for
 
 log = logging.getLogger("testbed.provisioner")
 STORAGE_CLASSES = "/apis/storage.k8s.io/v1/storageclasses"
@@ -82,31 +82,16 @@ class Provisioner:
             log.exception("%s of %s failed", call.__name__, objs[0]["metadata"]["name"])
 
     def _provision(self, pvc: Obj, sc: Obj) -> None:
-        meta, spec = pvc["metadata"], pvc["spec"]
+        meta = pvc["metadata"]
         name = f"pvc-{meta['uid']}"
         path = self.root / name
         path.mkdir(parents=True, exist_ok=True)
-        body = {
-            "metadata": {
-                "name": name,
-                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
-            },
-            "spec": {
-                "capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                "accessModes": spec["accessModes"],
-                "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
-                "storageClassName": sc["metadata"]["name"],
-                "volumeMode": spec.get("volumeMode", "Filesystem"),
-                "hostPath": {"path": str(path), "type": "Directory"},
-                "claimRef": {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
-            },
-        }
+        body = volume_for(
+            pvc,
+            sc,
+            {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            {"hostPath": {"path": str(path), "type": "Directory"}},
+        )
         self.api.ensure("/api/v1/persistentvolumes", body)
         log.info("provisioned %s for %s/%s", name, meta["namespace"], meta["name"])
 

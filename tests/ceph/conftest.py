@@ -7,12 +7,20 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from quorumkeeper.ceph.client import CephTarget
-from tests.ceph.minicluster import MiniCluster
+from quorumkeeper.ceph.render import RenderInput, manifests
+from tests.ceph.minicluster import ClientUser, MiniCluster, csi_caps
+
+if TYPE_CHECKING:
+    from testbed.kube import Kube
+
+POOL = "k8s"
 
 NEEDED = ("ceph-mon", "ceph-osd", "ceph-authtool", "monmaptool", "rbd", "ceph")
 
@@ -56,3 +64,36 @@ def admin_target(ceph_cluster: MiniCluster) -> CephTarget:
     return CephTarget(
         monitors=[ceph_cluster.mon_addr], user="admin", key=ceph_cluster.admin_key, timeout=5.0
     )
+
+
+@dataclass(frozen=True)
+class CsiStorageClass:
+    """A ceph-csi StorageClass in the test bed, with the Ceph user its Secret names."""
+
+    name: str
+    user: ClientUser
+
+
+@pytest.fixture
+def csi_storage_class(
+    ceph_cluster: MiniCluster, kube: Kube, namespace: str, unique: str
+) -> Iterator[CsiStorageClass]:
+    """The csi ConfigMap, Secret and StorageClass exactly as `render ceph` writes them, for a
+    fresh least-privilege user on the `k8s` pool; the StorageClass is deleted afterwards (the
+    namespace takes the rest)."""
+    user = ceph_cluster.create_user(f"csi-{unique}", csi_caps(POOL))
+    spec = RenderInput(
+        monitors=[ceph_cluster.mon_addr],
+        pool=POOL,
+        cluster_id=ceph_cluster.fsid,
+        user=user.name,
+        key=user.key,
+        namespace=namespace,
+        storage_class=f"ceph-rbd-{unique}",
+    )
+    config_map, secret, storage_class = manifests(spec)
+    kube.create(f"/api/v1/namespaces/{namespace}/configmaps", config_map)
+    kube.create(f"/api/v1/namespaces/{namespace}/secrets", secret)  # stringData, encoded by it
+    kube.create("/apis/storage.k8s.io/v1/storageclasses", storage_class)
+    yield CsiStorageClass(spec.storage_class, user)
+    kube.delete(f"/apis/storage.k8s.io/v1/storageclasses/{spec.storage_class}")

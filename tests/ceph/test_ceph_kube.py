@@ -15,16 +15,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from quorumkeeper.ceph.render import RenderInput, manifests
 from quorumkeeper.cli.ceph import ceph_app
 from testbed.cluster import Cluster
 from testbed.kube import ApiError, Kube, ns_path
 from testbed.procs import wait_for
-from tests.ceph.minicluster import MiniCluster, csi_caps
+from tests.ceph.conftest import POOL, CsiStorageClass
+from tests.ceph.minicluster import MiniCluster
 
 pytestmark = [pytest.mark.ceph, pytest.mark.testbed]
 
-POOL = "k8s"
 runner = CliRunner()
 
 
@@ -71,22 +70,9 @@ def test_kubeconfig_paths(
     namespace: str,
     created: list[str],
     unique: str,
+    csi_storage_class: CsiStorageClass,
 ) -> None:
-    user = ceph_cluster.create_user(f"kube-{unique}", csi_caps(POOL))
-    spec = RenderInput(
-        monitors=[ceph_cluster.mon_addr],
-        pool=POOL,
-        cluster_id=ceph_cluster.fsid,
-        user=user.name,
-        key=user.key,
-        namespace=namespace,
-        storage_class=f"ceph-rbd-{unique}",
-    )
-    cm, secret, sc = manifests(spec)
-    kube.create(ns_path(namespace, "configmaps"), cm)
-    kube.create(ns_path(namespace, "secrets"), secret)  # stringData: the API server encodes it
-    kube.create("/apis/storage.k8s.io/v1/storageclasses", sc)
-    created.append(f"/apis/storage.k8s.io/v1/storageclasses/{spec.storage_class}")
+    user = csi_storage_class.user
 
     live, gone = str(uuid.uuid4()), str(uuid.uuid4())
     for u in (live, gone):
@@ -114,14 +100,14 @@ def test_kubeconfig_paths(
         for n, i in enumerate(others)
     ]
     for pv in pvs:
-        pv["spec"]["storageClassName"] = spec.storage_class
+        pv["spec"]["storageClassName"] = csi_storage_class.name
         kube.create("/api/v1/persistentvolumes", pv)
         created.append(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
     pvc = {
         "metadata": {"name": "data-etcd-0", "labels": {"app": "etcd"}},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
-            "storageClassName": spec.storage_class,
+            "storageClassName": csi_storage_class.name,
             "volumeName": f"live-{unique}",
             "resources": {"requests": {"storage": "4Mi"}},
         },
@@ -158,7 +144,7 @@ def test_kubeconfig_paths(
         },
     )
     kubeconfig = str(testbed_cluster.kubeconfig)
-    from_cluster = ["--kubeconfig", kubeconfig, "--storage-class", spec.storage_class]
+    from_cluster = ["--kubeconfig", kubeconfig, "--storage-class", csi_storage_class.name]
 
     checked = runner.invoke(ceph_app, ["check", *from_cluster])
     assert checked.exit_code == 0, checked.output

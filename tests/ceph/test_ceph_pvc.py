@@ -16,13 +16,11 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from quorumkeeper.ceph.render import RenderInput, manifests
 from quorumkeeper.cli.ceph import ceph_app
 from quorumkeeper.stores.base import Endpoint, StoreError
 from quorumkeeper.stores.etcd import EtcdStore
@@ -30,7 +28,8 @@ from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
 from testbed.network import node_storage_ip
 from testbed.procs import wait_for
-from tests.ceph.minicluster import MiniCluster, csi_caps
+from tests.ceph.conftest import POOL, CsiStorageClass
+from tests.ceph.minicluster import MiniCluster
 from tests.testbed.test_testbed import apply, ready_pods
 
 pytestmark = [
@@ -40,7 +39,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("rbd-fuse") is None, reason="rbd-fuse not installed"),
 ]
 
-POOL = "k8s"
 DATA = "/var/lib/etcd"
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 runner = CliRunner()
@@ -103,29 +101,6 @@ def etcd_statefulset(storage_class: str) -> list[Obj]:
     return [service, sts]
 
 
-@pytest.fixture
-def storage_class(
-    ceph_cluster: MiniCluster, kube: Kube, namespace: str, unique: str
-) -> Iterator[str]:
-    """A ceph-csi StorageClass as `render ceph` writes it, its Secret and csi ConfigMap."""
-    user = ceph_cluster.create_user(f"csi-{unique}", csi_caps(POOL))
-    spec = RenderInput(
-        monitors=[ceph_cluster.mon_addr],
-        pool=POOL,
-        cluster_id=ceph_cluster.fsid,
-        user=user.name,
-        key=user.key,
-        namespace=namespace,
-        storage_class=f"ceph-rbd-{unique}",
-    )
-    cm, secret, sc = manifests(spec)
-    kube.create(ns_path(namespace, "configmaps"), cm)
-    kube.create(ns_path(namespace, "secrets"), secret)
-    kube.create("/apis/storage.k8s.io/v1/storageclasses", sc)
-    yield spec.storage_class
-    kube.delete(f"/apis/storage.k8s.io/v1/storageclasses/{spec.storage_class}")
-
-
 class Writer(threading.Thread):
     """Puts keys one after another and remembers those etcd acknowledged."""
 
@@ -165,9 +140,9 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
     testbed_cluster: Cluster,
     kube: Kube,
     namespace: str,
-    storage_class: str,
+    csi_storage_class: CsiStorageClass,
 ) -> None:
-    apply(testbed_cluster, namespace, etcd_statefulset(storage_class))
+    apply(testbed_cluster, namespace, etcd_statefulset(csi_storage_class.name))
     (pod,) = wait_for(lambda: ready_pods(kube, namespace, "etcd", 1), 120, "etcd-0 Ready")
     node_a = pod["spec"]["nodeName"]
     ip_a = node_storage_ip(testbed_cluster.nodes.index(node_a) + 1)
@@ -243,7 +218,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
                 "--kubeconfig",
                 str(testbed_cluster.kubeconfig),
                 "--storage-class",
-                storage_class,
+                csi_storage_class.name,
                 "--namespace",
                 namespace,
                 "--selector",
