@@ -71,8 +71,16 @@ def test_name_in_use_and_in_flight_scale_and_lost_quorum(cluster: LocalClusterUn
     assert "members must be between 1 and 9" in message
     assert cluster.paths.spec_file.read_text() == spec_before
 
-    cluster.scale(5, "--no-wait")
-    message = _refused(cluster, "scale", cluster.name, "3")
+    # The keeper is frozen so the first change is still in flight when the second one comes:
+    # etcd can finish 3 -> 5 faster than a second CLI process starts.
+    keeper = cluster.paths.keeper_pid()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        cluster.scale(5, "--no-wait")
+        message = _refused(cluster, "scale", cluster.name, "3")
+    finally:
+        os.kill(keeper, signal.SIGCONT)
     assert "a change is in flight" in message
     cluster.wait_ready(5)
 
