@@ -13,6 +13,7 @@ from testbed import cephcsi, network
 from testbed.controlplane import CLUSTER_DOMAIN, ControlPlane
 from testbed.kube import Kube, condition_true
 from testbed.procs import Fatal, spawn, stop, wait_for
+from testbed.runtime import clear_pod_networks
 from testbed.versions import Binaries
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,9 +93,10 @@ class Cluster:
 
     def start_agent(self, name: str) -> None:
         """Start (or restart) the node agent of ``name``; a restart after a kill first clears
-        the mounts its volumes left on the host, as rebooting a real node would."""
+        the mounts and pod networks its pods left on the host, as rebooting a real node would."""
         index = self.nodes.index(name) + 1
         cephcsi.clear_leftovers(self.state_dir / "nodes" / name)
+        clear_pod_networks(self.state_dir / "nodes" / name)
         self.agents[name] = spawn(
             [
                 sys.executable,

@@ -127,6 +127,22 @@ class Container:
         }
 
 
+def pod_key(uid: str) -> str:
+    """A pod's short name for its network namespace and veth (interface names fit 15 bytes)."""
+    return uid.replace("-", "")[:10]
+
+
+def pod_dir(state_dir: Path, namespace: str, name: str, uid: str) -> Path:
+    return state_dir / "pods" / f"{namespace}_{name}_{uid}"
+
+
+def clear_pod_networks(state_dir: Path) -> None:
+    """Delete the network namespaces a killed agent's pods left (a real node's die with it):
+    left on the bridge, they would answer for IPs the restarted agent hands out again."""
+    for folder in (state_dir / "pods").glob("*_*_*"):
+        network.delete_pod_network(pod_key(folder.name.rsplit("_", 1)[1]))
+
+
 class PodWorker(threading.Thread):
     """Runs one pod bound to this node from setup to teardown, like kubelet's pod worker.
 
@@ -139,8 +155,8 @@ class PodWorker(threading.Thread):
         )
         self.api, self.node, self.pod, self.pod_ip = api, node, pod, pod_ip
         self.uid: str = pod["metadata"]["uid"]
-        self.key = self.uid.replace("-", "")[:10]
-        self.dir = node.state_dir / "pods" / f"{self.namespace}_{self.pod_name}_{self.uid}"
+        self.key = pod_key(self.uid)
+        self.dir = pod_dir(node.state_dir, self.namespace, self.pod_name, self.uid)
         self.lost = threading.Event()  # force-deleted or node loss: kill everything, report nothing
         self.node_lost = False  # set with `lost` when the node goes: volumes are left as they are
         self.containers: list[Container] = []

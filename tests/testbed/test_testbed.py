@@ -17,8 +17,9 @@ import yaml
 from testbed.cluster import Cluster
 from testbed.images import TOOLBOX_IMAGE
 from testbed.kube import Kube, Obj, condition_true, ns_path
-from testbed.network import POD_CIDR
+from testbed.network import NETNS_PREFIX, POD_CIDR, netns_path
 from testbed.procs import wait_for
+from testbed.runtime import pod_key
 from testbed.versions import KUBERNETES_VERSION
 
 pytestmark = pytest.mark.testbed
@@ -243,6 +244,8 @@ def test_losing_a_node_agent_is_node_loss(
     finally:
         testbed_cluster.start_agent(node)
         testbed_cluster.wait_nodes_ready([node], 60)
+    # As after a reboot: the dead pod's network is gone, so its IP can't shadow a new pod's.
+    assert not netns_path(NETNS_PREFIX + pod_key(pod["metadata"]["uid"])).exists()
 
 
 def test_restart_policy_restart_counts_and_logs(
