@@ -132,10 +132,6 @@ def pod_key(uid: str) -> str:
     return uid.replace("-", "")[:10]
 
 
-def pod_dir(state_dir: Path, namespace: str, name: str, uid: str) -> Path:
-    return state_dir / "pods" / f"{namespace}_{name}_{uid}"
-
-
 def clear_pod_networks(state_dir: Path) -> None:
     """Delete the network namespaces a killed agent's pods left (a real node's die with it):
     left on the bridge, they would answer for IPs the restarted agent hands out again."""
@@ -156,7 +152,7 @@ class PodWorker(threading.Thread):
         self.api, self.node, self.pod, self.pod_ip = api, node, pod, pod_ip
         self.uid: str = pod["metadata"]["uid"]
         self.key = pod_key(self.uid)
-        self.dir = pod_dir(node.state_dir, self.namespace, self.pod_name, self.uid)
+        self.dir = node.state_dir / "pods" / f"{self.namespace}_{self.pod_name}_{self.uid}"
         self.lost = threading.Event()  # force-deleted or node loss: kill everything, report nothing
         self.node_lost = False  # set with `lost` when the node goes: volumes are left as they are
         self.containers: list[Container] = []

@@ -655,9 +655,9 @@ class ZookeeperLauncher(MemberLauncher):
         conf.mkdir(parents=True, exist_ok=True)
         zoo_cfg = conf / "zoo.cfg"
         if not (self.has_data(data_dir) and zoo_cfg.is_file()):
-            self._write_config(data_dir, _peer_lines(peers), server=int(own.member_id or 0))
+            self._write_config(data_dir, peers, own)
         elif not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
-            self._repoint_dynamic_config(zoo_cfg, _peer_lines(peers))
+            self._repoint_dynamic_config(data_dir, peers)
         return self.command(data_dir)
 
     def command(self, data_dir: Path) -> list[str]:
@@ -709,9 +709,15 @@ class ZookeeperLauncher(MemberLauncher):
             return False
         return parse_config(dynamic.read_text()).server(server) is not None
 
-    def _repoint_dynamic_config(self, zoo_cfg: Path, peer_lines: dict[int, str]) -> None:
-        dynamic = zoo_cfg.with_name("zoo.cfg.dynamic")
-        write_atomically(dynamic, "".join(f"{line}\n" for line in peer_lines.values()))
+    def _write_dynamic_config(self, data_dir: Path, peers: list[Peer]) -> Path:
+        """Our dynamic file, listing `peers` by id; ZooKeeper writes versioned ones later."""
+        dynamic = self.conf_dir(data_dir) / "zoo.cfg.dynamic"
+        write_atomically(dynamic, _dynamic_config(peers))
+        return dynamic
+
+    def _repoint_dynamic_config(self, data_dir: Path, peers: list[Peer]) -> None:
+        zoo_cfg = self.conf_dir(data_dir) / "zoo.cfg"
+        dynamic = self._write_dynamic_config(data_dir, peers)
         kept = [
             line
             for line in zoo_cfg.read_text().splitlines()
@@ -719,13 +725,14 @@ class ZookeeperLauncher(MemberLauncher):
         ]
         write_atomically(zoo_cfg, "\n".join([*kept, f"dynamicConfigFile={dynamic}"]) + "\n")
 
-    def _write_config(self, data_dir: Path, peer_lines: dict[int, str], *, server: int) -> None:
-        dynamic = self.conf_dir(data_dir) / "zoo.cfg.dynamic"
-        write_atomically(dynamic, "".join(f"{line}\n" for line in peer_lines.values()))
+    def _write_config(self, data_dir: Path, peers: list[Peer], own: Peer) -> None:
+        if own.member_id is None:
+            raise ValueError(f"{own.endpoint.name} joins without a ZooKeeper server id")
+        dynamic = self._write_dynamic_config(data_dir, peers)
         self.write_zoo_cfg(
             data_dir,
             {
-                **self.common_config(data_dir, server),
+                **self.common_config(data_dir, int(own.member_id)),
                 "reconfigEnabled": "true",
                 "dynamicConfigFile": dynamic,
             },
@@ -771,12 +778,12 @@ class ZookeeperLauncher(MemberLauncher):
         ).is_dir()
 
 
-def _peer_lines(peers: list[Peer]) -> dict[int, str]:
-    """The dynamic-config lines of `peers` by server id; every peer needs its id."""
+def _dynamic_config(peers: list[Peer]) -> str:
+    """A dynamic config listing `peers` in server-id order; every peer needs its id."""
     lines = {}
     for peer in peers:
         if peer.member_id is None:
             raise ValueError(f"{peer.endpoint.name} has no ZooKeeper server id")
         server = int(peer.member_id)
         lines[server] = server_spec(server, peer.endpoint.address)
-    return dict(sorted(lines.items()))
+    return "".join(f"{lines[server]}\n" for server in sorted(lines))
