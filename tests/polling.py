@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+TEST_NETWORK = int(os.environ.get("QUORUMKEEPER_TEST_NETWORK", "0"))
+"""Second octet of the loopback addresses the suites use (127.<this>.x.y): two suites running
+at once on one machine each set their own."""
+
+
+def loopback_subnet(third: int) -> str:
+    """The /24 `127.<TEST_NETWORK>.<third>` that a suite's test binds."""
+    return f"127.{TEST_NETWORK}.{third}"
 
 
 def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.harness import LocalClusterUnderTest
+from tests.polling import loopback_subnet
 
 STORES = ["etcd", "zookeeper"]
 """Every store the suite runs against; each test runs once per store."""
@@ -24,7 +25,7 @@ def store(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def cluster(store: str, tmp_path: Path) -> Iterator[LocalClusterUnderTest]:
     under_test = LocalClusterUnderTest(
-        store=store, name="qk", subnet=f"127.0.{next(_subnets)}", state_dir=tmp_path / "state"
+        store=store, name="qk", subnet=loopback_subnet(next(_subnets)), state_dir=tmp_path / "state"
     )
     yield under_test
     under_test.destroy()

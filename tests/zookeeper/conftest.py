@@ -1,4 +1,4 @@
-"""Real ZooKeeper JVMs through the local runtime, on 127.0.110.x-127.0.140.x only.
+"""Real ZooKeeper JVMs through the local runtime, on 127.<test network>.110.x-140.x only.
 
 Each test gets its own /24 from that range, so tests never share ports; every JVM a test starts
 is stopped by PID at teardown, after a SIGCONT in case the test left it stopped.
@@ -20,7 +20,7 @@ from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.state import ensure_secret
 from quorumkeeper.stores.base import Endpoint, Member, Peer, Role
 from quorumkeeper.stores.zookeeper import ZookeeperLauncher, ZookeeperStore
-from tests.polling import wait_until
+from tests.polling import loopback_subnet, wait_until
 
 SUBNETS = range(110, 141)
 _subnets = itertools.cycle(SUBNETS)
@@ -144,7 +144,7 @@ def ensemble_factory(tmp_path: Path) -> Iterator[Callable[..., Ensemble]]:
         version: str = distributions.ZOOKEEPER_VERSION,
     ) -> Ensemble:
         root = tmp_path / f"cluster-{len(made)}"
-        ensemble = Ensemble(root, f"127.0.{next(_subnets)}", settings, version)
+        ensemble = Ensemble(root, loopback_subnet(next(_subnets)), settings, version)
         made.append(ensemble)
         return ensemble
 
