@@ -102,6 +102,9 @@ def _loop(paths: ClusterPaths) -> int:
                 f" ({reconciler.last_error})" if reconciler.last_error else "",
             )
             last_logged = (step.reason, reconciler.last_error)
+        if reconciler.set_aside:
+            log.warning("the unusable data was moved aside to %s", reconciler.set_aside)
+            reconciler.set_aside = None
         if isinstance(step, Wait | Done):
             time.sleep(IDLE_INTERVAL)
             continue

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from quorumkeeper.stores.base import Endpoint, JoinRules, Member, Role
+from quorumkeeper.stores.base import DataPosition, Endpoint, JoinRules, Member, Role
+
+MAX_FAILED_STARTS = 5
+"""Starts in a row that end without the member staying up, after which its data counts as lost
+(when the others keep a healthy quorum): a start that keeps failing for any other reason, a
+setting say, is then at least reported by a replacement that fails the same way."""
 
 
 def quorum(voters: int) -> int:
@@ -21,11 +26,51 @@ def quorum(voters: int) -> int:
 
 @dataclass(frozen=True)
 class Slot:
-    """A member's place in the runtime: its process and its data, whatever the store says."""
+    """A member's place in the runtime: its process and its data, whatever the store says.
+
+    The runtime adds what it knows of the process's recent starts, so the planner stays a pure
+    function: `position` is how far its data reaches (read from disk while it was stopped),
+    `booting` a process started moments ago that does not answer yet, `failed_starts` the starts
+    in a row that ended without it staying up, `held_back` the seconds its next start must still
+    wait (exponential backoff), `last_error` the last error line its process printed,
+    `unusable_data` that line when it is one of the store's known unusable-data errors, and
+    `blocked_by` a cause outside its data, such as another program holding its port.
+    """
 
     endpoint: Endpoint
     running: bool
     has_data: bool
+    position: DataPosition | None = None
+    booting: bool = False
+    failed_starts: int = 0
+    held_back: float = 0.0
+    last_error: str | None = None
+    unusable_data: str | None = None
+    blocked_by: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    @property
+    def may_start(self) -> bool:
+        """Neither backoff nor a held port keeps it from starting now."""
+        return self.held_back <= 0 and self.blocked_by is None
+
+    @property
+    def data_lost(self) -> bool:
+        """Its data can't start a member: a known unusable-data error, or too many failed starts
+        with nothing outside the data to blame."""
+        return self.blocked_by is None and (
+            self.unusable_data is not None or self.failed_starts >= MAX_FAILED_STARTS
+        )
+
+    def why_down(self) -> str:
+        """What keeps it from running, for step reasons and status."""
+        if self.blocked_by:
+            return self.blocked_by
+        cause = self.unusable_data or self.last_error or "no error printed"
+        return f"{self.failed_starts} failed start(s), last: {cause}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +157,14 @@ class StopMember(Step):
     @property
     def phase(self) -> Phase:
         return Phase.SCALING
+
+
+@dataclass(frozen=True)
+class SetDataAside(Step):
+    """Move a member's unusable data aside (never deleted), so its old identity is removed and a
+    new one joins with an empty folder."""
+
+    endpoint: Endpoint
 
 
 @dataclass(frozen=True)
@@ -209,27 +262,55 @@ def plan(desired: Desired, observed: Observation) -> Step:
             if slot.has_data and not slot.running:
                 return DiscardData(f"{slot.endpoint.name} left the membership", slot.endpoint)
 
+    voters = [member for member in membership if member.voter]
+    healthy_voters = [member for member in voters if member.healthy]
+    learners = [member for member in membership if member.role is Role.LEARNER]
+
+    held: list[str] = []
+    """Members that are down and may not start yet; nothing else waits for them."""
     for member in membership:
         endpoint = desired.endpoint_at(member.address)
-        seen = observed.slot(member.address)
-        running = seen is not None and seen.running
-        has_data = seen is not None and seen.has_data
-        if running:
+        seen = observed.slot(member.address) or Slot(endpoint, running=False, has_data=False)
+        if seen.running:
             continue
-        if not member.started:
-            return StartMember(f"{endpoint.name} was added and joins now", endpoint, joining=True)
-        if not has_data:
+        if member.started and not seen.has_data:
             return RemoveMember(
                 f"{endpoint.name} lost its data: its old identity goes before a new one joins",
                 member,
                 endpoint,
                 replacing=True,
             )
+        unreplaced = ""
+        if member.started and seen.data_lost:
+            others = [m for m in healthy_voters if m.address != member.address]
+            if len(others) >= quorum(len(voters)):
+                return SetDataAside(
+                    f"{endpoint.name} can't start on its data ({seen.why_down()}): it is moved "
+                    "aside and the member rejoins under a new identity",
+                    endpoint,
+                )
+            unreplaced = f"; not replaced while only {len(others)} other voter(s) are healthy"
+        if not seen.may_start:
+            held.append(_held_reason(seen, unreplaced))
+            continue
+        if not member.started:
+            return StartMember(f"{endpoint.name} was added and joins now", endpoint, joining=True)
         return StartMember(f"{endpoint.name} is down and restarts", endpoint, joining=False)
 
-    voters = [member for member in membership if member.voter]
-    healthy_voters = [member for member in voters if member.healthy]
-    learners = [member for member in membership if member.role is Role.LEARNER]
+    step = _plan_membership(desired, membership, voters, healthy_voters, learners)
+    if held and isinstance(step, Done | Wait):
+        return Wait("; ".join([*held, step.reason]), Phase.DEGRADED)
+    return step
+
+
+def _plan_membership(
+    desired: Desired,
+    membership: tuple[Member, ...],
+    voters: list[Member],
+    healthy_voters: list[Member],
+    learners: list[Member],
+) -> Step:
+    """Promote, remove or add, once every member that can run does."""
 
     if len(membership) > desired.members:
         return _plan_removal(desired, voters, healthy_voters, membership)
@@ -272,18 +353,87 @@ def _next_joiner(desired: Desired, membership: Sequence[Member]) -> Endpoint | N
 
 
 def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
+    """Start every member that has data, the most up-to-date first, one at a time, each once
+    the one before answers: both stores elect the member whose log reaches furthest among those
+    present, so the longest log must be present before the shorter ones can form a quorum. A
+    member that can't start blocks no one, unless the members left hold damaged, shorter data:
+    a quorum of those would lose what only it holds, so that waits for a person."""
     with_data = [slot for slot in observed.slots if slot.has_data]
     if not with_data and not any(slot.running for slot in observed.slots):
-        first = desired.endpoint(0)
-        return Bootstrap(f"a new cluster starts from {first.name}", first)
-    for slot in with_data:
-        if not slot.running:
-            return StartMember(
-                f"no quorum answers; {slot.endpoint.name} has data and restarts",
-                slot.endpoint,
-                joining=False,
-            )
-    return Wait("waiting for a quorum of members to answer", Phase.UNAVAILABLE)
+        first = observed.slot(desired.endpoint(0).address)
+        if first is not None and not first.may_start:
+            return Wait(_held_reason(first), Phase.UNAVAILABLE)
+        return Bootstrap(
+            f"a new cluster starts from {desired.endpoint(0).name}", desired.endpoint(0)
+        )
+    booting = [slot.name for slot in observed.slots if slot.booting]
+    if booting:
+        return Wait(
+            f"no quorum answers; {', '.join(booting)} loads its data before the next member starts",
+            Phase.UNAVAILABLE,
+        )
+    stopped = [slot for slot in with_data if not slot.running]
+    held = [slot for slot in stopped if not slot.may_start]
+    startable = sorted(
+        (slot for slot in stopped if slot not in held),
+        key=lambda slot: (slot.position is None, _descending(slot.position), slot.endpoint.ordinal),
+    )
+    present = [slot for slot in with_data if slot.running or slot in startable]
+    stranded = _stranded_by_damage(held, present)
+    if stranded:
+        return Wait(stranded, Phase.UNAVAILABLE)
+    if startable:
+        first = startable[0]
+        where = f" at {first.position.label}" if first.position else ""
+        return StartMember(
+            f"no quorum answers; {first.name} has data{where} and starts, the most "
+            "up-to-date first",
+            first.endpoint,
+            joining=False,
+        )
+    reasons = [
+        f"{slot.name} restarts in {slot.held_back:.0f}s ({slot.why_down()})" for slot in held
+    ]
+    return Wait(
+        "; ".join([*reasons, "waiting for a quorum of members to answer"]), Phase.UNAVAILABLE
+    )
+
+
+def _held_reason(slot: Slot, note: str = "") -> str:
+    """Why a member that is down does not start this pass; `note` is appended."""
+    if slot.blocked_by:
+        return f"{slot.name} can't start: {slot.blocked_by}{note}"
+    return f"{slot.name} restarts in {slot.held_back:.0f}s ({slot.why_down()}){note}"
+
+
+def _descending(position: DataPosition | None) -> tuple[int, int]:
+    return (0, 0) if position is None else (-position.term, -position.index)
+
+
+def _stranded_by_damage(held: Sequence[Slot], present: Sequence[Slot]) -> str | None:
+    """Why the members able to run must not form a quorum without a held one, or None.
+
+    They must not when one of them lost data to damage and a member that can't start reaches
+    further than all of them: acknowledged writes may then exist only on that member.
+    """
+    damaged = [(s, s.position) for s in present if s.position is not None and s.position.damage]
+    ahead = [(s, s.position) for s in held if s.position is not None]
+    if not damaged or not ahead:
+        return None
+    furthest, reach = max(ahead, key=lambda pair: pair[1])
+    best_present = max((s.position for s in present if s.position is not None), default=None)
+    if best_present is not None and reach <= best_present:
+        return None
+    shorter = ", ".join(
+        f"{slot.name} at {position.label} (damaged: {position.damage})"
+        for slot, position in damaged
+    )
+    return (
+        f"waiting for a person: {furthest.name} holds the most data ({reach.label}) but can't "
+        f"start ({furthest.why_down()}); {shorter} would form a quorum without it and lose what "
+        f"only it holds. Fix what stops {furthest.name}; to accept the loss instead, move its "
+        "data folder away"
+    )
 
 
 def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from quorumkeeper.planner import (
@@ -21,6 +22,8 @@ from quorumkeeper.planner import (
     Observation,
     Promote,
     RemoveMember,
+    SetDataAside,
+    Slot,
     StartMember,
     Step,
     StopMember,
@@ -28,12 +31,19 @@ from quorumkeeper.planner import (
     Wait,
     plan,
 )
-from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.runtimes.local import (
+    STAYS_UP_SECONDS,
+    LocalRuntime,
+    StartHistory,
+    last_error_line,
+    port_holders,
+)
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths
 from quorumkeeper.stores import backend_for
 from quorumkeeper.stores.base import (
     CoordinationStore,
+    DataPosition,
     Endpoint,
     Member,
     NotCaughtUp,
@@ -43,13 +53,20 @@ from quorumkeeper.stores.base import (
     StoreUnavailable,
 )
 
+BOOT_GRACE_SECONDS = 30.0
+"""How long a started member that does not answer yet holds back the next start of a cold
+start; after that it is presumed hung and blocks no one."""
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One observation together with the endpoints it covered."""
+    """One observation together with the endpoints it covered and each member's start
+    history and process."""
 
     observation: Observation
     endpoints: tuple[Endpoint, ...]
+    histories: dict[Endpoint, StartHistory]
+    pids: dict[Endpoint, int | None]
 
 
 class LocalCluster:
@@ -60,6 +77,8 @@ class LocalCluster:
         self.spec: ClusterSpec = paths.load_spec()
         self.backend = backend_for(self.spec, paths.root)
         self.runtime = LocalRuntime(paths.members_root(self.spec), self.backend.launcher)
+        self._positions: dict[Endpoint, DataPosition | None] = {}
+        """Each member's data position as last read while it was stopped."""
 
     @property
     def desired(self) -> Desired:
@@ -80,7 +99,9 @@ class LocalCluster:
     def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
         return self.backend.connect(list(endpoints))
 
-    def observe(self) -> Snapshot:
+    def observe(self, *, judge: bool = False) -> Snapshot:
+        """Ask the store and the runtime afresh. With `judge` (the keeper's passes), the last
+        start of each member is judged: good once it stayed up, failed once it exited."""
         known = {self.desired.endpoint(n) for n in range(self.spec.members)}
         known.update(e for e in map(self.endpoint_of, self.runtime.member_names()) if e)
         endpoints = tuple(sorted(known, key=lambda e: e.ordinal))
@@ -94,28 +115,104 @@ class LocalCluster:
         if membership is not None:
             listed = {self.desired.endpoint_at(m.address) for m in membership}
             endpoints = tuple(sorted(known | listed, key=lambda e: e.ordinal))
-        slots = tuple(self.runtime.slots(list(endpoints)))
-        return Snapshot(Observation(membership, slots), endpoints)
+        pids = self.runtime.pids(endpoints)
+        histories = {e: self._history(e, pids[e] is not None, judge=judge) for e in endpoints}
+        slots = tuple(
+            self._slot(e, pids[e] is not None, histories[e], cold=membership is None)
+            for e in endpoints
+        )
+        return Snapshot(Observation(membership, slots), endpoints, histories, pids)
+
+    def _history(self, endpoint: Endpoint, running: bool, *, judge: bool) -> StartHistory:
+        history = self.runtime.history(endpoint)
+        if not judge or history.judged:
+            return history
+        if not running:
+            history.failed_in_row += 1
+        elif time.time() - history.last_start >= STAYS_UP_SECONDS:
+            history.failed_in_row = 0
+        else:
+            return history
+        history.judged = True
+        self.runtime.save_history(endpoint, history)
+        return history
+
+    def _slot(
+        self, endpoint: Endpoint, running: bool, history: StartHistory, *, cold: bool
+    ) -> Slot:
+        """What the planner needs of one member's process and data. `cold`: no quorum answers,
+        so a member started moments ago that does not answer yet holds back the next start."""
+        runtime = self.runtime
+        launcher = runtime.launcher
+        data_dir = runtime.data_dir(endpoint)
+        has_data = launcher.has_data(data_dir)
+        if running or not has_data:
+            position = self._positions.get(endpoint) if has_data else None
+        else:
+            position = self._positions[endpoint] = launcher.data_position(data_dir)
+        if running:
+            since_start = time.time() - history.last_start
+            booting = cold and since_start < BOOT_GRACE_SECONDS
+            return Slot(
+                endpoint,
+                running=True,
+                has_data=has_data,
+                position=position,
+                booting=booting and not self.backend.answers(endpoint.address),
+            )
+        output = runtime.last_start_output(endpoint) if history.failed_in_row else ""
+        held = port_holders(endpoint.address, self.backend.ports)
+        return Slot(
+            endpoint,
+            running=False,
+            has_data=has_data,
+            position=position,
+            failed_starts=history.failed_in_row,
+            held_back=history.held_back(time.time()),
+            last_error=last_error_line(output),
+            unusable_data=launcher.unusable_data(output) if output else None,
+            blocked_by="; ".join(held) or None,
+        )
 
     def report(self, snapshot: Snapshot, step: Step) -> dict[str, Any]:
-        """The status document: what `status --output json` prints and status.json holds."""
-        membership = snapshot.observation.membership or ()
+        """The status document: what `status --output json` prints and status.json holds.
+
+        Without a quorum there is no membership to show, so `members` lists the member folders
+        with what the runtime knows of them (role "unknown").
+        """
+        membership = snapshot.observation.membership
+        slots = {slot.endpoint: slot for slot in snapshot.observation.slots}
         members = []
-        for member in sorted(membership, key=lambda m: self.desired.endpoint_at(m.address).ordinal):
-            endpoint = self.desired.endpoint_at(member.address)
+        if membership is None:
+            entries: list[tuple[Endpoint, Member | None]] = [
+                (slot.endpoint, None) for slot in snapshot.observation.slots if slot.has_data
+            ]
+        else:
+            entries = [(self.desired.endpoint_at(m.address), m) for m in membership]
+        for endpoint, member in sorted(entries, key=lambda entry: entry[0].ordinal):
+            slot = slots.get(endpoint) or Slot(endpoint, running=False, has_data=False)
+            history = snapshot.histories.get(endpoint) or StartHistory()
             members.append(
                 {
                     "name": endpoint.name,
-                    "id": member.id,
-                    "address": member.address,
-                    "client_url": self.backend.client_url(member.address),
-                    "role": member.role.value,
-                    "healthy": member.healthy,
-                    "applied_index": member.applied_index,
-                    "data_bytes": member.data_bytes,
-                    "pid": self.runtime.pid(endpoint),
+                    "id": member.id if member else None,
+                    "address": endpoint.address,
+                    "client_url": self.backend.client_url(endpoint.address),
+                    "role": member.role.value if member else "unknown",
+                    "healthy": member.healthy if member else False,
+                    "applied_index": member.applied_index if member else None,
+                    "data_bytes": member.data_bytes if member else None,
+                    "pid": snapshot.pids.get(endpoint),
+                    "starts": history.starts,
+                    "failed_starts": slot.failed_starts,
+                    "restart_in_seconds": round(slot.held_back, 1) or None,
+                    "last_error": slot.last_error,
+                    "blocked_by": slot.blocked_by,
+                    "data_position": slot.position.label if slot.position else None,
+                    "data_damage": slot.position.damage if slot.position else None,
                 }
             )
+        voters = [m.address for m in membership or () if m.role is not Role.LEARNER]
         return {
             "name": self.spec.name,
             "store": self.spec.store.value,
@@ -123,10 +220,8 @@ class LocalCluster:
             "members": members,
             "desired_members": self.spec.members,
             "phase": step.phase.value,
-            "quorum": snapshot.observation.membership is not None,
-            "connect_string": self.backend.connect_string(
-                [m.address for m in membership if m.role is not Role.LEARNER]
-            ),
+            "quorum": membership is not None,
+            "connect_string": self.backend.connect_string(voters),
             "step": {"kind": type(step).__name__, "reason": step.reason},
         }
 
@@ -137,11 +232,13 @@ class Reconciler:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.last_error: str | None = None
+        self.set_aside: Path | None = None
+        """Where the last data set aside went, for the keeper's log."""
 
     def run_once(self) -> Step:
         """Observe, plan, record, act. Returns the step taken (Wait and Done included)."""
         self.cluster.reload()
-        snapshot = self.cluster.observe()
+        snapshot = self.cluster.observe(judge=True)
         step = plan(self.cluster.desired, snapshot.observation)
         status = self.cluster.report(snapshot, step)
         status["error"] = self.last_error
@@ -170,6 +267,8 @@ class Reconciler:
                 runtime.start(endpoint, self._argv(endpoint, peers, bootstrap=False))
             case StopMember(endpoint=endpoint):
                 runtime.stop(endpoint)
+            case SetDataAside(endpoint=endpoint, reason=reason):
+                self.set_aside = runtime.set_aside(endpoint, reason)
             case DiscardData(endpoint=endpoint):
                 runtime.discard_data(endpoint, keep=cluster.spec.local.keep_removed_data)
             case AddLearner(endpoint=endpoint):

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quorumkeeper.planner import (
+    MAX_FAILED_STARTS,
     AddLearner,
     Bootstrap,
     Desired,
     DiscardData,
     Done,
     Observation,
+    Phase,
     Promote,
     RemoveMember,
+    SetDataAside,
     Slot,
     StartMember,
     Step,
@@ -27,7 +31,7 @@ from quorumkeeper.planner import (
     quorum,
     scale_down_blocker,
 )
-from quorumkeeper.stores.base import JoinRules, Member, Role
+from quorumkeeper.stores.base import DataPosition, Endpoint, JoinRules, Member, Role
 
 NAME = "c"
 SUBNET = "127.0.7"
@@ -39,6 +43,33 @@ ZOOKEEPER_RULES = JoinRules(transfers_leadership=False)
 
 def _desired(members: int, rules: JoinRules = ETCD_RULES) -> Desired:
     return Desired(members=members, name=NAME, subnet=SUBNET, rules=rules)
+
+
+@st.composite
+def positions(draw: st.DrawFn) -> DataPosition:
+    term, index = draw(st.integers(1, 3)), draw(st.integers(0, 40))
+    damage = draw(st.sampled_from([None, None, "log.100000001 at byte 4096: CRC mismatch"]))
+    return DataPosition(term, index, f"term {term}, index {index}", damage)
+
+
+@st.composite
+def slots_at(draw: st.DrawFn, endpoint: Endpoint, *, running: bool, has_data: bool) -> Slot:
+    """A member's process and data, with what the runtime knows of its recent starts."""
+    position = draw(st.none() | positions()) if has_data else None
+    if running:
+        return Slot(endpoint, running, has_data, position, booting=draw(st.booleans()))
+    failed = draw(st.integers(0, 6))
+    return Slot(
+        endpoint,
+        running,
+        has_data,
+        position,
+        failed_starts=failed,
+        held_back=draw(st.sampled_from([0.0, 4.0])) if failed else 0.0,
+        last_error="exits at start" if failed else None,
+        unusable_data=draw(st.sampled_from([None, "walpb: crc mismatch"])) if failed else None,
+        blocked_by=draw(st.sampled_from([None, None, f"{endpoint.address}:2380 is held by pid 9"])),
+    )
 
 
 @st.composite
@@ -57,7 +88,7 @@ def observations(draw: st.DrawFn) -> tuple[Desired, Observation]:
         in_membership = has_quorum and draw(st.booleans())
         running = draw(st.booleans())
         has_data = draw(st.booleans())
-        slots.append(Slot(endpoint, running=running, has_data=has_data))
+        slots.append(draw(slots_at(endpoint, running=running, has_data=has_data)))
         if not in_membership:
             continue
         role = draw(st.sampled_from([Role.FOLLOWER, Role.LEADER, Role.LEARNER]))
@@ -100,6 +131,10 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
         assert not step.changes_membership, "no membership change without a quorum"
         if isinstance(step, Bootstrap):
             assert not any(s.has_data or s.running for s in observed.slots)
+            first = observed.slot(step.endpoint.address)
+            assert first is None or first.may_start, "backoff holds a bootstrap"
+        if isinstance(step, StartMember):
+            _check_cold_start(observed, step.endpoint)
         return
     voters = [m for m in membership if m.voter]
     healthy = [m for m in voters if m.healthy]
@@ -111,8 +146,16 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
             member = _member_at(observed, endpoint.address)
             slot = observed.slot(endpoint.address)
             assert member is not None, "members are added, then started"
+            assert slot is None or slot.may_start, "backoff and held ports hold a start back"
             if member.started:
                 assert slot is not None and slot.has_data, "a wiped member is never restarted"
+        case SetDataAside(endpoint=endpoint):
+            member = _member_at(observed, endpoint.address)
+            slot = observed.slot(endpoint.address)
+            assert member is not None and member.started and slot is not None
+            assert slot.data_lost and not slot.running and slot.blocked_by is None
+            others = [m for m in healthy if m is not member]
+            assert len(others) >= quorum(len(voters)), "data is set aside only with a quorum"
         case AddLearner(endpoint=endpoint):
             assert not learners, "one learner at a time"
             assert len(healthy) == len(voters), "no add while a voter is unhealthy"
@@ -134,10 +177,34 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
             assert successor is not leader
         case Done():
             assert len(membership) == desired.members and not learners
+            for member in membership:
+                slot = observed.slot(member.address)
+                assert slot is not None and slot.running, "Done while a member is down"
         case Wait():
             pass
         case _:
             raise AssertionError(f"unexpected step {step!r} with a quorum")
+
+
+def _check_cold_start(observed: Observation, endpoint: Endpoint) -> None:
+    """Without a quorum: one start at a time, the most up-to-date first, and never a start
+    that lets damaged members form a quorum without the member holding the most data."""
+    slot = observed.slot(endpoint.address)
+    assert slot is not None and slot.has_data and not slot.running and slot.may_start
+    assert not any(s.booting for s in observed.slots), "the next start waits for the last one"
+    stopped = [s for s in observed.slots if s.has_data and not s.running]
+    startable = [s for s in stopped if s.may_start and s.position is not None]
+    if slot.position is not None:
+        assert all(s.position <= slot.position for s in startable if s.position), "longest first"
+    else:
+        assert not startable, "a member whose position is known starts before one unknown"
+    present = [s for s in observed.slots if s.running or (s.has_data and s.may_start)]
+    damaged = any(s.position and s.position.damage for s in present)
+    known = [s.position for s in present if s.position]
+    for held in (s for s in stopped if not s.may_start and s.position):
+        assert not (damaged and held.position and known and held.position > max(known)), (
+            "damaged members never form a quorum without a member holding more"
+        )
 
 
 def _member(ordinal: int, role: Role = Role.FOLLOWER, *, healthy: bool = True) -> Member:
@@ -210,3 +277,71 @@ def test_scale_down_blocker_reports_a_loss_of_quorum() -> None:
     assert scale_down_blocker(_desired(1), membership) is not None
     healthy = (_member(0, Role.LEADER), _member(1), _member(2))
     assert scale_down_blocker(_desired(1), healthy) is None
+
+
+def _stopped(ordinal: int, position: DataPosition | None, **start: Any) -> Slot:
+    endpoint = _desired(9).endpoint(ordinal)
+    return Slot(endpoint, running=False, has_data=True, position=position, **start)
+
+
+INTACT = DataPosition(2, 1642, "zxid 0x200000672")
+TRUNCATED = DataPosition(2, 780, "zxid 0x20000030c", damage="log.200000001 at 61440: CRC")
+
+
+def test_a_cold_start_begins_with_the_most_up_to_date_member_and_waits_for_it() -> None:
+    """Issue input: two of three members' newest logs damaged, the intact one must lead."""
+    desired = _desired(3, ZOOKEEPER_RULES)
+    stopped = (_stopped(0, TRUNCATED), _stopped(1, TRUNCATED), _stopped(2, INTACT))
+    first = plan(desired, Observation(None, stopped))
+    assert isinstance(first, StartMember) and first.endpoint.name == "c-2"
+    assert "zxid 0x200000672" in first.reason
+    loading = replace(stopped[2], running=True, booting=True)
+    wait = plan(desired, Observation(None, (*stopped[:2], loading)))
+    assert isinstance(wait, Wait) and "c-2" in wait.reason
+    answering = replace(loading, booting=False)
+    second = plan(desired, Observation(None, (*stopped[:2], answering)))
+    assert isinstance(second, StartMember) and second.endpoint.name == "c-0"
+
+
+def test_damaged_members_wait_for_a_person_rather_than_outvote_the_longest_log() -> None:
+    desired = _desired(3, ZOOKEEPER_RULES)
+    held = _stopped(2, INTACT, failed_starts=3, blocked_by="127.0.7.3:2888 is held by pid 9 (nc)")
+    step = plan(desired, Observation(None, (_stopped(0, TRUNCATED), _stopped(1, TRUNCATED), held)))
+    assert isinstance(step, Wait) and step.phase is Phase.UNAVAILABLE
+    for words in ("waiting for a person", "c-2", "zxid 0x200000672", "c-0", "zxid 0x20000030c"):
+        assert words in step.reason
+
+
+def test_a_member_that_cant_start_blocks_no_one_when_nothing_is_damaged() -> None:
+    """Issue input: member 0's peer port held by another program after a kill of all three."""
+    desired = _desired(3)
+    same = DataPosition(4, 900, "term 4, index 900")
+    held = _stopped(0, same, blocked_by="127.0.7.1:2380 is held by pid 9 (nc)")
+    step = plan(desired, Observation(None, (held, _stopped(1, same), _stopped(2, same))))
+    assert isinstance(step, StartMember) and step.endpoint.name == "c-1"
+
+
+def test_a_member_whose_data_is_unusable_is_set_aside_only_while_a_quorum_stays_healthy() -> None:
+    desired = _desired(3)
+    membership = (_member(0, Role.LEADER), _member(1), _member(2, healthy=False))
+    broken = _stopped(2, None, failed_starts=1, unusable_data="walpb: crc mismatch")
+    step = plan(desired, Observation(membership, (*_running(0, 1), broken)))
+    assert isinstance(step, SetDataAside) and step.endpoint.name == "c-2"
+    weak = (_member(0, Role.LEADER), _member(1, healthy=False), _member(2, healthy=False))
+    backing_off = replace(broken, held_back=8.0)
+    kept = plan(desired, Observation(weak, (*_running(0, 1), backing_off)))
+    assert isinstance(kept, Wait) and "not replaced" in kept.reason
+
+
+def test_a_member_that_keeps_failing_backs_off_without_holding_the_others() -> None:
+    desired = _desired(3)
+    membership = (_member(0, Role.LEADER), _member(1), _member(2, healthy=False))
+    failing = _stopped(2, None, failed_starts=2, held_back=3.0, last_error="bind: address in use")
+    step = plan(desired, Observation(membership, (*_running(0, 1), failing)))
+    assert isinstance(step, Wait) and step.phase is Phase.DEGRADED
+    assert "c-2 restarts in 3s" in step.reason and "bind: address in use" in step.reason
+    due = replace(failing, held_back=0.0)
+    assert isinstance(plan(desired, Observation(membership, (*_running(0, 1), due))), StartMember)
+    too_many = replace(due, failed_starts=MAX_FAILED_STARTS)
+    replaced = plan(desired, Observation(membership, (*_running(0, 1), too_many)))
+    assert isinstance(replaced, SetDataAside)

@@ -1,26 +1,67 @@
 """Members as processes on this machine: the embedded default runtime.
 
 Each member binds its own loopback address with the store's standard ports and keeps its data,
-log and pid file in its own folder. Members run in their own session so they outlive the keeper:
-a keeper crash never takes a healthy member down with it.
+log, pid file and start history in its own folder. Members run in their own session so they
+outlive the keeper: a keeper crash never takes a healthy member down with it. A member's process
+is known by what it is, the data-dir marker in its command line; the pid file is only a
+shortcut, so a process whose pid file was lost (a keeper killed between start and write, a
+deleted file) is found and adopted, never started twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
-from quorumkeeper.planner import Slot
 from quorumkeeper.state import write_atomically
 from quorumkeeper.stores.base import Endpoint, MemberLauncher
 
 STOP_GRACE_SECONDS = 10.0
+
+STAYS_UP_SECONDS = 10.0
+"""A start counts as good once its process has run this long; failed starts in a row reset."""
+
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+"""Restart backoff after failed starts in a row: 1, 2, 4 ... seconds, capped at one minute."""
+
+START_MARKER = "--- quorumkeeper starts "
+"""Written to a member's log before each start, so the output of the last start can be told
+from what came before."""
+
+_LOG_TAIL_BYTES = 256 * 1024
+_ERROR_WORDS = ("error", "fatal", "panic", "exception", "refused", "denied", "in use")
+
+
+@dataclass
+class StartHistory:
+    """What the runtime remembers of one member's starts (`<member>/starts.json`), so backoff
+    and counts survive a keeper restart. Times are wall-clock seconds."""
+
+    starts: int = 0
+    failed_in_row: int = 0
+    last_start: float = 0.0
+    judged: bool = True
+    """Whether the last start has been judged good (it stayed up) or failed (it exited)."""
+
+    def held_back(self, now: float) -> float:
+        """Seconds the next start must still wait."""
+        if self.failed_in_row == 0:
+            return 0.0
+        delay = min(BACKOFF_CAP_SECONDS, BACKOFF_FIRST_SECONDS * 2.0 ** (self.failed_in_row - 1))
+        return max(0.0, self.last_start + delay - now)
 
 
 class LocalRuntime:
@@ -42,9 +83,12 @@ class LocalRuntime:
     def _pid_path(self, endpoint: Endpoint) -> Path:
         return self.member_dir(endpoint) / "pid"
 
-    def pid(self, endpoint: Endpoint) -> int | None:
-        """The member's live process, checked against its command line so a reused PID or a
-        zombie waiting to be reaped never counts as running."""
+    def _history_path(self, endpoint: Endpoint) -> Path:
+        return self.member_dir(endpoint) / "starts.json"
+
+    def _recorded_pid(self, endpoint: Endpoint) -> int | None:
+        """The pid file's process, if it is alive and carries this member's marker: a reused
+        PID or a zombie waiting to be reaped never counts."""
         try:
             pid = int(self._pid_path(endpoint).read_text())
             process = psutil.Process(pid)
@@ -54,27 +98,80 @@ class LocalRuntime:
             return None
         return pid if alive and ours else None
 
+    def processes(self, endpoints: Iterable[Endpoint]) -> dict[Endpoint, int]:
+        """The live processes of `endpoints`, found by the data-dir marker in their command
+        lines, whatever their pid files say."""
+        markers = {self.launcher.process_marker(self.data_dir(e)): e for e in endpoints}
+        found = {}
+        for process in psutil.process_iter(["pid", "cmdline", "status"]):
+            info = process.info
+            if info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            for argument in info["cmdline"] or ():
+                if argument in markers:
+                    found[markers[argument]] = int(info["pid"])
+        return found
+
+    def pids(self, endpoints: Iterable[Endpoint]) -> dict[Endpoint, int | None]:
+        """Each member's live process: the pid file's when it is right, else the one found by
+        its marker, which is then adopted (its pid file rewritten)."""
+        endpoints = list(endpoints)
+        pids = {endpoint: self._recorded_pid(endpoint) for endpoint in endpoints}
+        unknown = [endpoint for endpoint, pid in pids.items() if pid is None]
+        if unknown:
+            for endpoint, pid in self.processes(unknown).items():
+                pids[endpoint] = pid
+                self._adopt(endpoint, pid)
+        return pids
+
+    def pid(self, endpoint: Endpoint) -> int | None:
+        return self.pids([endpoint])[endpoint]
+
+    def _adopt(self, endpoint: Endpoint, pid: int) -> None:
+        if not self.member_dir(endpoint).is_dir():
+            return
+        with contextlib.suppress(OSError):  # a full disk: the marker finds it again next time
+            write_atomically(self._pid_path(endpoint), str(pid))
+
     def member_names(self) -> list[str]:
         """Every member folder present, whether or not its member still belongs."""
         if not self.members_root.is_dir():
             return []
         return sorted(p.name for p in self.members_root.iterdir() if not p.name.startswith("."))
 
-    def slots(self, endpoints: list[Endpoint]) -> list[Slot]:
-        return [
-            Slot(
-                endpoint=endpoint,
-                running=self.pid(endpoint) is not None,
-                has_data=self.launcher.has_data(self.data_dir(endpoint)),
-            )
-            for endpoint in endpoints
-        ]
+    def history(self, endpoint: Endpoint) -> StartHistory:
+        try:
+            return StartHistory(**json.loads(self._history_path(endpoint).read_text()))
+        except (OSError, ValueError, TypeError):
+            return StartHistory()
+
+    def save_history(self, endpoint: Endpoint, history: StartHistory) -> None:
+        """Best effort: on a full disk the history is lost, the member is not."""
+        with contextlib.suppress(OSError):
+            write_atomically(self._history_path(endpoint), json.dumps(asdict(history)))
 
     def start(self, endpoint: Endpoint, argv: list[str]) -> int:
-        """Start the member's process detached from the caller; returns its PID."""
+        """Start the member's process detached from the caller; returns its PID.
+
+        A process of this member that already runs (its pid file lost) is adopted instead of
+        started twice.
+        """
+        running = self.pid(endpoint)
+        if running is not None:
+            return running
         folder = self.member_dir(endpoint)
         self.data_dir(endpoint).mkdir(parents=True, exist_ok=True)
+        history = self.history(endpoint)
+        history.starts += 1
+        history.last_start = time.time()
+        history.judged = False
+        self.save_history(endpoint, history)
         with open(self.log_path(endpoint), "ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            log.write(
+                f"{START_MARKER}{endpoint.name} at {stamp} (start {history.starts})\n".encode()
+            )
+            log.flush()
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -83,8 +180,19 @@ class LocalRuntime:
                 cwd=folder,
                 start_new_session=True,
             )
-        write_atomically(self._pid_path(endpoint), str(process.pid))
+        self._adopt(endpoint, process.pid)
         return process.pid
+
+    def last_start_output(self, endpoint: Endpoint) -> str:
+        """What the member printed since its last start (at most the log's last 256 KiB)."""
+        try:
+            with open(self.log_path(endpoint), "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - _LOG_TAIL_BYTES))
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return text[text.rfind(START_MARKER) :] if START_MARKER in text else text
 
     def stop(self, endpoint: Endpoint, *, grace: float = STOP_GRACE_SECONDS) -> None:
         """SIGTERM (etcd hands leadership over on it), then SIGKILL after `grace` seconds."""
@@ -97,10 +205,22 @@ class LocalRuntime:
             wait_for_exit(pid, grace)
         self._pid_path(endpoint).unlink(missing_ok=True)
 
+    def set_aside(self, endpoint: Endpoint, why: str) -> Path:
+        """Move a member's data where no start finds it, with a note saying why; returns where.
+        The data is never deleted: a person decides what happens to it."""
+        self._pid_path(endpoint).unlink(missing_ok=True)
+        archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.data_dir(endpoint), archive)
+        (archive.parent / f"{archive.name}.why").write_text(why + "\n")
+        self._history_path(endpoint).unlink(missing_ok=True)
+        return archive
+
     def discard_data(self, endpoint: Endpoint, *, keep: bool) -> Path | None:
         """Delete a former member's data, or with `keep` move it aside where no start finds it.
         Its log stays for the record."""
         self._pid_path(endpoint).unlink(missing_ok=True)
+        self._history_path(endpoint).unlink(missing_ok=True)
         data = self.data_dir(endpoint)
         if keep:
             archive = self.members_root / ".removed" / f"{endpoint.name}-{int(time.time())}"
@@ -109,6 +229,57 @@ class LocalRuntime:
             return archive
         shutil.rmtree(data, ignore_errors=True)
         return None
+
+
+def last_error_line(output: str) -> str | None:
+    """The last line of a member's output that reads as an error, shortened for status; etcd's
+    JSON log lines are shown as `msg: error`."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(START_MARKER)]
+    for line in reversed(lines):
+        if any(word in line.lower() for word in _ERROR_WORDS):
+            return _readable(line)[:300]
+    return _readable(lines[-1])[:300] if lines else None
+
+
+def _readable(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "msg" not in entry:
+        return line
+    return ": ".join(str(entry[key]) for key in ("msg", "error") if key in entry)
+
+
+def port_holders(address: str, ports: Iterable[int]) -> list[str]:
+    """`address:port held by pid N (name)` for each port something else listens on."""
+    held = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT
+            try:
+                probe.bind((address, port))
+                continue
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+        held.append(f"{address}:{port} is held by {_listener(address, port)}")
+    return held
+
+
+def _listener(address: str, port: int) -> str:
+    """Which process listens on `address:port`, as `pid N (name)`."""
+    for connection in psutil.net_connections(kind="tcp"):
+        local = connection.laddr
+        if local and local.port == port and local.ip in (address, "0.0.0.0"):
+            if connection.pid is None:
+                return "a process of another user"
+            try:
+                return f"pid {connection.pid} ({psutil.Process(connection.pid).name()})"
+            except psutil.Error:
+                return f"pid {connection.pid}"
+    return "a process this user can't see"
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:

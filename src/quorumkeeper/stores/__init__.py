@@ -18,7 +18,8 @@ class Backend:
     """Everything the runtime, planner and CLI need to know about one store.
 
     `connect(endpoints)` opens the store on the known endpoints; `connect_string` turns member
-    addresses into what a client is given.
+    addresses into what a client is given; `answers(address)` tells whether the member there has
+    loaded its data and answers, with or without a quorum; `ports` are those every member binds.
     """
 
     rules: JoinRules
@@ -26,6 +27,8 @@ class Backend:
     connect_string: Callable[[Sequence[str]], str]
     connect: Callable[[list[Endpoint]], CoordinationStore]
     launcher: MemberLauncher
+    answers: Callable[[str], bool]
+    ports: tuple[int, ...]
 
 
 def member_ports(store: Store) -> tuple[int, ...]:
@@ -53,6 +56,8 @@ def backend_for(spec: ClusterSpec, cluster_root: Path) -> Backend:
             connect_string=lambda addresses: ",".join(map(etcd.client_url, addresses)),
             connect=etcd.EtcdStore,
             launcher=etcd.EtcdLauncher(distributions.etcd_binary(spec.version), spec.etcd, token),
+            answers=etcd.answers,
+            ports=member_ports(spec.store),
         )
     password = ensure_secret(cluster_root / "superuser")
     return Backend(
@@ -63,4 +68,6 @@ def backend_for(spec: ClusterSpec, cluster_root: Path) -> Backend:
         launcher=zookeeper.ZookeeperLauncher(
             distributions.zookeeper_classpath(spec.version), spec.zookeeper, password
         ),
+        answers=lambda address: zookeeper.server_state(address, 0.5) is not None,
+        ports=member_ports(spec.store),
     )

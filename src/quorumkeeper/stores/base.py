@@ -7,7 +7,7 @@ these operations onto its own protocol while keeping the guarantees written here
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -61,6 +61,26 @@ class Peer:
 
     endpoint: Endpoint
     member_id: str | None
+
+
+@dataclass(frozen=True, order=True)
+class DataPosition:
+    """How far a member's data on disk reaches, read the way the store reads it when it loads:
+    only records that pass the store's own checksums count.
+
+    Ordered as (term, index), the order both stores elect by: raft's (last term, last index) for
+    etcd, the zxid's (epoch, counter) for ZooKeeper. `label` is the position in the store's own
+    words ("term 3, index 1642", "zxid 0x300000642"). `damage` names the first record that failed
+    a check (file, byte offset, what failed), None when everything read is intact. `loads` is
+    False when the store refuses to start on this data (etcd stops at a WAL CRC mismatch), True
+    when it starts from `(term, index)` (ZooKeeper truncates its log at the damage).
+    """
+
+    term: int
+    index: int
+    label: str = field(compare=False)
+    damage: str | None = field(default=None, compare=False)
+    loads: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)
@@ -177,3 +197,13 @@ class MemberLauncher(abc.ABC):
     @abc.abstractmethod
     def has_data(self, data_dir: Path) -> bool:
         """Whether `data_dir` holds this member's state (false after a wipe or before a join)."""
+
+    @abc.abstractmethod
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """How far the data in `data_dir` reaches, read as the store reads it on load; None
+        without data. Never raises on damaged data: what can't be read is `damage`."""
+
+    @abc.abstractmethod
+    def unusable_data(self, log_text: str) -> str | None:
+        """The first line of `log_text` (what the member printed since its last start) that
+        shows one of the store's known unusable-data errors, else None."""

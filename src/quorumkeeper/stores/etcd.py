@@ -40,6 +40,16 @@ def peer_url(address: str) -> str:
     return f"http://{address}:{PEER_PORT}"
 
 
+def answers(address: str, timeout: float = 0.5) -> bool:
+    """Whether the member's server is up, quorum or not: etcd serves HTTP only once it has
+    loaded its data, and `/health` answers at once without a leader ("RAFT NO LEADER")."""
+    try:
+        httpx.get(f"{client_url(address)}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
