@@ -293,9 +293,12 @@ def plan(desired: Desired, observed: Observation) -> Step:
         if not seen.may_start:
             held.append(_held_reason(seen, unreplaced))
             continue
+        again = f" again after {seen.why_down()}" if seen.failed_starts else ""
         if not member.started:
-            return StartMember(f"{endpoint.name} was added and joins now", endpoint, joining=True)
-        return StartMember(f"{endpoint.name} is down and restarts", endpoint, joining=False)
+            return StartMember(
+                f"{endpoint.name} was added and starts{again}", endpoint, joining=True
+            )
+        return StartMember(f"{endpoint.name} is down and restarts{again}", endpoint, joining=False)
 
     step = _plan_membership(desired, membership, voters, healthy_voters, learners)
     if held and isinstance(step, Done | Wait):
@@ -323,7 +326,11 @@ def _plan_membership(
                 f"{endpoint.name} waits for promotion until enough voters are healthy",
                 Phase.DEGRADED,
             )
-        return Promote(f"{endpoint.name} has joined as learner", learner, endpoint)
+        return Promote(
+            f"{endpoint.name} runs as a learner and is promoted once it has caught up",
+            learner,
+            endpoint,
+        )
 
     joiner = _next_joiner(desired, membership)
     if joiner is not None:

@@ -7,14 +7,17 @@ were acknowledged, so every fault test can check that none of them was lost.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +114,16 @@ class LocalClusterUnderTest:
     def member(self, status: dict[str, Any], role: str) -> dict[str, Any]:
         return next(m for m in status["members"] if m["role"] == role)
 
+    def named(self, status: dict[str, Any], name: str) -> dict[str, Any]:
+        return next(m for m in status["members"] if m["name"] == name)
+
+    def freeze_keeper(self) -> int:
+        """SIGSTOP the keeper, so a test can set up a fault between two of its passes."""
+        pid = self.paths.keeper_pid()
+        assert pid, "keeper is not running"
+        os.kill(pid, signal.SIGSTOP)
+        return pid
+
     def pids(self, status: dict[str, Any]) -> dict[str, int]:
         return {m["name"]: m["pid"] for m in status["members"]}
 
@@ -133,6 +146,18 @@ class LocalClusterUnderTest:
 
     def member_data(self, name: str) -> Path:
         return self.state_dir / self.name / "members" / name / "data"
+
+    def member_log(self, name: str) -> str:
+        return (self.state_dir / self.name / "members" / name / "member.log").read_text(
+            errors="replace"
+        )
+
+    def newest_log(self, name: str) -> Path:
+        """The newest transaction log (ZooKeeper) or WAL file (etcd) of a member."""
+        data = self.member_data(name)
+        if self.store == "etcd":
+            return newest(data / "member" / "wal", "*.wal")
+        return newest(data / "data" / "log" / "version-2", "log.*")
 
     def kill_keeper(self) -> None:
         pid = self.paths.keeper_pid()
@@ -235,3 +260,34 @@ class Writer:
         finally:
             client.close()
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
+
+
+def damage_written_part(path: Path, size: int) -> int:
+    """Overwrite `size` random bytes in the middle of what was written to `path` (store logs
+    are preallocated with zeros past their written part), as `dd conv=notrunc` would; returns
+    the offset."""
+    content = path.read_bytes()
+    written = len(content.rstrip(b"\0"))
+    offset = max(0, written // 2 - size // 2)
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(os.urandom(size))
+    return offset
+
+
+def newest(folder: Path, pattern: str) -> Path:
+    """The file matching `pattern` in `folder` that starts furthest: store logs are named by
+    their first index or zxid in hex, unpadded in ZooKeeper's case, so longer names are later."""
+    files = sorted(folder.glob(pattern), key=lambda path: (len(path.name), path.name))
+    assert files, f"no {pattern} in {folder}"
+    return files[-1]
+
+
+@contextlib.contextmanager
+def holding_port(address: str, port: int) -> Iterator[socket.socket]:
+    """Listen on `address:port` as another program would, until the block ends."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, port))
+        listener.listen()
+        yield listener

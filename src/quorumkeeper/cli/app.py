@@ -252,7 +252,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         out.print_json(json.dumps(status))
         return
     table = Table(title=f"{status['name']}: {status['store']} {status['version']}")
-    for column in ("member", "role", "healthy", "client url", "index", "db", "pid"):
+    for column in ("member", "role", "healthy", "client url", "index", "db", "pid", "starts"):
         table.add_column(column, no_wrap=True)
     for member in status["members"]:
         healthy = "[green]yes[/]" if member["healthy"] else "[red]no[/]"
@@ -265,14 +265,38 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
             str(member["applied_index"] or "-"),
             f"{size / 2**10:.0f}K" if size is not None else "-",
             str(member["pid"] or "-"),
+            str(member["starts"]),
         )
     out.print(table)
+    for member in status["members"]:
+        notes = _member_notes(member)
+        if notes:
+            out.print(f"{member['name']}: {'; '.join(notes)}", highlight=False)
     out.print(f"connect string: {status['connect_string']}", highlight=False)
     out.print(
         f"phase [bold]{status['phase']}[/], {len(status['members'])} of "
         f"{status['desired_members']} members: {status['step']['reason']}",
         highlight=False,
     )
+
+
+def _member_notes(member: dict[str, Any]) -> list[str]:
+    """What keeps a member from running, and how far its data reaches when that matters."""
+    notes = []
+    if member["blocked_by"]:
+        notes.append(member["blocked_by"])
+    if member["failed_starts"]:
+        retry = member["restart_in_seconds"]
+        notes.append(
+            f"{member['failed_starts']} failed start(s) in a row"
+            + (f", next start in {retry:.0f}s" if retry else "")
+            + (f"; last error: {member['last_error']}" if member["last_error"] else "")
+        )
+    if member["data_damage"]:
+        notes.append(f"data reaches {member['data_position']}, damaged: {member['data_damage']}")
+    elif member["data_position"] and member["role"] == "unknown":
+        notes.append(f"data reaches {member['data_position']}")
+    return notes
 
 
 @app.command()

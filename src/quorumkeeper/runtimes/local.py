@@ -42,6 +42,8 @@ START_MARKER = "--- quorumkeeper starts "
 from what came before."""
 
 _LOG_TAIL_BYTES = 256 * 1024
+_CAUSE_WINDOW = 50
+"""Lines at the end of a member's output searched for the root cause of its exit."""
 _ERROR_WORDS = ("error", "fatal", "panic", "exception", "refused", "denied", "in use")
 
 
@@ -232,10 +234,15 @@ class LocalRuntime:
 
 
 def last_error_line(output: str) -> str | None:
-    """The last line of a member's output that reads as an error, shortened for status; etcd's
-    JSON log lines are shown as `msg: error`."""
+    """The line of a member's output that best says why it stopped, shortened for status: the
+    root cause of the last Java exception (`Caused by:`), else the last line that reads as an
+    error (stack frames skipped), else the last line. etcd's JSON lines read as `msg: error`."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(START_MARKER)]
+    lines = [line for line in lines if not line.startswith((START_MARKER, "at ", "..."))]
+    ending = lines[-_CAUSE_WINDOW:]
+    causes = [line for line in ending if line.startswith("Caused by:")]
+    if causes:
+        return causes[-1][:300]
     for line in reversed(lines):
         if any(word in line.lower() for word in _ERROR_WORDS):
             return _readable(line)[:300]

@@ -1,0 +1,130 @@
+"""Starting a cluster that has no quorum: every member with data starts, the most up-to-date
+first, a member that can't start blocks no one, and members whose data is damaged never form a
+quorum without the member that holds the most."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.acceptance.harness import (
+    LocalClusterUnderTest,
+    Writer,
+    damage_written_part,
+    holding_port,
+    wait_until,
+)
+
+pytestmark = pytest.mark.acceptance
+
+DAMAGE_BYTES = 8 * 1024
+ZOOKEEPER_CLIENT_PORT = 2181
+ETCD_PEER_PORT = 2380
+
+
+def _cold_starts(cluster: LocalClusterUnderTest, since: int) -> list[str]:
+    """Members in the order the keeper started them without a quorum, from its log after
+    byte `since`."""
+    log = cluster.paths.keeper_log.read_text()[since:]
+    return re.findall(r"StartMember: no quorum answers; (\S+) has data", log)
+
+
+def _write_for(cluster: LocalClusterUnderTest, writes: int) -> Writer:
+    """Run a writer until `writes` writes were acknowledged."""
+    with Writer(cluster) as writer:
+        wait_until(lambda: len(writer.acknowledged) >= writes, 120, f"{writes} acknowledged")
+    return writer
+
+
+@pytest.mark.parametrize("store", ["zookeeper"])
+def test_damaged_logs_of_two_members_lose_nothing(cluster: LocalClusterUnderTest) -> None:
+    """Issue input: 8 KiB of random bytes in the middle of the newest txn log of two of three
+    ZooKeeper members after `down`. ZooKeeper truncates such a log and starts, so the two
+    could elect a leader between them and overwrite the intact member: the intact member must
+    start first, and the shorter two must follow it."""
+    cluster.up(3)
+    cluster.wait_ready(3)
+    writer = _write_for(cluster, 1600)
+    cluster.cli("down", cluster.name)
+    for name in ("qk-0", "qk-1"):
+        damage_written_part(cluster.newest_log(name), DAMAGE_BYTES)
+    since = cluster.paths.keeper_log.stat().st_size
+
+    cluster.cli("start", cluster.name, "--timeout", "120")
+    cluster.wait_ready(3)
+
+    order = _cold_starts(cluster, since)
+    assert order[:1] == ["qk-2"], f"the intact member must start first, started: {order}"
+    writer.assert_nothing_lost()
+
+
+@pytest.mark.parametrize("store", ["zookeeper"])
+def test_damaged_members_wait_for_the_member_holding_the_most(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    """The same damage, but the intact member can't start (another program holds its client
+    port): the two damaged members must not start without it; status names the members and
+    their positions, and once the port is free everything comes back."""
+    cluster.up(3)
+    cluster.wait_ready(3)
+    writer = _write_for(cluster, 800)
+    cluster.cli("down", cluster.name)
+    for name in ("qk-0", "qk-1"):
+        damage_written_part(cluster.newest_log(name), DAMAGE_BYTES)
+    intact = f"{cluster.subnet}.3"
+
+    with holding_port(intact, ZOOKEEPER_CLIENT_PORT):
+        cluster.cli("start", cluster.name, "--no-wait")
+
+        def stranded() -> dict[str, Any] | None:
+            status = cluster.status()
+            return status if "waiting for a person" in status["step"]["reason"] else None
+
+        status = wait_until(stranded, 60, "status says the damaged members wait for a person")
+        reason = status["step"]["reason"]
+        assert "qk-2" in reason and "qk-0" in reason and "qk-1" in reason
+        assert re.search(r"zxid 0x[0-9a-f]+", reason), reason
+        assert f"held by pid {os.getpid()}" in reason
+        assert not any(m["pid"] for m in status["members"]), "no member may run meanwhile"
+
+    cluster.wait_ready(3)
+    writer.assert_nothing_lost()
+
+
+@pytest.mark.parametrize("store", ["etcd"])
+def test_a_member_that_cant_start_blocks_no_one(cluster: LocalClusterUnderTest) -> None:
+    """Issue input: kill -9 the keeper and all three etcd members; another program listens on
+    member 0's peer port. Members 1 and 2 form a quorum by themselves; member 0 is reported
+    with the address, port and owning PID, and is not restarted in a loop."""
+    cluster.up(3)
+    status = cluster.wait_ready(3)
+    writer = _write_for(cluster, 300)
+    cluster.kill_keeper()
+    for member in status["members"]:
+        os.kill(member["pid"], signal.SIGKILL)
+    first = f"{cluster.subnet}.1"
+
+    with holding_port(first, ETCD_PEER_PORT):
+        cluster.cli("start", cluster.name, "--no-wait")
+
+        def others_serve() -> dict[str, Any] | None:
+            status = cluster.status()
+            healthy = {m["name"] for m in status["members"] if m["healthy"]}
+            return status if status["quorum"] and healthy == {"qk-1", "qk-2"} else None
+
+        status = wait_until(others_serve, 60, "members 1 and 2 serve without member 0")
+        held = cluster.named(status, "qk-0")
+        owner = f"pid {os.getpid()} ({psutil.Process().name()})"
+        assert held["blocked_by"] == f"{first}:{ETCD_PEER_PORT} is held by {owner}"
+        assert held["starts"] == 1, "a member whose port is held is not started again"
+        with Writer(cluster) as during:
+            wait_until(lambda: len(during.acknowledged) >= 20, 30, "writes without member 0")
+
+    cluster.wait_ready(3)
+    writer.assert_nothing_lost()
+    during.assert_nothing_lost()
