@@ -114,8 +114,8 @@ def _wait_for_spec(cluster: LocalCluster, timeout: float) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise _fail(
                     f"timed out after {timeout:.0f}s in phase {status['phase']}: "
-                    f"{status['step']['reason']}; the keeper goes on (see `quorumkeeper status "
-                    f"{cluster.spec.name}`)",
+                    f"{'; '.join(_blockers(status, timeout))}; the keeper goes on (see "
+                    f"`quorumkeeper status {cluster.spec.name}`)",
                     code=1,
                 )
             healthy = sum(1 for m in status["members"] if m["healthy"])
@@ -124,6 +124,24 @@ def _wait_for_spec(cluster: LocalCluster, timeout: float) -> dict[str, Any]:
                 f"{status['step']['reason']}"
             )
             time.sleep(0.2)
+
+
+def _blockers(status: dict[str, Any], waited: float) -> list[str]:
+    """What keeps a cluster from its spec, in words: the step it waits on, and each member
+    that is down with why."""
+    step = status["step"]
+    if step["kind"] == "Promote":
+        learner = next(
+            (m["name"] for m in status["members"] if m["role"] == "learner"), "a learner"
+        )
+        blockers = [f"{learner} has not caught up with the leader after {waited:.0f}s"]
+    else:
+        blockers = [step["reason"]]
+    for member in status["members"]:
+        notes = _member_notes(member)
+        if notes and member["name"] not in step["reason"]:
+            blockers.append(f"{member['name']}: {', '.join(notes)}")
+    return blockers
 
 
 def _validated(data: dict[str, Any]) -> ClusterSpec:
