@@ -22,17 +22,19 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from quorumkeeper import distributions
 
@@ -160,18 +162,32 @@ def _refuse_all(problems: Sequence[Problem]) -> PydanticCustomError:
     )
 
 
-def _within(low: int, high: int, why: str = "") -> AfterValidator:
-    """Bounds of an int field; the fix is the nearest bound."""
+@dataclass(frozen=True)
+class _Within:
+    """Bounds of an int field: refused outside with the nearest bound as the fix, and shown
+    as `minimum`/`maximum` in the JSON schema the custom resources are generated from."""
 
-    def check(value: int, info: ValidationInfo) -> int:
-        if low <= value <= high:
+    low: int
+    high: int
+    why: str = ""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "minimum": self.low, "maximum": self.high}
+
+    def _check(self, value: int, info: ValidationInfo) -> int:
+        if self.low <= value <= self.high:
             return value
         raise _refuse(
-            f"{info.field_name} must be between {low} and {high}{why}",
-            min(max(value, low), high),
+            f"{info.field_name} must be between {self.low} and {self.high}{self.why}",
+            min(max(value, self.low), self.high),
         )
-
-    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -198,16 +214,16 @@ def go_duration_ns(text: str) -> int | None:
 class EtcdSettings(_Strict):
     """etcd server flags worth tuning; defaults are etcd's own, bounds are etcd 3.7's."""
 
-    heartbeat_interval_ms: Annotated[int, Strict(), _within(10, 5000)] = 100
+    heartbeat_interval_ms: Annotated[int, Strict(), _Within(10, 5000)] = 100
     election_timeout_ms: Annotated[
         int,
         Strict(),
-        _within(50, ETCD_MAX_ELECTION_MS, ": etcd refuses longer election timeouts"),
+        _Within(50, ETCD_MAX_ELECTION_MS, ": etcd refuses longer election timeouts"),
     ] = 1000
     snapshot_count: Annotated[
         int,
         Strict(),
-        _within(
+        _Within(
             100,
             ETCD_SANE_SNAPSHOT_COUNT,
             " (etcd reads a uint64; between snapshots etcd 3.5 holds that many raft entries in "
@@ -217,7 +233,7 @@ class EtcdSettings(_Strict):
     quota_backend_bytes: Annotated[
         int,
         Strict(),
-        _within(
+        _Within(
             0,
             ETCD_MAX_QUOTA_BYTES,
             " (8 GiB is etcd's MaxQuotaBytes, beyond which etcd warns \"quota exceeds the maximum "
@@ -296,6 +312,8 @@ class EtcdSettings(_Strict):
             rule = "a whole number of hours must fit etcd's duration (int64 nanoseconds)"
         else:
             duration = go_duration_ns(retention)
+            # v3compactor/periodic.go retries every tenth of the window: below a second it
+            # compacts almost without pause (and below 10 ns with none).
             if duration is not None and (duration == 0 or duration >= 10**9):
                 return None
             rule = (
@@ -342,7 +360,7 @@ def _size(count: int) -> str:
     return f"{count}"
 
 
-_SessionTimeoutMs = Annotated[int, Strict(), _within(1, JAVA_INT_MAX, " (a Java int)")]
+_SessionTimeoutMs = Annotated[int, Strict(), _Within(1, JAVA_INT_MAX, " (a Java int)")]
 
 
 class ZookeeperSettings(_Strict):
@@ -353,14 +371,14 @@ class ZookeeperSettings(_Strict):
     mounted at `/var/lib/zookeeper`. Unset session bounds are ZooKeeper's: 2 and 20 ticks.
     """
 
-    tick_time_ms: Annotated[int, Strict(), _within(10, 60000)] = 2000
-    init_limit: Annotated[int, Strict(), _within(1, 1000)] = 10
-    sync_limit: Annotated[int, Strict(), _within(1, 1000)] = 5
+    tick_time_ms: Annotated[int, Strict(), _Within(10, 60000)] = 2000
+    init_limit: Annotated[int, Strict(), _Within(1, 1000)] = 10
+    sync_limit: Annotated[int, Strict(), _Within(1, 1000)] = 5
     heap: str = "512M"
     max_client_cnxns: Annotated[
         int,
         Strict(),
-        _within(
+        _Within(
             0,
             65535,
             " (connections per client address to one server port; a client address has no "
@@ -368,12 +386,17 @@ class ZookeeperSettings(_Strict):
         ),
     ] = 60
     snap_retain_count: Annotated[
-        int, Strict(), _within(3, JAVA_INT_MAX, " (ZooKeeper keeps at least 3; a Java int)")
+        int, Strict(), _Within(3, JAVA_INT_MAX, " (ZooKeeper keeps at least 3; a Java int)")
     ] = 3
     purge_interval_hours: Annotated[
         int,
         Strict(),
-        _within(0, 8760, " (a Java int; a purge rarer than yearly never happens; 0 turns it off)"),
+        _Within(
+            0,
+            8760,
+            " (a Java int; purging less often than yearly lets snapshots and logs pile up as "
+            "if it were off, which 0 does)",
+        ),
     ] = 12
     min_session_timeout_ms: _SessionTimeoutMs | None = None
     max_session_timeout_ms: _SessionTimeoutMs | None = None
@@ -530,7 +553,7 @@ class ClusterSpec(_Strict):
     name: str
     store: Store = Store.ETCD
     version: str
-    members: Annotated[int, Strict(), _within(1, MAX_MEMBERS)] = 3
+    members: Annotated[int, Strict(), _Within(1, MAX_MEMBERS)] = 3
     etcd: EtcdSettings = EtcdSettings()
     zookeeper: ZookeeperSettings = ZookeeperSettings()
     local: LocalSettings = LocalSettings()

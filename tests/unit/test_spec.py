@@ -276,3 +276,13 @@ def test_even_member_count_is_allowed_with_a_warning() -> None:
 def test_a_spec_must_be_a_mapping() -> None:
     with pytest.raises(SpecError, match="a spec is a mapping"):
         parse_spec(["members", 3])
+
+
+def test_bounds_reach_the_json_schema_of_the_custom_resources() -> None:
+    schema = ClusterSpec.model_json_schema()
+    assert (
+        schema["properties"]["members"]["minimum"],
+        schema["properties"]["members"]["maximum"],
+    ) == (1, 9)
+    election = schema["$defs"]["EtcdSettings"]["properties"]["election_timeout_ms"]
+    assert election["maximum"] == 50000
