@@ -45,9 +45,7 @@ JAVA_INT_MAX = 2**31 - 1
 """ZooKeeper reads its numeric settings with `Integer.parseInt` (QuorumPeerConfig.parseProperties):
 a bigger value stops the server at start."""
 GO_INT64_MAX = 2**63 - 1
-"""etcd's `--quota-backend-bytes` is an int64 flag, and `time.Duration` counts int64 nanoseconds."""
-GO_UINT64_MAX = 2**64 - 1
-"""etcd's `--snapshot-count` is a uint64 flag (embed/config.go)."""
+"""Go's `time.Duration` counts int64 nanoseconds; `strconv.Atoi` reads an int64."""
 
 ETCD_MAX_ELECTION_MS = 50000
 """embed/config.go `maxElectionMs`: etcd refuses to start with "--election-timeout[Nms] is too
@@ -58,7 +56,8 @@ the maximum value" above it and degrades)."""
 ETCD_DEFAULT_QUOTA_BYTES = 2 * 1024**3
 """storage/quota.go `DefaultQuotaBytes`, what a quota of 0 means."""
 ETCD_SANE_SNAPSHOT_COUNT = 10_000_000
-"""1000 x etcd 3.6's default: etcd 3.5 keeps that many raft entries in memory between snapshots
+"""Well inside the uint64 of `--snapshot-count` (embed/config.go), and 1000 x etcd 3.6's
+default: etcd 3.5 keeps that many raft entries in memory between snapshots
 and every member replays them from its WAL at start."""
 
 _HEAP = re.compile(r"^([1-9][0-9]*)([kKmMgGtT])$")
@@ -194,6 +193,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _is_whole(text: str) -> bool:
+    """ASCII digits only, as Go's strconv.Atoi reads them (str.isdigit also takes "²")."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
 def go_duration_ns(text: str) -> int | None:
     """Nanoseconds of an unsigned Go duration (`1h`, `30m`, `1h30m`, `1.5h`, `0`), or None when
     Go's `time.ParseDuration` would refuse it or it overflows int64 nanoseconds."""
@@ -258,9 +262,8 @@ class EtcdSettings(_Strict):
     @property
     def compaction_off(self) -> bool:
         """etcd runs no compactor when the retention parses to zero (embed/etcd.go)."""
-        return go_duration_ns(self.auto_compaction_retention) == 0 or (
-            self.auto_compaction_retention.isdigit() and int(self.auto_compaction_retention) == 0
-        )
+        retention = self.auto_compaction_retention
+        return go_duration_ns(retention) == 0 or (_is_whole(retention) and int(retention) == 0)
 
     @model_validator(mode="after")
     def _etcd_rules(self) -> EtcdSettings:
@@ -293,20 +296,23 @@ class EtcdSettings(_Strict):
         accident: a duration in revision mode is read as that many nanoseconds of revisions."""
         retention = self.auto_compaction_retention
         if self.auto_compaction_mode == "revision":
-            if retention.isdigit() and int(retention) <= GO_INT64_MAX:
+            if _is_whole(retention) and int(retention) <= GO_INT64_MAX:
                 return None
-            duration = go_duration_ns(retention)
+            meant_periodic = (
+                "auto_compaction_retention" in self.model_fields_set
+                and go_duration_ns(retention) is not None
+            )
             return Problem(
                 "auto_compaction_retention",
                 retention,
                 "in revision mode etcd keeps the last N revisions: N must be a whole number "
                 "(0 turns compaction off)",
                 {"auto_compaction_mode": "periodic"}
-                if duration is not None
+                if meant_periodic
                 else {"auto_compaction_retention": "1000"},
-                "" if duration is None else "keep revision mode with a whole number such as 1000",
+                "keep revision mode with a whole number such as 1000" if meant_periodic else "",
             )
-        if retention.isdigit():
+        if _is_whole(retention):
             if int(retention) * _HOUR_NS <= GO_INT64_MAX:
                 return None
             rule = "a whole number of hours must fit etcd's duration (int64 nanoseconds)"
@@ -664,7 +670,7 @@ def _field_default(location: Sequence[str | int]) -> object:
 
 
 def _whole(value: object) -> int | None:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _is_whole(value.strip()):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)

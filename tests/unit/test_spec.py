@@ -51,6 +51,8 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"etcd": {"auto_compaction_retention": "-1h"}}, "etcd.auto_compaction_retention"),
     ({"etcd": {"auto_compaction_retention": "1.5"}}, "etcd.auto_compaction_retention"),
     ({"etcd": {"auto_compaction_retention": "5ns"}}, "etcd.auto_compaction_retention"),
+    ({"etcd": {"auto_compaction_retention": "²"}}, "etcd.auto_compaction_retention"),
+    ({"members": "³"}, "members"),
     ({"etcd": {"auto_compaction_retention": "9999999h"}}, "etcd.auto_compaction_retention"),
     ({"etcd": {"auto_compaction_mode": "revision"}}, "etcd.auto_compaction_retention"),
     (
@@ -132,6 +134,20 @@ def test_messages_say_value_rule_and_fix(bad: dict[str, Any], says: list[str]) -
         parse_spec({"name": "x", **bad})
     for words in says:
         assert words in str(refused.value), str(refused.value)
+
+
+def test_revision_mode_fix_keeps_what_the_user_chose() -> None:
+    with pytest.raises(SpecError) as mode_only:
+        parse_spec({"name": "x", "etcd": {"auto_compaction_mode": "revision"}})
+    assert mode_only.value.fix == {"etcd.auto_compaction_retention": "1000"}
+    with pytest.raises(SpecError) as duration:
+        parse_spec(
+            {
+                "name": "x",
+                "etcd": {"auto_compaction_mode": "revision", "auto_compaction_retention": "2h"},
+            }
+        )
+    assert duration.value.fix == {"etcd.auto_compaction_mode": "periodic"}
 
 
 def test_a_fix_may_remove_a_field() -> None:
