@@ -336,7 +336,9 @@ class EtcdSettings(_Strict):
             '"0" to turn compaction off',
         )
 
+    @property
     def warnings(self) -> list[str]:
+        """Risks of settings etcd accepts, each with its fix."""
         if not self.compaction_off:
             return []
         quota = self.quota_backend_bytes or ETCD_DEFAULT_QUOTA_BYTES
@@ -479,6 +481,7 @@ class ZookeeperSettings(_Strict):
             )
         raise _refuse_all([problem])
 
+    @property
     def warnings(self) -> list[str]:
         """Settings ZooKeeper runs with but that risk sessions or joins."""
         tick = self.tick_time_ms
@@ -645,7 +648,7 @@ class ClusterSpec(_Strict):
         """Risks of settings the store accepts, each with its fix; `up` prints them."""
         settings = self.etcd if self.store is Store.ETCD else self.zookeeper
         found = [self.even_count_warning] if self.even_count_warning else []
-        return [*found, *settings.warnings()]
+        return [*found, *settings.warnings]
 
 
 def _pinned(store: object) -> str:

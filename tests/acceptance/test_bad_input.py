@@ -190,6 +190,19 @@ def _up_args(cluster: LocalClusterUnderTest, members: int, spec_file: Path) -> l
     ]
 
 
+def test_a_refused_up_creates_no_state_dir(cluster: LocalClusterUnderTest, tmp_path: Path) -> None:
+    """A release that is not installed is refused before the state dir is made."""
+    fresh = tmp_path / "fresh-state"
+    missing = {"etcd": "3.6.99", "zookeeper": "3.8.99"}[cluster.store]
+    message = _refused(
+        cluster,
+        *("up", cluster.name, "--store", cluster.store, "--version", missing),
+        *("--subnet", cluster.subnet, "--state-dir", str(fresh)),
+    )
+    assert "version:" in message and "install" in message
+    assert not fresh.exists()
+
+
 @pytest.mark.parametrize("store", ["etcd"])
 def test_up_warns_when_a_quota_is_set_with_compaction_off(
     cluster: LocalClusterUnderTest, tmp_path: Path

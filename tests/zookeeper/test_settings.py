@@ -59,7 +59,7 @@ def test_tuned_timing_is_accepted() -> None:
         tick_time_ms=500, min_session_timeout_ms=1000, max_session_timeout_ms=10000
     )
     assert tuned.sync_limit * tuned.tick_time_ms <= tuned.session_timeout_bounds_ms[1]
-    assert tuned.warnings() == []
+    assert tuned.warnings == []
 
 
 def _server_conf(address: str) -> dict[str, str]:

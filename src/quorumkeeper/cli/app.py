@@ -192,11 +192,11 @@ def up(
         data["local"] = {**data.get("local", {}), "subnet": subnet}
     spec = _validated(data, base_dir=Path.cwd())  # a relative data_dir is taken from here
     paths = _paths(state_dir, name)
-    try:
-        check_state_dir(paths.state_dir)
+    try:  # every check that only reads comes first: a refused `up` creates nothing
         check_name_free(paths)
         check_binary(spec)
         spec = choose_subnet(spec, paths.state_dir, explicit=subnet is not None)
+        check_state_dir(paths.state_dir)
     except Refused as error:
         raise _fail(str(error)) from None
     for warning in spec.warnings:
