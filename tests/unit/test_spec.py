@@ -1,37 +1,280 @@
-"""Spec validation: every bad value is refused with the field named and a fix."""
+"""Spec validation: every bad value is refused with field, value, rule and a fix that passes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from quorumkeeper.spec import SpecError, parse_spec
+from quorumkeeper.spec import (
+    REMOVE,
+    ClusterSpec,
+    SpecError,
+    apply_fix,
+    dump_spec,
+    go_duration_ns,
+    load_spec,
+    machine_memory_bytes,
+    parse_spec,
+)
+
+BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
+    # issue 10, part 3
+    ({"zookeeper": {"min_session_timeout_ms": 60000}}, "zookeeper.min_session_timeout_ms"),
+    ({"etcd": {"election_timeout_ms": 60000}}, "etcd.election_timeout_ms"),
+    ({"etcd": {"snapshot_count": 10**30}}, "etcd.snapshot_count"),
+    ({"etcd": {"quota_backend_bytes": 16 * 1024**3}}, "etcd.quota_backend_bytes"),
+    ({"etcd": {"quota_backend_bytes": 10**30}}, "etcd.quota_backend_bytes"),
+    ({"zookeeper": {"max_client_cnxns": 3_000_000_000}}, "zookeeper.max_client_cnxns"),
+    ({"zookeeper": {"purge_interval_hours": 3_000_000_000}}, "zookeeper.purge_interval_hours"),
+    ({"zookeeper": {"heap": "99999999G"}}, "zookeeper.heap"),
+    ({"etcd": {"auto_compaction_retention": "banana"}}, "etcd.auto_compaction_retention"),
+    ({"members": True}, "members"),
+    # strict types and the stores' other formats
+    ({"members": "3"}, "members"),
+    ({"members": 3.0}, "members"),
+    ({"members": 0}, "members"),
+    ({"members": 10}, "members"),
+    ({"zookeeper": {"tick_time_ms": False}}, "zookeeper.tick_time_ms"),
+    ({"zookeeper": {"max_session_timeout_ms": 3000}}, "zookeeper.max_session_timeout_ms"),
+    (
+        {"zookeeper": {"min_session_timeout_ms": 9000, "max_session_timeout_ms": 5000}},
+        "zookeeper.min_session_timeout_ms",
+    ),
+    ({"zookeeper": {"heap": "lots"}}, "zookeeper.heap"),
+    ({"zookeeper": {"heap": "32M"}}, "zookeeper.heap"),
+    ({"zookeeper": {"data_dir": "/var/lib/zk"}}, "zookeeper.data_dir"),
+    ({"zookeeper": {"log_level": "LOUD"}}, "zookeeper.log_level"),
+    ({"etcd": {"heartbeat_interval_ms": 500}}, "etcd.election_timeout_ms"),
+    ({"etcd": {"heartbeat_interval_ms": 6000}}, "etcd.heartbeat_interval_ms"),
+    ({"etcd": {"auto_compaction_retention": "-1h"}}, "etcd.auto_compaction_retention"),
+    ({"etcd": {"auto_compaction_retention": "1.5"}}, "etcd.auto_compaction_retention"),
+    ({"etcd": {"auto_compaction_retention": "5ns"}}, "etcd.auto_compaction_retention"),
+    ({"etcd": {"auto_compaction_retention": "²"}}, "etcd.auto_compaction_retention"),
+    ({"members": "³"}, "members"),
+    ({"etcd": {"auto_compaction_retention": "9999999h"}}, "etcd.auto_compaction_retention"),
+    ({"etcd": {"auto_compaction_mode": "revision"}}, "etcd.auto_compaction_retention"),
+    (
+        {"etcd": {"auto_compaction_mode": "revision", "auto_compaction_retention": "lots"}},
+        "etcd.auto_compaction_retention",
+    ),
+    ({"name": "Bad_Name"}, "name"),
+    ({"name": "-x"}, "name"),
+    ({"store": "redis"}, "store"),
+    ({"version": "3.4.23"}, "version"),
+    ({"version": "latest"}, "version"),
+    ({"store": "zookeeper", "version": "3.4.14"}, "version"),
+    ({"store": "zookeeper", "version": "3.7.1"}, "version"),
+    ({"local": {"subnet": "10.0.0"}}, "local.subnet"),
+    ({"colour": "blue"}, "colour"),
+    ({"data_dir": "relative/data"}, "data_dir"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field"), BAD_INPUTS)
+def test_every_refusal_names_field_value_rule_and_a_fix_that_validates(
+    bad: dict[str, Any], field: str
+) -> None:
+    data = {"name": "x", **bad}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(data)
+    error = refused.value
+    problem = next((p for p in error.problems if p.field == field), None)
+    assert problem is not None, str(error)
+    line = str(problem)
+    assert line.startswith(f"{field}: {problem.value!r}; rule: "), line
+    assert "; fix: " in line and problem.fix, line
+    assert str(error).splitlines()[0] == str(error.problems[0])
+
+    fixed = parse_spec(apply_fix(data, error.fix))
+    assert isinstance(fixed, ClusterSpec)
+
+
+def test_fixes_reach_cross_field_rules_a_first_fix_reveals() -> None:
+    """heartbeat 6000 is clamped to 5000, which the default election timeout then breaks."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({"name": "x", "etcd": {"heartbeat_interval_ms": 6000}})
+    assert refused.value.fix == {
+        "etcd.heartbeat_interval_ms": 5000,
+        "etcd.election_timeout_ms": 25000,
+    }
 
 
 @pytest.mark.parametrize(
-    ("data", "field", "fix"),
+    ("bad", "says"),
     [
-        ({"name": "x", "members": 0}, "members", "between 1 and 9"),
-        ({"name": "x", "members": 10}, "members", "between 1 and 9"),
-        ({"name": "Bad_Name"}, "name", "DNS-1123"),
-        ({"name": "-x"}, "name", "DNS-1123"),
-        ({"name": "x", "store": "redis"}, "store", "etcd"),
-        ({"name": "x", "version": "3.4.23"}, "version", "3.5, 3.6, 3.7"),
-        ({"name": "x", "store": "zookeeper", "version": "3.4.14"}, "version", "dynamic reconfig"),
-        ({"name": "x", "store": "zookeeper", "version": "3.7.1"}, "version", "3.8, 3.9"),
-        ({"name": "x", "zookeeper": {"heap": "lots"}}, "zookeeper.heap", "K, M or G"),
-        ({"name": "x", "zookeeper": {"tick_time_ms": 200}}, "zookeeper", "max_session_timeout"),
-        ({"name": "x", "zookeeper": {"sync_limit": 30}}, "zookeeper", "hung leader"),
-        ({"name": "x", "version": "latest"}, "version", "3.7.3"),
-        ({"name": "x", "local": {"subnet": "10.0.0"}}, "local.subnet", "127.0.0.0/8"),
-        ({"name": "x", "etcd": {"heartbeat_interval_ms": 500}}, "etcd", "election_timeout_ms"),
-        ({"name": "x", "colour": "blue"}, "colour", "remove it"),
+        (
+            {"etcd": {"election_timeout_ms": 60000}},
+            [
+                "60000",
+                "between 50 and 50000",
+                "etcd refuses",
+                "fix: set etcd.election_timeout_ms: 50000",
+            ],
+        ),
+        (
+            {"zookeeper": {"min_session_timeout_ms": 60000}},
+            ["unset and so 20 x tick_time_ms = 40000", "max_session_timeout_ms: 60000"],
+        ),
+        ({"members": True}, ["members: True", "whole number", "fix: set members: 3"]),
+        ({"members": "3"}, ["members: '3'", "quoted", "fix: set members: 3"]),
+        ({"members": 0}, ["members must be between 1 and 9", "fix: set members: 1"]),
+        ({"etcd": {"quota_backend_bytes": 10**30}}, ["MaxQuotaBytes", "8589934592"]),
+        ({"zookeeper": {"heap": "99999999G"}}, ["at most 64T", "this machine has"]),
+        ({"etcd": {"auto_compaction_retention": "banana"}}, ["Go duration", '"0" turns']),
+        ({"colour": "blue"}, ["not a field", "fix: remove colour"]),
+        ({"name": "Bad_Name"}, ["DNS-1123", "fix: set name: bad-name"]),
+        ({"version": "3.4.23"}, ["3.5, 3.6, 3.7"]),
+        ({"store": "zookeeper", "version": "3.4.14"}, ["dynamic reconfig", "version: 3.9.5"]),
     ],
 )
-def test_bad_spec_names_field_and_fix(data: dict[str, object], field: str, fix: str) -> None:
-    with pytest.raises(SpecError) as raised:
-        parse_spec(data)
-    assert raised.value.args[0].startswith(f"{field}:"), raised.value.args[0]
-    assert fix in raised.value.args[0]
+def test_messages_say_value_rule_and_fix(bad: dict[str, Any], says: list[str]) -> None:
+    with pytest.raises(SpecError) as refused:
+        parse_spec({"name": "x", **bad})
+    for words in says:
+        assert words in str(refused.value), str(refused.value)
+
+
+def test_revision_mode_fix_keeps_what_the_user_chose() -> None:
+    with pytest.raises(SpecError) as mode_only:
+        parse_spec({"name": "x", "etcd": {"auto_compaction_mode": "revision"}})
+    assert mode_only.value.fix == {"etcd.auto_compaction_retention": "1000"}
+    with pytest.raises(SpecError) as duration:
+        parse_spec(
+            {
+                "name": "x",
+                "etcd": {"auto_compaction_mode": "revision", "auto_compaction_retention": "2h"},
+            }
+        )
+    assert duration.value.fix == {"etcd.auto_compaction_mode": "periodic"}
+
+
+def test_a_fix_may_remove_a_field() -> None:
+    assert apply_fix({"a": {"b": 1, "c": 2}}, {"a.b": REMOVE, "d.e": 3}) == {
+        "a": {"c": 2},
+        "d": {"e": 3},
+    }
+
+
+@pytest.mark.parametrize(
+    "zookeeper",
+    [
+        {"max_session_timeout_ms": 90000},
+        {"tick_time_ms": 3000},
+        {"tick_time_ms": 200},
+        {"min_session_timeout_ms": 1000},
+        {"sync_limit": 30},
+    ],
+)
+def test_what_zookeeper_runs_with_is_accepted(zookeeper: dict[str, Any]) -> None:
+    parse_spec({"name": "x", "store": "zookeeper", "zookeeper": zookeeper})
+
+
+def test_unset_session_bounds_derive_from_tick_time_as_zookeeper_does() -> None:
+    settings = parse_spec({"name": "x", "zookeeper": {"tick_time_ms": 3000}}).zookeeper
+    assert (settings.min_session_timeout_ms, settings.max_session_timeout_ms) == (None, None)
+    assert settings.session_timeout_bounds_ms == (6000, 60000)
+    explicit = parse_spec({"name": "x", "zookeeper": {"max_session_timeout_ms": 90000}})
+    assert explicit.zookeeper.session_timeout_bounds_ms == (4000, 90000)
+
+
+@pytest.mark.parametrize(
+    ("mode", "retention", "off"),
+    [
+        ("periodic", "1h", False),
+        ("periodic", "30m", False),
+        ("periodic", "1h30m", False),
+        ("periodic", ".5h", False),
+        ("periodic", "5", False),
+        ("periodic", 5, False),
+        ("periodic", "0", True),
+        ("periodic", "0s", True),
+        ("revision", "1000", False),
+        ("revision", "0", True),
+    ],
+)
+def test_compaction_retention_in_the_format_etcd_reads(
+    mode: str, retention: object, off: bool
+) -> None:
+    etcd = parse_spec(
+        {
+            "name": "x",
+            "etcd": {"auto_compaction_mode": mode, "auto_compaction_retention": retention},
+        }
+    ).etcd
+    assert etcd.auto_compaction_retention == str(retention)
+    assert etcd.compaction_off is off
+
+
+@pytest.mark.parametrize(
+    ("text", "nanoseconds"),
+    [
+        ("0", 0),
+        ("1h", 3600 * 10**9),
+        ("1h30m", 5400 * 10**9),
+        ("1.5h", 5400 * 10**9),
+        ("300ms", 3 * 10**8),
+        ("2µs", 2000),
+        ("1", None),
+        ("h", None),
+        ("1d", None),
+        ("-1h", None),
+        ("", None),
+        ("2562048h", None),
+    ],
+)
+def test_go_durations(text: str, nanoseconds: int | None) -> None:
+    assert go_duration_ns(text) == nanoseconds
+
+
+def test_a_quota_with_compaction_off_warns_of_nospace() -> None:
+    spec = parse_spec(
+        {
+            "name": "x",
+            "etcd": {"quota_backend_bytes": 16777216, "auto_compaction_retention": "0"},
+        }
+    )
+    (warning,) = spec.warnings
+    assert "16777216" in warning and "NOSPACE" in warning and "fix:" in warning
+    assert parse_spec({"name": "x"}).warnings == []
+
+
+def test_advice_beyond_zookeepers_rules_is_a_warning() -> None:
+    spec = parse_spec(
+        {
+            "name": "x",
+            "store": "zookeeper",
+            "members": 4,
+            "zookeeper": {"sync_limit": 30, "min_session_timeout_ms": 1000},
+        }
+    )
+    warnings = "\n".join(spec.warnings)
+    assert "odd count" in warnings
+    assert "no client session survives" in warnings and "max_session_timeout_ms: 60000" in warnings
+    assert "init_limit: 30" in warnings
+    assert "min_session_timeout_ms 1000 is under 2 x" in warnings
+    assert parse_spec({"name": "x", "store": "zookeeper"}).warnings == []
+
+
+def test_a_heap_above_this_machines_memory_warns() -> None:
+    terabytes = machine_memory_bytes() // 1024**4 + 1
+    spec = parse_spec({"name": "x", "store": "zookeeper", "zookeeper": {"heap": f"{terabytes}T"}})
+    assert any("more than this machine's memory" in w for w in spec.warnings)
+
+
+def test_relative_data_dir_is_resolved_once_against_the_command_folder(tmp_path: Path) -> None:
+    spec = parse_spec({"name": "x", "data_dir": "reldata/../data"}, base_dir=tmp_path)
+    assert spec.data_dir == tmp_path / "data"
+    stored = tmp_path / "spec.yaml"
+    stored.write_text(dump_spec(spec))
+    assert load_spec(stored).data_dir == tmp_path / "data"
+    assert parse_spec({"name": "x", "data_dir": "~/d"}).data_dir == Path.home() / "d"
+
+
+def test_a_stored_relative_data_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="data_dir: 'reldata'; rule: a stored spec"):
+        parse_spec({"name": "x", "data_dir": "reldata"})
 
 
 def test_each_store_defaults_to_its_pinned_release() -> None:
@@ -44,3 +287,18 @@ def test_even_member_count_is_allowed_with_a_warning() -> None:
     assert spec.members == 4
     assert spec.even_count_warning and "odd" in spec.even_count_warning
     assert parse_spec({"name": "x", "members": 3}).even_count_warning is None
+
+
+def test_a_spec_must_be_a_mapping() -> None:
+    with pytest.raises(SpecError, match="a spec is a mapping"):
+        parse_spec(["members", 3])
+
+
+def test_bounds_reach_the_json_schema_of_the_custom_resources() -> None:
+    schema = ClusterSpec.model_json_schema()
+    assert (
+        schema["properties"]["members"]["minimum"],
+        schema["properties"]["members"]["maximum"],
+    ) == (1, 9)
+    election = schema["$defs"]["EtcdSettings"]["properties"]["election_timeout_ms"]
+    assert election["maximum"] == 50000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 from quorumkeeper import distributions
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.state import ensure_secret
-from quorumkeeper.stores.zookeeper import parse_config, superuser_digest_flag
+from quorumkeeper.stores.zookeeper import four_letter_word, parse_config, superuser_digest_flag
+from tests.zookeeper.conftest import Ensemble
 
 
 def test_defaults_are_the_seeds() -> None:
@@ -21,26 +23,25 @@ def test_defaults_are_the_seeds() -> None:
     assert (settings.tick_time_ms, settings.init_limit, settings.sync_limit) == (2000, 10, 5)
     assert (settings.heap, settings.max_client_cnxns, settings.log_level) == ("512M", 60, "INFO")
     assert (settings.snap_retain_count, settings.purge_interval_hours) == (3, 12)
-    assert (settings.min_session_timeout_ms, settings.max_session_timeout_ms) == (4000, 40000)
+    assert settings.session_timeout_bounds_ms == (4000, 40000)
 
 
 @pytest.mark.parametrize(
     ("fields", "names", "fix"),
     [
-        ({"min_session_timeout_ms": 3000}, "min_session_timeout_ms", "raise it to 4000"),
-        ({"max_session_timeout_ms": 50000}, "max_session_timeout_ms", "lower it to 40000"),
-        (
-            {"tick_time_ms": 200, "min_session_timeout_ms": 400, "max_session_timeout_ms": 800},
-            "sync_limit",
-            "raise it to 1000",
-        ),
-        ({"init_limit": 2}, "init_limit", "raise init_limit"),
-        ({"heap": "lots"}, "zookeeper.heap", "followed by K, M or G"),
-        ({"heap": "512"}, "zookeeper.heap", "followed by K, M or G"),
-        ({"heap": "32M"}, "zookeeper.heap", "raise it to 64M"),
+        ({"max_session_timeout_ms": 3000}, "max_session_timeout_ms", "2 x tick_time_ms = 4000"),
+        ({"min_session_timeout_ms": 60000}, "min_session_timeout_ms", "max_session_timeout_ms"),
+        ({"max_client_cnxns": 2**31}, "max_client_cnxns", "between 0 and 65535"),
+        ({"purge_interval_hours": 2**31}, "purge_interval_hours", "a Java int"),
+        ({"snap_retain_count": 2}, "snap_retain_count", "ZooKeeper keeps at least 3"),
+        ({"heap": "lots"}, "heap", "followed by K, M, G or T"),
+        ({"heap": "512"}, "heap", "followed by K, M, G or T"),
+        ({"heap": "32M"}, "heap", "at least 64M"),
+        ({"heap": "99999999G"}, "heap", "at most 64T"),
         ({"data_dir": "/var/lib/zk"}, "data_dir", "relative path"),
         ({"data_log_dir": "../log"}, "data_log_dir", "relative path"),
-        ({"tick_time_ms": 0}, "tick_time_ms", "greater than or equal to 10"),
+        ({"tick_time_ms": 0}, "tick_time_ms", "between 10 and 60000"),
+        ({"tick_time_ms": True}, "tick_time_ms", "valid integer"),
     ],
 )
 def test_bad_settings_are_refused_with_the_field_and_fix(
@@ -57,7 +58,34 @@ def test_tuned_timing_is_accepted() -> None:
     tuned = ZookeeperSettings(
         tick_time_ms=500, min_session_timeout_ms=1000, max_session_timeout_ms=10000
     )
-    assert tuned.sync_limit * tuned.tick_time_ms <= tuned.max_session_timeout_ms
+    assert tuned.sync_limit * tuned.tick_time_ms <= tuned.session_timeout_bounds_ms[1]
+    assert tuned.warnings == []
+
+
+def _server_conf(address: str) -> dict[str, str]:
+    text = four_letter_word(address, "conf", timeout=5)
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+@pytest.mark.zookeeper
+def test_zookeeper_runs_with_what_the_spec_accepts(
+    ensemble_factory: Callable[..., Ensemble],
+) -> None:
+    """A max session of 90 s at tick 2000 and a tick of 3000 alone are ZooKeeper's to accept:
+    a real server starts with them, and unset bounds are the ones it derives (2 and 20 ticks)."""
+    long_sessions = ensemble_factory(ZookeeperSettings(heap="128M", max_session_timeout_ms=90000))
+    slow_ticks = ensemble_factory(ZookeeperSettings(heap="128M", tick_time_ms=3000))
+    long_sessions.bootstrap()
+    slow_ticks.bootstrap()
+    assert _session_bounds(long_sessions) == ("4000", "90000")
+    assert _session_bounds(slow_ticks) == ("6000", "60000")
+    zoo_cfg = slow_ticks.runtime.data_dir(slow_ticks.endpoint(0)) / "conf" / "zoo.cfg"
+    assert "SessionTimeout" not in zoo_cfg.read_text()
+
+
+def _session_bounds(ensemble: Ensemble) -> tuple[str, str]:
+    conf = _server_conf(ensemble.endpoint(0).address)
+    return conf["minSessionTimeout"], conf["maxSessionTimeout"]
 
 
 @pytest.mark.parametrize("version", ["3.4.14", "3.4.10"])

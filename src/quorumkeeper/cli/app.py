@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -56,7 +57,22 @@ StateDirOption = Annotated[
 WaitOption = Annotated[
     bool, typer.Option("--wait/--no-wait", help="return only once the cluster matches its spec")
 ]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="seconds to wait before failing")]
+
+
+def _positive_seconds(seconds: float) -> float:
+    """Refused before anything happens: a wait that can't be positive is no wait at all."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise typer.BadParameter(
+            f"{seconds}; rule: seconds to wait, more than 0; fix: --timeout 120 "
+            "(or --no-wait to return at once)"
+        )
+    return seconds
+
+
+TimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", help="seconds to wait before failing", callback=_positive_seconds),
+]
 
 
 class OutputFormat(StrEnum):
@@ -144,9 +160,9 @@ def _blockers(status: dict[str, Any], waited: float) -> list[str]:
     return blockers
 
 
-def _validated(data: dict[str, Any]) -> ClusterSpec:
+def _validated(data: dict[str, Any], *, base_dir: Path | None = None) -> ClusterSpec:
     try:
-        return parse_spec(data)
+        return parse_spec(data, base_dir=base_dir)
     except SpecError as error:
         raise _fail(str(error)) from None
 
@@ -192,17 +208,17 @@ def up(
     data.update({key: value for key, value in flags.items() if value is not None})
     if subnet:
         data["local"] = {**data.get("local", {}), "subnet": subnet}
-    spec = _validated(data)
+    spec = _validated(data, base_dir=Path.cwd())  # a relative data_dir is taken from here
     paths = _paths(state_dir, name)
-    try:
-        check_state_dir(paths.state_dir)
+    try:  # every check that only reads comes first: a refused `up` creates nothing
         check_name_free(paths)
         check_binary(spec)
         spec = choose_subnet(spec, paths.state_dir, explicit=subnet is not None)
+        check_state_dir(paths.state_dir)
     except Refused as error:
         raise _fail(str(error)) from None
-    if spec.even_count_warning:
-        err.print(f"[yellow]warning:[/] {spec.even_count_warning}", highlight=False)
+    for warning in spec.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     paths.save_spec(spec)
     keeper.spawn(paths)
     err.print(

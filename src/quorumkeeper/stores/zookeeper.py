@@ -753,13 +753,19 @@ class ZookeeperLauncher(MemberLauncher):
             "dataDir": snapshots,
             "dataLogDir": txn_logs,
             "maxClientCnxns": settings.max_client_cnxns,
-            "minSessionTimeout": settings.min_session_timeout_ms,
-            "maxSessionTimeout": settings.max_session_timeout_ms,
             "autopurge.snapRetainCount": settings.snap_retain_count,
             "autopurge.purgeInterval": settings.purge_interval_hours,
             "standaloneEnabled": "false",
             "4lw.commands.whitelist": ",".join(FOUR_LETTER_WORDS),
             "admin.enableServer": "false",  # it would bind 0.0.0.0:8080; 4lw covers our needs
+            **{
+                key: value
+                for key, value in (
+                    ("minSessionTimeout", settings.min_session_timeout_ms),
+                    ("maxSessionTimeout", settings.max_session_timeout_ms),
+                )
+                if value is not None  # unset: ZooKeeper derives them from tickTime
+            },
         }
 
     def write_zoo_cfg(self, data_dir: Path, config: dict[str, object]) -> None:
