@@ -7,7 +7,9 @@ these operations onto its own protocol while keeping the guarantees written here
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -72,6 +74,40 @@ class JoinRules:
     """
 
     transfers_leadership: bool = True
+
+
+@dataclass(frozen=True, order=True)
+class DataPosition:
+    """How far a member's data on disk reaches, read the way the store reads it when it loads:
+    only records that pass the store's own checksums count.
+
+    Ordered as (term, index), the order both stores elect by: raft's (last term, last index) for
+    etcd, the zxid's (epoch, counter) for ZooKeeper. `label` is the position in the store's own
+    words ("term 3, index 1642", "zxid 0x300000642"). `damage` names the first record that failed
+    a check (file, byte offset, what failed), None when everything read is intact. `loads` is
+    False when the store refuses to start on this data (etcd stops at a WAL CRC mismatch), True
+    when it starts from `(term, index)` (ZooKeeper truncates its log at the damage).
+    """
+
+    term: int
+    index: int
+    label: str = field(compare=False)
+    damage: str | None = field(default=None, compare=False)
+    loads: bool = field(default=True, compare=False)
+
+
+def unusable_data_line(log_text: str, errors: Sequence[tuple[str, str]]) -> str | None:
+    """The line of `log_text` that shows one of `errors` ((regular expression, upstream source)
+    pairs), trying them in order: a store's list puts the specific causes before the generic
+    wrapper lines that precede them in its log, so the line returned says why. None when no
+    pattern matches."""
+    lines = log_text.splitlines()
+    for pattern, _source in errors:
+        compiled = re.compile(pattern)
+        for line in lines:
+            if compiled.search(line):
+                return line.strip()
+    return None
 
 
 class StoreError(RuntimeError):
@@ -177,3 +213,20 @@ class MemberLauncher(abc.ABC):
     @abc.abstractmethod
     def has_data(self, data_dir: Path) -> bool:
         """Whether `data_dir` holds this member's state (false after a wipe or before a join)."""
+
+    @abc.abstractmethod
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """How far the data in `data_dir` reaches, as the store would load it; None when there
+        is no data (whenever `has_data` is false).
+
+        Never raises on damaged or unexpected data: what can't be read is the position's
+        `damage`. Reads only the store's logs and their headers, so it is fast enough to run for
+        every stopped member before a cold start.
+        """
+
+    @abc.abstractmethod
+    def unusable_data(self, log_text: str) -> str | None:
+        """The line of `log_text` (what a member printed since its last start) that shows one of
+        the store's known errors for data it can't use, else None. A port in use or a bad flag
+        is not one: restarting elsewhere or fixing the setting helps, moving data aside does not.
+        """
