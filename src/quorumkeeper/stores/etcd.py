@@ -163,6 +163,10 @@ UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
     # (regular expression, upstream source in etcd v3.7.3 / go.etcd.io/raft v3.7), causes first
     (r"walpb: crc mismatch", "server/storage/wal/walpb/record.go ErrCRCMismatch"),
     (
+        r"proto: cannot parse invalid wire-format data",
+        "google.golang.org/protobuf errDecode, from storage/wal/decoder.go decodeRecord",
+    ),
+    (
         r"tocommit\(\d+\) is out of range \[lastIndex\(\d+\)\]",
         "raft log.go raftLog.commitTo (a wiped member restarted under its old identity)",
     ),

@@ -25,6 +25,7 @@ import itertools
 import mmap
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ METADATA_TYPE, ENTRY_TYPE, STATE_TYPE, CRC_TYPE, SNAPSHOT_TYPE = 1, 2, 3, 4, 5
 FRAME_SIZE_BYTES = 8
 MIN_SECTOR_SIZE = 512
 _LENGTH_MASK = (1 << 56) - 1
+_FRAME_LENGTH = struct.Struct("<q")
 
 
 class _Undecodable(ValueError):
@@ -46,24 +48,32 @@ class _Undecodable(ValueError):
 
 
 def _varint(buffer: bytes, offset: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if offset >= len(buffer) or shift > 63:
-            raise _Undecodable("truncated or overlong varint")
+    """The varint at `offset` and the offset after it; single bytes (most keys and small
+    numbers) take the short path, this function is the hot loop of a WAL read."""
+    try:
         byte = buffer[offset]
-        offset += 1
-        result |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, offset
-        shift += 7
+            return byte, offset + 1
+        result, shift = byte & 0x7F, 7
+        while True:
+            offset += 1
+            byte = buffer[offset]
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result & 0xFFFFFFFFFFFFFFFF, offset + 1
+            shift += 7
+            if shift > 63:
+                raise _Undecodable("overlong varint")
+    except IndexError:
+        raise _Undecodable("truncated varint") from None
 
 
 def _fields(buffer: bytes) -> dict[int, int | bytes]:
     """The last value of each field of a protobuf message (proto wire format): varints as ints,
     length-delimited fields as bytes. Raises `_Undecodable` on malformed input."""
     fields: dict[int, int | bytes] = {}
-    offset = 0
-    while offset < len(buffer):
+    offset, end = 0, len(buffer)
+    while offset < end:
         key, offset = _varint(buffer, offset)
         number, wire_type = key >> 3, key & 7
         if number == 0:
@@ -72,15 +82,14 @@ def _fields(buffer: bytes) -> dict[int, int | bytes]:
             fields[number], offset = _varint(buffer, offset)
         elif wire_type == 2:
             size, offset = _varint(buffer, offset)
-            if offset + size > len(buffer):
+            if offset + size > end:
                 raise _Undecodable("length-delimited field past the end")
             fields[number] = buffer[offset : offset + size]
             offset += size
         elif wire_type in (1, 5):
-            width = 8 if wire_type == 1 else 4
-            if offset + width > len(buffer):
+            offset += 8 if wire_type == 1 else 4
+            if offset > end:
                 raise _Undecodable("fixed-width field past the end")
-            offset += width
         else:
             raise _Undecodable(f"wire type {wire_type}")
     return fields
@@ -156,7 +165,7 @@ class _Read:
         """Decode the frame at `offset`; returns where the next one starts, 0 at a file's end."""
         if offset + FRAME_SIZE_BYTES > size:
             raise _Stop("frame length cut short", cut_short=True)
-        length = int.from_bytes(view[offset : offset + FRAME_SIZE_BYTES], "little", signed=True)
+        length: int = _FRAME_LENGTH.unpack_from(view, offset)[0]
         if length == 0:
             return 0
         record_size = length & _LENGTH_MASK
@@ -166,28 +175,30 @@ class _Read:
         if record_size > size - offset - padding or end > size:
             raise _Stop(f"record of {record_size} bytes runs past the end", cut_short=True)
         frame = view[start:end]
-        torn = number == len(self.names) - 1 and _torn(frame, start)
+        last_file = number == len(self.names) - 1
         try:
             record = _fields(frame[:record_size])
         except _Undecodable as error:
+            torn = last_file and _torn(frame, start)
             raise _Stop(f"undecodable record ({error})", cut_short=torn) from error
         kind, data = _int(record, 1), _bytes(record, 3)
         stored_crc = _int(record, 2) & 0xFFFFFFFF
         if kind != CRC_TYPE:
             self._crc = crc32c.crc32c(data, value=self._crc)
             if stored_crc != self._crc:
+                torn = last_file and _torn(frame, start)
                 raise _Stop(f"walpb: crc mismatch (type {kind} record)", cut_short=torn)
         elif self._crc != 0 and stored_crc != self._crc:
             raise _Stop("walpb: crc mismatch (crc record breaks the chain)", cut_short=False)
         else:
             self._crc = stored_crc
         try:
-            self._record(number, kind, data, f"{self.names[number]} at byte {offset}")
+            self._record(number, kind, data, offset)
         except _Undecodable as error:
             raise _Stop(f"undecodable type {kind} record ({error})", cut_short=False) from error
         return end
 
-    def _record(self, number: int, kind: int, data: bytes, where: str) -> None:
+    def _record(self, number: int, kind: int, data: bytes, offset: int) -> None:
         if kind == ENTRY_TYPE:
             entry = _fields(data)
             self.records.append((number, kind, _int(entry, 2), _int(entry, 3)))
@@ -199,10 +210,11 @@ class _Read:
         elif kind == METADATA_TYPE:
             if self._metadata is not None and self._metadata != data:
                 self.metadata_conflict = self.metadata_conflict or (
-                    f"{where}: wal: conflicting metadata found"
+                    f"{self.names[number]} at byte {offset}: wal: conflicting metadata found"
                 )
             self._metadata = data
         elif kind != CRC_TYPE and self.unexpected_type is None:
+            where = f"{self.names[number]} at byte {offset}"
             self.unexpected_type = (number, f"{where}: unexpected block type {kind}")
 
 
