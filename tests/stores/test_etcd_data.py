@@ -144,13 +144,13 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
         )
         wal = trio.data(member) / "member" / "wal"
         newest = sorted(wal.glob("*.wal"))[-1]
-        took = median_ms(lambda member=member: trio.launcher.data_position(trio.data(member)))
+        took, cpu = median_ms(lambda member=member: trio.launcher.data_position(trio.data(member)))
         print(
-            f"\n{member.name}: data_position {took:.2f} ms (median of 5); WAL "
-            f"{folder_bytes(wal) / 2**20:.1f} MiB on disk, {written_bytes(newest) / 1024:.0f} KiB "
-            f"written; {index} entries"
+            f"\n{member.name}: data_position {took:.1f} ms wall, {cpu:.1f} ms CPU (medians of 5);"
+            f" WAL {folder_bytes(wal) / 2**20:.1f} MiB on disk, "
+            f"{written_bytes(newest) / 1024:.0f} KiB written; {index} entries"
         )
-        assert took < 100
+        assert cpu < 50
 
     # A clean restart's log shows no unusable data.
     restarted = {member: trio.start(member) for member in (zero, one, two)}
@@ -179,6 +179,7 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
     damaged = trio.launcher.data_position(trio.data(one))
     assert damaged is not None and damaged < intact, (seed, offset, damaged, intact)
     assert damaged.damage is not None and newest.name in damaged.damage
+    print(f"\n{one.name} damaged at byte {offset} of {newest.name}: {damaged}")
     pid, before = trio.start(one)
     if damaged.loads:  # the damage began on a length field: etcd truncates the file and starts
         wait_until(lambda: status(one.address), 60, f"{one.name} started after its repair")
