@@ -7,6 +7,7 @@ these operations onto its own protocol while keeping the guarantees written here
 from __future__ import annotations
 
 import abc
+import mmap
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,17 @@ def unusable_data_line(log_text: str, errors: Sequence[tuple[str, str]]) -> str 
             if compiled.search(line):
                 return line.strip()
     return None
+
+
+NONZERO_LOOKAHEAD = 1 << 20
+
+
+def data_after(view: mmap.mmap, offset: int, size: int) -> bool:
+    """Whether anything but zeros follows `offset` within `NONZERO_LOOKAHEAD` bytes: a zero
+    length there hides records (a torn write, or damage) instead of ending the written part.
+    Counted in C, so the preallocated tail costs well under a millisecond."""
+    end = min(size, offset + NONZERO_LOOKAHEAD)
+    return view[offset:end].count(0) != end - offset
 
 
 class StoreError(RuntimeError):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import crc32c
 
-from quorumkeeper.stores.base import DataPosition
+from quorumkeeper.stores.base import DataPosition, data_after
 
 WAL_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 """`walName`: `%016x-%016x.wal`, sequence then the raft index the file starts after."""
@@ -139,6 +139,8 @@ class _Read:
     """Where and why decoding stopped early, None when every file ended cleanly."""
     stop_file: int = -1
     cut_short: bool = False
+    zeroed: str | None = None
+    """Where a zero length hid data after it: etcd reads it as the end of the file."""
     _crc: int = 0
     _metadata: bytes | None = None
 
@@ -152,14 +154,20 @@ class _Read:
                 offset = 0
                 while offset < size:
                     try:
-                        offset = self._frame(view, size, offset, number)
+                        next_offset = self._frame(view, size, offset, number)
                     except _Stop as stop:
                         self.stop = f"{path.name} at byte {offset}: {stop}"
                         self.stop_file = number
                         self.cut_short = stop.cut_short
                         raise
-                    if offset == 0:
-                        return  # a zero length: the rest of the file is preallocated
+                    if next_offset == 0:  # a zero length: the rest should be preallocated
+                        if self.zeroed is None and data_after(view, offset + 8, size):
+                            self.zeroed = (
+                                f"{path.name} at byte {offset}: a zero length with records "
+                                "after it (etcd ends the file here and zeroes the rest)"
+                            )
+                        return
+                    offset = next_offset
 
     def _frame(self, view: mmap.mmap, size: int, offset: int, number: int) -> int:
         """Decode the frame at `offset`; returns where the next one starts, 0 at a file's end."""
@@ -291,5 +299,5 @@ def read_position(wal_dir: Path) -> DataPosition:
         refused = refused or f"{wal_dir}: state.commit {read.commit} is out of range [.., {index}]"
     if refused is not None:
         return DataPosition(term, index, _label(term, index), damage=refused, loads=False)
-    damage = None if read.stop is None else f"{read.stop} (etcd truncates the file there)"
+    damage = read.zeroed if read.stop is None else f"{read.stop} (etcd truncates the file there)"
     return DataPosition(term, index, _label(term, index), damage=damage)

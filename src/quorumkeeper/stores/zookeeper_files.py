@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from quorumkeeper.stores.base import DataPosition
+from quorumkeeper.stores.base import DataPosition, data_after
 
 SNAPSHOT_PREFIX = "snapshot"
 LOG_PREFIX = "log"
@@ -154,8 +154,10 @@ class _Log:
                 self._partial(where, "record header cut short")
             return None
         length = int.from_bytes(view[offset + 8 : offset + 12], "big", signed=True)
-        if length == 0:
-            return None  # preallocated space
+        if length == 0:  # preallocated space, unless records follow
+            if data_after(view, offset + 12, size):
+                self._partial(where, "a zero length with records after it")
+            return None
         if length < 0 or length > MAX_TXN_BYTES:  # -1 is a null buffer: a crash there too
             raise _LoadFails(f"{where}: Unreasonable length = {length}")
         end = offset + 12 + length
