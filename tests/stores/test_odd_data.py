@@ -154,3 +154,27 @@ def test_zookeeper_files_cut_or_overwritten_anywhere(
     _damaged_position(zookeeper_data, damage)
     intact = zookeeper_data.launcher.data_position(zookeeper_data.data_dir)
     assert intact == zookeeper_data.intact
+
+
+def test_no_data_is_no_position(tmp_path: Path) -> None:
+    """A member folder before its first start, or after a wipe, has no position at all; a WAL
+    folder without a WAL file is data etcd can't start from."""
+    etcd = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-odd-data")
+    zookeeper = Ensemble(
+        tmp_path / "zk", loopback_subnet(154), TEST_SETTINGS, distributions.ZOOKEEPER_VERSION
+    ).runtime.launcher
+    for launcher in (etcd, zookeeper):
+        assert launcher.data_position(tmp_path / "never-started") is None
+    (tmp_path / "etcd" / "member" / "wal").mkdir(parents=True)
+    empty_wal = etcd.data_position(tmp_path / "etcd")
+    assert empty_wal is not None and not empty_wal.loads and "no WAL file" in str(empty_wal.damage)
+    for folder in (TEST_SETTINGS.data_dir, TEST_SETTINGS.data_log_dir):
+        (tmp_path / "zk-data" / folder / "version-2").mkdir(parents=True, exist_ok=True)
+    assert zookeeper.data_position(tmp_path / "zk-data") == DataPosition(0, 0, "")
+
+
+def test_positions_order_by_term_then_index() -> None:
+    """The order both stores elect by: a later term wins over a longer log of an older one."""
+    assert DataPosition(3, 1, "term 3, index 1") > DataPosition(2, 900, "term 2, index 900")
+    assert DataPosition(2, 901, "a") > DataPosition(2, 900, "b", damage="x", loads=False)
+    assert DataPosition(2, 900, "a") == DataPosition(2, 900, "b", damage="x", loads=False)

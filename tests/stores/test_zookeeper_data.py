@@ -170,7 +170,19 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
     line = launcher(ensemble).unusable_data(failed_start_log(ensemble, two, pid, before))
     assert line is not None and "No snapshot found, but there are log entries" in line
 
-    # 3b. A port held by another program is not unusable data.
+    # 3b. An epoch file older than the data (a restored backup of the files, say).
+    current_epoch = version_2(ensemble, zero, logs=False) / "currentEpoch"
+    kept = current_epoch.read_text()
+    current_epoch.write_text("0")
+    stale = position(ensemble, zero)
+    assert not stale.loads and stale.damage is not None and "current epoch" in stale.damage
+    pid, before = start_alone(ensemble, zero)
+    line = launcher(ensemble).unusable_data(failed_start_log(ensemble, zero, pid, before))
+    assert line is not None and "is older than the last zxid" in line
+    current_epoch.write_text(kept)
+    assert position(ensemble, zero) == intact
+
+    # 3c. A port held by another program is not unusable data.
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its TIME_WAITs
         holder.bind((zero.address, CLIENT_PORT))

@@ -622,6 +622,7 @@ UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
         r"The accepted epoch, .* is less than the current epoch",
         "server/quorum/QuorumPeer.loadDataBase",
     ),
+    (r"Found .* in .*Epoch", "server/quorum/QuorumPeer.readLongFromFile (an epoch file)"),
     (
         r"Failed to process transaction type",
         "server/persistence/FileTxnSnapLog.fastForwardFromEdits",

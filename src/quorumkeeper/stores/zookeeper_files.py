@@ -18,6 +18,10 @@ Sources (ZooKeeper 3.9.5, `org.apache.zookeeper.server.persistence`, checked aga
   mismatch ("CRC check failed") or a bad header make loading fail.
 - `FileTxnSnapLog.fastForwardFromEdits`: transactions below the snapshot's zxid are skipped; the
   highest zxid seen is the database's.
+- `server.quorum.QuorumPeer.loadDataBase`: then the `currentEpoch` and `acceptedEpoch` files of
+  the snapshot folder (decimal numbers, written when missing) must not be older than the loaded
+  zxid's epoch (a `currentEpoch.tmp` left by an interrupted update stands in for the first), and
+  the accepted epoch not older than the current one.
 All numbers are big-endian (jute). A transaction starts with its header: client id (8), cxid (4),
 zxid (8), time (8), type (4).
 """
@@ -180,6 +184,39 @@ class _Log:
         return end + 1
 
 
+def _epoch(snapshot_dir: Path, name: str) -> int | None:
+    """`QuorumPeer.readLongFromFile`: None when the file is missing; ValueError when it holds
+    no number (ZooKeeper: "Found <line> in <file>")."""
+    try:
+        first_line = (snapshot_dir / name).read_text(errors="replace").partition("\n")[0]
+    except FileNotFoundError:
+        return None
+    try:
+        return int(first_line)
+    except ValueError:
+        raise ValueError(f"Found {first_line} in {snapshot_dir / name}") from None
+
+
+def _epochs_refuse(snapshot_dir: Path, zxid: int) -> str | None:
+    """Why `QuorumPeer.loadDataBase` refuses the epoch files for a database at `zxid`."""
+    epoch = zxid >> 32
+    try:
+        current = _epoch(snapshot_dir, "currentEpoch")
+        current = epoch if current is None else current
+        if epoch > current:
+            interrupted = _epoch(snapshot_dir, "currentEpoch.tmp")
+            if interrupted is None:
+                return f"The current epoch, 0x{current:x}, is older than the last zxid, {zxid}"
+            current = interrupted
+        accepted = _epoch(snapshot_dir, "acceptedEpoch")
+    except ValueError as error:
+        return str(error)
+    accepted = epoch if accepted is None else accepted
+    if accepted < current:
+        return f"The accepted epoch, 0x{accepted:x} is less than the current epoch, 0x{current:x}"
+    return None
+
+
 def read_position(snapshot_dir: Path, log_dir: Path) -> DataPosition:
     """The zxid ZooKeeper would load from `snapshot_dir` and `log_dir` (each a `version-2`
     folder), as a `DataPosition` (term: epoch, index: counter).
@@ -205,6 +242,8 @@ def read_position(snapshot_dir: Path, log_dir: Path) -> DataPosition:
             log.read_file(path, last=n == len(chosen) - 1)
     except _LoadFails as failure:
         log.damage, loads = str(failure), False
-    damage = "; ".join(d for d in (snapshot.damage, log.damage) if d) or None
     zxid = log.highest
+    refused = _epochs_refuse(snapshot_dir, zxid) if loads else None
+    loads = loads and refused is None
+    damage = "; ".join(d for d in (snapshot.damage, log.damage, refused) if d) or None
     return DataPosition(zxid >> 32, zxid & 0xFFFFFFFF, zxid_label(zxid), damage, loads)
