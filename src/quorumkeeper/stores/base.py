@@ -7,6 +7,9 @@ these operations onto its own protocol while keeping the guarantees written here
 from __future__ import annotations
 
 import abc
+import mmap
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -63,6 +66,17 @@ class Peer:
     member_id: str | None
 
 
+@dataclass(frozen=True)
+class JoinRules:
+    """How a store lets members in and out; the planner orders its steps by these.
+
+    `transfers_leadership`: etcd can hand leadership over before its leader is removed;
+    ZooKeeper can't, so its leader is removed last and a short election is the price.
+    """
+
+    transfers_leadership: bool = True
+
+
 @dataclass(frozen=True, order=True)
 class DataPosition:
     """How far a member's data on disk reaches, read the way the store reads it when it loads:
@@ -83,15 +97,29 @@ class DataPosition:
     loads: bool = field(default=True, compare=False)
 
 
-@dataclass(frozen=True)
-class JoinRules:
-    """How a store lets members in and out; the planner orders its steps by these.
+def unusable_data_line(log_text: str, errors: Sequence[tuple[str, str]]) -> str | None:
+    """The line of `log_text` that shows one of `errors` ((regular expression, upstream source)
+    pairs), trying them in order: a store's list puts the specific causes before the generic
+    wrapper lines that precede them in its log, so the line returned says why. None when no
+    pattern matches."""
+    lines = log_text.splitlines()
+    for pattern, _source in errors:
+        compiled = re.compile(pattern)
+        for line in lines:
+            if compiled.search(line):
+                return line.strip()
+    return None
 
-    `transfers_leadership`: etcd can hand leadership over before its leader is removed;
-    ZooKeeper can't, so its leader is removed last and a short election is the price.
-    """
 
-    transfers_leadership: bool = True
+NONZERO_LOOKAHEAD = 1 << 20
+
+
+def data_after(view: mmap.mmap, offset: int, size: int) -> bool:
+    """Whether anything but zeros follows `offset` within `NONZERO_LOOKAHEAD` bytes: a zero
+    length there hides records (a torn write, or damage) instead of ending the written part.
+    Counted in C, so the preallocated tail costs well under a millisecond."""
+    end = min(size, offset + NONZERO_LOOKAHEAD)
+    return view[offset:end].count(0) != end - offset
 
 
 class StoreError(RuntimeError):
@@ -200,10 +228,17 @@ class MemberLauncher(abc.ABC):
 
     @abc.abstractmethod
     def data_position(self, data_dir: Path) -> DataPosition | None:
-        """How far the data in `data_dir` reaches, read as the store reads it on load; None
-        without data. Never raises on damaged data: what can't be read is `damage`."""
+        """How far the data in `data_dir` reaches, as the store would load it; None when there
+        is no data (whenever `has_data` is false).
+
+        Never raises on damaged or unexpected data: what can't be read is the position's
+        `damage`. Reads only the store's logs and their headers, so it is fast enough to run for
+        every stopped member before a cold start.
+        """
 
     @abc.abstractmethod
     def unusable_data(self, log_text: str) -> str | None:
-        """The first line of `log_text` (what the member printed since its last start) that
-        shows one of the store's known unusable-data errors, else None."""
+        """The line of `log_text` (what a member printed since its last start) that shows one of
+        the store's known errors for data it can't use, else None. A port in use or a bad flag
+        is not one: restarting elsewhere or fixing the setting helps, moving data aside does not.
+        """

@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 from quorumkeeper.spec import EtcdSettings
+from quorumkeeper.stores import etcd_wal
 from quorumkeeper.stores.base import (
     CoordinationStore,
+    DataPosition,
     Endpoint,
     Member,
     MemberLauncher,
@@ -24,6 +26,7 @@ from quorumkeeper.stores.base import (
     Role,
     StoreError,
     StoreUnavailable,
+    unusable_data_line,
 )
 
 CLIENT_PORT = 2379
@@ -166,6 +169,35 @@ class EtcdStore(CoordinationStore):
         return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
 
+UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
+    # (regular expression, upstream source in etcd v3.7.3 / go.etcd.io/raft v3.7), causes first
+    (r"walpb: crc mismatch", "server/storage/wal/walpb/record.go ErrCRCMismatch"),
+    (
+        r"proto: cannot parse invalid wire-format data",
+        "google.golang.org/protobuf errDecode, from storage/wal/decoder.go decodeRecord",
+    ),
+    (
+        r"tocommit\(\d+\) is out of range \[lastIndex\(\d+\)\]",
+        "raft log.go raftLog.commitTo (a wiped member restarted under its old identity)",
+    ),
+    (r"state\.commit \d+ is out of range", "raft raft.go raft.loadState"),
+    (r"wal: snapshot not found", "server/storage/wal/wal.go ErrSnapshotNotFound"),
+    (r"wal: snapshot mismatch", "server/storage/wal/wal.go ErrSnapshotMismatch"),
+    (r"wal: slice bounds out of range", "server/storage/wal/wal.go ErrSliceOutOfRange"),
+    (r"wal: conflicting metadata found", "server/storage/wal/wal.go ErrMetadataConflict"),
+    (r"wal: file not found", "server/storage/wal/wal.go selectWALFiles, ErrFileNotFound"),
+    (r"wal: file sequence numbers", "server/storage/wal/wal.go selectWALFiles"),
+    (r"failed to find database snapshot file", "server/storage/backend.go OpenSnapshotBackend"),
+    (r"does not match with snapshot", "server/etcdserver/bootstrap.go recoverSnapshot"),
+    (r"failed to recover v3 backend from snapshot", "server/etcdserver/bootstrap.go"),
+    (r"failed to open database", "server/storage/backend/backend.go newBackend (bbolt)"),
+    (r"failed to read WAL, cannot be repaired", "server/etcdserver/bootstrap.go"),
+    (r"failed to repair WAL", "server/etcdserver/bootstrap.go openWALFromSnapshot"),
+)
+"""etcd's errors for data it can't start from: restarting never helps. Not here: "address
+already in use" (a port another program holds) and bad flags, which moving data can't fix."""
+
+
 class EtcdLauncher(MemberLauncher):
     """The etcd command line of one member of the local runtime."""
 
@@ -212,3 +244,17 @@ class EtcdLauncher(MemberLauncher):
 
     def has_data(self, data_dir: Path) -> bool:
         return (data_dir / "member" / "wal").is_dir()
+
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """The member's last raft log position from its WAL (`etcd_wal.read_position`); a
+        WAL that can't be read at all counts as data etcd can't load."""
+        if not self.has_data(data_dir):
+            return None
+        wal_dir = data_dir / "member" / "wal"
+        try:
+            return etcd_wal.read_position(wal_dir)
+        except OSError as error:
+            return DataPosition(0, 0, "unreadable", damage=f"{wal_dir}: {error}", loads=False)
+
+    def unusable_data(self, log_text: str) -> str | None:
+        return unusable_data_line(log_text, UNUSABLE_DATA_ERRORS)

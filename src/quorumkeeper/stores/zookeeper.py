@@ -51,8 +51,10 @@ from kazoo.security import READ_ACL_UNSAFE  # type: ignore[import-untyped]
 
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.state import write_atomically
+from quorumkeeper.stores import zookeeper_files
 from quorumkeeper.stores.base import (
     CoordinationStore,
+    DataPosition,
     Endpoint,
     Member,
     MemberLauncher,
@@ -61,6 +63,7 @@ from quorumkeeper.stores.base import (
     Role,
     StoreError,
     StoreUnavailable,
+    unusable_data_line,
 )
 
 CLIENT_PORT = 2181
@@ -603,6 +606,33 @@ _LOGBACK = """<configuration>
 """
 
 
+UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
+    # (regular expression, upstream source in ZooKeeper 3.9.5), causes before the wrapper line
+    (
+        r"No snapshot found, but there are log entries",
+        "server/persistence/FileTxnSnapLog.restore",
+    ),
+    (r"CRC check failed", "server/persistence/FileTxnLog.FileTxnIterator.next"),
+    (r"Unreasonable length", "jute BinaryInputArchive.checkLength (txn log record length)"),
+    (r"has invalid magic number", "server/persistence/FileTxnLog.FileTxnIterator.inStreamCreated"),
+    (r"Not able to find valid snapshots in", "server/persistence/FileSnap.deserialize"),
+    (r"mismatching magic headers", "server/persistence/FileSnap.deserialize"),
+    (r"The current epoch, .* is older than the last zxid", "server/quorum/QuorumPeer.loadDataBase"),
+    (
+        r"The accepted epoch, .* is less than the current epoch",
+        "server/quorum/QuorumPeer.loadDataBase",
+    ),
+    (r"Found .* in .*Epoch", "server/quorum/QuorumPeer.readLongFromFile (an epoch file)"),
+    (
+        r"Failed to process transaction type",
+        "server/persistence/FileTxnSnapLog.fastForwardFromEdits",
+    ),
+    (r"Unable to load database on disk", "server/quorum/QuorumPeer.loadDataBase"),
+)
+"""ZooKeeper's errors for data it can't load: restarting never helps. Not here: a port in use
+("Address already in use") and config errors, which moving data can't fix."""
+
+
 class ZookeeperLauncher(MemberLauncher):
     """The java command line and the files of one member of the local runtime.
 
@@ -782,6 +812,22 @@ class ZookeeperLauncher(MemberLauncher):
         return (data_dir / self.settings.data_dir / "version-2").is_dir() and (
             data_dir / self.settings.data_log_dir / "version-2"
         ).is_dir()
+
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """The zxid the member would load (`zookeeper_files.read_position`) from the snapshot
+        and log folders of the settings; folders that can't be read count as data ZooKeeper
+        can't load."""
+        if not self.has_data(data_dir):
+            return None
+        snapshots = data_dir / self.settings.data_dir / "version-2"
+        logs = data_dir / self.settings.data_log_dir / "version-2"
+        try:
+            return zookeeper_files.read_position(snapshots, logs)
+        except OSError as error:
+            return DataPosition(0, 0, "unreadable", damage=str(error), loads=False)
+
+    def unusable_data(self, log_text: str) -> str | None:
+        return unusable_data_line(log_text, UNUSABLE_DATA_ERRORS)
 
 
 def _dynamic_config(peers: list[Peer]) -> str:

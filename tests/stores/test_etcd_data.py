@@ -1,0 +1,204 @@
+"""`EtcdLauncher.data_position` and `unusable_data` against WAL files written by real etcd
+processes, checked against what etcd itself reports and does with them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from quorumkeeper import distributions
+from quorumkeeper.runtimes.local import LocalRuntime, wait_for_exit
+from quorumkeeper.spec import EtcdSettings
+from quorumkeeper.stores.base import DataPosition, Endpoint, Peer
+from quorumkeeper.stores.etcd import CLIENT_PORT, EtcdLauncher, EtcdStore, client_url
+from tests.polling import loopback_subnet, wait_until
+from tests.stores.files import (
+    folder_bytes,
+    log_since,
+    log_size,
+    median_ms,
+    overwrite_middle,
+    written_bytes,
+)
+
+KEYS = 600
+VALUE = "v" * 100
+
+
+class EtcdTrio:
+    """Three etcd members started from a static member list, each stopped by its PID."""
+
+    def __init__(self, root: Path, subnet: str) -> None:
+        self.launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-data-test")
+        self.runtime = LocalRuntime(root / "members", self.launcher)
+        self.members = [Endpoint(f"etcd-{n}", f"{subnet}.{n + 1}") for n in range(3)]
+        self.stores: list[EtcdStore] = []
+
+    def data(self, member: Endpoint) -> Path:
+        return self.runtime.data_dir(member)
+
+    def start(self, member: Endpoint, *, new: bool = False) -> tuple[int, int]:
+        """Start `member`; returns its PID and where its log stood before, so the caller reads
+        only what this start printed."""
+        peers = [Peer(endpoint, None) for endpoint in self.members]
+        before = log_size(self.runtime.log_path(member))
+        argv = self.launcher.argv(member, self.data(member), peers, bootstrap=new)
+        return self.runtime.start(member, argv), before
+
+    def kill(self, *members: Endpoint) -> None:
+        """SIGKILL at once: nothing is written on the way down (a SIGTERMed leader would hand
+        leadership over, a new term with one more entry)."""
+        pids = [self.runtime.pid(member) for member in members]
+        for pid in pids:
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            assert pid is not None and wait_for_exit(pid, 10)
+
+    def store(self, members: list[Endpoint]) -> EtcdStore:
+        store = EtcdStore(members)
+        self.stores.append(store)
+        return store
+
+    def healthy(self, members: list[Endpoint]) -> bool:
+        try:
+            listed = self.store(members).members()
+        except Exception:  # a starting member refuses calls; the caller polls
+            return False
+        up = {m.address for m in listed if m.healthy}
+        return up >= {m.address for m in members}
+
+    def failed_start_log(self, member: Endpoint, pid: int, before: int) -> str:
+        assert wait_for_exit(pid, 60), f"{member.name} kept running"
+        return log_since(self.runtime.log_path(member), before)
+
+    def destroy(self) -> None:
+        for store in self.stores:
+            store.close()
+        for member in self.members:
+            self.runtime.stop(member, grace=5)
+
+
+def status(address: str) -> tuple[int, int, int] | None:
+    """(raftTerm, raftIndex, raftAppliedIndex) from the member itself."""
+    try:
+        answer = httpx.post(f"{client_url(address)}/v3/maintenance/status", json={}, timeout=1)
+        fields = answer.json()
+        return int(fields["raftTerm"]), int(fields["raftIndex"]), int(fields["raftAppliedIndex"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+def settled(members: list[Endpoint]) -> Iterator[dict[str, tuple[int, int]] | None]:
+    """Yields, poll after poll, the members' (term, index) once every member has applied all it
+    committed, all agree, and nothing moved since the previous poll; None until then."""
+    previous = None
+    while True:
+        statuses = [status(member.address) for member in members]
+        now = (
+            {m.name: (s[0], s[1]) for m, s in zip(members, statuses, strict=True)}
+            if all(s is not None and s[1] == s[2] for s in statuses)
+            else None
+        )
+        agreed = now is not None and len(set(now.values())) == 1
+        yield now if agreed and now == previous else None
+        previous = now
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[EtcdTrio]:
+    made = EtcdTrio(tmp_path, loopback_subnet(150))
+    yield made
+    made.destroy()
+
+
+def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio) -> None:
+    zero, one, two = trio.members
+    for member in trio.members:
+        trio.start(member, new=True)
+    wait_until(lambda: trio.healthy(trio.members), 60, "3 healthy etcd members")
+    writer = trio.store(trio.members)
+    for n in range(KEYS):
+        writer.write_probe(f"key-{n}", VALUE)
+
+    # 1. Intact data: each member's WAL reaches exactly the (term, index) it reports itself.
+    polls = settled(trio.members)
+    reported = wait_until(lambda: next(polls), 30, "members agree on a settled raft index")
+    trio.kill(*trio.members)
+    for member in trio.members:
+        term, index = reported[member.name]
+        position = trio.launcher.data_position(trio.data(member))
+        assert position == DataPosition(term, index, "")
+        assert (position.label, position.damage, position.loads) == (
+            f"term {term}, index {index}",
+            None,
+            True,
+        )
+        wal = trio.data(member) / "member" / "wal"
+        newest = sorted(wal.glob("*.wal"))[-1]
+        took, cpu = median_ms(lambda member=member: trio.launcher.data_position(trio.data(member)))
+        print(
+            f"\n{member.name}: data_position {took:.1f} ms wall, {cpu:.1f} ms CPU (medians of 5);"
+            f" WAL {folder_bytes(wal) / 2**20:.1f} MiB on disk, "
+            f"{written_bytes(newest) / 1024:.0f} KiB written; {index} entries"
+        )
+        assert cpu < 50
+
+    # A clean restart's log shows no unusable data.
+    restarted = {member: trio.start(member) for member in (zero, one, two)}
+    wait_until(lambda: trio.healthy(trio.members), 60, "the 3 members healthy again")
+    for member, (_, before) in restarted.items():
+        assert trio.launcher.unusable_data(log_since(trio.runtime.log_path(member), before)) is None
+    writer.write_probe("after-restart", "1")
+
+    # 3a. A member wiped while the leader knows how far it had got, restarted under its old
+    # identity: raft panics on the commit index the leader sends it.
+    trio.kill(two)
+    shutil.move(trio.data(two), trio.data(two).with_name("wiped"))
+    pid, before = trio.start(two)
+    wiped_log = trio.failed_start_log(two, pid, before)
+    line = trio.launcher.unusable_data(wiped_log)
+    assert line is not None and "tocommit(" in line and "is out of range [lastIndex(0)]" in line
+
+    # 2. Damage: random bytes over the middle of a stopped member's newest WAL file; the member
+    # is then started alone, so nothing but etcd's own reading changes its files.
+    trio.kill(zero, one)
+    intact = trio.launcher.data_position(trio.data(one))
+    assert intact is not None and intact.damage is None
+    newest = sorted((trio.data(one) / "member" / "wal").glob("*.wal"))[-1]
+    seed = time.time_ns()
+    offset = overwrite_middle(newest, 16 * 1024, seed)
+    damaged = trio.launcher.data_position(trio.data(one))
+    assert damaged is not None and damaged < intact, (seed, offset, damaged, intact)
+    assert damaged.damage is not None and newest.name in damaged.damage
+    print(f"\n{one.name} damaged at byte {offset} of {newest.name}: {damaged}")
+    pid, before = trio.start(one)
+    if damaged.loads:  # the damage began on a length field: etcd truncates the file and starts
+        wait_until(lambda: status(one.address), 60, f"{one.name} started after its repair")
+        assert "repaired" in log_since(trio.runtime.log_path(one), before)
+        trio.kill(one)
+        repaired = trio.launcher.data_position(trio.data(one))
+        assert repaired == damaged and repaired is not None and repaired.damage is None
+    else:  # a CRC mismatch, the usual case: etcd refuses to start, every time
+        failure = trio.failed_start_log(one, pid, before)
+        line = trio.launcher.unusable_data(failure)
+        assert line is not None, failure[-3000:]
+        assert "bootstrap failed" in line or "cannot be repaired" in line, line
+
+    # 3b. A port held by another program is not unusable data.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its TIME_WAITs
+        holder.bind((zero.address, CLIENT_PORT))
+        holder.listen()
+        pid, before = trio.start(zero)
+        port_failure = trio.failed_start_log(zero, pid, before)
+    assert "address already in use" in port_failure
+    assert trio.launcher.unusable_data(port_failure) is None
