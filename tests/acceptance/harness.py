@@ -8,6 +8,7 @@ were acknowledged, so every fault test can check that none of them was lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -262,19 +263,6 @@ class Writer:
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
 
 
-def damage_written_part(path: Path, size: int) -> int:
-    """Overwrite `size` random bytes in the middle of what was written to `path` (store logs
-    are preallocated with zeros past their written part), as `dd conv=notrunc` would; returns
-    the offset."""
-    content = path.read_bytes()
-    written = len(content.rstrip(b"\0"))
-    offset = max(0, written // 2 - size // 2)
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(os.urandom(size))
-    return offset
-
-
 def newest(folder: Path, pattern: str) -> Path:
     """The file matching `pattern` in `folder` that starts furthest: store logs are named by
     their first index or zxid in hex, unpadded in ZooKeeper's case, so longer names are later."""
@@ -288,6 +276,16 @@ def holding_port(address: str, port: int) -> Iterator[socket.socket]:
     """Listen on `address:port` as another program would, until the block ends."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((address, port))
+
+        def bound() -> bool:
+            try:
+                listener.bind((address, port))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+                return False
+            return True
+
+        wait_until(bound, 15, f"{address}:{port} is free to hold (a killed member's socket)")
         listener.listen()
         yield listener

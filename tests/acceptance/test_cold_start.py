@@ -12,13 +12,14 @@ from typing import Any
 import psutil
 import pytest
 
+from quorumkeeper.runtimes.local import wait_for_exit
 from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,
-    damage_written_part,
     holding_port,
     wait_until,
 )
+from tests.stores.files import overwrite_middle
 
 pytestmark = pytest.mark.acceptance
 
@@ -51,8 +52,8 @@ def test_damaged_logs_of_two_members_lose_nothing(cluster: LocalClusterUnderTest
     cluster.wait_ready(3)
     writer = _write_for(cluster, 1600)
     cluster.cli("down", cluster.name)
-    for name in ("qk-0", "qk-1"):
-        damage_written_part(cluster.newest_log(name), DAMAGE_BYTES)
+    for seed, name in enumerate(("qk-0", "qk-1")):
+        overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
     since = cluster.paths.keeper_log.stat().st_size
 
     cluster.cli("start", cluster.name, "--timeout", "120")
@@ -74,8 +75,8 @@ def test_damaged_members_wait_for_the_member_holding_the_most(
     cluster.wait_ready(3)
     writer = _write_for(cluster, 800)
     cluster.cli("down", cluster.name)
-    for name in ("qk-0", "qk-1"):
-        damage_written_part(cluster.newest_log(name), DAMAGE_BYTES)
+    for seed, name in enumerate(("qk-0", "qk-1")):
+        overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
     intact = f"{cluster.subnet}.3"
 
     with holding_port(intact, ZOOKEEPER_CLIENT_PORT):
@@ -107,6 +108,7 @@ def test_a_member_that_cant_start_blocks_no_one(cluster: LocalClusterUnderTest) 
     cluster.kill_keeper()
     for member in status["members"]:
         os.kill(member["pid"], signal.SIGKILL)
+    assert all(wait_for_exit(m["pid"], 10) for m in status["members"])
     first = f"{cluster.subnet}.1"
 
     with holding_port(first, ETCD_PEER_PORT):

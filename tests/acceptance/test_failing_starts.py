@@ -10,14 +10,15 @@ from typing import Any
 import psutil
 import pytest
 
+from quorumkeeper.reconciler import LocalCluster
 from quorumkeeper.runtimes.local import START_MARKER, wait_for_exit
 from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,
-    damage_written_part,
     holding_port,
     wait_until,
 )
+from tests.stores.files import overwrite_middle
 
 pytestmark = pytest.mark.acceptance
 
@@ -25,12 +26,23 @@ CLIENT_PORT = {"etcd": 2379, "zookeeper": 2181}
 
 
 def _make_unusable(cluster: LocalClusterUnderTest, name: str) -> str:
-    """Damage a stopped member's data the way each store can't start on, and return the line
-    the store prints: etcd checks its WAL's CRCs; ZooKeeper refuses logs without a snapshot."""
+    """Damage a stopped member's data the way its store can't start on, and return what the
+    store then prints: etcd refuses a WAL record whose CRC fails (random bytes that hit a
+    length field instead make etcd truncate the file, which is not this case: such damage is
+    undone and tried elsewhere); ZooKeeper refuses txn logs without a snapshot."""
+    data = cluster.member_data(name)
     if cluster.store == "etcd":
-        damage_written_part(cluster.newest_log(name), 16 * 1024)
-        return "crc mismatch"
-    for snapshot in (cluster.member_data(name) / "data" / "version-2").glob("snapshot.*"):
+        launcher = LocalCluster(cluster.paths).runtime.launcher
+        wal = cluster.newest_log(name)
+        original = wal.read_bytes()
+        for seed in range(20):
+            overwrite_middle(wal, 4 * 1024, seed)
+            position = launcher.data_position(data)
+            if position is not None and not position.loads:
+                return "crc mismatch"
+            wal.write_bytes(original)
+        raise AssertionError("no overwrite of the WAL gave a CRC mismatch")
+    for snapshot in (data / "data" / "version-2").glob("snapshot.*"):
         snapshot.unlink()
     return "No snapshot found, but there are log entries"
 

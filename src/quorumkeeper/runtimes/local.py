@@ -279,7 +279,9 @@ def _listener(address: str, port: int) -> str:
     """Which process listens on `address:port`, as `pid N (name)`."""
     for connection in psutil.net_connections(kind="tcp"):
         local = connection.laddr
-        if local and local.port == port and local.ip in (address, "0.0.0.0"):
+        if connection.status != psutil.CONN_LISTEN or not local or local.port != port:
+            continue
+        if local.ip in (address, "0.0.0.0"):
             if connection.pid is None:
                 return "a process of another user"
             try:
