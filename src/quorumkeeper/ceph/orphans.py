@@ -308,6 +308,16 @@ def find_orphans(
     return OrphanPlan(pool, ownership.instance_id, deferment_s, tuple(verdicts), trash)
 
 
+def _trash_id(client: CephClient, pool: str, image: str) -> str:
+    """The newest trash id of `image`; a placeholder if the trash can't be read just now, as
+    the move itself already succeeded."""
+    try:
+        entries = [e for e in client.trash_list(pool) if e.name == image]
+    except CephError:
+        entries = []
+    return max(entries, key=lambda e: e.moved).id if entries else "<ID from rbd trash ls>"
+
+
 def delete_orphans(
     client: CephClient,
     plan: OrphanPlan,
@@ -327,12 +337,11 @@ def delete_orphans(
             else:
                 client.trash_move(plan.pool, verdict.image, plan.deferment_s)
                 until = datetime.now(UTC) + timedelta(seconds=plan.deferment_s)
-                ids = [e.id for e in client.trash_list(plan.pool) if e.name == verdict.image]
                 outcome = Outcome(
                     verdict.image,
                     True,
                     f"moved to the trash, restorable until {until:%Y-%m-%d %H:%M} UTC with "
-                    f"`{restore_command(plan.pool, ids[-1] if ids else '<id>')}`",
+                    f"`{restore_command(plan.pool, _trash_id(client, plan.pool, verdict.image))}`",
                 )
         except CephError as exc:
             outcome = Outcome(verdict.image, False, f"failed: {exc}")
