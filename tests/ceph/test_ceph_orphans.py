@@ -267,8 +267,8 @@ def test_half_failing_delete_reports_each_image_and_exits_non_zero(
     pool = f"half-{unique}"
     ceph_cluster.create_rbd_pool(pool)
     user = ceph_cluster.create_user(f"half-{unique}", csi_caps(pool))
-    ids = [str(uuid.uuid4()) for _ in range(3)]
-    names = [f"csi-vol-{u}" for u in ids]
+    ids = sorted(str(uuid.uuid4()) for _ in range(4))
+    names = [f"csi-vol-{u}" for u in ids]  # handled in this order
     for u, name in zip(ids, names, strict=True):
         ceph_cluster.rbd("create", "--size", "4M", "--image-feature", "layering", f"{pool}/{name}")
         ceph_cluster.csi_journal_add(pool, OURS, f"pvc-{u}", u, name)
@@ -278,7 +278,8 @@ def test_half_failing_delete_reports_each_image_and_exits_non_zero(
         *["-m", ceph_cluster.mon_addr, "--user", user.name, "--key", user.key, "--pool", pool],
         *["--instance-id", OURS, "--handles-file", str(unrelated), "--delete"],
     ]
-    # A real process, so the middle image can get a user between the listing and the answer.
+    # A real process, so images can change between its listing and the answer to its prompt:
+    # the first gets a user, the third is removed by someone else.
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("quorumkeeper")), "ceph", "orphans", *args],
         stdin=subprocess.PIPE,
@@ -296,7 +297,8 @@ def test_half_failing_delete_reports_each_image_and_exits_non_zero(
             assert char, f"no prompt; stdout: {proc.stdout.read()}"
             prompt += char
         assert all(n in prompt for n in names), prompt
-        holder = Holder(ceph_cluster, user, pool, names[1], "late-mount")
+        holder = Holder(ceph_cluster, user, pool, names[0], "late-mount")
+        ceph_cluster.rbd("rm", f"{pool}/{names[2]}")
         stdout, stderr = proc.communicate("y\n", timeout=60)
     finally:
         if proc.poll() is None:
@@ -307,16 +309,16 @@ def test_half_failing_delete_reports_each_image_and_exits_non_zero(
     lines = [
         ln.strip() for ln in stdout.splitlines() if ln.strip().startswith(("ok ", "NOT DONE "))
     ]
-    # One line per image, in the order they were handled (by name); the failure did not stop it.
-    assert [line.split(":")[0].split()[-1] for line in lines] == sorted(names), stdout
-    by_image = {n: next(line for line in lines if n in line) for n in names}
-    assert by_image[names[0]].startswith(f"ok {names[0]}: moved to the trash")
-    assert by_image[names[1]].startswith(f"NOT DONE {names[1]}: not moved: watched by")
-    assert "(since the listing)" in by_image[names[1]]
-    assert by_image[names[2]].startswith(f"ok {names[2]}: moved to the trash")
-    assert "2 of 3 moved to the trash" in stdout
-    assert images(ceph_cluster, pool) == [names[1]]
-    assert set(trash(ceph_cluster, pool)) == {names[0], names[2]}
+    # One line per image, in the order handled; neither failure stopped the ones after it.
+    assert [line.split(":")[0].split()[-1] for line in lines] == names, stdout
+    assert lines[0].startswith(f"NOT DONE {names[0]}: not moved: watched by")
+    assert "(since the listing)" in lines[0]
+    assert lines[1].startswith(f"ok {names[1]}: moved to the trash, restorable until")
+    assert lines[2].startswith(f"NOT DONE {names[2]}: failed: image {pool}/{names[2]} does not")
+    assert lines[3].startswith(f"ok {names[3]}: moved to the trash, restorable until")
+    assert "2 of 4 moved to the trash" in stdout
+    assert images(ceph_cluster, pool) == [names[0]]
+    assert set(trash(ceph_cluster, pool)) == {names[1], names[3]}
 
 
 # --- the library's own refusals ------------------------------------------------------------
