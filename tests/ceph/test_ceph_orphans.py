@@ -225,7 +225,7 @@ def test_empty_pv_list_deletes_nothing_unless_the_journal_agrees(
 @pytest.mark.parametrize(
     ("status", "allowed", "expected"),
     [
-        (403, True, "refused to list persistentvolumes to this kubeconfig's user (403"),
+        (403, True, "refused this kubeconfig's user access to persistentvolumes (403"),
         (500, True, "reading persistentvolumes from the API server failed"),
         (200, False, "may not list persistentvolumes, so any PV list it got could be partial"),
     ],

@@ -112,7 +112,6 @@ class ImageInfo:
     watchers: tuple[Watcher, ...]
     snapshots: tuple[Snapshot, ...] = ()
     children: tuple[str, ...] = ()
-    parent: str | None = None  # "pool/image@snap" for a clone
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -302,11 +301,6 @@ class CephClient:
                 with rbd.Image(ioctx, image, read_only=True) as img:
                     locks = img.list_lockers() or {"lockers": []}
                     created = img.create_timestamp()
-                    try:
-                        spec = img.get_parent_image_spec()
-                        parent = f"{spec['pool_name']}/{spec['image_name']}@{spec['snap_name']}"
-                    except rbd.ImageNotFound:
-                        parent = None
                     return ImageInfo(
                         name=image,
                         size=int(img.size()),
@@ -324,7 +318,6 @@ class CephClient:
                             for s in img.list_snaps()
                         ),
                         children=tuple(f"{c['pool']}/{c['image']}" for c in img.list_children2()),
-                        parent=parent,
                         metadata={str(k): str(v) for k, v in img.metadata_list()},
                     )
 

@@ -72,8 +72,8 @@ class KubeReader:
                 raise CephError(f"{what} not found", field=what.split()[0]) from exc
             if status in (401, 403):
                 raise CephError(
-                    f"the API server refused to list {what} to this kubeconfig's user "
-                    f"({status} {getattr(exc, 'reason', '')}); refusing to go on without them",
+                    f"the API server refused this kubeconfig's user access to {what} "
+                    f"({status} {getattr(exc, 'reason', '')}); refusing to go on without it",
                     field="kubeconfig",
                 ) from exc
             raise CephError(

@@ -9,7 +9,7 @@ Contract of `fence_image` (what the operator relies on):
 - inputs: a connected client, pool, image, and a `NodeView` (node addresses, readiness,
   out-of-service taints, nodes confirmed down by a person);
 - output: a `FenceResult` whose `action` is `fenced` (every stale lock removed after its
-  holder and that host's watchers were blocklisted), `refused` (nothing changed; `reasons`
+  holder was blocklisted), `refused` (nothing changed; `reasons`
   says why and what would unblock it) or `nothing-to-do` (no lock on the image);
 - it never unlocks a lock whose holder is live, and never blocklists a client on a node that
   is Ready or not confirmed down while that client still watches the image;
