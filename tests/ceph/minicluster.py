@@ -318,6 +318,37 @@ class MiniCluster:
     def blocklist_clear(self) -> None:
         self.mon_command({"prefix": "osd blocklist clear"})
 
+    def create_rbd_pool(self, name: str) -> None:
+        self.mon_command({"prefix": "osd pool create", "pool": name, "pg_num": 8})
+        self.mon_command({"prefix": "osd pool application enable", "pool": name, "app": "rbd"})
+
+    def csi_journal_add(
+        self, pool: str, instance: str, request: str, uuid: str, image: str, snapshot: bool = False
+    ) -> None:
+        """Record `image` in ceph-csi's omap journal exactly as its CreateVolume (or
+        CreateSnapshot) does (internal/journal/voljournal.go, ReserveName): the directory
+        `csi.volumes.<instance>` maps `csi.volume.<request>` to the uuid, and the object
+        `csi.volume.<uuid>` holds the request and image names. ceph-csi itself can't run here
+        (no containers, no krbd), so this writes its records in its place."""
+        import rados  # only hosts with Ceph get here
+
+        kind, directory, name_key = (
+            ("snap", "snaps", "csi.snapname") if snapshot else ("volume", "volumes", "csi.volname")
+        )
+        with self._rados.open_ioctx(pool) as ioctx:
+            records = {
+                f"csi.{directory}.{instance}": {f"csi.{kind}.{request}": uuid},
+                f"csi.{kind}.{uuid}": {
+                    name_key: request,
+                    "csi.imagename": image,
+                    "csi.imageid": f"id-{uuid[:8]}",
+                },
+            }
+            for obj, values in records.items():
+                with rados.WriteOpCtx() as op:
+                    ioctx.set_omap(op, tuple(values), tuple(v.encode() for v in values.values()))
+                    ioctx.operate_write_op(op, obj)
+
 
 HOLDER = Path(testbed.__file__).with_name("rbd_holder.py")
 

@@ -133,22 +133,29 @@ def test_locks_cli_lists_and_fences(ceph_cluster: MiniCluster, unique: str) -> N
     assert ceph_cluster.rbd_json("lock", "ls", f"{POOL}/{image}") == []
 
 
-def test_orphans_cli_deletes_after_confirmation(
+def test_orphans_cli_moves_to_trash_after_confirmation(
     ceph_cluster: MiniCluster, tmp_path: Path, unique: str
 ) -> None:
     user = ceph_cluster.create_user(f"cli-orph-{unique}", csi_caps(POOL))
+    instance = f"cli-{unique}"
     kept, gone = str(uuid.uuid4()), str(uuid.uuid4())
     for u in (kept, gone):
         ceph_cluster.rbd(
             "create", "--size", "4M", "--image-feature", "layering", f"{POOL}/csi-vol-{u}"
         )
+        ceph_cluster.csi_journal_add(POOL, instance, f"pvc-{u}", u, f"csi-vol-{u}")
     handles = tmp_path / "handles"
-    # Every other csi image in the shared pool belongs to a PV too, for this test.
-    others = [i for i in ceph_cluster.rbd_json("ls", POOL) if i.startswith("csi-vol-")]
-    handles.write_text(
-        "".join(f"0001-0024-x-0000000000000001-{i[8:]}\n" for i in others if i != f"csi-vol-{gone}")
-    )
-    cmd = ["orphans", *flags(ceph_cluster, user), "--handles-file", str(handles), "--delete"]
+    handles.write_text(f"0001-0024-x-0000000000000001-{kept}\n")
+    # Other tests' images share the pool: not in this instance's journal, so never candidates.
+    cmd = [
+        "orphans",
+        *flags(ceph_cluster, user),
+        "--instance-id",
+        instance,
+        "--handles-file",
+        str(handles),
+        "--delete",
+    ]
 
     declined = runner.invoke(ceph_app, cmd, input="n\n")
     assert declined.exit_code == 1
@@ -156,12 +163,16 @@ def test_orphans_cli_deletes_after_confirmation(
 
     accepted = runner.invoke(ceph_app, cmd, input="y\n")
     assert accepted.exit_code == 0, accepted.output
-    assert f"csi-vol-{gone}: removed" in accepted.output
+    assert f"ok csi-vol-{gone}: moved to the trash" in accepted.output
+    assert "1 of 1 moved to the trash" in accepted.output
     images = ceph_cluster.rbd_json("ls", POOL)
     assert f"csi-vol-{gone}" not in images
     assert f"csi-vol-{kept}" in images
+    assert f"csi-vol-{gone}" in {e["name"] for e in ceph_cluster.rbd_json("trash", "ls", POOL)}
 
-    refused = runner.invoke(ceph_app, ["orphans", *flags(ceph_cluster, user)])
+    refused = runner.invoke(
+        ceph_app, ["orphans", *flags(ceph_cluster, user), "--instance-id", instance]
+    )
     assert refused.exit_code == 2
     assert "no PVs given" in refused.output
 

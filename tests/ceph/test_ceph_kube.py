@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from quorumkeeper.cli.ceph import ceph_app
@@ -50,6 +52,49 @@ def csi_pv(name: str, cluster_id: str, image_uuid: str, claim: dict[str, str]) -
     }
 
 
+def csi_deployment(instance: str) -> dict[str, Any]:
+    """ceph-csi's RBD provisioner Deployment, reduced to what names its instance."""
+    labels = {"app": "csi-rbdplugin-provisioner"}
+    return {
+        "metadata": {"name": "csi-rbdplugin-provisioner"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "csi-rbdplugin",
+                            "image": "quay.io/cephcsi/cephcsi:v3.12.0",
+                            "args": [
+                                "--type=rbd",
+                                "--controllerserver=true",
+                                f"--instanceid={instance}",
+                            ],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def service_account_kubeconfig(kube: Kube, admin: Path, namespace: str, tmp_path: Path) -> Path:
+    """A kubeconfig for a fresh ServiceAccount with no RBAC grants beyond the defaults."""
+    kube.create(ns_path(namespace, "serviceaccounts"), {"metadata": {"name": "reader"}})
+    token = kube.create(
+        ns_path(namespace, "serviceaccounts", "reader") + "/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )["status"]["token"]
+    config = yaml.safe_load(admin.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path = tmp_path / "reader.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture
 def created(kube: Kube) -> Iterator[list[str]]:
     """API paths of cluster-scoped objects a test creates; deleted afterwards."""
@@ -71,6 +116,7 @@ def test_kubeconfig_paths(
     created: list[str],
     unique: str,
     csi_storage_class: CsiStorageClass,
+    tmp_path: Path,
 ) -> None:
     user = csi_storage_class.user
 
@@ -81,24 +127,15 @@ def test_kubeconfig_paths(
         )
     ceph_cluster.rbd("lock", "add", f"{POOL}/csi-vol-{live}", "node-a-mount", user=user)
 
-    # Images other tests left in the shared pool get PVs too: only `gone` is an orphan here.
-    referenced = {
-        pv["spec"]["csi"]["volumeAttributes"].get("imageName")
-        for pv in kube.get("/api/v1/persistentvolumes")["items"]
-        if pv["spec"].get("csi")
-    }
-    others = [
-        i
-        for i in ceph_cluster.rbd_json("ls", POOL)
-        if i.startswith("csi-vol-") and i not in referenced | {f"csi-vol-{live}", f"csi-vol-{gone}"}
-    ]
+    # ceph-csi's journal names both as this cluster's, under the instance id its Deployment
+    # gives (replicas 0: only its flags matter here). Other tests' images in the shared pool are
+    # in no journal of this instance, so they are never candidates.
+    instance = f"kube-{unique}"
+    for u in (live, gone):
+        ceph_cluster.csi_journal_add(POOL, instance, f"pv-{u}", u, f"csi-vol-{u}")
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", csi_deployment(instance))
     claim = {"namespace": namespace, "name": "data-etcd-0"}
-    elsewhere = {"namespace": namespace, "name": "unrelated"}
     pvs = [csi_pv(f"live-{unique}", ceph_cluster.fsid, live, claim)]
-    pvs += [
-        csi_pv(f"other-{unique}-{n}", ceph_cluster.fsid, i.removeprefix("csi-vol-"), elsewhere)
-        for n, i in enumerate(others)
-    ]
     for pv in pvs:
         pv["spec"]["storageClassName"] = csi_storage_class.name
         kube.create("/api/v1/persistentvolumes", pv)
@@ -145,6 +182,8 @@ def test_kubeconfig_paths(
     )
     kubeconfig = str(testbed_cluster.kubeconfig)
     from_cluster = ["--kubeconfig", kubeconfig, "--storage-class", csi_storage_class.name]
+    ceph_flags = ["-m", ceph_cluster.mon_addr, "--user", user.name, "--key", user.key]
+    ceph_flags += ["--pool", POOL]
 
     checked = runner.invoke(ceph_app, ["check", *from_cluster])
     assert checked.exit_code == 0, checked.output
@@ -152,8 +191,31 @@ def test_kubeconfig_paths(
 
     orphans = runner.invoke(ceph_app, ["orphans", *from_cluster, "--json"])
     assert orphans.exit_code == 0, orphans.output
-    found = [o["image"] for o in json.loads(orphans.output)["report"]["orphans"]]
+    plan = json.loads(orphans.output)["plan"]
+    assert plan["instance_id"] == instance
+    found = [v["image"] for v in plan["images"] if v["action"] == "trash"]
     assert found == [f"csi-vol-{gone}"]
+    verdicts = {v["image"]: v for v in plan["images"]}
+    assert verdicts[f"csi-vol-{live}"]["reasons"][0] == f"referenced by PV live-{unique}"
+
+    # A user the API server won't let list every PV gets no say over what is unreferenced.
+    reader = service_account_kubeconfig(kube, testbed_cluster.kubeconfig, namespace, tmp_path)
+    limited = runner.invoke(
+        ceph_app,
+        [
+            "orphans",
+            *ceph_flags,
+            "--instance-id",
+            instance,
+            "--kubeconfig",
+            str(reader),
+            "--delete",
+            "--yes",
+        ],
+    )
+    assert limited.exit_code == 2, limited.output
+    assert "may not list persistentvolumes" in " ".join(limited.output.split())
+    assert f"csi-vol-{gone}" in ceph_cluster.rbd_json("ls", POOL)
 
     fenced = runner.invoke(
         ceph_app,

@@ -8,7 +8,7 @@ import pytest
 
 from quorumkeeper.ceph.caps import Severity, analyse_caps
 from quorumkeeper.ceph.client import CephError, ImageInfo, Locker, Watcher, address_ip
-from quorumkeeper.ceph.kube import node_state, rbd_volume, target_from
+from quorumkeeper.ceph.kube import csi_flags, node_state, rbd_volume, target_from
 from quorumkeeper.ceph.locks import Liveness, NodeState, NodeStatus, NodeView, classify
 from quorumkeeper.ceph.render import RenderInput, manifests
 
@@ -152,3 +152,25 @@ def test_kube_objects_parse() -> None:
     assert vol is not None
     assert (vol.image, vol.claim) == ("csi-vol-1", "db/data-etcd-0")
     assert rbd_volume({"metadata": {"name": "x"}, "spec": {"hostPath": {}}}) is None
+
+
+def csi_workload(kind: str, *args: str) -> dict[str, object]:
+    container = {"name": "csi-rbdplugin", "args": list(args)}
+    return {"kind": kind, "spec": {"template": {"spec": {"containers": [container]}}}}
+
+
+def test_instance_id_comes_from_ceph_csi_flags_never_a_guess() -> None:
+    provisioner = csi_workload("Deployment", "--type=rbd", "--instanceid=k8s-a", "--clustername=a")
+    nodeplugin = csi_workload("DaemonSet", "--type=rbd", "--instanceid=k8s-a")
+    cephfs = csi_workload("Deployment", "--type=cephfs", "--instanceid=other")
+    assert csi_flags([provisioner, nodeplugin, cephfs]) == {
+        "instanceid": "k8s-a",
+        "clustername": "a",
+    }
+    # ceph-csi's own default when the flag is absent (docs/deploy-rbd.md), not ours.
+    assert csi_flags([csi_workload("Deployment", "--type=rbd")]) == {"instanceid": "default"}
+    assert csi_flags([cephfs]) == {}
+    with pytest.raises(CephError) as caught:
+        csi_flags([provisioner, csi_workload("DaemonSet", "--type=rbd", "--instanceid=k8s-b")])
+    assert caught.value.field == "instanceid"
+    assert "pass --instance-id" in str(caught.value)

@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -96,12 +96,39 @@ class Watcher:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    name: str
+    protected: bool
+
+
+@dataclass(frozen=True)
 class ImageInfo:
+    """What librbd reports of one image; `children` are `pool/image` of its clones."""
+
     name: str
     size: int
     created: datetime
     lockers: tuple[Locker, ...]
     watchers: tuple[Watcher, ...]
+    snapshots: tuple[Snapshot, ...] = ()
+    children: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    """An image in the RBD trash; librbd refuses to remove it before `deferred_until`."""
+
+    id: str
+    name: str
+    source: str  # USER, MIRRORING, MIGRATION, REMOVING
+    moved: datetime
+    deferred_until: datetime
+
+
+def plain_address(address: str) -> str:
+    """'v1:10.0.0.5:0/123' -> '10.0.0.5:0/123': lock, watcher and client addresses compare equal."""
+    return address.removeprefix("v1:").removeprefix("v2:")
 
 
 def address_ip(address: str) -> str:
@@ -286,6 +313,12 @@ class CephClient:
                             Watcher(client=f"client.{w['id']}", address=str(w["addr"]))
                             for w in img.watchers_list()
                         ),
+                        snapshots=tuple(
+                            Snapshot(str(s["name"]), bool(img.is_protected_snap(s["name"])))
+                            for s in img.list_snaps()
+                        ),
+                        children=tuple(f"{c['pool']}/{c['image']}" for c in img.list_children2()),
+                        metadata={str(k): str(v) for k, v in img.metadata_list()},
                     )
 
             return self._call(f"read {pool}/{image}", read, pool=pool, image=image)
@@ -301,14 +334,121 @@ class CephClient:
                 f"remove lock {locker.cookie!r} on {pool}/{image}", brk, pool=pool, image=image
             )
 
-    def remove_image(self, pool: str, image: str) -> None:
+    # --- trash ------------------------------------------------------------------------
+
+    def trash_list(self, pool: str) -> list[TrashEntry]:
+        with self._ioctx(pool) as ioctx:
+            entries = self._call(
+                f"list the trash of {pool}", lambda: list(rbd.RBD().trash_list(ioctx)), pool=pool
+            )
+        return [
+            TrashEntry(
+                id=str(e["id"]),
+                name=str(e["name"]),
+                source=str(e["source"]),
+                moved=e["deletion_time"].replace(tzinfo=UTC),
+                deferred_until=e["deferment_end_time"].replace(tzinfo=UTC),
+            )
+            for e in entries
+        ]
+
+    def trash_move(self, pool: str, image: str, deferment_s: int) -> None:
+        """Move `image` to the trash; librbd keeps it restorable for `deferment_s` seconds."""
         with self._ioctx(pool) as ioctx:
             self._call(
-                f"remove {pool}/{image}",
-                lambda: rbd.RBD().remove(ioctx, image),
+                f"move {pool}/{image} to the trash",
+                lambda: rbd.RBD().trash_move(ioctx, image, deferment_s),
                 pool=pool,
                 image=image,
             )
+
+    def trash_remove(self, pool: str, entry: TrashEntry) -> None:
+        """Remove a trash entry for good; librbd refuses (EPERM) before its deferment ends."""
+        with self._ioctx(pool) as ioctx:
+            self._call(
+                f"remove {entry.name} ({entry.id}) from the trash of {pool}",
+                lambda: rbd.RBD().trash_remove(ioctx, entry.id),
+                pool=pool,
+            )
+
+    # --- objects (ceph-csi's journal) -------------------------------------------------
+
+    def omap(self, pool: str, obj: str) -> dict[str, bytes] | None:
+        """Every omap key of `pool`/`obj`, or None if the object does not exist."""
+        with self._ioctx(pool) as ioctx:
+
+            def read() -> dict[str, bytes] | None:
+                values: dict[str, bytes] = {}
+                after = ""
+                while True:
+                    with rados.ReadOpCtx() as op:
+                        it, _ = ioctx.get_omap_vals(op, after, "", 1000)
+                        try:
+                            ioctx.operate_read_op(op, obj)
+                        except rados.ObjectNotFound:
+                            return None
+                        page = {str(k): bytes(v) for k, v in it}
+                    values.update(page)
+                    if len(page) < 1000:
+                        return values
+                    after = max(page)
+
+            return self._call(f"read omap of {pool}/{obj}", read, pool=pool)
+
+    def object_names(self, pool: str, prefix: str) -> list[str]:
+        """Names of the RADOS objects in `pool` (default namespace) starting with `prefix`."""
+        with self._ioctx(pool) as ioctx:
+            return self._call(
+                f"list objects in {pool}",
+                lambda: sorted(
+                    str(o.key) for o in ioctx.list_objects() if str(o.key).startswith(prefix)
+                ),
+                pool=pool,
+            )
+
+    # --- who is who ---------------------------------------------------------------------
+
+    def own_address(self) -> str:
+        """This session's entity address ('ip:port/nonce'), as locks and watchers show it."""
+        addrs = str(self._conn.get_addrs())
+        first = addrs.strip("[]").split(",")[0]
+        return plain_address(first)
+
+    def daemon_addresses(self) -> tuple[dict[str, str], tuple[str, ...]]:
+        """Entity addresses of Ceph daemons -> their names, and what could not be read.
+
+        From `mon dump`, `osd dump` and `mgr dump` (its `active_clients` are the mgr modules'
+        own librados sessions, e.g. rbd_support); `profile rbd` may not read the mgr map.
+        """
+        found: dict[str, str] = {}
+        unread: list[str] = []
+
+        def add(name: str, addrs: Any) -> None:
+            # Maps hold {"addrvec": [...]} or the bare list; each entry has addr and nonce.
+            vec = addrs.get("addrvec", []) if isinstance(addrs, dict) else addrs or []
+            for a in vec:
+                if isinstance(a, dict) and a.get("addr"):
+                    found[f"{a['addr']}/{a.get('nonce', 0)}"] = name
+
+        for prefix in ("mon dump", "osd dump", "mgr dump"):
+            try:
+                data = self.mon_json({"prefix": prefix})
+            except CephError as exc:
+                unread.append(f"`{prefix}`: {exc}")
+                continue
+            if prefix == "mon dump":
+                for m in data.get("mons", []):
+                    add(f"mon.{m['name']}", m.get("public_addrs"))
+            elif prefix == "osd dump":
+                for o in data.get("osds", []):
+                    for key in ("public_addrs", "cluster_addrs", "heartbeat_back_addrs"):
+                        add(f"osd.{o['osd']}", o.get(key))
+            else:
+                if data.get("active_name"):
+                    add(f"mgr.{data['active_name']}", data.get("active_addrs"))
+                for c in data.get("active_clients", []):
+                    add(f"mgr.{data.get('active_name')} ({c.get('name')})", c.get("addrvec"))
+        return found, tuple(unread)
 
 
 def _conf(target: CephTarget) -> dict[str, str]:

@@ -57,6 +57,8 @@ class KubeReader:
             raise CephError(f"kubeconfig {kubeconfig} unusable: {exc}", field="kubeconfig") from exc
         self._core = client.CoreV1Api(api)
         self._storage = client.StorageV1Api(api)
+        self._apps = client.AppsV1Api(api)
+        self._authz = client.AuthorizationV1Api(api)
         self._timeout = timeout
 
     def _get(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Obj:
@@ -68,15 +70,78 @@ class KubeReader:
             status = getattr(exc, "status", None)
             if status == 404:
                 raise CephError(f"{what} not found", field=what.split()[0]) from exc
-            raise CephError(f"reading {what} from the API server failed: {exc}") from exc
+            if status in (401, 403):
+                raise CephError(
+                    f"the API server refused this kubeconfig's user access to {what} "
+                    f"({status} {getattr(exc, 'reason', '')}); refusing to go on without it",
+                    field="kubeconfig",
+                ) from exc
+            raise CephError(
+                f"reading {what} from the API server failed: {exc}; refusing to go on without it",
+                field="kubeconfig",
+            ) from exc
 
     def nodes(self) -> tuple[NodeState, ...]:
         items = self._get("nodes", self._core.list_node)["items"]
         return tuple(node_state(n) for n in items)
 
     def volumes(self) -> list[RbdVolume]:
-        items = self._get("persistentvolumes", self._core.list_persistent_volume)["items"]
-        return [v for pv in items if (v := rbd_volume(pv)) is not None]
+        """Every RBD PV, page by page."""
+        items: list[Obj] = []
+        token = None
+        while True:
+            page = self._get(
+                "persistentvolumes",
+                self._core.list_persistent_volume,
+                **({"_continue": token} if token else {}),
+            )
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return [v for pv in items if (v := rbd_volume(pv)) is not None]
+
+    def all_volumes(self) -> list[RbdVolume]:
+        """Every RBD PV, or a CephError if the list can't be proven complete.
+
+        The API server filters nothing by RBAC within a list (it refuses with 403 instead),
+        but proxies and wrong credentials can; a SelfSubjectAccessReview asks the server
+        whether this user may list every PV, so a partial list is never mistaken for all.
+        """
+        review: Any = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": "list", "resource": "persistentvolumes"}},
+        }
+        try:
+            resp: Any = self._authz.create_self_subject_access_review(
+                review, _preload_content=False, _request_timeout=self._timeout
+            )
+            allowed = bool(json.loads(resp.data).get("status", {}).get("allowed"))
+        except Exception as exc:
+            raise CephError(
+                f"cannot confirm that this kubeconfig's user may list every PV: {exc}; "
+                "refusing to treat any image as unreferenced",
+                field="kubeconfig",
+            ) from exc
+        if not allowed:
+            raise CephError(
+                "the API server says this kubeconfig's user may not list persistentvolumes, so "
+                "any PV list it got could be partial; refusing to treat any image as "
+                "unreferenced. Use credentials with `list` on persistentvolumes (cluster-wide)",
+                field="kubeconfig",
+            )
+        return self.volumes()
+
+    def csi_deployments(self, namespace: str) -> list[Obj]:
+        """Deployments and DaemonSets in `namespace`, where ceph-csi's flags are."""
+        objs = []
+        for kind, fn in (
+            ("Deployment", self._apps.list_namespaced_deployment),
+            ("DaemonSet", self._apps.list_namespaced_daemon_set),
+        ):
+            for item in self._get(f"{kind.lower()}s in {namespace}", fn, namespace)["items"]:
+                objs.append({**item, "kind": kind})
+        return objs
 
     def claimed_volumes(self, namespace: str, selector: str) -> list[RbdVolume]:
         """The RBD volumes bound to the PVCs matching `selector` in `namespace`."""
@@ -150,6 +215,36 @@ def _secret_ref(params: dict[str, str]) -> tuple[str, str]:
         "and -namespace)",
         field="storageclass",
     )
+
+
+def csi_flags(objs: list[Obj]) -> dict[str, str]:
+    """`--instanceid` and `--clustername` of the ceph-csi RBD containers in `objs`.
+
+    ceph-csi takes both as command-line flags of its provisioner Deployment and node plugin
+    DaemonSet (docs/deploy-rbd.md); a container without `--instanceid` uses "default". If the
+    containers disagree, the result is an error rather than a pick.
+    """
+    found: dict[str, set[str]] = {"instanceid": set(), "clustername": set()}
+    for obj in objs:
+        if obj.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        pod = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for container in pod.get("containers") or []:
+            args = [*(container.get("command") or []), *(container.get("args") or [])]
+            flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+            if flags.get("type") != "rbd" or flags.get("drivername", DRIVER) != DRIVER:
+                continue
+            found["instanceid"].add(flags.get("instanceid", "default"))
+            if "clustername" in flags:
+                found["clustername"].add(flags["clustername"])
+    for name, values in found.items():
+        if len(values) > 1:
+            raise CephError(
+                f"ceph-csi containers disagree on --{name} ({', '.join(sorted(values))}); "
+                f"pass --{'instance-id' if name == 'instanceid' else 'cluster-name'}",
+                field=name,
+            )
+    return {name: values.pop() for name, values in found.items() if values}
 
 
 def load_manifests(path: Path) -> list[Obj]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -22,9 +23,27 @@ from rich.table import Table
 from quorumkeeper.ceph.caps import Severity
 from quorumkeeper.ceph.check import check_access
 from quorumkeeper.ceph.client import CephError, CephTarget, connect
-from quorumkeeper.ceph.kube import KubeReader, load_manifests, target_from
-from quorumkeeper.ceph.locks import FenceAction, NodeState, NodeView, fence_image, inspect_image
-from quorumkeeper.ceph.orphans import delete_orphans, find_orphans
+from quorumkeeper.ceph.kube import KubeReader, csi_flags, load_manifests, target_from
+from quorumkeeper.ceph.locks import (
+    FenceAction,
+    NodeState,
+    NodeView,
+    Role,
+    fence_image,
+    identities,
+    inspect_image,
+    refuse_own_host,
+)
+from quorumkeeper.ceph.orphans import (
+    Action,
+    OrphanPlan,
+    Outcome,
+    Ownership,
+    PvRef,
+    delete_orphans,
+    find_orphans,
+    purge_trash,
+)
 from quorumkeeper.ceph.render import ReclaimPolicy, RenderInput, render_yaml
 
 ceph_app = typer.Typer(
@@ -262,6 +281,8 @@ def locks(
     rows: list[Any] = []
     try:
         with connect(target) as client:
+            ids = identities(client)
+            refuse_own_host(view, ids)
             names = _split(image)
             if not names and kubeconfig and namespace:
                 vols = KubeReader(kubeconfig, timeout=timeout).claimed_volumes(namespace, selector)
@@ -270,11 +291,11 @@ def locks(
                 names = client.list_images(pool_name)
             for name in names:
                 if fence:
-                    result = fence_image(client, pool_name, name, view, expire)
+                    result = fence_image(client, pool_name, name, view, expire, ids)
                     refused |= result.action == FenceAction.REFUSED
                     rows.append(result)
                 else:
-                    rows.append(inspect_image(client, pool_name, name, view))
+                    rows.append(inspect_image(client, pool_name, name, view, ids))
     except CephError as exc:
         raise _fail(f"{exc.field or 'ceph'}: {exc}") from exc
     if as_json:
@@ -285,24 +306,153 @@ def locks(
             for reason in r.reasons:
                 out.print(f"  {reason}", highlight=False, soft_wrap=True)
     else:
-        table = Table("image", "holder", "address", "node", "watchers", "state", "why")
+        table = Table("image", "kind", "who", "address", "node", "state", "why")
         for r in rows:
-            watchers = ", ".join(w.address for w in r.watchers) or "-"
-            if not r.locks:
-                table.add_row(r.image, "-", "-", "-", watchers, "unlocked", "")
+            if not r.locks and not r.watcher_states:
+                table.add_row(r.image, "-", "-", "-", "-", "unlocked", "")
             for lk in r.locks:
                 table.add_row(
                     r.image,
-                    lk.locker.client,
+                    "holder",
+                    _who(lk.locker.client, lk.role, lk.daemon),
                     lk.locker.address,
                     f"{lk.node or '?'} ({lk.node_status.value})",
-                    watchers,
                     lk.liveness.value,
                     "; ".join(lk.reasons),
                 )
+            for w in r.watcher_states:
+                table.add_row(
+                    r.image,
+                    "watcher" + (" (holder)" if w.holds_lock else ""),
+                    _who(w.watcher.client, w.role, w.daemon),
+                    w.watcher.address,
+                    f"{w.node or '?'} ({w.node_status.value})",
+                    w.liveness.value,
+                    "",
+                )
         out.print(table)
+        if ids.unread:
+            out.print(
+                "note: Ceph daemons are recognised from the maps this user can read; not read: "
+                + "; ".join(ids.unread),
+                highlight=False,
+                soft_wrap=True,
+            )
     if refused:
         raise typer.Exit(1)
+
+
+def _who(client: str, role: Role, daemon: str | None) -> str:
+    if role == Role.DAEMON:
+        return f"{daemon} (ceph daemon, never fenced)"
+    if role == Role.OWN_SESSION:
+        return f"{client} (this tool, never fenced)"
+    return client
+
+
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_s(flag: str, text: str) -> int:
+    """'3d', '12h', '90m', '3600s' or bare seconds -> seconds; a clear error otherwise."""
+    m = _DURATION.fullmatch(text.strip())
+    seconds = int(m.group(1)) * _UNIT_S[m.group(2)] if m else 0
+    if seconds <= 0 or seconds > 365 * 86400:
+        raise _fail(
+            f"{flag}: {text!r} is not a duration between 1 s and 365 d; write it like 3d, 12h, "
+            "90m or 3600 (seconds)"
+        )
+    return seconds
+
+
+def _ownership(
+    instance_id: str | None,
+    cluster_name: str | None,
+    images: list[str],
+    manifests: Path | None,
+    kubeconfig: Path | None,
+    storage_class: str | None,
+    timeout: float,
+) -> Ownership:
+    """This cluster's ceph-csi identity: flags first, else the ceph-csi containers' flags in
+    the manifests or in the StorageClass's namespace; never a guess."""
+    found: dict[str, str] = {}
+    if not instance_id:
+        try:
+            if manifests:
+                found = csi_flags(load_manifests(manifests))
+            elif kubeconfig and storage_class:
+                reader = KubeReader(kubeconfig, timeout=timeout)
+                namespaces = {
+                    o["metadata"]["namespace"]
+                    for o in reader.storage_objects(storage_class)
+                    if o.get("kind") in ("Secret", "ConfigMap")
+                }
+                found = csi_flags(
+                    [d for ns in sorted(namespaces) for d in reader.csi_deployments(ns)]
+                )
+        except CephError as exc:
+            raise _fail(f"{exc.field or 'instance-id'}: {exc}") from exc
+    instance_id = instance_id or found.get("instanceid")
+    if not instance_id:
+        raise _fail(
+            "instance-id: which ceph-csi instance's images are this cluster's is unknown: pass "
+            "--instance-id (ceph-csi's --instanceid; 'default' unless its Deployment sets one), "
+            "or --manifests / --kubeconfig --storage-class where the ceph-csi Deployment is"
+        )
+    return Ownership(instance_id, cluster_name or found.get("clustername"), frozenset(images))
+
+
+def _pv_refs(
+    kubeconfig: Path | None,
+    volume_handle: list[str] | None,
+    handles_file: Path | None,
+    no_pvs: bool,
+    timeout: float,
+) -> list[PvRef]:
+    refs = [PvRef(pv=h, handle=h) for h in _split(volume_handle)]
+    if handles_file:
+        try:
+            lines = handles_file.read_text().splitlines()
+        except OSError as exc:
+            raise CephError(f"cannot read {handles_file}: {exc}", field="handles-file") from exc
+        refs += [PvRef(pv=h.strip(), handle=h.strip()) for h in lines if h.strip()]
+    if kubeconfig:
+        refs += [
+            PvRef(pv=v.pv, handle=v.handle, image=v.image)
+            for v in KubeReader(kubeconfig, timeout=timeout).all_volumes()
+        ]
+    elif not refs and not no_pvs:
+        raise CephError(
+            "no PVs given: pass --kubeconfig, --volume-handle/--handles-file, or --no-pvs "
+            "if truly no PV exists (otherwise every image would look orphaned)",
+            field="volume-handle",
+        )
+    return refs
+
+
+def _print_plan(plan: OrphanPlan) -> None:
+    table = Table("image", "size", "age", "owner", "action", "why", title=f"pool {plan.pool}")
+    for v in plan.images:
+        table.add_row(
+            v.image,
+            f"{(v.size or 0) / 2**20:.0f} MiB",
+            f"{(v.age_s or 0) / 86400:.1f} d",
+            v.owner,
+            "to trash" if v.action == Action.TRASH else "keep",
+            "; ".join(v.reasons),
+        )
+    for v in plan.trash:
+        table.add_row(
+            v.image,
+            "-",
+            "-",
+            v.owner,
+            "purge" if v.action == Action.PURGE else "keep (trash)",
+            "; ".join(v.reasons),
+        )
+    out.print(table, soft_wrap=True)
 
 
 @ceph_app.command("orphans")
@@ -315,6 +465,18 @@ def orphans(
     manifests: Manifests = None,
     kubeconfig: Kubeconfig = None,
     storage_class: StorageClass = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option("--instance-id", help="ceph-csi's --instanceid for this cluster"),
+    ] = None,
+    cluster_name: Annotated[
+        str | None,
+        typer.Option("--cluster-name", help="ceph-csi's --clustername for this cluster"),
+    ] = None,
+    image: Annotated[
+        list[str] | None,
+        typer.Option("--image", help="an image you vouch is this cluster's; repeat"),
+    ] = None,
     volume_handle: Annotated[
         list[str] | None,
         typer.Option("--volume-handle", help="without --kubeconfig: every PV's handle; repeat"),
@@ -323,58 +485,86 @@ def orphans(
         Path | None, typer.Option("--handles-file", help="PV volume handles, one a line")
     ] = None,
     no_pvs: Annotated[
-        bool, typer.Option("--no-pvs", help="assert no PV exists at all (every image orphan)")
+        bool,
+        typer.Option("--no-pvs", help="no PV exists at all (honoured only if the journal exists)"),
     ] = False,
-    prefix: Annotated[str, typer.Option("--prefix", help="ceph-csi image prefix")] = "csi-vol-",
-    delete: Annotated[bool, typer.Option("--delete", help="remove the orphans")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before deleting")] = False,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="move the orphans to the RBD trash")
+    ] = False,
+    deferment: Annotated[
+        str, typer.Option("--deferment", help="how long trashed images stay restorable")
+    ] = "3d",
+    purge_trash_: Annotated[
+        bool,
+        typer.Option("--purge-trash", help="remove our trash entries whose deferment is over"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before changing")] = False,
     timeout: Timeout = 10.0,
     as_json: AsJson = False,
 ) -> None:
-    """ceph-csi images that no PV references, with size and age; --delete removes them."""
+    """Images ceph-csi made for this cluster that no PV references; every image is listed with
+    the reason it is kept. Without --delete or --purge-trash this changes nothing."""
+    if delete and purge_trash_:
+        raise _fail("delete: --delete and --purge-trash are separate steps; pass one of them")
+    deferment_s = _duration_s("deferment", deferment)
     target, pool_name = _target(
         monitors, pool, user, key, key_file, manifests, kubeconfig, storage_class, timeout
     )
-    handles = _split(volume_handle)
+    ownership = _ownership(
+        instance_id, cluster_name, _split(image), manifests, kubeconfig, storage_class, timeout
+    )
+    outcomes: list[Outcome] = []
+    log = err if as_json else out
+
+    def report(o: Outcome) -> None:
+        log.print(
+            f"{'ok' if o.done else 'NOT DONE'} {o.image}: {o.message}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
     try:
-        if handles_file:
-            try:
-                handles += [h.strip() for h in handles_file.read_text().splitlines() if h.strip()]
-            except OSError as exc:
-                raise CephError(f"cannot read {handles_file}: {exc}", field="handles-file") from exc
-        if kubeconfig:
-            handles += [v.handle for v in KubeReader(kubeconfig, timeout=timeout).volumes()]
-        elif not handles and not no_pvs:
-            raise CephError(
-                "no PVs given: pass --kubeconfig, --volume-handle/--handles-file, or --no-pvs "
-                "if truly no PV exists (otherwise every image would look orphaned)",
-                field="volume-handle",
-            )
+        refs = _pv_refs(kubeconfig, volume_handle, handles_file, no_pvs, timeout)
         with connect(target) as client:
-            report = find_orphans(client, pool_name, handles, prefix)
-            deletions = []
-            if delete and report.orphans:
-                names = ", ".join(o.image for o in report.orphans)
-                if not yes and not typer.confirm(f"Delete {names} from {pool_name}?"):
-                    raise _fail("nothing deleted (not confirmed)", code=1)
-                deletions = delete_orphans(client, report)
+            plan = find_orphans(
+                client,
+                pool_name,
+                refs,
+                ownership,
+                empty_pv_list_confirmed=no_pvs,
+                deferment_s=deferment_s,
+            )
+            if not as_json:
+                _print_plan(plan)
+            chosen = plan.to_trash if delete else plan.to_purge if purge_trash_ else ()
+            if chosen:
+                names = ", ".join(v.image for v in chosen)
+                what = (
+                    f"Move {names} to the trash of {pool_name} for {deferment}"
+                    if delete
+                    else f"Remove {names} from the trash of {pool_name} for good"
+                )
+                if not yes and not typer.confirm(f"{what}?", err=True):
+                    raise _fail("nothing changed (not confirmed)", code=1)
+                act = delete_orphans if delete else purge_trash
+                outcomes = act(client, plan, report)
     except CephError as exc:
         raise _fail(f"{exc.field or 'ceph'}: {exc}") from exc
+    failed = [o for o in outcomes if not o.done]
     if as_json:
-        out.print_json(data={"report": _plain(report), "deletions": _plain(deletions)})
-        return
-    table = Table("image", "size", "age", "watchers", "locked")
-    for o in report.orphans:
-        table.add_row(
-            o.image,
-            f"{o.size / 2**20:.0f} MiB",
-            f"{o.age_s / 86400:.1f} d",
-            str(o.watchers),
-            "yes" if o.locked else "no",
+        out.print_json(data={"plan": _plain(plan), "outcomes": _plain(outcomes)})
+    elif delete or purge_trash_:
+        verb = "moved to the trash" if delete else "purged"
+        log.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} {verb}", highlight=False)
+    else:
+        names = ", ".join(v.image for v in plan.to_trash) or "nothing"
+        out.print(
+            f"dry run, nothing changed: --delete would move {names} to the trash for {deferment}",
+            highlight=False,
+            soft_wrap=True,
         )
-    out.print(table)
-    for d in deletions:
-        out.print(f"{d.image}: {d.reason}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 @render_app.command("ceph")
