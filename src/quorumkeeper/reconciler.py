@@ -114,6 +114,7 @@ class LocalCluster:
                     "applied_index": member.applied_index,
                     "data_bytes": member.data_bytes,
                     "pid": self.runtime.pid(endpoint),
+                    "stale_leader": member.stale_leader,
                 }
             )
         return {
@@ -128,6 +129,11 @@ class LocalCluster:
                 [m.address for m in membership if m.role is not Role.LEARNER]
             ),
             "step": {"kind": type(step).__name__, "reason": step.reason},
+            "alarms": [
+                {"member": self.desired.endpoint_at(m.address).name, "alarm": alarm}
+                for m in membership
+                for alarm in m.alarms
+            ],
         }
 
 

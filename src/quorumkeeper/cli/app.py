@@ -259,7 +259,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         size = member["data_bytes"]
         table.add_row(
             member["name"],
-            member["role"],
+            member["role"] + (" (stale leader)" if member["stale_leader"] else ""),
             healthy,
             member["client_url"],
             str(member["applied_index"] or "-"),
@@ -268,6 +268,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         )
     out.print(table)
     out.print(f"connect string: {status['connect_string']}", highlight=False)
+    for alarm in status["alarms"]:
+        out.print(f"[bold red]alarm:[/] {alarm['alarm']} on {alarm['member']}", highlight=False)
     out.print(
         f"phase [bold]{status['phase']}[/], {len(status['members'])} of "
         f"{status['desired_members']} members: {status['step']['reason']}",
