@@ -20,6 +20,7 @@ from rich.table import Table
 
 from quorumkeeper import distributions, keeper
 from quorumkeeper.cli.ceph import ceph_app, render_app
+from quorumkeeper.cli.maintenance import maintenance_app
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.preflight import (
     Refused,
@@ -41,6 +42,7 @@ app = typer.Typer(
 )
 app.add_typer(ceph_app, name="ceph")
 app.add_typer(render_app, name="render")
+app.add_typer(maintenance_app, name="maintenance")
 
 out = Console()
 err = Console(stderr=True)
