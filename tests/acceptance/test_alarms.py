@@ -10,34 +10,29 @@ b) A ZooKeeper leader back from a partition (SIGSTOP longer than syncLimit x tic
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from quorumkeeper.planner import Observation, Phase, plan
 from quorumkeeper.reconciler import LocalCluster
 from quorumkeeper.stores.base import CoordinationStore, Member, Role, StoreError
-from quorumkeeper.stores.etcd import client_url
 from quorumkeeper.stores.zookeeper import server_state
-from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.acceptance.harness import (
+    FILLER,
+    SMALL_QUOTA,
+    LocalClusterUnderTest,
+    Writer,
+    delete_prefix,
+    fill_until_nospace,
+)
 from tests.polling import loopback_subnet, wait_until
 
 pytestmark = pytest.mark.acceptance
-
-SMALL_QUOTA = """etcd:
-  quota_backend_bytes: 16777216
-  auto_compaction_retention: "0"
-"""
-"""The reported spec: a 16 MiB quota with automatic compaction off."""
-
-FILLER = "big/"
-FILLER_VALUE = "x" * 512 * 1024
 
 SHORT_TICKS = """zookeeper:
   tick_time_ms: 500
@@ -45,34 +40,6 @@ SHORT_TICKS = """zookeeper:
   max_session_timeout_ms: 10000
 """
 """syncLimit x tickTime = 2.5 s, so a partition that outlasts it is short."""
-
-
-def _fill_until_nospace(cluster: LocalClusterUnderTest) -> int:
-    """Put 512 KiB values under `FILLER` until etcd refuses; returns how many it took."""
-    store = cluster.client(timeout=5.0)
-    try:
-        for count in range(1000):
-            try:
-                store.write_probe(f"{FILLER}{count:04d}", FILLER_VALUE)
-            except StoreError as error:
-                assert "database space exceeded" in str(error), error
-                return count
-    finally:
-        store.close()
-    raise AssertionError("etcd accepted 500 MiB under a 16 MiB quota")
-
-
-def _delete_filler(cluster: LocalClusterUnderTest, address: str) -> None:
-    """What a user does first: `etcdctl del --prefix big/` (deletes are served during NOSPACE)."""
-    prefix = base64.b64encode(FILLER.encode()).decode()
-    end = base64.b64encode(FILLER[:-1].encode() + bytes([FILLER.encode()[-1] + 1])).decode()
-    response = httpx.post(
-        f"{client_url(address)}/v3/kv/deleterange",
-        json={"key": prefix, "range_end": end},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    assert int(response.json()["deleted"]) > 0
 
 
 def _with_alarm(cluster: LocalClusterUnderTest) -> dict[str, Any] | None:
@@ -89,7 +56,7 @@ def test_etcd_nospace_is_shown_as_an_alarm_and_reclaim_space_recovers(tmp_path: 
         cluster.wait_ready(3)
         with Writer(cluster) as writer:
             wait_until(lambda: writer.ack_times, 10, "a first small write")
-            assert _fill_until_nospace(cluster) > 0
+            assert fill_until_nospace(cluster) > 0
             status = wait_until(lambda: _with_alarm(cluster), 30, "the alarm in status")
             names = {m["name"] for m in status["members"]}
             assert status["alarms"], status
@@ -103,7 +70,8 @@ def test_etcd_nospace_is_shown_as_an_alarm_and_reclaim_space_recovers(tmp_path: 
             assert "alarm: NOSPACE on" in table, table
             wait_until(lambda: writer.failed > 0, 10, "the small writes refused as well")
 
-            _delete_filler(cluster, cluster.member(status, "leader")["address"])
+            # what a user does first: `etcdctl del --prefix big/`
+            assert delete_prefix(cluster.member(status, "leader")["address"], FILLER) > 0
             result = cluster.cli("maintenance", "reclaim-space", cluster.name)
             lines = result.stdout.splitlines()
             steps = [
