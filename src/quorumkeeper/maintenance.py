@@ -21,6 +21,8 @@ from quorumkeeper.stores.etcd import EtcdStore
 NOSPACE = "NOSPACE"
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 """What etcd uses when its status reports a quota of 0 (no `--quota-backend-bytes`)."""
+FULL_WARNING_SHARE = 0.8
+"""Above this share of the quota after reclaiming, the data itself is the problem: warn."""
 
 
 class MaintenanceRefused(RuntimeError):
@@ -70,7 +72,7 @@ class SpaceReclaimer:
                 "defragmentation could leave no quorum; fix: wait until `quorumkeeper status` "
                 "shows every member healthy, then run again"
             )
-        self._compact(members)
+        self._compact()
         leader = next((m for m in members if m.role is Role.LEADER), None)
         followers = [m for m in members if m is not leader]
         for member in followers:
@@ -81,23 +83,13 @@ class SpaceReclaimer:
                 self._hand_over(leader, successor)
             self._defragment(leader, "old leader" if successor else "leader, alone")
         self._disarm(members)
+        self._headroom(members)
 
-    def _compact(self, members: list[Member]) -> None:
+    def _compact(self) -> None:
         revision = self.store.revision()
         self.say(f"compacting the key history up to revision {revision}")
         if not self.store.compact(revision):
             self.say(f"  already compacted up to revision {revision}")
-        for member in members:
-            space = self.store.space(member)
-            quota = space.quota_bytes or DEFAULT_QUOTA_BYTES
-            if space.in_use_bytes >= quota:
-                raise StoreError(
-                    f"after compaction {self.name_of(member)} still holds "
-                    f"{_mib(space.in_use_bytes)} of live data, at or over its {_mib(quota)} "
-                    "quota, so defragmenting frees too little; fix: delete keys you no longer "
-                    "need (etcd serves deletes during NOSPACE), then run this command again",
-                    retryable=False,
-                )
 
     def _defragment(self, member: Member, role: str) -> None:
         name = self.name_of(member)
@@ -146,3 +138,18 @@ class SpaceReclaimer:
         for name, alarms in left.items():
             self.say(f"still raised on {name}: {', '.join(alarms)} (not a space problem)")
         self.say("writes are accepted again")
+
+    def _headroom(self, members: list[Member]) -> None:
+        """Say how full the fullest member is now: the filler may still be there."""
+        fullest, space = max(
+            ((m, self.store.space(m)) for m in members), key=lambda pair: pair[1].db_bytes
+        )
+        quota = space.quota_bytes or DEFAULT_QUOTA_BYTES
+        share = space.db_bytes / quota
+        line = (
+            f"{self.name_of(fullest)} holds {_mib(space.db_bytes)} of its {_mib(quota)} quota "
+            f"({share:.0%})"
+        )
+        if share >= FULL_WARNING_SHARE:
+            line += "; it fills up again soon: delete keys you no longer need and run again"
+        self.say(line)

@@ -89,6 +89,7 @@ def test_etcd_nospace_is_shown_as_an_alarm_and_reclaim_space_recovers(tmp_path: 
             assert at == len(steps), f"steps out of order or missing:\n{result.stdout}"
             before, after = result.stdout.split("handing leadership")
             assert before.count("(follower") == 2 and "(old leader" in after, result.stdout
+            assert "of its 16.0 MiB quota" in after and "fills up again" not in after, after
             recovered_at = time.monotonic()
             wait_until(
                 lambda: writer.first_ack_of_write_sent_after(recovered_at), 30, "writes accepted"

@@ -50,7 +50,8 @@ RECLAIM_SPACE_HELP = (
     "they are while the alarm is raised; reads go on.\n\n"
     "Compaction only drops old versions of keys. Delete the keys you no longer need first (for "
     "instance the big values that filled the quota: etcd serves deletes during NOSPACE), "
-    "otherwise the live data stays over the quota and the command stops before disarming.\n\n"
+    "otherwise the space stays nearly full and NOSPACE soon returns; the last line says how "
+    "full the fullest member is.\n\n"
     "Exit codes: 0 done, 1 a step failed (running again is safe), 2 refused."
 )
 
