@@ -6,7 +6,8 @@ With a writer putting one key every 10 ms it measures failed writes and the long
 acknowledged writes while scaling 3 -> 5 -> 3 and 2 -> 3 -> 2, the time from a new member's
 process start to it voting, from a leader's kill -9 or SIGSTOP to the next acknowledged write,
 and for quorumkeeper also from a wiped member's discovery to its replacement being a healthy
-voter, and the keeper's RSS. The baseline (`seed_method.py`) does what the seed did: static
+voter, the keeper's RSS, and for etcd the longest write gap of a NOSPACE recovery
+(`measure_nospace_recovery`). The baseline (`seed_method.py`) does what the seed did: static
 member lists, changed by hand and loaded by restarting every member, one at a time.
 """
 
@@ -29,8 +30,15 @@ from rich.table import Table
 
 from benchmarks.seed_method import seed_method
 from quorumkeeper.stores.base import StoreError
-from tests.acceptance.harness import LocalClusterUnderTest, Writer
-from tests.polling import wait_until
+from tests.acceptance.harness import (
+    FILLER,
+    SMALL_QUOTA,
+    LocalClusterUnderTest,
+    Writer,
+    delete_prefix,
+    fill_until_nospace,
+)
+from tests.polling import loopback_subnet, wait_until
 
 
 @dataclass
@@ -45,6 +53,8 @@ class Figures:
     max_write_gap_2_3_2_s: float | None = None
     hung_leader_recovery_s: float | None = None
     hung_leader_recovery_tuned_s: float | None = None
+    nospace_recovery_max_write_gap_s: float | None = None
+    nospace_reclaim_command_s: float | None = None
 
 
 TARGETS = {
@@ -58,6 +68,8 @@ TARGETS = {
         "hung_leader_recovery_s": "",
         "replace_s": "<= 5",
         "keeper_rss_mb": "<= 60",
+        "nospace_recovery_max_write_gap_s": "",
+        "nospace_reclaim_command_s": "",
     },
     "zookeeper": {
         "failed_writes": "0",
@@ -196,6 +208,7 @@ def measure_quorumkeeper(store: str, workdir: Path) -> Figures:
         recovery = _keeper_leader_fault(cluster, signal.SIGKILL)
         hung = _keeper_leader_fault(cluster, signal.SIGSTOP)
         tuned = _tuned_hung_leader(workdir) if store == "zookeeper" else None
+        nospace = measure_nospace_recovery(workdir) if store == "etcd" else (None, None)
         return Figures(
             failed_writes=scaling.failed,
             max_write_gap_s=round(scaling.longest_gap, 3),
@@ -207,6 +220,8 @@ def measure_quorumkeeper(store: str, workdir: Path) -> Figures:
             max_write_gap_2_3_2_s=round(small.longest_gap, 3),
             hung_leader_recovery_s=round(hung, 3),
             hung_leader_recovery_tuned_s=tuned,
+            nospace_recovery_max_write_gap_s=nospace[0],
+            nospace_reclaim_command_s=nospace[1],
         )
     finally:
         cluster.cli("down", cluster.name, "--purge", check=False)
@@ -220,6 +235,36 @@ def _tuned_hung_leader(workdir: Path) -> float:
     try:
         cluster.up(3, "--spec-file", str(spec_file))
         return round(_keeper_leader_fault(cluster, signal.SIGSTOP), 3)
+    finally:
+        cluster.cli("down", cluster.name, "--purge", check=False)
+        cluster.destroy()
+
+
+def measure_nospace_recovery(workdir: Path) -> tuple[float, float]:
+    """NOSPACE recovery: the longest gap between acknowledged writes of a small-key writer, and
+    how long `maintenance reclaim-space` took, in seconds.
+
+    A 3-member etcd with a 16 MiB quota and compaction off is filled with 512 KiB values until
+    it raises NOSPACE; then, at once, the filler is deleted and the command runs. etcd refuses
+    every write from the alarm until the disarm, the command's last step, so the gap spans the
+    refused writes, the delete and the whole command (CLI start-up included).
+    """
+    spec_file = workdir / "quota.yaml"
+    spec_file.write_text(SMALL_QUOTA)
+    cluster = LocalClusterUnderTest("etcd", "full", loopback_subnet(94), workdir / "nospace")
+    try:
+        cluster.up(3, "--spec-file", str(spec_file))
+        leader = cluster.member(cluster.wait_ready(3), "leader")
+        with Writer(cluster) as writer:
+            wait_until(lambda: writer.ack_times, 10, "a first write")
+            fill_until_nospace(cluster)
+            delete_prefix(leader["address"], FILLER)
+            started = time.monotonic()
+            cluster.cli("maintenance", "reclaim-space", cluster.name)
+            command_s = time.monotonic() - started
+            _first_ack_after(writer, started)
+        writer.assert_nothing_lost()
+        return round(writer.longest_gap, 3), round(command_s, 3)
     finally:
         cluster.cli("down", cluster.name, "--purge", check=False)
         cluster.destroy()

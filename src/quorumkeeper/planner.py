@@ -343,6 +343,13 @@ def _plan_membership(
             f"{len(membership)} of {desired.members} members: adding {joiner.name}", joiner
         )
 
+    raised = [
+        f"{alarm} on {desired.endpoint_at(m.address).name}"
+        for m in membership
+        for alarm in m.alarms
+    ]
+    if raised:  # the store's alarm, not membership: nothing to restart or replace
+        return Done(f"alarm raised: {', '.join(raised)}", degraded=True)
     return Done("cluster matches its spec", degraded=len(healthy_voters) < len(voters))
 
 

@@ -210,6 +210,7 @@ class LocalCluster:
                     "blocked_by": slot.blocked_by,
                     "data_position": slot.position.label if slot.position else None,
                     "data_damage": slot.position.damage if slot.position else None,
+                    "stale_leader": member.stale_leader if member else False,
                 }
             )
         voters = [m.address for m in membership or () if m.role is not Role.LEARNER]
@@ -223,6 +224,11 @@ class LocalCluster:
             "quorum": membership is not None,
             "connect_string": self.backend.connect_string(voters),
             "step": {"kind": type(step).__name__, "reason": step.reason},
+            "alarms": [
+                {"member": self.desired.endpoint_at(m.address).name, "alarm": alarm}
+                for m in membership or ()
+                for alarm in m.alarms
+            ],
         }
 
 

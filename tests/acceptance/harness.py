@@ -7,6 +7,7 @@ were acknowledged, so every fault test can check that none of them was lost.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import itertools
@@ -32,6 +33,7 @@ from quorumkeeper.spec import MAX_MEMBERS
 from quorumkeeper.state import ClusterPaths
 from quorumkeeper.stores.base import CoordinationStore, Endpoint, StoreError
 from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd import client_url as etcd_client_url
 from quorumkeeper.stores.zookeeper import ZookeeperStore
 from tests.polling import wait_until
 
@@ -289,3 +291,47 @@ def holding_port(address: str, port: int) -> Iterator[socket.socket]:
         wait_until(bound, 15, f"{address}:{port} is free to hold (a killed member's socket)")
         listener.listen()
         yield listener
+
+
+SMALL_QUOTA = """etcd:
+  quota_backend_bytes: 16777216
+  auto_compaction_retention: "0"
+"""
+"""A spec file from a real report: a 16 MiB quota with automatic compaction off."""
+
+FILLER = "big/"
+"""Where `fill_until_nospace` puts its 512 KiB values."""
+
+
+def fill_until_nospace(cluster: LocalClusterUnderTest) -> int:
+    """Put 512 KiB values under `FILLER` until etcd refuses with "database space exceeded";
+    returns how many it accepted."""
+    store = cluster.client(timeout=5.0)
+    value = "x" * 512 * 1024
+    try:
+        for count in range(1000):
+            try:
+                store.write_probe(f"{FILLER}{count:04d}", value)
+            except StoreError as error:
+                assert "database space exceeded" in str(error), error
+                return count
+    finally:
+        store.close()
+    raise AssertionError("etcd accepted 500 MiB without raising NOSPACE")
+
+
+def delete_prefix(address: str, prefix: str) -> int:
+    """`etcdctl del --prefix` through the member on `address` (etcd serves deletes during
+    NOSPACE); returns how many keys went."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    response = httpx.post(
+        f"{etcd_client_url(address)}/v3/kv/deleterange",
+        json={"key": _base64(prefix), "range_end": _base64(end)},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json().get("deleted", 0))
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

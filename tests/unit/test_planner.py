@@ -345,3 +345,28 @@ def test_a_member_that_keeps_failing_backs_off_without_holding_the_others() -> N
     too_many = replace(due, failed_starts=MAX_FAILED_STARTS)
     replaced = plan(desired, Observation(membership, (*_running(0, 1), too_many)))
     assert isinstance(replaced, SetDataAside)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(observations(), st.data())
+def test_an_alarm_never_reads_ready_and_changes_no_step(
+    case: tuple[Desired, Observation], data: st.DataObject
+) -> None:
+    """An alarm (etcd NOSPACE, CORRUPT) is not a membership fact: the planner takes the step it
+    would take without it, and a cluster that matches its spec is Degraded, naming the alarm."""
+    desired, observed = case
+    if not observed.membership:
+        return
+    alarmed = data.draw(st.sampled_from(observed.membership))
+    alarm = data.draw(st.sampled_from(["NOSPACE", "CORRUPT"]))
+    membership = tuple(
+        replace(m, alarms=(alarm,)) if m is alarmed else m for m in observed.membership
+    )
+    without = plan(desired, observed)
+    step = plan(desired, Observation(membership, observed.slots))
+    assert step.phase is not Phase.READY
+    if isinstance(without, Done):
+        assert isinstance(step, Done) and step.phase is Phase.DEGRADED
+        assert f"{alarm} on {desired.endpoint_at(alarmed.address).name}" in step.reason
+    else:
+        assert type(step) is type(without) and step.reason == without.reason

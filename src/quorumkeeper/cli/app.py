@@ -21,6 +21,7 @@ from rich.table import Table
 
 from quorumkeeper import distributions, keeper
 from quorumkeeper.cli.ceph import ceph_app, render_app
+from quorumkeeper.cli.maintenance import maintenance_app
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.preflight import (
     Refused,
@@ -42,6 +43,7 @@ app = typer.Typer(
 )
 app.add_typer(ceph_app, name="ceph")
 app.add_typer(render_app, name="render")
+app.add_typer(maintenance_app, name="maintenance")
 
 out = Console()
 err = Console(stderr=True)
@@ -293,7 +295,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         size = member["data_bytes"]
         table.add_row(
             member["name"],
-            member["role"],
+            member["role"] + (" (stale leader)" if member["stale_leader"] else ""),
             healthy,
             member["client_url"],
             str(member["applied_index"] or "-"),
@@ -307,6 +309,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         if notes:
             out.print(f"{member['name']}: {'; '.join(notes)}", highlight=False)
     out.print(f"connect string: {status['connect_string']}", highlight=False)
+    for alarm in status["alarms"]:
+        out.print(f"[bold red]alarm:[/] {alarm['alarm']} on {alarm['member']}", highlight=False)
     out.print(
         f"phase [bold]{status['phase']}[/], {len(status['members'])} of "
         f"{status['desired_members']} members: {status['step']['reason']}",

@@ -42,6 +42,14 @@ class Member:
     members without a name); `healthy` means it answered within the probe timeout and knows
     a leader. `applied_index` and `data_bytes` come from the member itself when it answered:
     how far it has applied the log, and the size of its database.
+
+    Health, role and alarms are separate facts. `role` is the member's real role whenever it
+    answers, alarms or not; `Role.LEADER` only for the leader the quorum follows. A member that
+    claims leadership without a quorum behind it (a leader cut off and not yet stepped down) is
+    `stale_leader`, shown as a follower and not healthy. `alarms` are the store's own alarms on
+    this member (etcd's `NOSPACE`, `CORRUPT`): a member with an alarm that answers and knows a
+    leader stays healthy, because restarting or replacing it fixes nothing; the alarm makes the
+    cluster Degraded instead.
     """
 
     id: str
@@ -51,6 +59,8 @@ class Member:
     started: bool
     applied_index: int | None = None
     data_bytes: int | None = None
+    alarms: tuple[str, ...] = ()
+    stale_leader: bool = False
 
     @property
     def voter(self) -> bool:

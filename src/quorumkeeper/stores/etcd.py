@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,26 @@ def answers(address: str, timeout: float = 0.5) -> bool:
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def _current_leader(statuses: list[dict[str, Any]]) -> str | None:
+    """The member ID reported as leader for the highest raft term among `statuses`."""
+    known = [
+        (int(s.get("raftTerm", 0)), s["leader"]) for s in statuses if s.get("leader", "0") != "0"
+    ]
+    return max(known)[1] if known else None
+
+
+@dataclass(frozen=True)
+class Space:
+    """One member's database, in bytes: the file (`db_bytes`), the part holding live data and
+    history (`in_use_bytes`, the rest is free pages only a defragmentation returns) and the
+    quota beyond which etcd raises NOSPACE; `revision` is the member's current revision."""
+
+    revision: int
+    db_bytes: int
+    in_use_bytes: int
+    quota_bytes: int
 
 
 class EtcdStore(CoordinationStore):
@@ -109,20 +130,42 @@ class EtcdStore(CoordinationStore):
             except (httpx.HTTPError, StoreError, ValueError):
                 yield endpoint.address, None
 
+    def alarms(self) -> dict[str, tuple[str, ...]]:
+        """Raised alarms by member ID, e.g. `{"8211f1d0f64f3269": ("NOSPACE",)}`.
+
+        From `/v3/maintenance/alarm` with action GET, which etcd serves as a raft request
+        (`EtcdServer.Alarm`), so it is the committed alarm list, not one member's view. Every
+        member's status also lists every alarm among its `errors`, as text.
+        """
+        raised: dict[str, list[str]] = {}
+        for entry in self._post("/v3/maintenance/alarm", {"action": "GET"}).get("alarms", []):
+            alarm = entry.get("alarm", "NONE")  # proto3 JSON leaves out the zero value, NONE
+            if alarm != "NONE":
+                raised.setdefault(entry["memberID"], []).append(alarm)
+        return {member: tuple(sorted(names)) for member, names in raised.items()}
+
     def members(self) -> list[Member]:
+        """Members with role, health and alarms as three separate facts.
+
+        etcd's status lists every raised alarm among its `errors` (and "no leader" when it has
+        none: `maintenanceServer.Status`), so errors alone say nothing about the member. A member
+        is healthy when it answers and knows a leader. The leader shown is the one reported for
+        the highest raft term, which a quorum elected (raft has at most one leader per term); a
+        member still claiming leadership of an older term is a stale leader, not healthy.
+        """
         listed = self._post("/v3/cluster/member/list", {"linearizable": True})["members"]
+        alarms = self.alarms()
         statuses = dict(self._statuses())
-        leaders = {s["leader"] for s in statuses.values() if s is not None and s.get("leader")}
+        leader = _current_leader([s for s in statuses.values() if s is not None])
         members = []
         for entry in listed:
             address = httpx.URL(entry["peerURLs"][0]).host
             status = statuses.get(address)
-            healthy = (
-                status is not None and status.get("leader", "0") != "0" and not status.get("errors")
-            )
+            claims_leadership = status is not None and status.get("leader") == entry["ID"]
+            stale_leader = claims_leadership and entry["ID"] != leader
             if entry.get("isLearner"):
                 role = Role.LEARNER
-            elif entry["ID"] in leaders and healthy:
+            elif entry["ID"] == leader and status is not None:
                 role = Role.LEADER
             else:
                 role = Role.FOLLOWER
@@ -131,13 +174,62 @@ class EtcdStore(CoordinationStore):
                     id=entry["ID"],
                     address=address,
                     role=role,
-                    healthy=healthy,
+                    healthy=status is not None
+                    and status.get("leader", "0") != "0"
+                    and not stale_leader,
                     started=bool(entry.get("name")),
                     applied_index=int(status["raftAppliedIndex"]) if status else None,
                     data_bytes=int(status["dbSize"]) if status else None,
+                    alarms=alarms.get(entry["ID"], ()),
+                    stale_leader=stale_leader,
                 )
             )
         return members
+
+    # Maintenance: what `quorumkeeper.maintenance` needs to reclaim space.
+
+    def space(self, member: Member) -> Space:
+        """`member`'s database against its quota, from its own status."""
+        status = self._post_to(member.address, "/v3/maintenance/status", {})
+        return Space(
+            revision=int(status["header"].get("revision", 0)),
+            db_bytes=int(status.get("dbSize", 0)),
+            in_use_bytes=int(status.get("dbSizeInUse", 0)),
+            quota_bytes=int(status.get("dbSizeQuota", 0)),
+        )
+
+    def revision(self) -> int:
+        """The cluster's current revision, read linearizably (a count-only range)."""
+        header = self._post("/v3/kv/range", {"key": _b64("\0"), "count_only": True})["header"]
+        return int(header["revision"])
+
+    def compact(self, revision: int) -> bool:
+        """Compact the key history up to `revision` and wait until the space is free
+        (`physical`); False when it was compacted that far already."""
+        try:
+            self._post("/v3/kv/compaction", {"revision": revision, "physical": True})
+        except StoreError as error:
+            if "required revision has been compacted" in str(error):
+                return False
+            raise
+        return True
+
+    def defragment(self, member: Member, *, timeout: float) -> None:
+        """Rewrite `member`'s database file without its free pages. The member serves nothing
+        while it runs, so callers go one member at a time and the leader last."""
+        response = self._http.post(
+            f"{client_url(member.address)}/v3/maintenance/defragment", json={}, timeout=timeout
+        )
+        if response.status_code != 200:
+            raise StoreError(f"defragmenting {member.address}: {response.text}", retryable=True)
+
+    def disarm(self, member_id: str, alarm: str) -> None:
+        """Clear `alarm` on `member_id` (alarm action DEACTIVATE). etcd raises NOSPACE again at
+        the next write if the member's database is still over its quota."""
+        self._post(
+            "/v3/maintenance/alarm",
+            {"action": "DEACTIVATE", "memberID": member_id, "alarm": alarm},
+        )
 
     def add_learner(self, endpoint: Endpoint) -> Member:
         body = {"peerURLs": [peer_url(endpoint.address)], "isLearner": True}

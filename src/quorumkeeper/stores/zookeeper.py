@@ -133,11 +133,14 @@ def four_letter_word(address: str, word: str, timeout: float) -> str:
 @dataclass(frozen=True)
 class ServerState:
     """One server's own account of itself. `mode` is None while it is not serving (electing,
-    syncing, or cut off from a quorum): ZooKeeper only reports a mode while it serves."""
+    syncing, or cut off from a quorum): ZooKeeper only reports a mode while it serves.
+    `synced_voters` is, on a server in leader mode, how many voting followers are in sync with
+    it (itself not counted)."""
 
     mode: str | None
     zxid: int | None
     data_bytes: int | None
+    synced_voters: int | None = None
 
     @property
     def serving(self) -> bool:
@@ -148,8 +151,18 @@ class ServerState:
         return None if self.zxid is None else self.zxid >> 32
 
 
+def _count(metrics: dict[str, str], key: str) -> int | None:
+    value = metrics.get(key)
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def server_state(address: str, timeout: float) -> ServerState | None:
-    """`srvr` and `mntr` of one server; None when it does not answer at all."""
+    """`srvr` and `mntr` of one server; None when it does not answer at all.
+
+    On a leader, `mntr`'s `zk_synced_followers` counts every follower in sync, non-voting ones
+    (joiners) included, and `zk_synced_non_voting_followers` those alone
+    (`LeaderZooKeeperServer.registerMetrics`): the difference is the voters following it.
+    """
     try:
         srvr = four_letter_word(address, "srvr", timeout)
     except OSError:
@@ -157,16 +170,21 @@ def server_state(address: str, timeout: float) -> ServerState | None:
     fields = dict(line.split(": ", 1) for line in srvr.splitlines() if ": " in line)
     mode = fields.get("Mode")
     zxid = int(fields["Zxid"], 16) if "Zxid" in fields else None
-    data_bytes = None
+    metrics: dict[str, str] = {}
     if mode is not None:
         try:
             mntr = four_letter_word(address, "mntr", timeout)
         except OSError:
             mntr = ""
         metrics = dict(line.split("\t", 1) for line in mntr.splitlines() if "\t" in line)
-        size = metrics.get("zk_approximate_data_size")
-        data_bytes = int(size) if size is not None and size.isdigit() else None
-    return ServerState(mode=mode, zxid=zxid, data_bytes=data_bytes)
+    synced = _count(metrics, "zk_synced_followers")
+    non_voting = _count(metrics, "zk_synced_non_voting_followers")
+    return ServerState(
+        mode=mode,
+        zxid=zxid,
+        data_bytes=_count(metrics, "zk_approximate_data_size"),
+        synced_voters=None if synced is None else synced - (non_voting or 0),
+    )
 
 
 def serving_id(address: str, timeout: float) -> int | None:
@@ -352,24 +370,36 @@ class ZookeeperStore(CoordinationStore):
         return reserved
 
     def members(self) -> list[Member]:
+        """The committed servers, then reserved joiners as learners.
+
+        The leader shown is the server in leader mode that a quorum of the committed voters
+        follows (`_quorum_leader`). A leader cut off from its followers keeps answering "Mode:
+        leader" until it notices, up to syncLimit x tickTime after it runs again (measured
+        0.27 s after a SIGSTOP longer than that was lifted, next to the new leader): it is shown
+        as a stale leader, a follower that is not healthy, so status never shows two leaders.
+        """
         config = self.committed_config()
         reserved = self._reservations(config)
         states = self._states([s.address for s in config.servers] + list(reserved.values()))
-        leader_epoch = _leader_epoch(states)
+        leader = _quorum_leader(config, states)
+        leader_state = states.get(leader) if leader else None
         members = []
         for server in config.servers:
             state = states.get(server.address)
-            healthy = state is not None and state.serving
+            stale_leader = state is not None and state.mode == "leader" and server.address != leader
             if not server.participant:
                 role = Role.OBSERVER
-            elif state is not None and state.mode == "leader":
+            elif server.address == leader:
                 role = Role.LEADER
             else:
                 role = Role.FOLLOWER
-            members.append(_member(str(server.id), server.address, role, healthy, state))
+            healthy = state is not None and state.serving and not stale_leader
+            members.append(
+                _member(str(server.id), server.address, role, healthy, state, stale=stale_leader)
+            )
         for joiner, address in sorted(reserved.items()):
             state = states[address]
-            synced = state is not None and _synced(state, leader_epoch)
+            synced = state is not None and _synced(state, leader_state)
             members.append(
                 _member(
                     str(joiner), address, Role.LEARNER, synced, state, started=state is not None
@@ -439,7 +469,8 @@ class ZookeeperStore(CoordinationStore):
         if not config.voter(server):
             states = self._states([s.address for s in config.servers] + [member.address])
             state = states[member.address]
-            if state is None or not _synced(state, _leader_epoch(states)):
+            leader = _quorum_leader(config, states)
+            if state is None or not _synced(state, states.get(leader) if leader else None):
                 raise NotCaughtUp(
                     f"server {server} at {member.address} is not following the leader yet "
                     f"(mode {state.mode if state else 'unreachable'})"
@@ -562,13 +593,33 @@ def _probe_path(key: str) -> str:
     return f"{PROBE_ROOT}/{key.strip('/')}"
 
 
-def _leader_epoch(states: dict[str, ServerState | None]) -> int | None:
-    return next((s.epoch for s in states.values() if s is not None and s.mode == "leader"), None)
+def _quorum_leader(config: EnsembleConfig, states: dict[str, ServerState | None]) -> str | None:
+    """The address of the leader a quorum of the committed voters follows, if any.
+
+    A server in leader mode qualifies when it and the voters in sync with it make a majority of
+    the voters; should two qualify (one's count not yet updated), the newer epoch wins.
+    """
+    voters = [server.address for server in config.servers if server.participant]
+    majority = len(voters) // 2 + 1
+    qualified = [
+        (state.epoch or 0, address)
+        for address in voters
+        if (state := states.get(address)) is not None
+        and state.mode == "leader"
+        and state.synced_voters is not None
+        and state.synced_voters + 1 >= majority
+    ]
+    return max(qualified)[1] if qualified else None
 
 
-def _synced(state: ServerState, leader_epoch: int | None) -> bool:
+def _synced(state: ServerState, leader: ServerState | None) -> bool:
     """A joiner is in sync once it serves as a follower of the current leader's epoch."""
-    return state.mode == "follower" and leader_epoch is not None and state.epoch == leader_epoch
+    return (
+        state.mode == "follower"
+        and leader is not None
+        and leader.epoch is not None
+        and state.epoch == leader.epoch
+    )
 
 
 def _member(
@@ -579,6 +630,7 @@ def _member(
     state: ServerState | None,
     *,
     started: bool = True,
+    stale: bool = False,
 ) -> Member:
     """A committed server has started by definition; a reserved joiner once it answers."""
     return Member(
@@ -589,6 +641,7 @@ def _member(
         started=started,
         applied_index=state.zxid if state else None,
         data_bytes=state.data_bytes if state else None,
+        stale_leader=stale,
     )
 
 
