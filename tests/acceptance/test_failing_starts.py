@@ -54,6 +54,7 @@ def test_unusable_data_is_set_aside_and_the_member_rejoins(cluster: LocalCluster
     cluster.up(3)
     victim = cluster.member(cluster.wait_ready(3), "follower")
     with Writer(cluster) as writer:
+        wait_until(lambda: len(writer.acknowledged) >= 500, 60, "500 writes: a WAL worth damaging")
         keeper = cluster.freeze_keeper()
         os.kill(victim["pid"], signal.SIGKILL)
         assert wait_for_exit(victim["pid"], 10)
