@@ -124,7 +124,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
         assert (found.label, found.damage, found.loads) == (f"zxid 0x{zxid:x}", None, True)
         logs = version_2(ensemble, member, logs=True)
         newest = max(logs.glob("log.*"), key=lambda p: int(p.name.split(".")[1], 16))
-        took, cpu = median_ms(lambda member=member: position(ensemble, member))
+        took, cpu = median_ms(lambda: position(ensemble, member))  # noqa: B023 - called here
         print(
             f"\n{member.name}: data_position {took:.1f} ms wall, {cpu:.1f} ms CPU (medians of 5);"
             f" snapshots {folder_bytes(version_2(ensemble, member, logs=False)) / 1024:.0f} KiB,"
