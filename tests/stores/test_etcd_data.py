@@ -37,7 +37,8 @@ class EtcdTrio:
     """Three etcd members started from a static member list, each stopped by its PID."""
 
     def __init__(self, root: Path, subnet: str) -> None:
-        self.launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-data-test")
+        settings = EtcdSettings(snapshot_count=100)  # WAL snapshot records past index 0
+        self.launcher = EtcdLauncher(distributions.etcd_binary(), settings, "qk-data-test")
         self.runtime = LocalRuntime(root / "members", self.launcher)
         self.members = [Endpoint(f"etcd-{n}", f"{subnet}.{n + 1}") for n in range(3)]
         self.stores: list[EtcdStore] = []
@@ -234,6 +235,15 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
     trio.kill(zero)
     repaired = trio.launcher.data_position(trio.data(zero))
     assert repaired == cut and repaired is not None and repaired.damage is None
+
+    # 3c. The database gone, the WAL kept: etcd can't rebuild it from past its last snapshot.
+    snap = trio.data(zero) / "member" / "snap"
+    shutil.move(snap / "db", snap.with_name("db-moved-aside"))
+    missing = trio.launcher.data_position(trio.data(zero))
+    assert missing is not None and not missing.loads and "database snapshot" in str(missing.damage)
+    pid, before = trio.start(zero)
+    line = trio.launcher.unusable_data(trio.failed_start_log(zero, pid, before))
+    assert line is not None and "failed to find database snapshot file" in line
 
 
 def frame_starts(wal: Path) -> list[int]:

@@ -3,7 +3,8 @@
 Sources (etcd v3.7.3, `server/`): `storage/wal/decoder.go` (frames, CRCs, torn writes),
 `storage/wal/wal.go` (`ReadAll`, `ValidSnapshotEntries`, `selectWALFiles`),
 `storage/wal/repair.go` (`Repair`), `etcdserver/bootstrap.go` (`recoverSnapshot`,
-`openWALFromSnapshot`), and go.etcd.io/raft v3.7 `raft.go` (`loadState`).
+`openWALFromSnapshot`), `storage/backend.go` (`RecoverSnapshotBackend`), and go.etcd.io/raft
+v3.7 `raft.go` (`loadState`).
 
 At start etcd first decodes every WAL file in order to find its snapshot records
 (`ValidSnapshotEntries`: a CRC mismatch or an undecodable record anywhere stops etcd; a record cut
@@ -283,6 +284,20 @@ def _wal_files(wal_dir: Path) -> list[tuple[str, int, int]]:
     return files
 
 
+def _database_missing(snap_dir: Path, snapshot_index: int) -> str | None:
+    """`RecoverSnapshotBackend`: from a snapshot past index 0 etcd needs its database (`db`), or
+    the snapshot's own database file to put in its place. A database older than the snapshot
+    fails the same way; telling that needs bbolt's consistent index, which is not read here."""
+    if snapshot_index == 0 or (snap_dir / "db").exists():
+        return None
+    if (snap_dir / f"{snapshot_index:016x}.snap.db").exists():
+        return None
+    return (
+        f"{snap_dir}: failed to find database snapshot file (snap: snapshot file doesn't exist) "
+        f"for the snapshot at index {snapshot_index}"
+    )
+
+
 def read_position(wal_dir: Path) -> DataPosition:
     """The (last term, last index) etcd would start from with the WAL files in `wal_dir`.
 
@@ -330,6 +345,7 @@ def read_position(wal_dir: Path) -> DataPosition:
         term, index = record_term, record_index
     if read.commit > index:
         refused = refused or f"{wal_dir}: state.commit {read.commit} is out of range [.., {index}]"
+    refused = refused or _database_missing(wal_dir.parent / "snap", start_index)
     if refused is not None:
         return DataPosition(term, index, _label(term, index), damage=refused, loads=False)
     damage = read.zeroed if read.stop is None else f"{read.stop} (etcd truncates the file there)"
