@@ -17,7 +17,7 @@ import pytest
 from quorumkeeper import distributions
 from quorumkeeper.runtimes.local import LocalRuntime, wait_for_exit
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.base import DataPosition, Endpoint, Peer
+from quorumkeeper.stores.base import DataPosition, Endpoint, Peer, Role
 from quorumkeeper.stores.etcd import CLIENT_PORT, EtcdLauncher, EtcdStore, client_url
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import (
@@ -37,7 +37,8 @@ class EtcdTrio:
     """Three etcd members started from a static member list, each stopped by its PID."""
 
     def __init__(self, root: Path, subnet: str) -> None:
-        self.launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-data-test")
+        settings = EtcdSettings(snapshot_count=100)  # WAL snapshot records past index 0
+        self.launcher = EtcdLauncher(distributions.etcd_binary(), settings, "qk-data-test")
         self.runtime = LocalRuntime(root / "members", self.launcher)
         self.members = [Endpoint(f"etcd-{n}", f"{subnet}.{n + 1}") for n in range(3)]
         self.stores: list[EtcdStore] = []
@@ -103,9 +104,10 @@ def settled(members: list[Endpoint]) -> Iterator[dict[str, tuple[int, int]] | No
     previous = None
     while True:
         statuses = [status(member.address) for member in members]
+        applied = [s for s in statuses if s is not None and s[1] == s[2]]
         now = (
-            {m.name: (s[0], s[1]) for m, s in zip(members, statuses, strict=True)}
-            if all(s is not None and s[1] == s[2] for s in statuses)
+            {m.name: (s[0], s[1]) for m, s in zip(members, applied, strict=True)}
+            if len(applied) == len(members)
             else None
         )
         agreed = now is not None and len(set(now.values())) == 1
@@ -121,7 +123,7 @@ def trio(tmp_path: Path) -> Iterator[EtcdTrio]:
 
 
 def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio) -> None:
-    zero, one, two = trio.members
+    zero = trio.members[0]
     for member in trio.members:
         trio.start(member, new=True)
     wait_until(lambda: trio.healthy(trio.members), 60, "3 healthy etcd members")
@@ -144,7 +146,8 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
         )
         wal = trio.data(member) / "member" / "wal"
         newest = sorted(wal.glob("*.wal"))[-1]
-        took, cpu = median_ms(lambda member=member: trio.launcher.data_position(trio.data(member)))
+        data = trio.data(member)
+        took, cpu = median_ms(lambda: trio.launcher.data_position(data))  # noqa: B023 - called here
         print(
             f"\n{member.name}: data_position {took:.1f} ms wall, {cpu:.1f} ms CPU (medians of 5);"
             f" WAL {folder_bytes(wal) / 2**20:.1f} MiB on disk, "
@@ -153,14 +156,18 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
         assert cpu < 50
 
     # A clean restart's log shows no unusable data.
-    restarted = {member: trio.start(member) for member in (zero, one, two)}
+    restarted = {member: trio.start(member) for member in trio.members}
     wait_until(lambda: trio.healthy(trio.members), 60, "the 3 members healthy again")
     for member, (_, before) in restarted.items():
         assert trio.launcher.unusable_data(log_since(trio.runtime.log_path(member), before)) is None
     writer.write_probe("after-restart", "1")
 
-    # 3a. A member wiped while the leader knows how far it had got, restarted under its old
-    # identity: raft panics on the commit index the leader sends it.
+    # 3a. A follower wiped while the leader knows how far it had got, restarted under its old
+    # identity: raft panics on the commit index the leader sends it. (A new leader would not
+    # know, and would send it the log from the start.) The others keep their roles below.
+    leader = next(m for m in writer.members() if m.role is Role.LEADER)
+    two = next(m for m in trio.members if m.address != leader.address and m != zero)
+    one = next(m for m in trio.members if m not in (zero, two))
     trio.kill(two)
     shutil.move(trio.data(two), trio.data(two).with_name("wiped"))
     pid, before = trio.start(two)
@@ -182,8 +189,12 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
     print(f"\n{one.name} damaged at byte {offset} of {newest.name}: {damaged}")
     pid, before = trio.start(one)
     if damaged.loads:  # the damage began on a length field: etcd truncates the file and starts
-        wait_until(lambda: status(one.address), 60, f"{one.name} started after its repair")
-        assert "repaired" in log_since(trio.runtime.log_path(one), before)
+        wait_until(
+            lambda: "bootstrap successfully" in log_since(trio.runtime.log_path(one), before),
+            60,
+            f"{one.name} started after its repair",
+        )
+        assert "repaired WAL" in log_since(trio.runtime.log_path(one), before)
         trio.kill(one)
         repaired = trio.launcher.data_position(trio.data(one))
         assert repaired == damaged and repaired is not None and repaired.damage is None
@@ -202,3 +213,48 @@ def test_positions_match_etcd_and_damage_is_seen_as_etcd_sees_it(trio: EtcdTrio)
         port_failure = trio.failed_start_log(zero, pid, before)
     assert "address already in use" in port_failure
     assert trio.launcher.unusable_data(port_failure) is None
+
+    # 2b. A record cut short in the last file (here: its length field overwritten with a size
+    # past the end): etcd truncates the file there and starts, as the reader predicts.
+    intact = trio.launcher.data_position(trio.data(zero))
+    newest = sorted((trio.data(zero) / "member" / "wal").glob("*.wal"))[-1]
+    starts = frame_starts(newest)
+    with open(newest, "r+b") as handle:
+        handle.seek(starts[len(starts) // 2])
+        handle.write((1 << 40).to_bytes(8, "little"))
+    cut = trio.launcher.data_position(trio.data(zero))
+    assert intact is not None and cut is not None and cut < intact and cut.loads
+    assert cut.damage is not None and "etcd truncates the file there" in cut.damage
+    pid, before = trio.start(zero)
+    started = wait_until(
+        lambda: "bootstrap successfully" in log_since(trio.runtime.log_path(zero), before),
+        60,
+        f"{zero.name} started after its repair",
+    )
+    assert started and "repaired WAL" in log_since(trio.runtime.log_path(zero), before)
+    trio.kill(zero)
+    repaired = trio.launcher.data_position(trio.data(zero))
+    assert repaired == cut and repaired is not None and repaired.damage is None
+
+    # 3c. The database gone, the WAL kept: etcd can't rebuild it from past its last snapshot.
+    snap = trio.data(zero) / "member" / "snap"
+    shutil.move(snap / "db", snap.with_name("db-moved-aside"))
+    missing = trio.launcher.data_position(trio.data(zero))
+    assert missing is not None and not missing.loads and "database snapshot" in str(missing.damage)
+    pid, before = trio.start(zero)
+    line = trio.launcher.unusable_data(trio.failed_start_log(zero, pid, before))
+    assert line is not None and "failed to find database snapshot file" in line
+
+
+def frame_starts(wal: Path) -> list[int]:
+    """Where each frame of a WAL file starts, from the length fields alone."""
+    data, offset = wal.read_bytes(), 0
+    starts: list[int] = []
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 8], "little", signed=True)
+        if length == 0:
+            return starts
+        starts.append(offset)
+        padding = (length >> 56) & 0x7 if length < 0 else 0
+        offset += 8 + (length & ((1 << 56) - 1)) + padding
+    return starts

@@ -124,7 +124,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
         assert (found.label, found.damage, found.loads) == (f"zxid 0x{zxid:x}", None, True)
         logs = version_2(ensemble, member, logs=True)
         newest = max(logs.glob("log.*"), key=lambda p: int(p.name.split(".")[1], 16))
-        took, cpu = median_ms(lambda member=member: position(ensemble, member))
+        took, cpu = median_ms(lambda: position(ensemble, member))  # noqa: B023 - called here
         print(
             f"\n{member.name}: data_position {took:.1f} ms wall, {cpu:.1f} ms CPU (medians of 5);"
             f" snapshots {folder_bytes(version_2(ensemble, member, logs=False)) / 1024:.0f} KiB,"
@@ -191,3 +191,33 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
         port_failure = failed_start_log(ensemble, zero, pid, before)
     assert "Address already in use" in port_failure
     assert launcher(ensemble).unusable_data(port_failure) is None
+
+    # 2b. One byte changed inside a transaction, its framing intact: ZooKeeper's checksum
+    # catches it and it refuses to load (it does not stop the log there), as the reader says.
+    logs = version_2(ensemble, zero, logs=True)
+    newest = max(logs.glob("log.*"), key=lambda p: int(p.name.split(".")[1], 16))
+    starts = record_starts(newest)
+    middle = starts[len(starts) // 2] + 12 + 4  # inside the transaction's header
+    with open(newest, "r+b") as handle:
+        handle.seek(middle)
+        byte = handle.read(1)[0]
+        handle.seek(middle)
+        handle.write(bytes([byte ^ 0xFF]))
+    flipped = position(ensemble, zero)
+    assert not flipped.loads and "CRC check failed" in str(flipped.damage) and flipped < intact
+    pid, before = start_alone(ensemble, zero)
+    line = launcher(ensemble).unusable_data(failed_start_log(ensemble, zero, pid, before))
+    assert line is not None and "CRC check failed" in line
+
+
+def record_starts(log: Path) -> list[int]:
+    """Where each record of a transaction log starts, from its length fields alone."""
+    data, offset = log.read_bytes(), 16
+    starts: list[int] = []
+    while offset + 12 <= len(data):
+        length = int.from_bytes(data[offset + 8 : offset + 12], "big")
+        if length == 0:
+            return starts
+        starts.append(offset)
+        offset += 12 + length + 1
+    return starts

@@ -3,7 +3,8 @@
 Sources (etcd v3.7.3, `server/`): `storage/wal/decoder.go` (frames, CRCs, torn writes),
 `storage/wal/wal.go` (`ReadAll`, `ValidSnapshotEntries`, `selectWALFiles`),
 `storage/wal/repair.go` (`Repair`), `etcdserver/bootstrap.go` (`recoverSnapshot`,
-`openWALFromSnapshot`), and go.etcd.io/raft v3.7 `raft.go` (`loadState`).
+`openWALFromSnapshot`), `storage/backend.go` (`RecoverSnapshotBackend`), and go.etcd.io/raft
+v3.7 `raft.go` (`loadState`).
 
 At start etcd first decodes every WAL file in order to find its snapshot records
 (`ValidSnapshotEntries`: a CRC mismatch or an undecodable record anywhere stops etcd; a record cut
@@ -93,6 +94,41 @@ def _fields(buffer: bytes) -> dict[int, int | bytes]:
         else:
             raise _Undecodable(f"wire type {wire_type}")
     return fields
+
+
+def _walpb_record(buffer: bytes) -> tuple[int, int, bytes]:
+    """(type, crc, data) of a `walpb.Record`. etcd writes the fields in number order, each
+    once: `08 type 10 crc 1a length data`, which is read directly; anything else (valid
+    protobuf all the same) goes through `_fields`."""
+    end = len(buffer)
+    if end >= 4 and buffer[0] == 0x08 and buffer[1] < 0x80 and buffer[2] == 0x10:
+        crc, offset = _varint(buffer, 3)
+        if offset == end:
+            return buffer[1], crc & 0xFFFFFFFF, b""
+        if buffer[offset] == 0x1A:
+            size, offset = _varint(buffer, offset + 1)
+            if offset + size == end:
+                return buffer[1], crc & 0xFFFFFFFF, buffer[offset:]
+    fields = _fields(buffer)
+    return _int(fields, 1), _int(fields, 2) & 0xFFFFFFFF, _bytes(fields, 3)
+
+
+def _leading_varints(buffer: bytes, count: int) -> list[int]:
+    """Fields 1..`count` of a message whose first fields are varints, as raft and etcd write
+    them: in number order, each at most once, unset ones left out (`08 a 10 b 18 c ...`).
+    Absent fields read as 0; bytes of another shape go through `_fields`."""
+    values, offset, end = [], 0, len(buffer)
+    for key in range(0x08, 0x08 * (count + 1), 0x08):
+        found = buffer[offset] if offset < end else 0x80
+        if found == key:
+            value, offset = _varint(buffer, offset + 1)
+            values.append(value)
+        elif key < found < 0x80:
+            values.append(0)  # left out: a later field comes first
+        else:
+            fields = _fields(buffer)
+            return [_int(fields, number) for number in range(1, count + 1)]
+    return values
 
 
 def _int(fields: dict[int, int | bytes], number: int) -> int:
@@ -185,12 +221,10 @@ class _Read:
         frame = view[start:end]
         last_file = number == len(self.names) - 1
         try:
-            record = _fields(frame[:record_size])
+            kind, stored_crc, data = _walpb_record(frame[:record_size] if padding else frame)
         except _Undecodable as error:
             torn = last_file and _torn(frame, start)
             raise _Stop(f"undecodable record ({error})", cut_short=torn) from error
-        kind, data = _int(record, 1), _bytes(record, 3)
-        stored_crc = _int(record, 2) & 0xFFFFFFFF
         if kind != CRC_TYPE:
             self._crc = crc32c.crc32c(data, value=self._crc)
             if stored_crc != self._crc:
@@ -208,13 +242,13 @@ class _Read:
 
     def _record(self, number: int, kind: int, data: bytes, offset: int) -> None:
         if kind == ENTRY_TYPE:
-            entry = _fields(data)
-            self.records.append((number, kind, _int(entry, 2), _int(entry, 3)))
+            _, term, index = _leading_varints(data, 3)  # raftpb.Entry: Type, Term, Index
+            self.records.append((number, kind, term, index))
         elif kind == SNAPSHOT_TYPE:
-            snapshot = _fields(data)
-            self.records.append((number, kind, _int(snapshot, 2), _int(snapshot, 1)))
+            index, term = _leading_varints(data, 2)  # walpb.Snapshot: index, term
+            self.records.append((number, kind, term, index))
         elif kind == STATE_TYPE:
-            self.commit = _int(_fields(data), 3)
+            self.commit = _leading_varints(data, 3)[2]  # raftpb.HardState: term, vote, commit
         elif kind == METADATA_TYPE:
             if self._metadata is not None and self._metadata != data:
                 self.metadata_conflict = self.metadata_conflict or (
@@ -248,6 +282,20 @@ def _wal_files(wal_dir: Path) -> list[tuple[str, int, int]]:
         if match:
             files.append((name, int(match[1], 16), int(match[2], 16)))
     return files
+
+
+def _database_missing(snap_dir: Path, snapshot_index: int) -> str | None:
+    """`RecoverSnapshotBackend`: from a snapshot past index 0 etcd needs its database (`db`), or
+    the snapshot's own database file to put in its place. A database older than the snapshot
+    fails the same way; telling that needs bbolt's consistent index, which is not read here."""
+    if snapshot_index == 0 or (snap_dir / "db").exists():
+        return None
+    if (snap_dir / f"{snapshot_index:016x}.snap.db").exists():
+        return None
+    return (
+        f"{snap_dir}: failed to find database snapshot file (snap: snapshot file doesn't exist) "
+        f"for the snapshot at index {snapshot_index}"
+    )
 
 
 def read_position(wal_dir: Path) -> DataPosition:
@@ -297,6 +345,7 @@ def read_position(wal_dir: Path) -> DataPosition:
         term, index = record_term, record_index
     if read.commit > index:
         refused = refused or f"{wal_dir}: state.commit {read.commit} is out of range [.., {index}]"
+    refused = refused or _database_missing(wal_dir.parent / "snap", start_index)
     if refused is not None:
         return DataPosition(term, index, _label(term, index), damage=refused, loads=False)
     damage = read.zeroed if read.stop is None else f"{read.stop} (etcd truncates the file there)"

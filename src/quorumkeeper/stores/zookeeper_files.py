@@ -23,7 +23,8 @@ Sources (ZooKeeper 3.9.5, `org.apache.zookeeper.server.persistence`, checked aga
   zxid's epoch (a `currentEpoch.tmp` left by an interrupted update stands in for the first), and
   the accepted epoch not older than the current one.
 All numbers are big-endian (jute). A transaction starts with its header: client id (8), cxid (4),
-zxid (8), time (8), type (4).
+zxid (8), time (8), type (4). Only uncompressed snapshots are read: the launcher never sets
+`zookeeper.snapshot.compression.method`, and a `.gz` or `.snappy` snapshot counts as incomplete.
 """
 
 from __future__ import annotations
@@ -162,7 +163,9 @@ class _Log:
             if data_after(view, offset + 12, size):
                 self._partial(where, "a zero length with records after it")
             return None
-        if length < 0 or length > MAX_TXN_BYTES:  # -1 is a null buffer: a crash there too
+        if length == -1:  # jute's null buffer: `Util.readTxnBytes` fails on it
+            raise _LoadFails(f"{where}: length -1 (a null transaction)")
+        if length < 0 or length > MAX_TXN_BYTES:
             raise _LoadFails(f"{where}: Unreasonable length = {length}")
         end = offset + 12 + length
         if end >= size:
