@@ -37,6 +37,7 @@ from quorumkeeper.runtimes.local import (
     StartHistory,
     last_error_line,
     port_holders,
+    readable_line,
 )
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths
@@ -161,6 +162,7 @@ class LocalCluster:
                 booting=booting and not self.backend.answers(endpoint.address),
             )
         output = runtime.last_start_output(endpoint) if history.failed_in_row else ""
+        unusable = launcher.unusable_data(output) if output else None
         held = port_holders(endpoint.address, self.backend.ports)
         return Slot(
             endpoint,
@@ -170,7 +172,7 @@ class LocalCluster:
             failed_starts=history.failed_in_row,
             held_back=history.held_back(time.time()),
             last_error=last_error_line(output),
-            unusable_data=launcher.unusable_data(output) if output else None,
+            unusable_data=readable_line(unusable)[:300] if unusable else None,
             blocked_by="; ".join(held) or None,
         )
 

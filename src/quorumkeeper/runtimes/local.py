@@ -245,11 +245,12 @@ def last_error_line(output: str) -> str | None:
         return causes[-1][:300]
     for line in reversed(lines):
         if any(word in line.lower() for word in _ERROR_WORDS):
-            return _readable(line)[:300]
-    return _readable(lines[-1])[:300] if lines else None
+            return readable_line(line)[:300]
+    return readable_line(lines[-1])[:300] if lines else None
 
 
-def _readable(line: str) -> str:
+def readable_line(line: str) -> str:
+    """A log line as a person reads it: etcd's JSON lines become `msg: error`."""
     try:
         entry = json.loads(line)
     except ValueError:
