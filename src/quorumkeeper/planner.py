@@ -216,6 +216,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
         has_data = seen is not None and seen.has_data
         if running:
             continue
+        if member.role is Role.LEARNER and len(membership) > desired.members:
+            continue  # a joiner no longer wanted is removed, not started (it may never start)
         if not member.started:
             return StartMember(f"{endpoint.name} was added and joins now", endpoint, joining=True)
         if not has_data:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 import socket
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from quorumkeeper import distributions
 from quorumkeeper.spec import ClusterSpec
-from quorumkeeper.state import ClusterPaths, cluster_names
+from quorumkeeper.state import ClusterPaths, cluster_names, foreign_entries
 from quorumkeeper.stores import check_installed, member_ports
 
 
@@ -31,9 +35,15 @@ def check_state_dir(state_dir: Path) -> None:
 
 def check_name_free(paths: ClusterPaths) -> None:
     if paths.exists():
+        try:
+            stored = paths.load_stored()
+            details = f" (on {stored.spec.local.subnet}.x; {stored.change.describe()})"
+        except (OSError, ValueError):
+            details = ""
         raise Refused(
-            f"name: a cluster named {paths.name!r} already exists in {paths.state_dir}; fix: "
-            f"choose another name, or remove it first with `quorumkeeper down {paths.name} --purge`"
+            f"name: a cluster named {paths.name!r} already exists in {paths.state_dir}"
+            f"{details}; fix: choose another name, or remove it first with "
+            f"`quorumkeeper down {paths.name} --purge`"
         )
 
 
@@ -44,10 +54,30 @@ def check_binary(spec: ClusterSpec) -> None:
         raise Refused(f"version: {error}") from None
 
 
-def taken_addresses(spec: ClusterSpec) -> list[str]:
-    """`address:port` pairs among the spec's members that something already listens on."""
-    taken = []
-    for ordinal in range(spec.members):
+@dataclass(frozen=True)
+class HeldPort:
+    """An address and port a member needs that another process listens on; `pid` and
+    `program` are None when the kernel does not tell (another user's process without root)."""
+
+    address: str
+    port: int
+    pid: int | None
+    program: str | None
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            return f"{self.address}:{self.port} already in use by another process"
+        return f"{self.address}:{self.port} already in use by pid {self.pid} ({self.program})"
+
+
+def taken_addresses(
+    spec: ClusterSpec, ordinals: Iterable[int] | None = None, *, ours: Iterable[int] = ()
+) -> list[HeldPort]:
+    """The ports of the members `ordinals` (default: every member of `spec`) that a process
+    other than `ours` (PIDs) already holds, with that process as psutil finds it."""
+    held = []
+    mine = set(ours)
+    for ordinal in range(spec.members) if ordinals is None else ordinals:
         address = spec.local.address(ordinal)
         for port in member_ports(spec.store):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -57,8 +87,43 @@ def taken_addresses(spec: ClusterSpec) -> list[str]:
                 except OSError as error:
                     if error.errno != errno.EADDRINUSE:
                         raise
-                    taken.append(f"{address}:{port}")
-    return taken
+                    pid = _listener(address, port)
+                    if pid is None or pid not in mine:
+                        held.append(HeldPort(address, port, pid, _program(pid)))
+    return held
+
+
+def _listener(address: str, port: int) -> int | None:
+    """The PID of the process bound to `address:port` (or to the wildcard address on `port`)."""
+    for connection in psutil.net_connections(kind="inet"):
+        local = connection.laddr
+        wanted = local and local.port == port and local.ip in (address, "0.0.0.0", "::")
+        if wanted and connection.pid is not None:
+            return connection.pid
+    return None
+
+
+def _program(pid: int | None) -> str | None:
+    if pid is None:
+        return None
+    try:
+        return " ".join(psutil.Process(pid).cmdline()[:3]) or psutil.Process(pid).name()
+    except psutil.Error:
+        return None
+
+
+def check_folder_is_ours(folder: Path, field: str, value: object, fix: str) -> None:
+    """Refuse to create a cluster in a folder that holds files quorumkeeper did not put there:
+    `down --purge` would later have to tell them apart from its own."""
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise Refused(
+            f"{field}: {value} holds {folder}, which already contains files quorumkeeper did "
+            f"not create ({shown}); fix: {fix}"
+        )
 
 
 def subnets_in_use(state_dir: Path, *, besides: str) -> dict[str, str]:
@@ -85,8 +150,8 @@ def choose_subnet(spec: ClusterSpec, state_dir: Path, *, explicit: bool) -> Clus
         taken = taken_addresses(spec)
         if taken:
             raise Refused(
-                f"subnet: {', '.join(taken)} already in use by another process; fix: stop it, "
-                f"or pick another --subnet"
+                f"subnet: {', '.join(map(str, taken))}; fix: stop that process, or pick "
+                f"another --subnet"
             )
         return spec
     for third in range(1, 100):

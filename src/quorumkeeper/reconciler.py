@@ -146,9 +146,7 @@ class Reconciler:
         status = self.cluster.report(snapshot, step)
         status["error"] = self.last_error
         status["updated_at"] = time.time()
-        self.cluster.paths.save_status(status)
-        if status["quorum"]:
-            self.cluster.paths.save_connect_string(status["connect_string"])
+        self.status_write_error = self.cluster.paths.record_status(status)
         try:
             self.act(step, snapshot)
             self.last_error = None
