@@ -16,8 +16,8 @@ import pytest
 
 from quorumkeeper.spec import Store
 from quorumkeeper.stores import member_ports
-from tests.acceptance.harness import LocalClusterUnderTest, Writer, wait_until
-from tests.polling import loopback_subnet
+from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.polling import loopback_subnet, wait_until
 
 pytestmark = pytest.mark.acceptance
 
