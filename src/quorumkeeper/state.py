@@ -341,9 +341,10 @@ class ClusterPaths:
         return None
 
     def keeper_pid(self) -> int | None:
-        """The PID of the keeper holding this cluster's lock, or None when no keeper runs."""
+        """The PID of the keeper holding this cluster's lock, or None when no keeper runs.
+        Only reads: asking about a purged cluster must not bring a file of it back."""
         try:
-            with open(self.keeper_lock, "a+") as lock:
+            with open(self.keeper_lock) as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -401,14 +402,13 @@ def claim_folder(folder: Path, paths: ClusterPaths) -> None:
 
 
 def _remove_marked_folder(folder: Path) -> None:
-    """Remove our marker and then `folder` itself if we created it and it is empty now."""
+    """Remove our marker, then `folder` itself if we created it and nothing else is left."""
     owner = _owner(folder)
-    if owner is None or foreign_entries(folder):
+    if owner is None:
         return
     (folder / OWNER_MARKER).unlink()
-    if owner.get("created", True):
-        with suppress(OSError):
-            folder.rmdir()
+    if owner.get("created", True) and not foreign_entries(folder):
+        folder.rmdir()
 
 
 _OWN_NAMES = "|".join(map(re.escape, ClusterPaths.OWN_FILES))
