@@ -78,7 +78,7 @@ def test_name_in_use_and_in_flight_scale_and_lost_quorum(cluster: LocalClusterUn
     os.kill(keeper, signal.SIGSTOP)
     try:
         cluster.scale(5, "--no-wait")
-        message = _refused(cluster, "scale", cluster.name, "3")
+        message = _refused(cluster, "scale", cluster.name, "4")  # 3 would undo it: allowed
     finally:
         os.kill(keeper, signal.SIGCONT)
     assert "a change is in flight" in message

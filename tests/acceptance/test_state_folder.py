@@ -128,9 +128,12 @@ def test_up_refuses_a_folder_it_did_not_create_and_purge_deletes_only_its_own(
     assert [p.name for p in cluster.paths.root.iterdir()] == ["notes.txt"]
 
 
-def test_purge_of_an_untouched_cluster_leaves_no_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["etcd", "zookeeper"])
+def test_purge_of_an_untouched_cluster_leaves_no_folder(tmp_path: Path, store: str) -> None:
+    """Every file either store's cluster writes is known to purge (ZooKeeper: its superuser
+    password, zoo.cfg and dynamic configs), so nothing of a purged cluster is left."""
     cluster = _ClusterWithDataDir(
-        store="etcd",
+        store=store,
         name="qk",
         subnet=loopback_subnet(171),
         state_dir=tmp_path / "state",

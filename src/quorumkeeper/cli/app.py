@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections import deque
+from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,9 +80,8 @@ class OutputFormat(StrEnum):
 
 
 class ExitCode:
-    """What a command's exit status means (documented in the README's CLI section)."""
+    """What a command's exit status means besides 0, done (the README's CLI section)."""
 
-    DONE = 0
     NOT_CONVERGED = 1
     """--wait ran out of time: the change is stored and the keeper goes on with it."""
     REFUSED = 2
@@ -227,9 +227,9 @@ def _wait_for_spec(
             if time.monotonic() > deadline:
                 raise _fail(
                     f"timed out after {timeout:.0f}s in phase {status['phase']}: "
-                    f"{status['step']['reason']}; the keeper goes on (see `quorumkeeper status "
-                    f"{cluster.spec.name}`)",
-                    code=1,
+                    f"{'; '.join([status['step']['reason'], *status['problems']])}; the keeper "
+                    f"goes on (see `quorumkeeper status {cluster.spec.name}`)",
+                    code=ExitCode.NOT_CONVERGED,
                 )
             healthy = sum(1 for m in status["members"] if m["healthy"])
             progress.update(
@@ -606,8 +606,10 @@ def _listed(paths: ClusterPaths) -> dict[str, Any]:
         "stale": stale,
         "status_age_seconds": age,
         "keeper_pid": keeper_pid,
-        "state_disk_full": probe_disk(paths.root).full,
+        "state_disk_full": None,
     }
+    with suppress(OSError):  # a cluster purged meanwhile
+        row["state_disk_full"] = probe_disk(paths.root).full
     try:
         stored = paths.load_stored()
     except (OSError, ValueError) as error:
