@@ -229,6 +229,7 @@ def test_full_state_disk_is_visible_and_the_cluster_recovers(
             wait_until(lambda: cluster.listed()["phase"] == "Ready", 30, "list: Ready again")
             cluster.wait_ready(3)
         writer.assert_nothing_lost()
+        assert not list(cluster.paths.root.glob(".*.tmp")), "failed writes left temporaries"
         log = cluster.paths.keeper_log.read_text()
         assert "Traceback" not in log, log[-3000:]
         failures = re.findall(
