@@ -11,6 +11,7 @@ import argparse
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,47 @@ def spawn(paths: ClusterPaths, *, env: dict[str, str] | None = None) -> int:
     return process.pid
 
 
+class _Repeats:
+    """Logs a failure once, then only counts it: a full disk or a store that refuses the same
+    request fails every pass (4 a second), and a log that repeats it buries everything else.
+    The count is logged when the failure ends or changes."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failure: str | None = None
+        self.count = 0
+        self.since = 0.0
+
+    def seen(self, failure: str | None, detail: str = "") -> None:
+        """Record one pass: `failure` is None for a pass without it; `detail` is logged with
+        its first occurrence only."""
+        if failure == self.failure:
+            self.count += failure is not None
+            return
+        if self.failure is not None:
+            log.warning(
+                "%s: %r failed %d times over %.0fs%s",
+                self.what,
+                self.failure,
+                self.count,
+                time.monotonic() - self.since,
+                "; works again" if failure is None else "",
+            )
+        if failure is not None:
+            log.error("%s: %s (logged once; repeats are counted)%s", self.what, failure, detail)
+        self.failure, self.count, self.since = failure, int(failure is not None), time.monotonic()
+
+
+def _status_write_failure(error: OSError | None, paths: ClusterPaths) -> tuple[str | None, str]:
+    if error is None:
+        return None, ""
+    try:
+        free = f"{shutil.disk_usage(paths.root).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return f"{error.strerror} (errno {error.errno})", f": {paths.root} ({free})"
+
+
 class _Stop:
     requested = False
 
@@ -87,13 +129,17 @@ def _loop(paths: ClusterPaths) -> int:
     reconciler = Reconciler(LocalCluster(paths))
     actions = 0
     last_logged: tuple[str, str | None] = ("", None)
+    failed_passes = _Repeats("pass failed")
+    status_writes = _Repeats("status.json not written, the cluster is still looked after")
     while not stop.requested:
         try:
             step = reconciler.run_once()
-        except Exception:
-            log.error("pass failed:\n%s", traceback.format_exc())
+        except Exception as error:
+            failed_passes.seen(f"{type(error).__name__}: {error}", "\n" + traceback.format_exc())
             time.sleep(IDLE_INTERVAL)
             continue
+        failed_passes.seen(None)
+        status_writes.seen(*_status_write_failure(reconciler.status_write_error, paths))
         if (step.reason, reconciler.last_error) != last_logged:  # a retried refusal logs once
             log.info(
                 "%s: %s%s",
@@ -128,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
     )
+    # The log lives on the state disk: when that is full, a line that can't be written is
+    # dropped instead of printing a traceback about it (to the same full disk) every time.
+    logging.raiseExceptions = False
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     return run(ClusterPaths(args.state_dir, args.name))

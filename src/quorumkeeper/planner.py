@@ -273,6 +273,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
         seen = observed.slot(member.address) or Slot(endpoint, running=False, has_data=False)
         if seen.running:
             continue
+        if member.role is Role.LEARNER and len(membership) > desired.members:
+            continue  # a joiner no longer wanted is removed, not started (it may never start)
         if member.started and not seen.has_data:
             return RemoveMember(
                 f"{endpoint.name} lost its data: its old identity goes before a new one joins",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import errno
-import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from quorumkeeper import distributions
+from quorumkeeper.runtimes.local import HeldPort, held_ports
 from quorumkeeper.spec import ClusterSpec
-from quorumkeeper.state import ClusterPaths, cluster_names
+from quorumkeeper.state import ClusterPaths, cluster_names, foreign_entries
 from quorumkeeper.stores import check_installed, member_ports
 
 
@@ -31,9 +31,15 @@ def check_state_dir(state_dir: Path) -> None:
 
 def check_name_free(paths: ClusterPaths) -> None:
     if paths.exists():
+        try:
+            stored = paths.load_stored()
+            details = f" (on {stored.spec.local.subnet}.x; {stored.change.describe()})"
+        except (OSError, ValueError):
+            details = ""
         raise Refused(
-            f"name: a cluster named {paths.name!r} already exists in {paths.state_dir}; fix: "
-            f"choose another name, or remove it first with `quorumkeeper down {paths.name} --purge`"
+            f"name: a cluster named {paths.name!r} already exists in {paths.state_dir}"
+            f"{details}; fix: choose another name, or remove it first with "
+            f"`quorumkeeper down {paths.name} --purge`"
         )
 
 
@@ -44,21 +50,32 @@ def check_binary(spec: ClusterSpec) -> None:
         raise Refused(f"version: {error}") from None
 
 
-def taken_addresses(spec: ClusterSpec) -> list[str]:
-    """`address:port` pairs among the spec's members that something already listens on."""
-    taken = []
-    for ordinal in range(spec.members):
-        address = spec.local.address(ordinal)
-        for port in member_ports(spec.store):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT
-                try:
-                    probe.bind((address, port))
-                except OSError as error:
-                    if error.errno != errno.EADDRINUSE:
-                        raise
-                    taken.append(f"{address}:{port}")
-    return taken
+def taken_addresses(
+    spec: ClusterSpec, ordinals: Iterable[int] | None = None, *, ours: Iterable[int] = ()
+) -> list[HeldPort]:
+    """The ports of the members `ordinals` (default: every member of `spec`) that a process
+    other than `ours` (PIDs) already holds."""
+    mine = set(ours)
+    return [
+        held
+        for ordinal in (range(spec.members) if ordinals is None else ordinals)
+        for held in held_ports(spec.local.address(ordinal), member_ports(spec.store))
+        if held.pid is None or held.pid not in mine
+    ]
+
+
+def check_folder_is_ours(folder: Path, field: str, value: object, fix: str) -> None:
+    """Refuse to create a cluster in a folder that holds files quorumkeeper did not put there:
+    `down --purge` would later have to tell them apart from its own."""
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise Refused(
+            f"{field}: {value} holds {folder}, which already contains files quorumkeeper did "
+            f"not create ({shown}); fix: {fix}"
+        )
 
 
 def subnets_in_use(state_dir: Path, *, besides: str) -> dict[str, str]:
@@ -85,8 +102,8 @@ def choose_subnet(spec: ClusterSpec, state_dir: Path, *, explicit: bool) -> Clus
         taken = taken_addresses(spec)
         if taken:
             raise Refused(
-                f"subnet: {', '.join(taken)} already in use by another process; fix: stop it, "
-                f"or pick another --subnet"
+                f"subnet: {', '.join(map(str, taken))}; fix: stop that process, or pick "
+                f"another --subnet"
             )
         return spec
     for third in range(1, 100):

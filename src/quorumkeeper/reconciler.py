@@ -35,8 +35,8 @@ from quorumkeeper.runtimes.local import (
     STAYS_UP_SECONDS,
     LocalRuntime,
     StartHistory,
+    held_ports,
     last_error_line,
-    port_holders,
     readable_line,
 )
 from quorumkeeper.spec import ClusterSpec
@@ -163,7 +163,7 @@ class LocalCluster:
             )
         output = runtime.last_start_output(endpoint) if history.failed_in_row else ""
         unusable = launcher.unusable_data(output) if output else None
-        held = port_holders(endpoint.address, self.backend.ports)
+        held = held_ports(endpoint.address, self.backend.ports)
         return Slot(
             endpoint,
             running=False,
@@ -173,7 +173,7 @@ class LocalCluster:
             held_back=history.held_back(time.time()),
             last_error=last_error_line(output),
             unusable_data=readable_line(unusable)[:300] if unusable else None,
-            blocked_by="; ".join(held) or None,
+            blocked_by="; ".join(map(str, held)) or None,
         )
 
     def report(self, snapshot: Snapshot, step: Step) -> dict[str, Any]:
@@ -251,9 +251,7 @@ class Reconciler:
         status = self.cluster.report(snapshot, step)
         status["error"] = self.last_error
         status["updated_at"] = time.time()
-        self.cluster.paths.save_status(status)
-        if status["quorum"]:
-            self.cluster.paths.save_connect_string(status["connect_string"])
+        self.status_write_error = self.cluster.paths.record_status(status)
         try:
             self.act(step, snapshot)
             self.last_error = None

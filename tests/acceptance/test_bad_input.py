@@ -61,7 +61,7 @@ def test_taken_port_is_refused(cluster: LocalClusterUnderTest) -> None:
         squatter.bind((f"{cluster.subnet}.1", 2379))
         squatter.listen()
         message = _refused(cluster, "up", cluster.name, "--subnet", cluster.subnet)
-    assert f"{cluster.subnet}.1:2379 already in use" in message and "--subnet" in message
+    assert f"{cluster.subnet}.1:2379 is held by" in message and "--subnet" in message
     assert not cluster.paths.root.exists()
 
 
@@ -84,7 +84,7 @@ def test_name_in_use_and_in_flight_scale_and_lost_quorum(cluster: LocalClusterUn
     os.kill(keeper, signal.SIGSTOP)
     try:
         cluster.scale(5, "--no-wait")
-        message = _refused(cluster, "scale", cluster.name, "3")
+        message = _refused(cluster, "scale", cluster.name, "4")  # 3 would undo it: allowed
     finally:
         os.kill(keeper, signal.SIGCONT)
     assert "a change is in flight" in message

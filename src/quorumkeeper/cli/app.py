@@ -6,10 +6,10 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import time
 from collections import deque
+from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,14 +26,29 @@ from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.preflight import (
     Refused,
     check_binary,
+    check_folder_is_ours,
     check_name_free,
     check_state_dir,
     choose_subnet,
+    taken_addresses,
 )
 from quorumkeeper.reconciler import LocalCluster
 from quorumkeeper.runtimes.local import wait_for_exit
 from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec
-from quorumkeeper.state import ClusterPaths, cluster_names, default_state_dir
+from quorumkeeper.state import (
+    STATUS_STALE_AFTER_SECONDS,
+    ClusterPaths,
+    FileLock,
+    LockBusy,
+    SpecConflict,
+    StoredSpec,
+    claim_folder,
+    cluster_names,
+    default_state_dir,
+    probe_disk,
+    purge_cluster,
+    status_age,
+)
 from quorumkeeper.stores.base import Role
 
 app = typer.Typer(
@@ -82,9 +97,39 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+class ExitCode:
+    """What a command's exit status means besides 0, done (the README's CLI section)."""
+
+    NOT_CONVERGED = 1
+    """--wait ran out of time: the change is stored and the keeper goes on with it."""
+    REFUSED = 2
+    """Bad input, an unsafe request, or a race lost to another command: nothing was changed."""
+    REPLACED = 3
+    """While this command waited, another command stored a new target for the cluster."""
+
+
+def _fail(message: str, code: int = ExitCode.REFUSED) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def _by(*words: str) -> str:
+    """Who made a spec change, as stored beside it: the command and its PID."""
+    return f"{' '.join(words)} (pid {os.getpid()})"
+
+
+def _locked(lock: FileLock, what: str) -> FileLock:
+    """`lock`, acquired; a holder that does not let go within the wait refuses the command."""
+    try:
+        return lock.acquire()
+    except LockBusy as busy:
+        holder = f"pid {busy.holder}" if busy.holder else "another command"
+        raise _fail(
+            f"busy: {holder} holds {busy.path} and is still changing {what}; fix: wait for it "
+            f"to finish, then run this command again"
+        ) from None
+    except FileNotFoundError:
+        raise _fail(f"name: {what} was removed meanwhile; fix: `quorumkeeper list`") from None
 
 
 def _paths(state_dir: Path | None, name: str) -> ClusterPaths:
@@ -107,9 +152,72 @@ def _ensure_keeper(paths: ClusterPaths) -> None:
         keeper.spawn(paths)
 
 
+_BLOCKED_BY_FULL_DISK = {
+    "state": "status.json, connect-string and spec changes can't be written: scale and up are "
+    "refused, and `list` shows the last recorded status as stale",
+    "member data": "members can't write their data: the store stops taking writes and a member "
+    "that restarts may fail",
+}
+
+
+def _disks(cluster: LocalCluster) -> list[dict[str, Any]]:
+    """Each file system the cluster writes to, probed with a real write: which one is full and
+    what that blocks. Member data sharing the state folder's disk is one entry."""
+    folders: dict[int, tuple[Path, list[str]]] = {}
+    for folder, kind in (
+        (cluster.paths.root, "state"),
+        (cluster.runtime.members_root, "member data"),
+    ):
+        try:
+            device = os.stat(folder).st_dev
+        except FileNotFoundError:
+            continue
+        folders.setdefault(device, (folder, []))[1].append(kind)
+    disks = []
+    for folder, holds in folders.values():
+        disk = probe_disk(folder)
+        blocked = [_BLOCKED_BY_FULL_DISK[h] for h in holds] if disk.full else []
+        disks.append(
+            {
+                "path": str(folder),
+                "holds": holds,
+                "free_bytes": disk.free_bytes,
+                "full": disk.full,
+                "error": disk.error,
+                "blocked": blocked,
+            }
+        )
+    return disks
+
+
 def _live_status(cluster: LocalCluster) -> dict[str, Any]:
+    """What the store and the runtime say right now, plus what status.json last recorded
+    (`recorded`: its age and whether it is stale) and the state of the disks in use (`disks`).
+    A full disk makes a Ready cluster Degraded: a change could not be stored or applied."""
     snapshot = cluster.observe()
-    return cluster.report(snapshot, plan(cluster.desired, snapshot.observation))
+    status = cluster.report(snapshot, plan(cluster.desired, snapshot.observation))
+    recorded = cluster.paths.load_status() or {}
+    age = status_age(recorded)
+    status["recorded"] = {
+        "updated_at": recorded.get("updated_at"),
+        "age_seconds": age,
+        "stale": _stale(age, cluster.paths.keeper_pid()),
+    }
+    status["disks"] = _disks(cluster)
+    status["problems"] = [
+        f"disk full at {disk['path']} ({disk['free_bytes']} bytes free, holds "
+        f"{' and '.join(disk['holds'])}): {'; '.join(disk['blocked'])}"
+        for disk in status["disks"]
+        if disk["full"]
+    ]
+    if status["problems"] and status["phase"] == Phase.READY:
+        status["phase"] = Phase.DEGRADED.value
+    return status
+
+
+def _stale(age: float | None, keeper_pid: int | None) -> bool:
+    """A recorded status no keeper refreshes any more says nothing about the cluster now."""
+    return keeper_pid is None or age is None or age > STATUS_STALE_AFTER_SECONDS
 
 
 def _matches_spec(status: dict[str, Any]) -> bool:
@@ -121,20 +229,25 @@ def _matches_spec(status: dict[str, Any]) -> bool:
     )
 
 
-def _wait_for_spec(cluster: LocalCluster, timeout: float) -> dict[str, Any]:
-    """Poll the live cluster until it matches its spec, showing the step in progress."""
+def _wait_for_spec(
+    cluster: LocalCluster, timeout: float, generation: int | None = None
+) -> dict[str, Any]:
+    """Poll the live cluster until it matches its spec, showing the step in progress. With
+    `generation`, stop (exit 3) as soon as another command stores a newer target."""
     deadline = time.monotonic() + timeout
     with err.status("waiting for the cluster") as progress:
         while True:
+            if generation is not None:
+                _check_not_replaced(cluster, generation)
             status = _live_status(cluster)
             if _matches_spec(status):
                 return status
             if time.monotonic() > deadline:
                 raise _fail(
                     f"timed out after {timeout:.0f}s in phase {status['phase']}: "
-                    f"{'; '.join(_blockers(status, timeout))}; the keeper goes on (see "
-                    f"`quorumkeeper status {cluster.spec.name}`)",
-                    code=1,
+                    f"{'; '.join([*_blockers(status, timeout), *status['problems']])}; the "
+                    f"keeper goes on (see `quorumkeeper status {cluster.spec.name}`)",
+                    code=ExitCode.NOT_CONVERGED,
                 )
             healthy = sum(1 for m in status["members"] if m["healthy"])
             progress.update(
@@ -160,6 +273,18 @@ def _blockers(status: dict[str, Any], waited: float) -> list[str]:
         if notes and member["name"] not in step["reason"]:
             blockers.append(f"{member['name']}: {', '.join(notes)}")
     return blockers
+
+
+def _check_not_replaced(cluster: LocalCluster, generation: int) -> None:
+    stored = cluster.paths.load_stored()
+    if stored.change.generation != generation:
+        raise _fail(
+            f"replaced: while this command waited, {stored.change.describe()} set the target "
+            f"to {stored.spec.members} members; the keeper now works toward that (see "
+            f"`quorumkeeper status {cluster.spec.name}`)",
+            code=ExitCode.REPLACED,
+        )
+    cluster.reload()
 
 
 def _validated(data: dict[str, Any], *, base_dir: Path | None = None) -> ClusterSpec:
@@ -213,21 +338,57 @@ def up(
     spec = _validated(data, base_dir=Path.cwd())  # a relative data_dir is taken from here
     paths = _paths(state_dir, name)
     try:  # every check that only reads comes first: a refused `up` creates nothing
-        check_name_free(paths)
         check_binary(spec)
-        spec = choose_subnet(spec, paths.state_dir, explicit=subnet is not None)
         check_state_dir(paths.state_dir)
+    except Refused as error:
+        raise _fail(str(error)) from None
+    # One `up` at a time per state folder: the name and the subnet are checked and taken as
+    # one step, so two racing `up`s can't both take either.
+    with _locked(FileLock(paths.state_dir / ".up.lock"), f"the clusters in {paths.state_dir}"):
+        stored = _create(paths, spec, explicit_subnet=subnet is not None)
+        keeper.spawn(paths)
+    spec = stored.spec
+    err.print(
+        f"cluster {name}: {spec.members} x {spec.store} {spec.version} on "
+        f"{spec.local.subnet}.x ({stored.change.describe()})",
+        highlight=False,
+    )
+    if wait:
+        _print_status(_wait_for_spec(LocalCluster(paths), timeout, stored.change.generation))
+
+
+def _create(paths: ClusterPaths, spec: ClusterSpec, *, explicit_subnet: bool) -> StoredSpec:
+    """Check the name, subnet and folders of a new cluster, then claim its folders and store
+    generation 1 of its spec. Call under the state folder's `up` lock."""
+    try:
+        check_name_free(paths)
+        spec = choose_subnet(spec, paths.state_dir, explicit=explicit_subnet)
+        check_folder_is_ours(
+            paths.root,
+            "name",
+            spec.name,
+            f"choose another name or --state-dir, or move those files out of {paths.root}",
+        )
+        members_root = paths.members_root(spec)
+        if spec.data_dir is not None:
+            check_folder_is_ours(
+                members_root,
+                "data_dir",
+                spec.data_dir,
+                f"point data_dir at a folder without a {spec.name!r} entry, or move "
+                f"{members_root} away",
+            )
     except Refused as error:
         raise _fail(str(error)) from None
     for warning in spec.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    paths.save_spec(spec)
-    keeper.spawn(paths)
-    err.print(
-        f"cluster {name}: {spec.members} x {spec.store} {spec.version} on {spec.local.subnet}.x"
-    )
-    if wait:
-        _print_status(_wait_for_spec(LocalCluster(paths), timeout))
+    claim_folder(paths.root, paths)
+    claim_folder(members_root, paths)
+    with _locked(FileLock(paths.command_lock_file), f"cluster {spec.name}"):
+        try:
+            return paths.save_spec(spec, expected_generation=None, by=_by("up", spec.name))
+        except SpecConflict:
+            raise _fail(f"name: cluster {spec.name!r} was created meanwhile") from None
 
 
 @app.command()
@@ -240,17 +401,46 @@ def scale(
 ) -> None:
     """Grow or shrink a cluster one member at a time, without restarting the others."""
     cluster = _existing(state_dir, name)
-    spec = _validated({**cluster.spec.model_dump(mode="json"), "members": members})
+    with _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}"):
+        stored = _change_size(cluster, members)
+        _ensure_keeper(cluster.paths)
+    if wait:
+        cluster.reload()
+        _print_status(_wait_for_spec(cluster, timeout, stored.change.generation))
+
+
+def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
+    """The read-check-write of `scale`, under the cluster's command lock.
+
+    A change in flight may be replaced only by its own target (nothing to store: the command
+    waits for it) or by the size it started from (undoing it is always safe, and is the way out
+    of a change that can't progress); any other target is refused naming the change in flight.
+    """
+    name = cluster.spec.name
+    stored = cluster.paths.load_stored()
+    cluster.reload()
+    spec = _validated({**stored.spec.model_dump(mode="json"), "members": members})
     snapshot = cluster.observe()
     membership = snapshot.observation.membership
     if membership is None:
         raise _fail(f"refused: cluster {name} has no quorum now, so it can't change membership")
     step = plan(cluster.desired, snapshot.observation)
     settled = isinstance(step, Done) or (isinstance(step, Wait) and step.phase is Phase.DEGRADED)
-    if cluster.spec.members != len(membership) or not settled:
+    target, previous = stored.spec.members, stored.change.previous_members
+    in_flight = target != len(membership) or not settled
+    if members == target:
+        err.print(
+            f"cluster {name}: {'already on its way to' if in_flight else 'already has'} "
+            f"{target} members ({stored.change.describe()})",
+            highlight=False,
+        )
+        return stored
+    if in_flight and members != previous:
+        back = f", or go back with `quorumkeeper scale {name} {previous}`" if previous else ""
         raise _fail(
-            f"refused: a change is in flight ({step.phase}: {step.reason}); fix: wait until "
-            f"`quorumkeeper status {name}` shows Ready, then scale again"
+            f"refused: a change is in flight: {stored.change.describe()} set {target} members"
+            f"{f' (from {previous})' if previous else ''}, now {step.phase}: {step.reason}; "
+            f"fix: wait for it with `quorumkeeper scale {name} {target}`{back}"
         )
     if members < len(membership):
         blocker = scale_down_blocker(
@@ -258,14 +448,38 @@ def scale(
         )
         if blocker:
             raise _fail(f"refused: {blocker}; fix: heal the cluster first, or scale down less")
+    joining = [
+        n for n in range(members) if spec.local.address(n) not in {m.address for m in membership}
+    ]
+    ours = {cluster.runtime.pid(endpoint) for endpoint in snapshot.endpoints}
+    held = taken_addresses(spec, joining, ours={pid for pid in ours if pid})
+    if held:
+        raise _fail(
+            f"members: {members} needs {', '.join(map(str, held))}; fix: stop that process, "
+            f"or scale to at most {len(membership)}"
+        )
     if spec.even_count_warning:
         err.print(f"[yellow]warning:[/] {spec.even_count_warning}", highlight=False)
-    cluster.paths.save_spec(spec)
-    _ensure_keeper(cluster.paths)
-    err.print(f"cluster {name}: {len(membership)} -> {members} members")
-    if wait:
-        cluster.reload()
-        _print_status(_wait_for_spec(cluster, timeout))
+    try:
+        changed = cluster.paths.save_spec(
+            spec, expected_generation=stored.change.generation, by=_by("scale", name, str(members))
+        )
+    except SpecConflict as conflict:  # only without the lock's protection, e.g. a lost NFS lock
+        now = conflict.current
+        landed = f"{now.change.describe()} set {now.spec.members} members" if now else "a purge"
+        raise _fail(f"refused: another change landed first: {landed}") from None
+    except OSError as error:
+        raise _fail(
+            f"refused: can't write {cluster.paths.spec_file}: {error.strerror}; fix: free space "
+            f"on that disk (see `quorumkeeper status {name}`), then scale again"
+        ) from None
+    verb = "replaces the change in flight" if in_flight else "stored"
+    err.print(
+        f"cluster {name}: {len(membership)} -> {members} members, {verb} "
+        f"({changed.change.describe()})",
+        highlight=False,
+    )
+    return changed
 
 
 @app.command()
@@ -278,7 +492,8 @@ def start(
     """Start the keeper of an existing cluster again, e.g. after `down`; members resume from
     their data."""
     cluster = _existing(state_dir, name)
-    _ensure_keeper(cluster.paths)
+    with _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}"):
+        _ensure_keeper(cluster.paths)
     if wait:
         _print_status(_wait_for_spec(cluster, timeout))
 
@@ -316,6 +531,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         f"{status['desired_members']} members: {status['step']['reason']}",
         highlight=False,
     )
+    for problem in status.get("problems", []):
+        out.print(f"[bold red]{problem}[/]", highlight=False)
 
 
 def _member_notes(member: dict[str, Any]) -> list[str]:
@@ -376,8 +593,10 @@ def down(
     purge: Annotated[bool, typer.Option(help="also delete the spec and all member data")] = False,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Stop the keeper, then the members: followers first, the leader last."""
+    """Stop the keeper, then the members: followers first, the leader last. `--purge` then
+    deletes what quorumkeeper created for the cluster and nothing else."""
     cluster = _existing(state_dir, name)
+    lock = _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}")
     keeper_pid = cluster.paths.keeper_pid()
     if keeper_pid:
         os.kill(keeper_pid, signal.SIGTERM)
@@ -391,31 +610,77 @@ def down(
         if endpoint:
             runtime.stop(endpoint)
     if purge:
-        shutil.rmtree(runtime.members_root, ignore_errors=True)
-        shutil.rmtree(cluster.paths.root, ignore_errors=True)
+        kept = purge_cluster(cluster.paths, cluster.spec)
+        if kept:
+            err.print(
+                f"kept what quorumkeeper did not create: {', '.join(map(str, kept))}",
+                highlight=False,
+            )
+    lock.release()
     err.print(f"cluster {name} stopped{' and purged' if purge else ''}")
 
 
 @app.command(name="list")
-def list_clusters(state_dir: StateDirOption = None) -> None:
-    """List the clusters in the state dir with their last recorded phase."""
+def list_clusters(
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
+    state_dir: StateDirOption = None,
+) -> None:
+    """List the clusters in the state dir with their last recorded phase. A status the keeper
+    has not refreshed lately (stopped, hung, or its disk full) is shown as stale, not as the
+    cluster's phase."""
     root = state_dir or default_state_dir()
+    rows = [_listed(ClusterPaths(root, name)) for name in cluster_names(root)]
+    if output is OutputFormat.JSON:
+        out.print_json(json.dumps(rows))
+        return
     table = Table()
     for column in ("name", "store", "members", "phase", "keeper"):
         table.add_column(column)
-    for name in cluster_names(root):
-        paths = ClusterPaths(root, name)
-        spec = paths.load_spec()
-        recorded = paths.load_status() or {}
-        keeper_pid = paths.keeper_pid()
+    for row in rows:
+        phase = row["phase"] or f"stale: {row['recorded_phase'] or '-'}"
+        if row["stale"] and row["status_age_seconds"] is not None:
+            phase += f" {row['status_age_seconds']:.0f}s ago"
+        if row["state_disk_full"]:
+            phase += " (state disk full)"
         table.add_row(
-            name,
-            f"{spec.store} {spec.version}",
-            str(spec.members),
-            recorded.get("phase", "-"),
-            f"pid {keeper_pid}" if keeper_pid else "stopped",
+            row["name"],
+            row["store"],
+            str(row["members"]),
+            phase,
+            f"pid {row['keeper_pid']}" if row["keeper_pid"] else "stopped",
         )
     out.print(table)
+
+
+def _listed(paths: ClusterPaths) -> dict[str, Any]:
+    """One row of `list`: `phase` is None unless the recorded status is fresh."""
+    keeper_pid = paths.keeper_pid()
+    recorded = paths.load_status() or {}
+    age = status_age(recorded)
+    stale = _stale(age, keeper_pid)
+    row: dict[str, Any] = {
+        "name": paths.name,
+        "store": "-",
+        "members": None,
+        "generation": None,
+        "phase": None if stale else recorded.get("phase"),
+        "recorded_phase": recorded.get("phase"),
+        "stale": stale,
+        "status_age_seconds": age,
+        "keeper_pid": keeper_pid,
+        "state_disk_full": None,
+    }
+    with suppress(OSError):  # a cluster purged meanwhile
+        row["state_disk_full"] = probe_disk(paths.root).full
+    try:
+        stored = paths.load_stored()
+    except (OSError, ValueError) as error:
+        row["store"] = f"unreadable spec: {error}"
+        return row
+    row["store"] = f"{stored.spec.store} {stored.spec.version}"
+    row["members"] = stored.spec.members
+    row["generation"] = stored.change.generation
+    return row
 
 
 @app.command()

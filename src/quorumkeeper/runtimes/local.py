@@ -260,8 +260,25 @@ def readable_line(line: str) -> str:
     return ": ".join(str(entry[key]) for key in ("msg", "error") if key in entry)
 
 
-def port_holders(address: str, ports: Iterable[int]) -> list[str]:
-    """`address:port held by pid N (name)` for each port something else listens on."""
+@dataclass(frozen=True)
+class HeldPort:
+    """An address and port a member needs that another process listens on; `pid` and
+    `program` are None when the kernel does not tell (another user's process without root)."""
+
+    address: str
+    port: int
+    pid: int | None
+    program: str | None
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            return f"{self.address}:{self.port} is held by a process this user can't see"
+        return f"{self.address}:{self.port} is held by pid {self.pid} ({self.program})"
+
+
+def held_ports(address: str, ports: Iterable[int]) -> list[HeldPort]:
+    """The ports of `address` that some process listens on (TIME_WAIT sockets don't count),
+    with that process as psutil finds it."""
     held = []
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -272,24 +289,29 @@ def port_holders(address: str, ports: Iterable[int]) -> list[str]:
             except OSError as error:
                 if error.errno != errno.EADDRINUSE:
                     raise
-        held.append(f"{address}:{port} is held by {_listener(address, port)}")
+        pid = _listener(address, port)
+        held.append(HeldPort(address, port, pid, _program(pid)))
     return held
 
 
-def _listener(address: str, port: int) -> str:
-    """Which process listens on `address:port`, as `pid N (name)`."""
-    for connection in psutil.net_connections(kind="tcp"):
+def _listener(address: str, port: int) -> int | None:
+    """The PID of the process listening on `address:port` (or on the wildcard address)."""
+    for connection in psutil.net_connections(kind="inet"):
         local = connection.laddr
         if connection.status != psutil.CONN_LISTEN or not local or local.port != port:
             continue
-        if local.ip in (address, "0.0.0.0"):
-            if connection.pid is None:
-                return "a process of another user"
-            try:
-                return f"pid {connection.pid} ({psutil.Process(connection.pid).name()})"
-            except psutil.Error:
-                return f"pid {connection.pid}"
-    return "a process this user can't see"
+        if local.ip in (address, "0.0.0.0", "::"):
+            return connection.pid
+    return None
+
+
+def _program(pid: int | None) -> str | None:
+    if pid is None:
+        return None
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return None
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
