@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from quorumkeeper.planner import Done, Promote, Wait
 from quorumkeeper.reconciler import LocalCluster, Reconciler
@@ -99,6 +100,20 @@ def _status_write_failure(error: OSError | None, paths: ClusterPaths) -> tuple[s
     return f"{error.strerror} (errno {error.errno})", f": {paths.root} ({free})"
 
 
+def _log_health_changes(before: dict[str, bool], status: dict[str, Any]) -> dict[str, bool]:
+    """Log each member whose health changed since the last pass; returns the health now."""
+    now = {member["name"]: bool(member["healthy"]) for member in status.get("members", ())}
+    for name, healthy in now.items():
+        if before.get(name, True) != healthy:  # a new member is logged only when unhealthy
+            member = next(m for m in status["members"] if m["name"] == name)
+            why = member.get("blocked_by") or member.get("last_error") or status["step"]["reason"]
+            if healthy:
+                log.info("%s is healthy again", name)
+            else:
+                log.warning("%s is unhealthy: %s", name, why)
+    return now
+
+
 class _Stop:
     requested = False
 
@@ -129,6 +144,7 @@ def _loop(paths: ClusterPaths) -> int:
     reconciler = Reconciler(LocalCluster(paths))
     actions = 0
     last_logged: tuple[str, str | None] = ("", None)
+    health: dict[str, bool] = {}
     failed_passes = _Repeats("pass failed")
     status_writes = _Repeats("status.json not written, the cluster is still looked after")
     while not stop.requested:
@@ -151,6 +167,7 @@ def _loop(paths: ClusterPaths) -> int:
         if reconciler.set_aside:
             log.warning("the unusable data was moved aside to %s", reconciler.set_aside)
             reconciler.set_aside = None
+        health = _log_health_changes(health, reconciler.last_status)
         if isinstance(step, Wait | Done):
             time.sleep(IDLE_INTERVAL)
             continue

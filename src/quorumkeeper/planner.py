@@ -407,19 +407,18 @@ def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
             first.endpoint,
             joining=False,
         )
-    reasons = [
-        f"{slot.name} restarts in {slot.held_back:.0f}s ({slot.why_down()})" for slot in held
-    ]
+    reasons = [_held_reason(slot) for slot in held]
     return Wait(
         "; ".join([*reasons, "waiting for a quorum of members to answer"]), Phase.UNAVAILABLE
     )
 
 
 def _held_reason(slot: Slot, note: str = "") -> str:
-    """Why a member that is down does not start this pass; `note` is appended."""
+    """Why a member that is down does not start this pass; `note` is appended. The seconds
+    left are in status, not here: a reason that changes every pass would be logged every pass."""
     if slot.blocked_by:
         return f"{slot.name} can't start: {slot.blocked_by}{note}"
-    return f"{slot.name} restarts in {slot.held_back:.0f}s ({slot.why_down()}){note}"
+    return f"{slot.name} restarts after a backoff ({slot.why_down()}){note}"
 
 
 def _descending(position: DataPosition | None) -> tuple[int, int]:

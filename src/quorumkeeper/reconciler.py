@@ -240,6 +240,8 @@ class Reconciler:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.last_error: str | None = None
+        self.last_status: dict[str, Any] = {}
+        """The status document of the last pass, written or not."""
         self.set_aside: Path | None = None
         """Where the last data set aside went, for the keeper's log."""
 
@@ -252,6 +254,7 @@ class Reconciler:
         status["error"] = self.last_error
         status["updated_at"] = time.time()
         self.status_write_error = self.cluster.paths.record_status(status)
+        self.last_status = status
         try:
             self.act(step, snapshot)
             self.last_error = None
