@@ -42,18 +42,25 @@ def _write_for(cluster: LocalClusterUnderTest, writes: int) -> Writer:
     return writer
 
 
+def _damage_two_after(cluster: LocalClusterUnderTest, writes: int) -> Writer:
+    """A 3-member cluster that took `writes` acknowledged writes, stopped with `down`, with
+    random bytes over the middle of the newest log of members 0 and 1; returns the writer."""
+    cluster.up(3)
+    cluster.wait_ready(3)
+    writer = _write_for(cluster, writes)
+    cluster.cli("down", cluster.name)
+    for seed, name in enumerate(("qk-0", "qk-1")):
+        overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
+    return writer
+
+
 @pytest.mark.parametrize("store", ["zookeeper"])
 def test_damaged_logs_of_two_members_lose_nothing(cluster: LocalClusterUnderTest) -> None:
     """Issue input: 8 KiB of random bytes in the middle of the newest txn log of two of three
     ZooKeeper members after `down`. ZooKeeper truncates such a log and starts, so the two
     could elect a leader between them and overwrite the intact member: the intact member must
     start first, and the shorter two must follow it."""
-    cluster.up(3)
-    cluster.wait_ready(3)
-    writer = _write_for(cluster, 1600)
-    cluster.cli("down", cluster.name)
-    for seed, name in enumerate(("qk-0", "qk-1")):
-        overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
+    writer = _damage_two_after(cluster, 1600)
     since = cluster.paths.keeper_log.stat().st_size
 
     cluster.cli("start", cluster.name, "--timeout", "120")
@@ -71,12 +78,7 @@ def test_damaged_members_wait_for_the_member_holding_the_most(
     """The same damage, but the intact member can't start (another program holds its client
     port): the two damaged members must not start without it; status names the members and
     their positions, and once the port is free everything comes back."""
-    cluster.up(3)
-    cluster.wait_ready(3)
-    writer = _write_for(cluster, 800)
-    cluster.cli("down", cluster.name)
-    for seed, name in enumerate(("qk-0", "qk-1")):
-        overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
+    writer = _damage_two_after(cluster, 800)
     intact = f"{cluster.subnet}.3"
 
     with holding_port(intact, ZOOKEEPER_CLIENT_PORT):
