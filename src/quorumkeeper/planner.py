@@ -267,7 +267,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
     learners = [member for member in membership if member.role is Role.LEARNER]
 
     held: list[str] = []
-    """Members that are down and may not start yet; nothing else waits for them."""
+    """Why members that are down may not start yet; nothing else waits for them."""
+    held_at: set[str] = set()
     for member in membership:
         endpoint = desired.endpoint_at(member.address)
         seen = observed.slot(member.address) or Slot(endpoint, running=False, has_data=False)
@@ -294,6 +295,7 @@ def plan(desired: Desired, observed: Observation) -> Step:
             unreplaced = f"; not replaced while only {len(others)} other voter(s) are healthy"
         if not seen.may_start:
             held.append(_held_reason(seen, unreplaced))
+            held_at.add(member.address)
             continue
         again = f" again after {seen.why_down()}" if seen.failed_starts else ""
         if not member.started:
@@ -303,6 +305,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
         return StartMember(f"{endpoint.name} is down and restarts{again}", endpoint, joining=False)
 
     step = _plan_membership(desired, membership, voters, healthy_voters, learners)
+    if isinstance(step, Promote) and step.member.address in held_at:
+        return Wait("; ".join(held), Phase.SCALING)  # a learner that can't run can't catch up
     if held and isinstance(step, Done | Wait):
         return Wait("; ".join([*held, step.reason]), Phase.DEGRADED)
     return step

@@ -779,9 +779,5 @@ def parse_spec(data: object, *, base_dir: Path | None = None) -> ClusterSpec:
     raise SpecError(problems)
 
 
-def load_spec(path: Path) -> ClusterSpec:
-    return parse_spec(yaml.safe_load(path.read_text()))
-
-
 def dump_spec(spec: ClusterSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

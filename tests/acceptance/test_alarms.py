@@ -114,7 +114,7 @@ def test_zookeeper_leader_back_from_a_partition_is_never_a_second_leader(tmp_pat
         old = cluster.member(cluster.wait_ready(3), "leader")
         local = LocalCluster(cluster.paths)
         endpoints = [local.desired.endpoint(n) for n in range(3)]
-        slots = tuple(local.runtime.slots(endpoints))
+        slots = local.observe().observation.slots
         store = local.store(tuple(endpoints))
         samples: list[tuple[list[str], list[Member]]] = []
         try:

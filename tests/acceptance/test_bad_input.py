@@ -13,7 +13,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from quorumkeeper.spec import load_spec
 from tests.acceptance.harness import LocalClusterUnderTest
 from tests.polling import wait_until
 
@@ -246,7 +245,7 @@ def test_relative_data_dir_is_resolved_once_where_up_runs(
     members_root = here / "reldata" / cluster.name
     try:
         _cli_in(cluster, here, *_up_args(cluster, 3, spec_file))
-        assert load_spec(cluster.paths.spec_file).data_dir == here / "reldata"
+        assert cluster.paths.load_spec().data_dir == here / "reldata"
         assert sorted(p.name for p in members_root.iterdir()) == [f"qk-{n}" for n in range(3)]
 
         seen_here = json.loads(_cli_in(cluster, here, "status", cluster.name, "-o", "json").stdout)

@@ -148,7 +148,8 @@ def test_held_port_refuses_scale_up_and_a_stuck_change_can_be_undone(
             assert waiting.stderr is not None
             first_line = waiting.stderr.readline()
             assert "already on its way to 5 members (generation 2" in first_line, first_line
-            wait_until(lambda: "joins now" in cluster.keeper_log_tail(), 60, "the new member tried")
+            held = f"{cluster.name}-3 can't start: {address}:{port} is held by pid {os.getpid()}"
+            wait_until(lambda: held in cluster.keeper_log_tail(), 60, "the held port is logged")
             assert waiting.poll() is None, "repeating the target in flight must wait for it"
             message = " ".join(cluster.scale(3).stderr.split())
             assert re.search(

@@ -163,6 +163,8 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
             assert len(membership) < desired.members
         case Promote(member=member):
             assert member.role is Role.LEARNER
+            slot = observed.slot(member.address)
+            assert slot is None or slot.running or slot.may_start, "a held learner can't catch up"
             assert len(healthy) + 1 >= quorum(len(voters) + 1)
         case RemoveMember(member=member, replacing=replacing):
             assert member.role is not Role.LEADER, "a leader hands over first, or stays"
