@@ -16,6 +16,7 @@ import pytest
 from quorumkeeper.ceph.client import CephTarget
 from quorumkeeper.ceph.render import RenderInput, manifests
 from tests.ceph.minicluster import ClientUser, MiniCluster, csi_caps
+from tests.polling import loopback_subnet
 
 if TYPE_CHECKING:
     from testbed.kube import Kube
@@ -26,9 +27,9 @@ NEEDED = ("ceph-mon", "ceph-osd", "ceph-authtool", "monmaptool", "rbd", "ceph")
 
 
 def _mon_ip() -> str:
-    """127.0.150.x is this suite's range; xdist workers each get their own address."""
+    """127.<test network>.150.x is this suite's range; xdist workers each get their own."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    return f"127.0.150.{1 + int(worker or 0)}"
+    return f"{loopback_subnet(150)}.{1 + int(worker or 0)}"
 
 
 @pytest.fixture(scope="session")

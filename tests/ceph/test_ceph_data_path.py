@@ -28,11 +28,12 @@ from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.base import Endpoint, Peer, StoreError
 from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore
 from tests.ceph.minicluster import ClientUser, Holder, MiniCluster, csi_caps, target_for, wait_until
+from tests.polling import loopback_subnet
 
 pytestmark = pytest.mark.ceph
 
 POOL = "k8s"
-MEMBER_ADDRESS = "127.0.150.20"  # this suite's loopback range
+MEMBER_ADDRESS = f"{loopback_subnet(150)}.20"  # this suite's loopback range
 
 
 def _sh(*args: str) -> str:
