@@ -150,6 +150,9 @@ def test_held_port_refuses_scale_up_and_a_stuck_change_can_be_undone(
             assert "already on its way to 5 members (generation 2" in first_line, first_line
             held = f"{cluster.name}-3 can't start: {address}:{port} is held by pid {os.getpid()}"
             wait_until(lambda: held in cluster.keeper_log_tail(), 60, "the held port is logged")
+            timed_out = cluster.cli("scale", cluster.name, "5", "--timeout", "2", check=False)
+            assert timed_out.returncode == 1, timed_out.stderr
+            assert held in " ".join(timed_out.stderr.split()), "a timeout names what blocks"
             assert waiting.poll() is None, "repeating the target in flight must wait for it"
             message = " ".join(cluster.scale(3).stderr.split())
             assert re.search(
