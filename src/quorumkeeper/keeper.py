@@ -101,16 +101,18 @@ def _status_write_failure(error: OSError | None, paths: ClusterPaths) -> tuple[s
 
 
 def _log_health_changes(before: dict[str, bool], status: dict[str, Any]) -> dict[str, bool]:
-    """Log each member whose health changed since the last pass; returns the health now."""
+    """Log each member whose health changed since the last pass (a joiner's first unhealthy
+    passes are not news); returns the health now."""
     now = {member["name"]: bool(member["healthy"]) for member in status.get("members", ())}
-    for name, healthy in now.items():
-        if before.get(name, True) != healthy:  # a new member is logged only when unhealthy
-            member = next(m for m in status["members"] if m["name"] == name)
+    for member in status.get("members", ()):
+        name, healthy = member["name"], now[member["name"]]
+        if name not in before or before[name] == healthy:
+            continue
+        if healthy:
+            log.info("%s is healthy", name)
+        else:
             why = member.get("blocked_by") or member.get("last_error") or status["step"]["reason"]
-            if healthy:
-                log.info("%s is healthy again", name)
-            else:
-                log.warning("%s is unhealthy: %s", name, why)
+            log.warning("%s is unhealthy: %s", name, why)
     return now
 
 
