@@ -152,6 +152,7 @@ def _loop(paths: ClusterPaths) -> int:
             step = reconciler.run_once()
         except Exception as error:
             failed_passes.seen(f"{type(error).__name__}: {error}", "\n" + traceback.format_exc())
+            reconciler.cluster.close()  # whatever failed, the next pass connects afresh
             time.sleep(IDLE_INTERVAL)
             continue
         failed_passes.seen(None)
@@ -179,6 +180,7 @@ def _loop(paths: ClusterPaths) -> int:
             time.sleep(IDLE_INTERVAL)  # a refused change: etcd's reconfig grace lasts seconds
         elif isinstance(step, Promote):
             time.sleep(PROMOTE_INTERVAL)
+    reconciler.cluster.close()
     log.info("keeper stops")
     return 0
 

@@ -122,13 +122,17 @@ class EtcdStore(CoordinationStore):
                 failures.append(f"{endpoint.name}: {error}")
         raise StoreUnavailable(f"no etcd member answered {path}: {'; '.join(failures)}")
 
+    def member_status(self, address: str) -> dict[str, Any] | None:
+        """The member's own `/v3/maintenance/status` (served locally, no raft entry), None when
+        it does not answer within the probe timeout."""
+        try:
+            return self._post_to(address, "/v3/maintenance/status", {}, probe=True)
+        except (httpx.HTTPError, StoreError, ValueError):
+            return None
+
     def _statuses(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
         for endpoint in self.endpoints:
-            try:
-                status = self._post_to(endpoint.address, "/v3/maintenance/status", {}, probe=True)
-                yield endpoint.address, status
-            except (httpx.HTTPError, StoreError, ValueError):
-                yield endpoint.address, None
+            yield endpoint.address, self.member_status(endpoint.address)
 
     def alarms(self) -> dict[str, tuple[str, ...]]:
         """Raised alarms by member ID, e.g. `{"8211f1d0f64f3269": ("NOSPACE",)}`.
@@ -154,8 +158,12 @@ class EtcdStore(CoordinationStore):
         member still claiming leadership of an older term is a stale leader, not healthy.
         """
         listed = self._post("/v3/cluster/member/list", {"linearizable": True})["members"]
-        alarms = self.alarms()
         statuses = dict(self._statuses())
+        answered = [status for status in statuses.values() if status is not None]
+        # The committed alarm list is a raft request, an entry in the log every time it is
+        # asked: ask only when a member's status shows errors (every alarm is among them).
+        quiet = answered and not any(status.get("errors") for status in answered)
+        alarms = {} if quiet else self.alarms()
         leader = _current_leader([s for s in statuses.values() if s is not None])
         members = []
         for entry in listed:
