@@ -141,7 +141,7 @@ def _loop(paths: ClusterPaths) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # members are reaped by the kernel
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0"))
-    reconciler = Reconciler(LocalCluster(paths))
+    reconciler = Reconciler(LocalCluster(paths, hold_store=True))
     actions = 0
     last_logged: tuple[str, str | None] = ("", None)
     health: dict[str, bool] = {}

@@ -83,8 +83,11 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 class LocalCluster:
     """A cluster of the local runtime: its spec, member processes and store, seen together."""
 
-    def __init__(self, paths: ClusterPaths) -> None:
+    def __init__(self, paths: ClusterPaths, *, hold_store: bool = False) -> None:
+        """`hold_store`: keep the store client from one `observe` to the next (the keeper);
+        without it (one-shot commands) each `observe` closes it, so no session outlives it."""
         self.paths = paths
+        self.hold_store = hold_store
         self.spec: ClusterSpec = paths.load_spec()
         self._spec_stat = _identity(paths.spec_file)
         self.backend = backend_for(self.spec, paths.root)
@@ -145,6 +148,9 @@ class LocalCluster:
         except StoreUnavailable:
             membership = None
             self.close()  # the next pass starts over on whichever member answers then
+        finally:
+            if not self.hold_store:
+                self.close()
         if membership is not None:
             listed = {self.desired.endpoint_at(m.address) for m in membership}
             endpoints = tuple(sorted(known | listed, key=lambda e: e.ordinal))
