@@ -43,6 +43,7 @@ from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths
 from quorumkeeper.stores import backend_for
 from quorumkeeper.stores.base import (
+    AddsRefused,
     CoordinationStore,
     DataPosition,
     Endpoint,
@@ -143,8 +144,11 @@ class LocalCluster:
         known = {self.desired.endpoint(n) for n in range(self.spec.members)}
         known.update(e for e in map(self.endpoint_of, self.runtime.member_names()) if e)
         endpoints = tuple(sorted(known, key=lambda e: e.ordinal))
+        adds_refused = None
         try:
-            membership: tuple[Member, ...] | None = tuple(self.store(endpoints).members())
+            store = self.store(endpoints)
+            membership: tuple[Member, ...] | None = tuple(store.members())
+            adds_refused = store.adds_refused()
         except StoreUnavailable:
             membership = None
             self.close()  # the next pass starts over on whichever member answers then
@@ -160,7 +164,8 @@ class LocalCluster:
             self._slot(e, pids[e] is not None, histories[e], cold=membership is None)
             for e in endpoints
         )
-        return Snapshot(Observation(membership, slots), endpoints, histories, pids)
+        observation = Observation(membership, slots, adds_refused)
+        return Snapshot(observation, endpoints, histories, pids)
 
     def _history(self, endpoint: Endpoint, running: bool, *, judge: bool) -> StartHistory:
         history = self.runtime.history(endpoint)
@@ -296,8 +301,8 @@ class Reconciler:
         try:
             self.act(step, snapshot)
             self.last_error = None
-        except NotCaughtUp:
-            pass
+        except (NotCaughtUp, AddsRefused):
+            pass  # not an error: the next observation shows the condition and the plan waits
         except StoreError as error:
             self.last_error = f"{type(step).__name__}: {error}"
         return step

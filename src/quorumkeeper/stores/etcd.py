@@ -7,6 +7,7 @@ learner add and promote. IDs travel as decimal strings and keys and values as ba
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores import etcd_wal
 from quorumkeeper.stores.base import (
+    AddsRefused,
     CoordinationStore,
     DataPosition,
     Endpoint,
@@ -34,6 +36,22 @@ CLIENT_PORT = 2379
 PEER_PORT = 2380
 
 _RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
+
+UNHEALTHY_CLUSTER = "etcdserver: unhealthy cluster"
+"""etcd's refusal of a member add (`ErrUnhealthy`, HTTP 503) while `--strict-reconfig-check`
+(the default) finds a voter that has not been connected to the member asked for the last
+`HealthInterval`, 5 s: after a member starts or reconnects, adds are refused for about 5 s
+(etcd server/etcdserver/server.go `mayAddMember`, `isConnectedFullySince`)."""
+
+ADDS_REFUSED_SECONDS = 0.5
+"""How long a refusal of `UNHEALTHY_CLUSTER` counts as the store's answer before an add is tried
+again: etcd does not say when its grace ends, only that it lasts at most `HealthInterval` from
+the refusal, so a short window keeps the join prompt and the refused requests few."""
+
+ADDS_REFUSED = (
+    "etcd refuses member adds until every voter has been connected for 5 s (its "
+    "reconfiguration grace after a member starts or reconnects)"
+)
 
 
 def client_url(address: str) -> str:
@@ -87,6 +105,8 @@ class EtcdStore(CoordinationStore):
         super().__init__(endpoints)
         self._http = httpx.Client(timeout=timeout)
         self._probe = httpx.Client(timeout=probe_timeout)
+        self._adds_refused_until = 0.0
+        """`time.monotonic()` until which the last `UNHEALTHY_CLUSTER` refusal stands."""
 
     def close(self) -> None:
         self._http.close()
@@ -239,9 +259,22 @@ class EtcdStore(CoordinationStore):
             {"action": "DEACTIVATE", "memberID": member_id, "alarm": alarm},
         )
 
+    def adds_refused(self) -> str | None:
+        """`ADDS_REFUSED` for `ADDS_REFUSED_SECONDS` after etcd refused an add as
+        `UNHEALTHY_CLUSTER`, so the planner waits on the condition instead of retrying."""
+        return ADDS_REFUSED if time.monotonic() < self._adds_refused_until else None
+
     def add_learner(self, endpoint: Endpoint) -> Member:
+        """Raises `AddsRefused` during etcd's reconfiguration grace (`UNHEALTHY_CLUSTER`),
+        which `adds_refused` then reports."""
         body = {"peerURLs": [peer_url(endpoint.address)], "isLearner": True}
-        added = self._post("/v3/cluster/member/add", body)["member"]
+        try:
+            added = self._post("/v3/cluster/member/add", body)["member"]
+        except StoreError as error:  # every member refused it (StoreUnavailable) or one did
+            if UNHEALTHY_CLUSTER not in str(error):
+                raise
+            self._adds_refused_until = time.monotonic() + ADDS_REFUSED_SECONDS
+            raise AddsRefused(f"{ADDS_REFUSED}: {error}") from error
         return Member(
             id=added["ID"],
             address=endpoint.address,
