@@ -59,10 +59,6 @@ class Figures:
     hung_leader_recovery_tuned_s: float | None = None
     nospace_recovery_max_write_gap_s: float | None = None
     nospace_reclaim_command_s: float | None = None
-    idle_keeper_cpu_percent: float | None = None
-    idle_store_transactions_per_minute: float | None = None
-    idle_keeper_rss_mb: float | None = None
-    crash_detection_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,13 @@ class ServerState:
         return None if self.zxid is None else self.zxid >> 32
 
 
+_MNTR_KEYS = (
+    "zk_synced_followers\t",
+    "zk_synced_non_voting_followers\t",
+    "zk_approximate_data_size\t",
+)
+
+
 def _count(metrics: dict[str, str], key: str) -> int | None:
     value = metrics.get(key)
     return int(value) if value is not None and value.isdigit() else None
@@ -176,7 +183,10 @@ def server_state(address: str, timeout: float) -> ServerState | None:
             mntr = four_letter_word(address, "mntr", timeout)
         except OSError:
             mntr = ""
-        metrics = dict(line.split("\t", 1) for line in mntr.splitlines() if "\t" in line)
+        # mntr answers some 500 lines (3.9: every metric); parse only the three read here
+        metrics = dict(
+            line.split("\t", 1) for line in mntr.splitlines() if line.startswith(_MNTR_KEYS)
+        )
     synced = _count(metrics, "zk_synced_followers")
     non_voting = _count(metrics, "zk_synced_non_voting_followers")
     return ServerState(
