@@ -84,6 +84,32 @@ def _current_leader(statuses: list[dict[str, Any]]) -> str | None:
     return max(known)[1] if known else None
 
 
+CommitMark = tuple[str, int, int]
+"""(leader ID, raft term, the leader's commit index)."""
+
+
+def _commit_mark(
+    listed: list[dict[str, Any]], statuses: dict[str, dict[str, Any] | None]
+) -> CommitMark | None:
+    """Where the log stands, when every member of `listed` answered and all name the same
+    leader, itself among them, in the same term (so no member knows of a newer term); None
+    otherwise."""
+    answers = [statuses.get(_address(entry)) for entry in listed]
+    views = {(a.get("leader"), a.get("raftTerm")) for a in answers if a is not None}
+    if None in answers or len(views) != 1:
+        return None
+    leader, term = views.pop()
+    own = [a for entry, a in zip(listed, answers, strict=True) if entry["ID"] == leader]
+    if not own or own[0] is None or leader is None or term is None:
+        return None
+    return (str(leader), int(term), int(own[0].get("raftIndex", 0)))
+
+
+def _address(entry: dict[str, Any]) -> str:
+    """A listed member's address, from its first peer URL."""
+    return str(httpx.URL(entry["peerURLs"][0]).host)
+
+
 @dataclass(frozen=True)
 class Space:
     """One member's database, in bytes: the file (`db_bytes`), the part holding live data and
@@ -105,6 +131,8 @@ class EtcdStore(CoordinationStore):
         super().__init__(endpoints)
         self._http = httpx.Client(timeout=timeout)
         self._probe = httpx.Client(timeout=probe_timeout)
+        self._listed: tuple[CommitMark, list[dict[str, Any]]] | None = None
+        """The last member list read, with the commit mark (`_commit_mark`) seen before it."""
         self._adds_refused_until = 0.0
         """`time.monotonic()` until which the last `UNHEALTHY_CLUSTER` refusal stands."""
 
@@ -177,8 +205,8 @@ class EtcdStore(CoordinationStore):
         the highest raft term, which a quorum elected (raft has at most one leader per term); a
         member still claiming leadership of an older term is a stale leader, not healthy.
         """
-        listed = self._post("/v3/cluster/member/list", {"linearizable": True})["members"]
         statuses = dict(self._statuses())
+        listed = self._member_list(statuses)
         answered = [status for status in statuses.values() if status is not None]
         # The committed alarm list is a raft request, an entry in the log every time it is
         # asked: ask only when a member's status shows errors (every alarm is among them).
@@ -187,7 +215,7 @@ class EtcdStore(CoordinationStore):
         leader = _current_leader([s for s in statuses.values() if s is not None])
         members = []
         for entry in listed:
-            address = httpx.URL(entry["peerURLs"][0]).host
+            address = _address(entry)
             status = statuses.get(address)
             claims_leadership = status is not None and status.get("leader") == entry["ID"]
             stale_leader = claims_leadership and entry["ID"] != leader
@@ -213,6 +241,27 @@ class EtcdStore(CoordinationStore):
                 )
             )
         return members
+
+    def _member_list(self, statuses: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+        """The committed member list: read linearizably, unless nothing was committed since the
+        last read, when that read is still the answer a new one would give.
+
+        Every change to the list (add, promote, remove, a member publishing its name) is a raft
+        entry, and the leader's commit index moves with each (status `raftIndex` is
+        `CommittedIndex()`: etcd server/etcdserver/api/v3rpc/maintenance.go `Status`). The
+        statuses are read before the list, so a list read after a commit mark reflects every
+        entry up to that mark; when the mark is the same again, no entry was committed since
+        and the list is unchanged. Any write, change, election, or member not answering moves
+        or voids the mark, and the list is read again.
+        """
+        if self._listed is not None and self._listed[0] == _commit_mark(self._listed[1], statuses):
+            return self._listed[1]
+        listed: list[dict[str, Any]] = self._post(
+            "/v3/cluster/member/list", {"linearizable": True}
+        )["members"]
+        mark = _commit_mark(listed, statuses)
+        self._listed = None if mark is None else (mark, listed)
+        return listed
 
     # Maintenance: what `quorumkeeper.maintenance` needs to reclaim space.
 
