@@ -125,7 +125,7 @@ def four_letter_word(address: str, word: str, timeout: float) -> str:
     with socket.create_connection((address, CLIENT_PORT), timeout=timeout) as connection:
         connection.sendall(word.encode())
         chunks = []
-        while chunk := connection.recv(65536):  # mntr answers some 25 KiB
+        while chunk := connection.recv(65536):  # mntr answers tens of KiB
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
 
