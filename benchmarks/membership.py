@@ -7,7 +7,8 @@ acknowledged writes while scaling 3 -> 5 -> 3 and 2 -> 3 -> 2, the time from a n
 process start to it voting, from a leader's kill -9 or SIGSTOP to the next acknowledged write,
 and for quorumkeeper also from a wiped member's discovery to its replacement being a healthy
 voter, the keeper's RSS, and for etcd the longest write gap of a NOSPACE recovery
-(`measure_nospace_recovery`). The baseline (`seed_method.py`) does what the seed did: static
+(`measure_nospace_recovery`). `measure_idle` adds what a keeper costs while nothing happens
+(`--idle-only` measures just that). The baseline (`seed_method.py`) does what the seed did: static
 member lists, changed by hand and loaded by restarting every member, one at a time.
 """
 
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from rich.console import Console
@@ -30,6 +32,8 @@ from rich.table import Table
 
 from benchmarks.seed_method import seed_method
 from quorumkeeper.stores.base import StoreError
+from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.zookeeper import server_state
 from tests.acceptance.harness import (
     FILLER,
     SMALL_QUOTA,
@@ -57,6 +61,32 @@ class Figures:
     nospace_reclaim_command_s: float | None = None
 
 
+@dataclass(frozen=True)
+class Idle:
+    """What a keeper costs on an idle, healthy 3-member cluster, and how fast it still sees a
+    member die."""
+
+    keeper_cpu_percent: float
+    """The keeper's user and system CPU time over `IDLE_SECONDS`, in % of one core."""
+    store_transactions_per_minute: float
+    """How far the store's log advanced meanwhile: ZooKeeper's zxid (sessions opened and closed
+    are transactions), etcd's raft index (a request served through raft is an entry, reads by
+    ReadIndex are not). Nothing else talks to the cluster, so all of it is the keeper's."""
+    keeper_rss_mb: float
+    crash_detection_s: float
+    """From a follower's SIGKILL to status.json showing it without that process."""
+
+
+IDLE_SECONDS = 30.0
+
+
+IDLE_TARGETS = {
+    "idle_keeper_cpu_percent": "<= 1",
+    "idle_store_transactions_per_minute": "0",
+    "idle_keeper_rss_mb": "<= 60",
+    "crash_detection_s": "<= 0.5",
+}
+
 TARGETS = {
     "etcd": {
         "failed_writes": "0",
@@ -70,6 +100,7 @@ TARGETS = {
         "keeper_rss_mb": "<= 60",
         "nospace_recovery_max_write_gap_s": "",
         "nospace_reclaim_command_s": "",
+        **IDLE_TARGETS,
     },
     "zookeeper": {
         "failed_writes": "0",
@@ -82,6 +113,7 @@ TARGETS = {
         "hung_leader_recovery_tuned_s": "",
         "replace_s": "",
         "keeper_rss_mb": "<= 60",
+        **IDLE_TARGETS,
     },
 }
 
@@ -228,6 +260,62 @@ def measure_quorumkeeper(store: str, workdir: Path) -> Figures:
         cluster.destroy()
 
 
+def _log_position(cluster: LocalClusterUnderTest, addresses: list[str]) -> int:
+    """The store's log position, from each member's own status (which adds no entry): the
+    highest zxid or raft index among `addresses`."""
+    positions = []
+    for address in addresses:
+        if cluster.store == "zookeeper":
+            state = server_state(address, 1.0)
+            positions.append(state.zxid if state and state.zxid else 0)
+            continue
+        store = EtcdStore([])
+        try:
+            status = store.member_status(address)
+        finally:
+            store.close()
+        positions.append(int(status["raftIndex"]) if status else 0)
+    return max(positions)
+
+
+def measure_idle(store: str, workdir: Path) -> Idle:
+    """The idle keeper's CPU, store transactions and RSS over `IDLE_SECONDS`, then the time it
+    takes to notice a follower killed with SIGKILL."""
+    cluster = LocalClusterUnderTest(store, "idle", loopback_subnet(95), workdir / "idle")
+    try:
+        cluster.up(3)
+        status = cluster.wait_ready(3)
+        addresses = [m["address"] for m in status["members"]]
+        keeper = psutil.Process(cluster.paths.keeper_pid() or 0)
+        cpu_before, position_before = keeper.cpu_times(), _log_position(cluster, addresses)
+        time.sleep(IDLE_SECONDS)  # the measurement itself: an idle period of fixed length
+        cpu_after, position_after = keeper.cpu_times(), _log_position(cluster, addresses)
+        busy = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        rss = keeper.memory_info().rss / 2**20
+        victim = cluster.member(cluster.status(), "follower")
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+
+        while time.monotonic() - killed < 10:  # finer than wait_until: this is the figure
+            seen = cluster.named(cluster.paths.load_status() or status, victim["name"])
+            if seen["pid"] != victim["pid"]:
+                break
+            time.sleep(0.01)
+        detection = time.monotonic() - killed
+        cluster.wait_ready(3)
+        return Idle(
+            keeper_cpu_percent=round(100 * busy / IDLE_SECONDS, 2),
+            store_transactions_per_minute=round(
+                (position_after - position_before) * 60 / IDLE_SECONDS, 1
+            ),
+            keeper_rss_mb=round(rss, 1),
+            crash_detection_s=round(detection, 3),
+        )
+    finally:
+        cluster.cli("down", cluster.name, "--purge", check=False)
+        cluster.destroy()
+
+
 def _tuned_hung_leader(workdir: Path) -> float:
     spec_file = workdir / "tuned.yaml"
     spec_file.write_text(TUNED_ZOOKEEPER)
@@ -325,13 +413,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["etcd", "zookeeper"], default="etcd")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--idle-only", action="store_true", help="measure the idle keeper only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
+        idle = measure_idle(args.store, Path(work))
+        if args.idle_only:
+            result: dict[str, Any] = {"store": args.store, **asdict(idle)}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2))
+            print(json.dumps(result, indent=2))
+            return
         ours = measure_quorumkeeper(args.store, Path(work))
         baseline = measure_seed_method(args.store, Path(work))
     result = {
         "store": args.store,
         **asdict(ours),
+        **{
+            f"idle_{key}" if key != "crash_detection_s" else key: value
+            for key, value in asdict(idle).items()
+        },
         "baseline": asdict(baseline) if baseline else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

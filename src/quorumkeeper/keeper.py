@@ -143,7 +143,7 @@ def _loop(paths: ClusterPaths) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # members are reaped by the kernel
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0"))
-    reconciler = Reconciler(LocalCluster(paths))
+    reconciler = Reconciler(LocalCluster(paths, hold_store=True))
     actions = 0
     last_logged: tuple[str, str | None] = ("", None)
     health: dict[str, bool] = {}
@@ -154,6 +154,7 @@ def _loop(paths: ClusterPaths) -> int:
             step = reconciler.run_once()
         except Exception as error:
             failed_passes.seen(f"{type(error).__name__}: {error}", "\n" + traceback.format_exc())
+            reconciler.cluster.close()  # whatever failed, the next pass connects afresh
             time.sleep(IDLE_INTERVAL)
             continue
         failed_passes.seen(None)
@@ -181,6 +182,7 @@ def _loop(paths: ClusterPaths) -> int:
             time.sleep(IDLE_INTERVAL)  # a refused change: etcd's reconfig grace lasts seconds
         elif isinstance(step, Promote):
             time.sleep(PROMOTE_INTERVAL)
+    reconciler.cluster.close()
     log.info("keeper stops")
     return 0
 

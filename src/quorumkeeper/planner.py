@@ -75,10 +75,13 @@ class Slot:
 
 @dataclass(frozen=True)
 class Observation:
-    """What one pass saw. `membership` is None when no quorum answered."""
+    """What one pass saw. `membership` is None when no quorum answered. `adds_refused` is the
+    store's own word that it refuses to add a member for now, and why (etcd's reconfiguration
+    grace, `CoordinationStore.adds_refused`); None when it has not said so."""
 
     membership: tuple[Member, ...] | None
     slots: tuple[Slot, ...]
+    adds_refused: str | None = None
 
     def slot(self, address: str) -> Slot | None:
         return next((s for s in self.slots if s.endpoint.address == address), None)
@@ -307,6 +310,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
     step = _plan_membership(desired, membership, voters, healthy_voters, learners)
     if isinstance(step, Promote) and step.member.address in held_at:
         return Wait("; ".join(held), Phase.SCALING)  # a learner that can't run can't catch up
+    if isinstance(step, AddLearner) and observed.adds_refused:
+        return Wait(f"adding {step.endpoint.name} waits: {observed.adds_refused}", step.phase)
     if held and isinstance(step, Done | Wait):
         return Wait("; ".join([*held, step.reason]), Phase.DEGRADED)
     return step

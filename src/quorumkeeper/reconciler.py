@@ -43,6 +43,7 @@ from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.state import ClusterPaths
 from quorumkeeper.stores import backend_for
 from quorumkeeper.stores.base import (
+    AddsRefused,
     CoordinationStore,
     DataPosition,
     Endpoint,
@@ -70,16 +71,32 @@ class Snapshot:
     pids: dict[Endpoint, int | None]
 
 
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from the next: inode, modification time in
+    nanoseconds and size; None when it can't be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 class LocalCluster:
     """A cluster of the local runtime: its spec, member processes and store, seen together."""
 
-    def __init__(self, paths: ClusterPaths) -> None:
+    def __init__(self, paths: ClusterPaths, *, hold_store: bool = False) -> None:
+        """`hold_store`: keep the store client from one `observe` to the next (the keeper);
+        without it (one-shot commands) each `observe` closes it, so no session outlives it."""
         self.paths = paths
+        self.hold_store = hold_store
         self.spec: ClusterSpec = paths.load_spec()
+        self._spec_stat = _identity(paths.spec_file)
         self.backend = backend_for(self.spec, paths.root)
         self.runtime = LocalRuntime(paths.members_root(self.spec), self.backend.launcher)
         self._positions: dict[Endpoint, DataPosition | None] = {}
         """Each member's data position as last read while it was stopped."""
+        self._store: CoordinationStore | None = None
+        self._store_endpoints: tuple[Endpoint, ...] = ()
 
     @property
     def desired(self) -> Desired:
@@ -88,8 +105,12 @@ class LocalCluster:
 
     def reload(self) -> None:
         """Pick up a new member count from the spec file; other fields take effect on the next
-        keeper start."""
-        self.spec = self.paths.load_spec()
+        keeper start. The file is parsed again only when it changed (commands replace it by a
+        rename, so its inode changes), which spares the keeper a YAML parse every pass."""
+        identity = _identity(self.paths.spec_file)
+        if identity != self._spec_stat or identity is None:
+            self.spec = self.paths.load_spec()
+            self._spec_stat = identity
 
     def endpoint_of(self, name: str) -> Endpoint | None:
         prefix, _, ordinal = name.rpartition("-")
@@ -98,7 +119,24 @@ class LocalCluster:
         return self.desired.endpoint(int(ordinal))
 
     def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
-        return self.backend.connect(list(endpoints))
+        """The cluster's one store client, held from pass to pass and made anew when asked for
+        other `endpoints` (after `close`, or when the membership or the spec changed them).
+
+        A held client keeps its connections (ZooKeeper: its session, whose opening and closing
+        are two transactions each; etcd: HTTP keep-alive connections), so an idle keeper
+        writes nothing to the store and opens no connection.
+        """
+        if self._store is None or endpoints != self._store_endpoints:
+            self.close()
+            self._store = self.backend.connect(list(endpoints))
+            self._store_endpoints = endpoints
+        return self._store
+
+    def close(self) -> None:
+        """Release the held store client; the next `store` call connects again."""
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
 
     def observe(self, *, judge: bool = False) -> Snapshot:
         """Ask the store and the runtime afresh. With `judge` (the keeper's passes), the last
@@ -106,13 +144,17 @@ class LocalCluster:
         known = {self.desired.endpoint(n) for n in range(self.spec.members)}
         known.update(e for e in map(self.endpoint_of, self.runtime.member_names()) if e)
         endpoints = tuple(sorted(known, key=lambda e: e.ordinal))
-        store = self.store(endpoints)
+        adds_refused = None
         try:
+            store = self.store(endpoints)
             membership: tuple[Member, ...] | None = tuple(store.members())
+            adds_refused = store.adds_refused()
         except StoreUnavailable:
             membership = None
+            self.close()  # the next pass starts over on whichever member answers then
         finally:
-            store.close()
+            if not self.hold_store:
+                self.close()
         if membership is not None:
             listed = {self.desired.endpoint_at(m.address) for m in membership}
             endpoints = tuple(sorted(known | listed, key=lambda e: e.ordinal))
@@ -122,7 +164,8 @@ class LocalCluster:
             self._slot(e, pids[e] is not None, histories[e], cold=membership is None)
             for e in endpoints
         )
-        return Snapshot(Observation(membership, slots), endpoints, histories, pids)
+        observation = Observation(membership, slots, adds_refused)
+        return Snapshot(observation, endpoints, histories, pids)
 
     def _history(self, endpoint: Endpoint, running: bool, *, judge: bool) -> StartHistory:
         history = self.runtime.history(endpoint)
@@ -258,8 +301,8 @@ class Reconciler:
         try:
             self.act(step, snapshot)
             self.last_error = None
-        except NotCaughtUp:
-            pass
+        except (NotCaughtUp, AddsRefused):
+            pass  # not an error: the next observation shows the condition and the plan waits
         except StoreError as error:
             self.last_error = f"{type(step).__name__}: {error}"
         return step
@@ -296,11 +339,7 @@ class Reconciler:
     def _with_store(
         self, snapshot: Snapshot, operation: Callable[[CoordinationStore], object]
     ) -> None:
-        store = self.cluster.store(snapshot.endpoints)
-        try:
-            operation(store)
-        finally:
-            store.close()
+        operation(self.cluster.store(snapshot.endpoints))
 
     def _argv(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> list[str]:
         runtime = self.cluster.runtime

@@ -258,3 +258,22 @@ def frame_starts(wal: Path) -> list[int]:
         padding = (length >> 56) & 0x7 if length < 0 else 0
         offset += 8 + (length & ((1 << 56) - 1)) + padding
     return starts
+
+
+def test_a_kept_client_lists_members_again_once_anything_was_committed(trio: EtcdTrio) -> None:
+    """A client reads the member list again only when the leader's commit index moved or a
+    member does not answer, so a member that died shows at its next call, and so does a
+    change made by another client."""
+    for member in trio.members:
+        trio.start(member, new=True)
+    wait_until(lambda: trio.healthy(trio.members), 60, "3 healthy etcd members")
+    watcher = trio.store(trio.members)
+    for _ in range(3):  # the first call keeps the list, the next ones reuse it
+        assert all(m.healthy for m in watcher.members())
+    other = trio.store(trio.members)
+    follower = next(m for m in other.members() if m.role is Role.FOLLOWER)
+    trio.kill(next(e for e in trio.members if e.address == follower.address))
+    dead = next(m for m in watcher.members() if m.address == follower.address)
+    assert not dead.healthy and dead.applied_index is None
+    other.remove(follower)
+    assert follower.address not in {m.address for m in watcher.members()}

@@ -372,3 +372,34 @@ def test_an_alarm_never_reads_ready_and_changes_no_step(
         assert f"{alarm} on {desired.endpoint_at(alarmed.address).name}" in step.reason
     else:
         assert type(step) is type(without) and step.reason == without.reason
+
+
+GRACE = "etcd refuses member adds until every voter has been connected for 5 s"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(observations())
+def test_a_store_that_refuses_adds_makes_the_planner_wait_on_it_and_changes_nothing_else(
+    case: tuple[Desired, Observation],
+) -> None:
+    """The store's refusal to add (etcd's reconfiguration grace) is data: where the planner
+    would add a learner it waits, naming the refusal and the member; every other step is the
+    one it takes without the refusal."""
+    desired, observed = case
+    without = plan(desired, observed)
+    step = plan(desired, replace(observed, adds_refused=GRACE))
+    if isinstance(without, AddLearner):
+        assert isinstance(step, Wait) and not step.changes_membership
+        assert GRACE in step.reason and without.endpoint.name in step.reason
+        assert step.phase is without.phase
+    else:
+        assert step == without
+
+
+def test_a_joiner_waits_out_the_reconfiguration_grace_then_is_added() -> None:
+    desired = _desired(2)
+    leader = _member(0, Role.LEADER)
+    refused = plan(desired, Observation((leader,), _running(0), adds_refused=GRACE))
+    assert isinstance(refused, Wait) and refused.reason == f"adding c-1 waits: {GRACE}"
+    added = plan(desired, Observation((leader,), _running(0)))
+    assert isinstance(added, AddLearner) and added.endpoint.name == "c-1"

@@ -82,9 +82,16 @@ def test_grow_to_three_then_remove_a_follower_and_the_leader(
     assert not denied.value.retryable
     assert len(grown.committed_config().servers) == 3
 
+    # A client that keeps its session reads the config again only after a transaction, so it
+    # sees a removal made by another client at once.
+    watcher = ensemble.store([zero, one, two])
+    for _ in range(3):  # the first read keeps the config, the next ones reuse it
+        assert follower.address in {m.address for m in watcher.members()}
+
     # Remove a follower: it leaves the config but keeps running and serving until stopped.
     grown.remove(follower)
     assert follower.address not in _voters(grown)
+    assert follower.address not in [m.address for m in watcher.members()]
     grown.remove(follower)  # idempotent: already gone
     left = server_state(follower.address, 1.0)
     assert left is not None and left.serving

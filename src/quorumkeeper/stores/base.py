@@ -154,6 +154,14 @@ class NotCaughtUp(StoreError):
         super().__init__(message, retryable=True)
 
 
+class AddsRefused(StoreError):
+    """The store refuses to add a member for now (etcd's reconfiguration grace); it says so in
+    `CoordinationStore.adds_refused` until it may accept again, and the planner waits on that."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 class CoordinationStore(abc.ABC):
     """Membership operations on one running cluster.
 
@@ -177,6 +185,12 @@ class CoordinationStore(abc.ABC):
         Read through the consensus protocol (linearizable), so it never shows a change that
         could still be lost. Raises `StoreUnavailable` when no quorum answers.
         """
+
+    def adds_refused(self) -> str | None:
+        """Why the store refuses to add a member right now, as learned from its own recent
+        refusal; None when it has not refused one lately. Stores without such a rule never
+        refuse."""
+        return None
 
     @abc.abstractmethod
     def add_learner(self, endpoint: Endpoint) -> Member:

@@ -125,7 +125,7 @@ def four_letter_word(address: str, word: str, timeout: float) -> str:
     with socket.create_connection((address, CLIENT_PORT), timeout=timeout) as connection:
         connection.sendall(word.encode())
         chunks = []
-        while chunk := connection.recv(4096):
+        while chunk := connection.recv(65536):  # mntr answers tens of KiB
             chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
 
@@ -149,6 +149,13 @@ class ServerState:
     @property
     def epoch(self) -> int | None:
         return None if self.zxid is None else self.zxid >> 32
+
+
+_MNTR_KEYS = (
+    "zk_synced_followers\t",
+    "zk_synced_non_voting_followers\t",
+    "zk_approximate_data_size\t",
+)
 
 
 def _count(metrics: dict[str, str], key: str) -> int | None:
@@ -176,7 +183,10 @@ def server_state(address: str, timeout: float) -> ServerState | None:
             mntr = four_letter_word(address, "mntr", timeout)
         except OSError:
             mntr = ""
-        metrics = dict(line.split("\t", 1) for line in mntr.splitlines() if "\t" in line)
+        # mntr answers some 500 lines (3.9: every metric); parse only the three read here
+        metrics = dict(
+            line.split("\t", 1) for line in mntr.splitlines() if line.startswith(_MNTR_KEYS)
+        )
     synced = _count(metrics, "zk_synced_followers")
     non_voting = _count(metrics, "zk_synced_non_voting_followers")
     return ServerState(
@@ -268,6 +278,9 @@ class ZookeeperStore(CoordinationStore):
         self._timeout = timeout
         self._probe_timeout = probe_timeout
         self._client: Any = None
+        self._read: tuple[tuple[str, int], EnsembleConfig, dict[int, str]] | None = None
+        """The last committed config and reservations read, with the commit mark
+        (`_commit_mark`) seen before them."""
 
     def close(self) -> None:
         if self._client is not None:
@@ -378,9 +391,7 @@ class ZookeeperStore(CoordinationStore):
         0.27 s after a SIGSTOP longer than that was lifted, next to the new leader): it is shown
         as a stale leader, a follower that is not healthy, so status never shows two leaders.
         """
-        config = self.committed_config()
-        reserved = self._reservations(config)
-        states = self._states([s.address for s in config.servers] + list(reserved.values()))
+        config, reserved, states = self._membership()
         leader = _quorum_leader(config, states)
         leader_state = states.get(leader) if leader else None
         members = []
@@ -406,6 +417,35 @@ class ZookeeperStore(CoordinationStore):
                 )
             )
         return members
+
+    def _membership(
+        self,
+    ) -> tuple[EnsembleConfig, dict[int, str], dict[str, ServerState | None]]:
+        """The committed config, the reservations and every server's state, the first two read
+        again only when a transaction was committed since the last read.
+
+        Changing either is a transaction, and the leader's zxid (`srvr`: the last transaction it
+        applied) moves with each. The states are read before the config, so a config read after
+        a mark holds every transaction up to it; when the mark is the same again, the leader
+        applied nothing since (one it committed in the same instant is seen a pass later). Any
+        write, session, change or election moves or voids the mark, and the config is read
+        again (`sync`, then `/zookeeper/config`).
+        """
+        if self._read is not None:
+            seen, config, reserved = self._read
+            states = self._states(_addresses(config, reserved))
+            if seen == _commit_mark(config, states):
+                return config, reserved, states
+        else:  # the servers of the config are not known yet: those we were given
+            states = self._states([endpoint.address for endpoint in self.endpoints])
+        config = self.committed_config()
+        reserved = self._reservations(config)
+        addresses = _addresses(config, reserved)
+        known = all(address in states for address in addresses)
+        mark = _commit_mark(config, states) if known else None
+        self._read = None if mark is None else (mark, config, reserved)
+        fresh = self._states([a for a in addresses if a not in states])
+        return config, reserved, {**states, **fresh}
 
     def add_learner(self, endpoint: Endpoint) -> Member:
         """Reserve the next fresh server id for `endpoint`; the committed config is untouched.
@@ -610,6 +650,24 @@ def _quorum_leader(config: EnsembleConfig, states: dict[str, ServerState | None]
         and state.synced_voters + 1 >= majority
     ]
     return max(qualified)[1] if qualified else None
+
+
+def _addresses(config: EnsembleConfig, reserved: dict[int, str]) -> list[str]:
+    return [server.address for server in config.servers] + list(reserved.values())
+
+
+def _commit_mark(
+    config: EnsembleConfig, states: dict[str, ServerState | None]
+) -> tuple[str, int] | None:
+    """(address, zxid) of the leader a quorum of `config`'s voters follows, when every server
+    of `config` answered; None otherwise."""
+    if any(states.get(server.address) is None for server in config.servers):
+        return None
+    leader = _quorum_leader(config, states)
+    state = states.get(leader) if leader else None
+    if leader is None or state is None or state.zxid is None:
+        return None
+    return (leader, state.zxid)
 
 
 def _synced(state: ServerState, leader: ServerState | None) -> bool:
