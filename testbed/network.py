@@ -38,6 +38,11 @@ def create_bridge() -> None:
     _ip("link", "set", BRIDGE, "up")
 
 
+def add_bridge_address(ip: str) -> None:
+    """Give the bridge another address of the pod network (a node's InternalIP); idempotent."""
+    _ip("addr", "replace", f"{ip}/{POD_CIDR.prefixlen}", "dev", BRIDGE)
+
+
 def delete_bridge() -> None:
     _ip("link", "del", BRIDGE, check=False)
 
