@@ -5,9 +5,12 @@
 #   containerd, containerd-shim-runc-v2, ctr -> ${CACHE}/containerd-${CONTAINERD_VERSION}/bin/
 #   runc (cgo, seccomp)                      -> ${CACHE}/runc-${RUNC_VERSION}/bin/runc
 #   CNI plugins (bridge, host-local, loopback) <- Debian's containernetworking-plugins
-#   OCI image archives, imported into every node's containerd by testbed/node.py:
-#     registry.k8s.io/pause:${PAUSE_VERSION}  -> ${CACHE}/images/pause-${PAUSE_VERSION}.tar
-#     docker.io/library/busybox:${BUSYBOX_VERSION} -> ${CACHE}/images/busybox-${BUSYBOX_VERSION}.tar
+#   etcdutl of quorumkeeper's pinned etcd   -> ${CACHE}/etcdutl-v${ETCD}/bin/etcdutl
+#   Debian root file system (mmdebstrap)     -> ${CACHE}/images/debian-${DEBIAN_SUITE}-rootfs.tar
+#   OCI image archives (testbed/versions.py names them), in ${CACHE}/images/:
+#     registry.k8s.io/pause, docker.io/library/busybox, quay.io/coreos/etcd (also
+#     gcr.io/etcd-development/etcd), docker.io/quorumkeeper/testbed-toolbox
+#   the nodes' image store, every archive imported once (testbed/imagestore.py)
 # Versions are pinned in testbed/versions.env.  Usage: build-node.sh [COMPONENT...]
 set -euo pipefail
 
@@ -20,6 +23,8 @@ CACHE="${QUORUMKEEPER_CACHE_DIR:-${HOME}/.cache/quorumkeeper}"
 IMAGES="${CACHE}/images"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 PYTHON="${ROOT}/.venv/bin/python"
+# Names and files of the images, computed where the test bed reads them.
+eval "$(cd "${ROOT}" && "${PYTHON}" -m testbed.versions)"
 export GOFLAGS=-buildvcs=false
 
 log() { echo "build-node: $*" >&2; }
@@ -75,19 +80,18 @@ build_cni() {
     apt_install containernetworking-plugins
 }
 
-# image NAME FILE [ociimage options...]: writes FILE unless it exists.
+# image FILE [ociimage options...]: writes the archive FILE (a path) unless it exists.
 image() {
-    local name="$1" file="${IMAGES}/$2"
-    shift 2
+    local file="$1"
+    shift
     [[ -f "${file}" ]] && return
-    log "building image ${name}"
+    log "building image ${file##*/}"
     mkdir -p "${IMAGES}"
-    (cd "${ROOT}" && "${PYTHON}" -m testbed.ociimage --name "${name}" --output "${file}" "$@")
+    (cd "${ROOT}" && "${PYTHON}" -m testbed.ociimage --output "${file}" "$@")
 }
 
 build_pause() {
-    local file="pause-${PAUSE_VERSION}.tar"
-    [[ -f "${IMAGES}/${file}" ]] && return
+    [[ -f "${PAUSE_ARCHIVE}" ]] && return
     apt_install gcc libc6-dev
     local source dir
     source="$(cd "${CACHE}" && "${GO}" mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" \
@@ -97,14 +101,13 @@ build_pause() {
     # As build/pause/Makefile compiles it: static, optimized, stripped, with the version string.
     gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_VERSION}" -o "${dir}/rootfs/pause" "${source}"
     strip "${dir}/rootfs/pause"
-    image "registry.k8s.io/pause:${PAUSE_VERSION}" "${file}" --layer "${dir}/rootfs" \
+    image "${PAUSE_ARCHIVE}" --name "${PAUSE_IMAGE}" --layer "${dir}/rootfs" \
         --entrypoint '["/pause"]' --user 65535:65535 --env PATH=/
     rm -rf "${dir}"
 }
 
 build_busybox() {
-    local file="busybox-${BUSYBOX_VERSION}.tar"
-    [[ -f "${IMAGES}/${file}" ]] && return
+    [[ -f "${BUSYBOX_ARCHIVE}" ]] && return
     apt_install busybox-static
     local installed
     installed="$(dpkg-query -W -f='${Version}' busybox-static)"
@@ -126,13 +129,82 @@ build_busybox() {
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' \
         >"${dir}/etc/passwd"
     printf 'root:x:0:\nnobody:x:65534:\n' >"${dir}/etc/group"
-    image "docker.io/library/busybox:${BUSYBOX_VERSION}" "${file}" --layer "${dir}" \
+    image "${BUSYBOX_ARCHIVE}" --name "${BUSYBOX_IMAGE}" --layer "${dir}" \
         --cmd '["sh"]' --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     rm -rf "${dir}"
 }
 
-# Components may be named to build only those (default: all).
+build_etcdutl() {
+    [[ -x "${ETCDUTL}" ]] && return
+    log "building etcdutl v${ETCD_VERSION}"
+    local mod="${ETCDUTL%/bin/etcdutl}.build"
+    wrapper_module "${mod}" "go.etcd.io/etcd/etcdutl/v3@v${ETCD_VERSION}"
+    (cd "${mod}" && CGO_ENABLED=0 gobuild -ldflags "-s -w" -o bin/etcdutl go.etcd.io/etcd/etcdutl/v3)
+    mkdir -p "${ETCDUTL%/etcdutl}"
+    mv "${mod}/bin/etcdutl" "${ETCDUTL}"
+    rm -rf "${mod}"
+}
+
+build_debian() {
+    [[ -f "${DEBIAN_ROOTFS}" ]] && return
+    log "building the Debian ${DEBIAN_SUITE} root file system with ${DEBIAN_PACKAGES}"
+    apt_install mmdebstrap
+    mkdir -p "${IMAGES}"
+    # Without documentation, manual pages and translations, as Debian's own slim images; the
+    # JRE's maintainer script still links a manual page into man1, so that folder must exist.
+    nice -n 19 mmdebstrap --quiet --format=tar --variant=minbase --include="${DEBIAN_PACKAGES}" \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --essential-hook='mkdir -p "$1/usr/share/man/man1"' \
+        "${DEBIAN_SUITE}" "${DEBIAN_ROOTFS}.partial"
+    mv "${DEBIAN_ROOTFS}.partial" "${DEBIAN_ROOTFS}"
+}
+
+build_etcd_image() {
+    [[ -f "${ETCD_ARCHIVE}" ]] && return
+    local dir b
+    dir="$(mktemp -d)"
+    # The upstream image's layout (etcd's Dockerfile): distroless static (root and nonroot users,
+    # CA certificates, /tmp), the three binaries in /usr/local/bin, working dirs /var/etcd and
+    # /var/lib/etcd, ports 2379 and 2380, etcd as the default command, and no shell.
+    mkdir -p "${dir}/usr/local/bin" "${dir}/etc/ssl/certs" "${dir}/tmp" "${dir}/var/etcd" \
+        "${dir}/var/lib/etcd" "${dir}/home/nonroot" "${dir}/root"
+    chmod 1777 "${dir}/tmp"
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' \
+        >"${dir}/etc/passwd"
+    printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"${dir}/etc/group"
+    cp /etc/ssl/certs/ca-certificates.crt "${dir}/etc/ssl/certs/"
+    for b in etcd etcdctl; do cp "${ETCD_DIR}/${b}" "${dir}/usr/local/bin/"; done
+    cp "${ETCDUTL}" "${dir}/usr/local/bin/"
+    local names=() name
+    for name in ${ETCD_IMAGES}; do names+=(--name "${name}"); done
+    image "${ETCD_ARCHIVE}" "${names[@]}" --layer "${dir}" --cmd '["/usr/local/bin/etcd"]' \
+        --workdir /var/lib/etcd/ --expose 2379/tcp --expose 2380/tcp \
+        --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+    rm -rf "${dir}"
+}
+
+build_toolbox() {
+    [[ -f "${TOOLBOX_ARCHIVE}" ]] && return
+    local dir
+    dir="$(mktemp -d)"
+    mkdir -p "${dir}/usr/local/bin"
+    { echo '#!/usr/bin/python3'; cat "${ROOT}/testbed/toolbox.py"; } >"${dir}/usr/local/bin/toolbox"
+    chmod 755 "${dir}/usr/local/bin/toolbox"
+    image "${TOOLBOX_ARCHIVE}" --name "${TOOLBOX_IMAGE}" --layer "${DEBIAN_ROOTFS}" \
+        --layer "${dir}" --entrypoint '["/usr/local/bin/toolbox"]' \
+        --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    rm -rf "${dir}"
+}
+
+build_store() {
+    (cd "${ROOT}" && "${PYTHON}" -m testbed.imagestore)
+}
+
+# Components may be named to build only those (default: all, in this order).
 components=("$@")
-((${#components[@]})) || components=(containerd runc cni pause busybox)
+((${#components[@]})) || components=(containerd runc cni pause busybox etcdutl debian etcd_image
+    toolbox store)
 for component in "${components[@]}"; do "build_${component}"; done
 log "ready under ${CACHE}"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from testbed import cephcsi, network
 from testbed.controlplane import CLUSTER_DOMAIN, ControlPlane
-from testbed.kube import Kube, condition_true
-from testbed.node import Node, node_cgroup, remove_cgroups
+from testbed.kube import Kube, Obj, condition_true
+from testbed.node import Node, node_cgroup, remove_cgroups, unmount_under
 from testbed.procs import Fatal, spawn, stop, wait_for
 from testbed.versions import Binaries
 
@@ -122,8 +122,20 @@ class Cluster:
         node's cgroups; the node controller then marks the Node NotReady."""
         self.running.pop(name).stop(kill=kill)
 
+    def container_pid(self, pod: Obj, container: int = 0) -> int:
+        """The host PID of the pod's ``container``-th container (running), for fault tests."""
+        status = pod["status"]["containerStatuses"][container]
+        runtime, _, container_id = status["containerID"].partition("://")
+        assert runtime == "containerd", status["containerID"]
+        return self.running[pod["spec"]["nodeName"]].container_pid(container_id)
+
     def node_ready(self, name: str) -> bool:
         return condition_true(self.api().get(f"/api/v1/nodes/{name}"), "Ready")
+
+    def node_up(self, name: str) -> bool:
+        """Ready, and holding its Lease (kubelet creates it just after reporting Ready)."""
+        lease = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        return self.node_ready(name) and self.api().get(lease)["spec"]["holderIdentity"] == name
 
     def wait_nodes_ready(self, names: list[str], timeout: float) -> None:
         def ready() -> bool:
@@ -132,9 +144,9 @@ class Cluster:
                     node.check_alive()
                 except RuntimeError as exc:
                     raise Fatal(str(exc)) from exc
-            return all(self.node_ready(n) for n in names)
+            return all(self.node_up(n) for n in names)
 
-        wait_for(ready, timeout, f"nodes {names} Ready", interval=0.5)
+        wait_for(ready, timeout, f"nodes {names} Ready with their Leases", interval=0.5)
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -157,6 +169,7 @@ class Cluster:
             self.provisioner = None
         self.control_plane.stop()
         cephcsi.clear_leftovers(self.state_dir / "nodes")
+        unmount_under(self.state_dir / "nodes")
         for name in self.nodes:
             remove_cgroups(node_cgroup(name))
         network.delete_all_pod_networks()

@@ -34,7 +34,7 @@ from pathlib import Path
 import tomli_w
 import yaml
 
-from testbed import network
+from testbed import imagestore, network
 from testbed.pki import Pki, node_client_cert
 from testbed.procs import spawn, stop, wait_for
 from testbed.versions import IMAGE_ARCHIVES, PAUSE_IMAGE, Binaries
@@ -151,8 +151,10 @@ class Node:
         """Start containerd, import the images, start kubelet; returns without waiting for Ready."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._create_cgroups()
+        if not (self.state_dir / "containerd").exists():
+            imagestore.clone(self.binaries, self.state_dir / "containerd")
         self._start_containerd()
-        self._import_images()
+        self._check_images()
         self._start_kubelet()
 
     # ---------------------------------------------------------------- containerd
@@ -252,22 +254,14 @@ class Node:
         )
 
     def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.binaries.ctr), f"--address={self.containerd_socket}", "-n", "k8s.io", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return imagestore.ctr(self.binaries, self.containerd_socket, *args)
 
-    def _import_images(self) -> None:
-        """Import every image archive the store does not hold yet (the store outlives restarts)."""
+    def _check_images(self) -> None:
+        """Every image must be in the node's store (a copy of :mod:`testbed.imagestore`)."""
         present = set(self._ctr("images", "ls", "-q").stdout.split())
-        for name, archive in IMAGE_ARCHIVES.items():
-            if name in present:
-                continue
-            result = self._ctr("images", "import", "--no-unpack", "--local", str(archive))
-            if result.returncode != 0:
-                raise RuntimeError(f"importing {archive} into {self.name}: {result.stderr}")
+        missing = [n for names in IMAGE_ARCHIVES.values() for n in names if n not in present]
+        if missing:
+            raise RuntimeError(f"images {missing} missing in {self.name}'s containerd")
 
     # ---------------------------------------------------------------- kubelet
 
@@ -414,6 +408,12 @@ class Node:
     def check_alive(self) -> None:
         """Raise if kubelet or containerd exited."""
         self._alive()
+
+    def container_pid(self, container_id: str) -> int:
+        """The host PID of a running container's first process, from runc's state
+        (``<runc root>/<containerd namespace>/<id>/state.json``)."""
+        state = self.run_dir / "runc" / "k8s.io" / container_id / "state.json"
+        return int(json.loads(state.read_text())["init_process_pid"])
 
     def shim_pids(self) -> list[int]:
         """The node's containerd shims: this node's shim binary serving this node's containerd."""

@@ -1,11 +1,12 @@
 """Write an OCI image archive from local files, for nodes that have no registry to pull from.
 
-``python -m testbed.ociimage --name registry.k8s.io/pause:3.10.2 --output pause.tar
+``python -m testbed.ociimage --name registry.k8s.io/pause:3.10.2 [--name ...] --output pause.tar
 --layer DIR_OR_TAR... [--entrypoint JSON] [--cmd JSON] [--env K=V...] [--user U] [--workdir D]``
 
 The archive follows the OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256``) with
-uncompressed layers; ``index.json`` names the image in ``io.containerd.image.name``, which is the
-name ``ctr images import`` gives it (containerd's ``archive`` importer reads that annotation).
+uncompressed layers; ``index.json`` lists the manifest once per name, each in
+``io.containerd.image.name``, the name ``ctr images import`` gives it (containerd's archive
+importer reads that annotation).
 Layers are written reproducibly: sorted entries, owner root, times zero, unless ``--keep-owners``.
 """
 
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -74,13 +76,13 @@ def _file_blob(blobs: Path, path: Path) -> dict[str, Any]:
 
 
 def write_archive(
-    name: str,
+    names: list[str],
     layers: list[Path],
     output: Path,
     image_config: dict[str, Any],
     keep_owners: bool = False,
 ) -> None:
-    """Write the image ``name`` (``registry/repository:tag``) made of ``layers`` to ``output``.
+    """Write the image named ``names`` (``registry/repository:tag`` each) made of ``layers``.
 
     A layer is a directory (tarred here) or an existing uncompressed tar file (used as is).
     ``image_config`` is the OCI config's ``config`` object (Entrypoint, Cmd, Env, User...).
@@ -90,12 +92,12 @@ def write_archive(
         blobs = layout / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         descriptors = []
-        for index, layer in enumerate(layers):
-            staged = Path(work) / f"layer-{index}.tar"
+        for number, layer in enumerate(layers):
+            staged = Path(work) / f"layer-{number}.tar"
             if layer.is_dir():
                 directory_layer(layer, staged, keep_owners)
             else:
-                staged.write_bytes(layer.read_bytes())
+                subprocess.run(["cp", layer, staged], check=True)
             descriptors.append({"mediaType": LAYER_MEDIA_TYPE, **_file_blob(blobs, staged)})
         config: dict[str, Any] = {
             "architecture": "amd64",
@@ -111,7 +113,6 @@ def write_archive(
             "layers": descriptors,
         }
         manifest_blob = _blob(blobs, json.dumps(manifest, sort_keys=True).encode())
-        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
         index: dict[str, Any] = {
             "schemaVersion": 2,
             "manifests": [
@@ -120,9 +121,10 @@ def write_archive(
                     **manifest_blob,
                     "annotations": {
                         "io.containerd.image.name": name,
-                        "org.opencontainers.image.ref.name": tag,
+                        "org.opencontainers.image.ref.name": name.rpartition(":")[2],
                     },
                 }
+                for name in names
             ],
         }
         (layout / "index.json").write_text(json.dumps(index, sort_keys=True))
@@ -140,7 +142,7 @@ def write_archive(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name", action="append", required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--layer", type=Path, action="append", required=True)
     parser.add_argument("--entrypoint", type=json.loads)

@@ -5,7 +5,9 @@ The versions live in ``versions.env`` so the build script and Python read the sa
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +31,8 @@ KUBERNETES_VERSION = _PINS["KUBERNETES_VERSION"]
 COREDNS_VERSION = _PINS["COREDNS_VERSION"]
 CONTAINERD_VERSION = _PINS["CONTAINERD_VERSION"]
 RUNC_VERSION = _PINS["RUNC_VERSION"]
-PAUSE_IMAGE = f"registry.k8s.io/pause:{_PINS['PAUSE_VERSION']}"
-BUSYBOX_IMAGE = f"docker.io/library/busybox:{_PINS['BUSYBOX_VERSION']}"
+DEBIAN_SUITE = _PINS["DEBIAN_SUITE"]
+DEBIAN_PACKAGES = _PINS["DEBIAN_PACKAGES"]
 # Debian's containernetworking-plugins (installed by scripts/build-node.sh).
 CNI_DIR = Path("/usr/lib/cni")
 
@@ -39,14 +41,62 @@ def images_dir() -> Path:
     return distributions.cache_dir() / "images"
 
 
+def etcdutl() -> Path:
+    """etcdutl of the pinned etcd: the upstream etcd image carries it, quorumkeeper doesn't."""
+    return distributions.cache_dir() / f"etcdutl-v{distributions.ETCD_VERSION}" / "bin" / "etcdutl"
+
+
+def debian_rootfs() -> Path:
+    """The Debian root file system layer (a tar) the toolbox and ZooKeeper images start from."""
+    packages = hashlib.sha256(DEBIAN_PACKAGES.encode()).hexdigest()[:8]
+    return images_dir() / f"debian-{DEBIAN_SUITE}-{packages}-rootfs.tar"
+
+
+def _toolbox_tag() -> str:
+    """The toolbox image's tag: its server's content, so an edit builds a new image."""
+    return hashlib.sha256(Path(__file__).with_name("toolbox.py").read_bytes()).hexdigest()[:12]
+
+
+PAUSE_IMAGE = f"registry.k8s.io/pause:{_PINS['PAUSE_VERSION']}"
+BUSYBOX_IMAGE = f"docker.io/library/busybox:{_PINS['BUSYBOX_VERSION']}"
+# Upstream publishes etcd under both names; pods may use either.
+ETCD_IMAGES = (
+    f"quay.io/coreos/etcd:v{distributions.ETCD_VERSION}",
+    f"gcr.io/etcd-development/etcd:v{distributions.ETCD_VERSION}",
+)
+TOOLBOX_IMAGE = f"docker.io/quorumkeeper/testbed-toolbox:{_toolbox_tag()}"
+
+
 def _archive(image: str) -> Path:
     """``registry.k8s.io/pause:3.10.2`` -> ``<cache>/images/pause-3.10.2.tar`` (build-node.sh)."""
     repository, _, tag = image.rpartition(":")
     return images_dir() / f"{repository.rsplit('/', 1)[-1]}-{tag}.tar"
 
 
-# Every image a node holds: full name -> OCI archive, imported into each node's containerd.
-IMAGE_ARCHIVES = {image: _archive(image) for image in (PAUSE_IMAGE, BUSYBOX_IMAGE)}
+# Every image archive a node holds: archive -> the names it carries.
+IMAGE_ARCHIVES: dict[Path, tuple[str, ...]] = {
+    _archive(image[0]): image
+    for image in ((PAUSE_IMAGE,), (BUSYBOX_IMAGE,), ETCD_IMAGES, (TOOLBOX_IMAGE,))
+}
+
+
+def shell_assignments() -> str:
+    """Names and paths for scripts/build-node.sh, as shell assignments."""
+    values = {
+        "PAUSE_IMAGE": PAUSE_IMAGE,
+        "PAUSE_ARCHIVE": _archive(PAUSE_IMAGE),
+        "BUSYBOX_IMAGE": BUSYBOX_IMAGE,
+        "BUSYBOX_ARCHIVE": _archive(BUSYBOX_IMAGE),
+        "ETCD_VERSION": distributions.ETCD_VERSION,
+        "ETCD_DIR": distributions.etcd_dir(),
+        "ETCD_IMAGES": " ".join(ETCD_IMAGES),
+        "ETCD_ARCHIVE": _archive(ETCD_IMAGES[0]),
+        "ETCDUTL": etcdutl(),
+        "DEBIAN_ROOTFS": debian_rootfs(),
+        "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
+        "TOOLBOX_ARCHIVE": _archive(TOOLBOX_IMAGE),
+    }
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
 
 @dataclass(frozen=True)
@@ -93,4 +143,8 @@ class Binaries:
         """Binaries and image archives not built yet: run scripts/build-kubernetes.sh and
         scripts/build-node.sh to fill the cache."""
         paths = [p for p in vars(self).values() if not os.access(p, os.X_OK)]
-        return paths + [p for p in IMAGE_ARCHIVES.values() if not p.is_file()]
+        return paths + [p for p in IMAGE_ARCHIVES if not p.is_file()]
+
+
+if __name__ == "__main__":
+    print(shell_assignments(), end="")
