@@ -113,7 +113,8 @@ class Cluster:
         bridge; a restart after :meth:`stop_node` finds its images and Node object still there."""
         cephcsi.clear_leftovers(self.state_dir / "nodes" / name)
         node = self.node(name)
-        network.add_bridge_address(node.ip)
+        if not network.netns_path(network.node_netns(node.index)).exists():
+            network.create_node_network(node.index)
         self.running[name] = node
         node.start()
 

@@ -3,8 +3,8 @@
 Pod IPs (10.244.0.0/16) exist only on the bridge and inside the namespaces created here; pods get
 no default route, so nothing they send can leave this machine's test bed.
 
-Each node also gets a storage namespace whose only address is the first of its pod CIDR: the
-node's own Ceph clients run there, so Ceph tells nodes apart by address as on real machines.
+Each node also gets a namespace whose address is its InternalIP on the bridge: its kubelet and
+its own Ceph clients run there, so Ceph tells nodes apart by address as on real machines.
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ def create_bridge() -> None:
     _ip("link", "set", BRIDGE, "up")
 
 
-def add_bridge_address(ip: str) -> None:
-    """Give the bridge another address of the pod network (a node's InternalIP); idempotent."""
-    _ip("addr", "replace", f"{ip}/{POD_CIDR.prefixlen}", "dev", BRIDGE)
-
-
 def delete_bridge() -> None:
     _ip("link", "del", BRIDGE, check=False)
 
@@ -65,39 +60,45 @@ def create_pod_network(key: str, pod_ip: str) -> str:
     return netns
 
 
-def node_storage_ip(index: int) -> str:
-    """Node ``index``'s own address: the first of its pod CIDR, which no pod is given."""
-    return str(next(node_pod_cidr(index).hosts()))
+def node_ip(index: int) -> str:
+    """Node ``index``'s (1-based) InternalIP: 10.244.0.<10 + index>, on the pod bridge."""
+    return str(POD_CIDR.network_address + 10 + index)
 
 
-def create_node_storage_network(index: int) -> str:
-    """Create netns ``qktb-node-<index>`` for the node's storage clients; returns its name.
+def node_netns(index: int) -> str:
+    return f"{NETNS_PREFIX}node-{index}"
 
-    Its eth0 holds :func:`node_storage_ip` and leads to the root namespace through a veth,
-    behind which it routes all of 127.0.0.0/8 but its own 127.0.0.1: the Ceph mini cluster's
-    loopback addresses are reached from the node's address.  ``route_localnet`` on both ends
-    of that veth lets loopback addresses cross it; nothing else on the host changes.
+
+def create_node_network(index: int) -> str:
+    """Create netns ``qktb-node-<index>``, where node ``index``'s kubelet and Ceph clients run.
+
+    Its eth0 holds :func:`node_ip` on the pod bridge, so the node reaches its pods and CoreDNS
+    on one L2 segment, the API server reaches the kubelet, and Ceph sees the node's clients at
+    the node's own InternalIP, as on real machines.  All of 127.0.0.0/8 but its own 127.0.0.1
+    is routed to the bridge's address: the control plane's and the Ceph mini cluster's loopback
+    addresses are reached from the node's address.  ``route_localnet`` on the bridge and on
+    eth0 lets loopback addresses cross; nothing else on the host changes.
     """
-    netns, veth, ip = (
-        f"{NETNS_PREFIX}node-{index}",
-        f"{VETH_PREFIX}n{index}",
-        node_storage_ip(index),
-    )
+    netns, veth, ip = node_netns(index), f"{VETH_PREFIX}n{index}", node_ip(index)
     _ip("netns", "del", netns, check=False)
     _ip("link", "del", veth, check=False)
     _ip("netns", "add", netns)
     _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-    _sysctl(None, f"net.ipv4.conf.{veth}.route_localnet=1")
-    _ip("link", "set", veth, "up")
-    _ip("route", "replace", f"{ip}/32", "dev", veth)
+    _ip("link", "set", veth, "master", BRIDGE, "up")
+    _sysctl(None, f"net.ipv4.conf.{BRIDGE}.route_localnet=1")
     _sysctl(netns, "net.ipv4.conf.eth0.route_localnet=1")
     _sysctl(netns, "net.ipv6.conf.all.disable_ipv6=1")
-    _ip("-n", netns, "addr", "add", f"{ip}/32", "dev", "eth0")
+    _ip("-n", netns, "addr", "add", f"{ip}/{POD_CIDR.prefixlen}", "dev", "eth0")
     _ip("-n", netns, "link", "set", "eth0", "up")
     _ip("-n", netns, "link", "set", "lo", "up")
     _ip("-n", netns, "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local")
-    _ip("-n", netns, "route", "add", "127.0.0.0/8", "dev", "eth0", "src", ip)
+    _ip("-n", netns, "route", "add", "127.0.0.0/8", "via", BRIDGE_IP, "dev", "eth0", "src", ip)
     return netns
+
+
+def delete_node_network(index: int) -> None:
+    _ip("netns", "del", node_netns(index), check=False)
+    _ip("link", "del", f"{VETH_PREFIX}n{index}", check=False)
 
 
 def _sysctl(netns: str | None, setting: str) -> None:

@@ -1,8 +1,10 @@
 """One real Kubernetes node: upstream kubelet with its own containerd and runc.
 
 Each node has its own containerd (root, state, sockets, runc root: a shared CRI would make each
-kubelet kill the other's pods), cgroup root, kubelet root dir, node IP on the pod bridge and pod
-address range.  Nothing here changes the host's sysctls or iptables:
+kubelet kill the other's pods), cgroup root, kubelet root dir, pod address range, and network
+namespace holding its InternalIP on the pod bridge, where its kubelet runs
+(:func:`testbed.network.create_node_network`).  Nothing here changes the host's sysctls or
+iptables:
 
 * kubelet runs with ``protectKernelDefaults`` (it only checks the three sysctls it wants) in its
   own mount namespace, where private read-only files holding those values are bind-mounted over
@@ -23,6 +25,7 @@ would.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -35,6 +38,7 @@ import tomli_w
 import yaml
 
 from testbed import imagestore, network
+from testbed.controlplane import HOST as CONTROL_PLANE_HOST
 from testbed.pki import Pki, node_client_cert
 from testbed.procs import spawn, stop, wait_for
 from testbed.versions import IMAGE_ARCHIVES, PAUSE_IMAGE, Binaries
@@ -48,12 +52,6 @@ KERNEL_DEFAULTS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/pa
 # Hard-coded in kubelet (pkg/kubelet/cm/devicemanager) and wiped at start: each node's kubelet
 # gets its own folder bound over it in its mount namespace.
 DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")
-
-
-def node_ip(index: int) -> str:
-    """Node ``index``'s InternalIP: 10.244.0.<10 + index> on the pod bridge (kubelet refuses a
-    loopback node IP)."""
-    return str(network.POD_CIDR.network_address + 10 + index)
 
 
 def cgroup_hierarchies() -> list[Path]:
@@ -123,7 +121,13 @@ class Node:
 
     @property
     def ip(self) -> str:
-        return node_ip(self.index)
+        return network.node_ip(self.index)
+
+    @property
+    def stream_address(self) -> str:
+        """Where containerd serves exec, attach and port-forward streams (kubelet proxies them):
+        a loopback address of the test bed's range, reachable from kubelet's network."""
+        return str(ipaddress.ip_address(CONTROL_PLANE_HOST) + 10 + self.index)
 
     @property
     def cgroup(self) -> str:
@@ -195,9 +199,8 @@ class Node:
                     "snapshotter": "overlayfs",
                     "pinned_images": {"sandbox": PAUSE_IMAGE},
                 },
-                # exec, attach and port-forward streams, on the node's own address.
                 "io.containerd.grpc.v1.cri": {
-                    "stream_server_address": self.ip,
+                    "stream_server_address": self.stream_address,
                     "stream_server_port": "0",
                 },
             },
@@ -207,7 +210,7 @@ class Node:
         return path
 
     def _write_cni_config(self) -> None:
-        """One bridge for all nodes; this node's pods get 10.244.<index>.2-254 of the /16, with
+        """One bridge for all nodes; this node's pods get 10.244.<index>.1-254 of the /16, with
         no gateway, masquerade or route: one L2 segment that never leaves the test bed."""
         cidr = network.node_pod_cidr(self.index)
         hosts = list(cidr.hosts())
@@ -227,8 +230,7 @@ class Node:
                             [
                                 {
                                     "subnet": str(network.POD_CIDR),
-                                    # The first address is the node's storage address.
-                                    "rangeStart": str(hosts[1]),
+                                    "rangeStart": str(hosts[0]),
                                     "rangeEnd": str(hosts[-1]),
                                 }
                             ]
@@ -377,6 +379,9 @@ class Node:
         kubeconfig = self._kubelet_config()
         self._prepare_host_mounts()
         argv: list[str | Path] = [
+            "nsenter",
+            f"--net={network.netns_path(network.node_netns(self.index))}",
+            "--",
             "unshare",
             "--mount",
             "--propagation",
