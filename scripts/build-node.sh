@@ -11,6 +11,8 @@
 #     registry.k8s.io/pause, docker.io/library/busybox, quay.io/coreos/etcd (also
 #     gcr.io/etcd-development/etcd), docker.io/quorumkeeper/testbed-toolbox
 #   the nodes' image store, every archive imported once (testbed/imagestore.py)
+#   Python gRPC stubs of the CSI spec and kubelet's plugin registration API, both at the versions
+#   kubelet is built with             -> ${CACHE}/csi-proto-${KUBERNETES_VERSION}/
 # Versions are pinned in testbed/versions.env.  Usage: build-node.sh [COMPONENT...]
 set -euo pipefail
 
@@ -198,6 +200,32 @@ build_toolbox() {
     rm -rf "${dir}"
 }
 
+build_csi_proto() {
+    local dest="${CACHE}/csi-proto-${KUBERNETES_VERSION}"
+    [[ -f "${dest}/csi_pb2_grpc.py" ]] && return
+    log "compiling the CSI and plugin registration protocols"
+    local kube_dir spec_version spec_dir kubelet_dir staging_version="v0.${KUBERNETES_VERSION#v1.}"
+    kube_dir="$(module_dir "k8s.io/kubernetes@${KUBERNETES_VERSION}")"
+    spec_version="$(awk '$1 == "github.com/container-storage-interface/spec" {print $2; exit}' \
+        "${kube_dir}/go.mod")"
+    spec_dir="$(module_dir "github.com/container-storage-interface/spec@${spec_version}")"
+    kubelet_dir="$(module_dir "k8s.io/kubelet@${staging_version}")"
+    local work
+    work="$(mktemp -d)"
+    cp "${spec_dir}/csi.proto" "${work}/csi.proto"
+    cp "${kubelet_dir}/pkg/apis/pluginregistration/v1/api.proto" "${work}/pluginregistration.proto"
+    (cd "${work}" && "${PYTHON}" -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \
+        csi.proto pluginregistration.proto)
+    rm -rf "${dest}" && mkdir -p "${dest}"
+    mv "${work}"/*_pb2*.py "${dest}/"
+    rm -rf "${work}"
+}
+
+# module_dir MODULE@VERSION: the module's folder in Go's module cache (downloaded if missing).
+module_dir() {
+    (cd "${CACHE}" && "${GO}" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+}
+
 build_store() {
     (cd "${ROOT}" && "${PYTHON}" -m testbed.imagestore)
 }
@@ -205,6 +233,6 @@ build_store() {
 # Components may be named to build only those (default: all, in this order).
 components=("$@")
 ((${#components[@]})) || components=(containerd runc cni pause busybox etcdutl debian etcd_image
-    toolbox store)
+    toolbox store csi_proto)
 for component in "${components[@]}"; do "build_${component}"; done
 log "ready under ${CACHE}"

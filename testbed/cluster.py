@@ -67,7 +67,7 @@ class Cluster:
                 " and scripts/build-node.sh"
             )
         try:
-            network.delete_all_pod_networks()  # leftovers of a killed earlier run
+            network.delete_node_networks()  # leftovers of a killed earlier run
             network.create_bridge()
             self.control_plane.start(timeout)
             self.provisioner = spawn(
@@ -106,6 +106,7 @@ class Cluster:
             cluster_dns=network.BRIDGE_IP,
             cluster_domain=CLUSTER_DOMAIN,
             mountpoints_log=self.mountpoints_log,
+            admin_kubeconfig=self.kubeconfig,
         )
 
     def start_node(self, name: str) -> None:
@@ -134,9 +135,16 @@ class Cluster:
         return condition_true(self.api().get(f"/api/v1/nodes/{name}"), "Ready")
 
     def node_up(self, name: str) -> bool:
-        """Ready, and holding its Lease (kubelet creates it just after reporting Ready)."""
+        """Ready, holding its Lease (kubelet creates it just after reporting Ready), and with
+        the ceph-csi node plugin stand-in registered."""
+        api = self.api()
         lease = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
-        return self.node_ready(name) and self.api().get(lease)["spec"]["holderIdentity"] == name
+        drivers = api.get(f"/apis/storage.k8s.io/v1/csinodes/{name}")["spec"]["drivers"] or []
+        return (
+            self.node_ready(name)
+            and api.get(lease)["spec"]["holderIdentity"] == name
+            and cephcsi.DRIVER in {d["name"] for d in drivers}
+        )
 
     def wait_nodes_ready(self, names: list[str], timeout: float) -> None:
         def ready() -> bool:
@@ -147,7 +155,7 @@ class Cluster:
                     raise Fatal(str(exc)) from exc
             return all(self.node_up(n) for n in names)
 
-        wait_for(ready, timeout, f"nodes {names} Ready with their Leases", interval=0.5)
+        wait_for(ready, timeout, f"nodes {names} up", interval=0.5)
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -173,7 +181,7 @@ class Cluster:
         unmount_under(self.state_dir / "nodes")
         for name in self.nodes:
             remove_cgroups(node_cgroup(name))
-        network.delete_all_pod_networks()
+        network.delete_node_networks()
         network.delete_bridge()
         self._remove_mountpoints()
 

@@ -1,7 +1,7 @@
-"""Pod network: one bridge in the root namespace, a network namespace and veth pair per pod.
+"""Pod network: one bridge in the root namespace; the nodes' CNI bridge plugin attaches pods to it.
 
-Pod IPs (10.244.0.0/16) exist only on the bridge and inside the namespaces created here; pods get
-no default route, so nothing they send can leave this machine's test bed.
+Pod IPs (10.244.0.0/16) exist only on the bridge and inside the pods' namespaces; pods get no
+default route, so nothing they send can leave this machine's test bed.
 
 Each node also gets a namespace whose address is its InternalIP on the bridge: its kubelet and
 its own Ceph clients run there, so Ceph tells nodes apart by address as on real machines.
@@ -44,20 +44,6 @@ def delete_bridge() -> None:
 
 def netns_path(name: str) -> Path:
     return Path("/run/netns") / name
-
-
-def create_pod_network(key: str, pod_ip: str) -> str:
-    """Create netns ``qktb-<key>`` whose eth0 holds ``pod_ip`` on the bridge; returns its name."""
-    netns, veth = NETNS_PREFIX + key, VETH_PREFIX + key
-    delete_pod_network(key)
-    _ip("netns", "add", netns)
-    _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-    _ip("link", "set", veth, "master", BRIDGE, "up")
-    _ip("-n", netns, "addr", "add", f"{pod_ip}/{POD_CIDR.prefixlen}", "dev", "eth0")
-    _ip("-n", netns, "link", "set", "eth0", "up")
-    _ip("-n", netns, "link", "set", "lo", "up")
-    _sysctl(netns, "net.ipv6.conf.all.disable_ipv6=1")  # IPv4 only: no link-local chatter
-    return netns
 
 
 def node_ip(index: int) -> str:
@@ -106,14 +92,9 @@ def _sysctl(netns: str | None, setting: str) -> None:
     subprocess.run([*prefix, "sysctl", "-qw", setting], check=True)
 
 
-def delete_pod_network(key: str) -> None:
-    """Remove a pod's namespace and veth pair; a no-op when already gone."""
-    _ip("netns", "del", NETNS_PREFIX + key, check=False)
-    _ip("link", "del", VETH_PREFIX + key, check=False)
-
-
-def delete_all_pod_networks() -> None:
-    """Remove every namespace and veth this test bed created, e.g. after a node agent was killed."""
+def delete_node_networks() -> None:
+    """Remove every node namespace and veth this test bed created (also an earlier, killed run's;
+    pods' namespaces go with their containerd)."""
     for entry in _ip("-o", "netns", "list").stdout.splitlines():
         name = entry.split()[0] if entry.strip() else ""
         if name.startswith(NETNS_PREFIX):

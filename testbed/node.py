@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from pathlib import Path
 import tomli_w
 import yaml
 
-from testbed import imagestore, network
+from testbed import cephcsi, imagestore, network
 from testbed.controlplane import HOST as CONTROL_PLANE_HOST
 from testbed.pki import Pki, node_client_cert
 from testbed.procs import spawn, stop, wait_for
@@ -117,6 +118,7 @@ class Node:
     cluster_dns: str
     cluster_domain: str
     mountpoints_log: Path
+    admin_kubeconfig: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -160,6 +162,7 @@ class Node:
         self._start_containerd()
         self._check_images()
         self._start_kubelet()
+        self._start_csi_plugin()
 
     # ---------------------------------------------------------------- containerd
 
@@ -379,9 +382,7 @@ class Node:
         kubeconfig = self._kubelet_config()
         self._prepare_host_mounts()
         argv: list[str | Path] = [
-            "nsenter",
-            f"--net={network.netns_path(network.node_netns(self.index))}",
-            "--",
+            *self._in_node_network(),
             "unshare",
             "--mount",
             "--propagation",
@@ -399,6 +400,37 @@ class Node:
             "--v=1",
         ]
         self.processes["kubelet"] = spawn(argv, self.logs / "kubelet.log")
+
+    def _in_node_network(self) -> list[str]:
+        return ["nsenter", f"--net={network.netns_path(network.node_netns(self.index))}", "--"]
+
+    def _start_csi_plugin(self) -> None:
+        """The ceph-csi node plugin stand-in, in the node's network and its cgroup (like the
+        plugin's pod on a real node), so node loss takes it and its Ceph clients."""
+        repo = str(Path(__file__).resolve().parent.parent)
+        pythonpath = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
+        plugin = spawn(
+            [
+                *self._in_node_network(),
+                sys.executable,
+                "-m",
+                "testbed.csinode",
+                f"--node={self.name}",
+                f"--kubelet-dir={self.kubelet_dir}",
+                f"--state-dir={self.run_dir / 'csi'}",
+                f"--kubeconfig={self.admin_kubeconfig}",
+            ],
+            self.logs / "csi-node.log",
+            env={**os.environ, "PYTHONPATH": pythonpath},
+        )
+        self.processes["csi-node"] = plugin
+        for hierarchy in cgroup_hierarchies():
+            system = hierarchy / self.cgroup.lstrip("/") / "system"
+            system.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    (system / name).write_text((system.parent / name).read_text())
+            (system / "cgroup.procs").write_text(str(plugin.pid))
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -438,7 +470,7 @@ class Node:
         """Node loss: stop kubelet and containerd, then every shim and every process of the
         node's cgroups (SIGTERM, SIGKILL after ``grace`` s; SIGKILL at once when ``kill``),
         then unmount what they left and clear the run folder, as a reboot would."""
-        for name in ("kubelet", "containerd"):
+        for name in ("kubelet", "csi-node", "containerd"):
             proc = self.processes.pop(name, None)
             if proc is not None:
                 if kill:
@@ -458,6 +490,9 @@ class Node:
         pids = self.shim_pids() + self.cgroup_pids()
         if pids:
             raise RuntimeError(f"processes {pids} of {self.name} survived SIGKILL")
-        unmount_under(self.run_dir)
+        # Pods' volumes first (a staged RBD volume's ext4 on a loop device), then the loop
+        # devices on rbd-fuse files, then the rest of the node's run folder.
         unmount_under(self.kubelet_dir)
+        cephcsi.clear_leftovers(self.run_dir)
+        unmount_under(self.run_dir)
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.run_dir)], check=False)

@@ -46,6 +46,11 @@ def etcdutl() -> Path:
     return distributions.cache_dir() / f"etcdutl-v{distributions.ETCD_VERSION}" / "bin" / "etcdutl"
 
 
+def csi_proto_dir() -> Path:
+    """Python stubs of the CSI spec and kubelet's plugin registration API (build-node.sh)."""
+    return distributions.cache_dir() / f"csi-proto-{KUBERNETES_VERSION}"
+
+
 def debian_rootfs() -> Path:
     """The Debian root file system layer (a tar) the toolbox and ZooKeeper images start from."""
     packages = hashlib.sha256(DEBIAN_PACKAGES.encode()).hexdigest()[:8]
@@ -143,7 +148,8 @@ class Binaries:
         """Binaries and image archives not built yet: run scripts/build-kubernetes.sh and
         scripts/build-node.sh to fill the cache."""
         paths = [p for p in vars(self).values() if not os.access(p, os.X_OK)]
-        return paths + [p for p in IMAGE_ARCHIVES if not p.is_file()]
+        stubs = csi_proto_dir() / "csi_pb2_grpc.py"
+        return paths + [p for p in [*IMAGE_ARCHIVES, stubs] if not p.is_file()]
 
 
 if __name__ == "__main__":
