@@ -8,7 +8,7 @@
 #   coredns (kubernetes plugin)   -> ${CACHE}/coredns-${COREDNS_VERSION}/bin/coredns
 #   etcd (the API server's store) -> `quorumkeeper install etcd` (the project's pinned etcd)
 # Versions are pinned in testbed/versions.env.  Usage: build-kubernetes.sh [COMPONENT...]
-# The node runtime (containerd, runc, CNI) and images: scripts/build-node.sh.
+# The node runtime (containerd, runc, CNI) and images: scripts/build-node.sh (component "node").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -124,9 +124,15 @@ GO
     rm -rf "${mod}"
 }
 
+build_node() {
+    # After etcd and kubelet: the etcd image carries the pinned etcd, the CSI stubs come from
+    # the modules kubelet is built with.
+    bash "${ROOT}/scripts/build-node.sh"
+}
+
 install_host_tools
-# Components may be named to build only those: kubernetes, etcd, coredns (default: all).
+# Components may be named to build only those: kubernetes, etcd, coredns, node (default: all).
 components=("$@")
-((${#components[@]})) || components=(kubernetes etcd coredns)
+((${#components[@]})) || components=(kubernetes etcd coredns node)
 for component in "${components[@]}"; do "build_${component}"; done
 log "ready under ${CACHE}"

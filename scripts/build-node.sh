@@ -9,7 +9,8 @@
 #   Debian root file system (mmdebstrap)     -> ${CACHE}/images/debian-${DEBIAN_SUITE}-rootfs.tar
 #   OCI image archives (testbed/versions.py names them), in ${CACHE}/images/:
 #     registry.k8s.io/pause, docker.io/library/busybox, quay.io/coreos/etcd (also
-#     gcr.io/etcd-development/etcd), docker.io/quorumkeeper/testbed-toolbox
+#     gcr.io/etcd-development/etcd), docker.io/library/zookeeper,
+#     docker.io/quorumkeeper/testbed-toolbox
 #   the nodes' image store, every archive imported once (testbed/imagestore.py)
 #   Python gRPC stubs of the CSI spec and kubelet's plugin registration API, both at the versions
 #   kubelet is built with             -> ${CACHE}/csi-proto-${KUBERNETES_VERSION}/
@@ -226,6 +227,38 @@ module_dir() {
     (cd "${CACHE}" && "${GO}" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 }
 
+build_zookeeper_image() {
+    [[ -f "${ZOOKEEPER_ARCHIVE}" ]] && return
+    local dir home="apache-zookeeper-${ZOOKEEPER_VERSION}-bin" source="${ROOT}/testbed/zookeeper-image"
+    dir="$(mktemp -d)"
+    # The official image's layout (docker-library "zookeeper"): the release in /${home} with its
+    # bin/ on PATH, configuration in /conf, data in /data and /datalog, logs in /logs, all owned
+    # by zookeeper (1000:1000), /docker-entrypoint.sh as entrypoint, zkServer.sh as command.
+    mkdir -p "${dir}/${home}/bin" "${dir}/${home}/lib" "${dir}/conf" "${dir}/data" \
+        "${dir}/datalog" "${dir}/logs" "${dir}/etc"
+    cp "${ZOOKEEPER_LIB}"/*.jar "${dir}/${home}/lib/"
+    install -m 755 "${source}/zkServer.sh" "${dir}/${home}/bin/zkServer.sh"
+    install -m 755 "${source}/docker-entrypoint.sh" "${dir}/docker-entrypoint.sh"
+    cp "${source}/logback.xml" "${dir}/conf/"
+    tar -xf "${DEBIAN_ROOTFS}" -C "${dir}" ./etc/passwd ./etc/group
+    echo 'zookeeper:x:1000:1000::/home/zookeeper:/bin/sh' >>"${dir}/etc/passwd"
+    echo 'zookeeper:x:1000:' >>"${dir}/etc/group"
+    chown -R 1000:1000 "${dir}/${home}" "${dir}/conf" "${dir}/data" "${dir}/datalog" "${dir}/logs"
+    local env=(ZOO_CONF_DIR=/conf ZOO_DATA_DIR=/data ZOO_DATA_LOG_DIR=/datalog ZOO_LOG_DIR=/logs
+        ZOO_TICK_TIME=2000 ZOO_INIT_LIMIT=5 ZOO_SYNC_LIMIT=2 ZOO_AUTOPURGE_PURGEINTERVAL=0
+        ZOO_AUTOPURGE_SNAPRETAINCOUNT=3 ZOO_MAX_CLIENT_CNXNS=60 ZOO_STANDALONE_ENABLED=true
+        ZOO_ADMINSERVER_ENABLED=true ZOOCFGDIR=/conf
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/${home}/bin"
+        JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64)
+    local args=() setting port
+    for setting in "${env[@]}"; do args+=(--env "${setting}"); done
+    for port in 2181 2888 3888 8080; do args+=(--expose "${port}/tcp"); done
+    image "${ZOOKEEPER_ARCHIVE}" --name "${ZOOKEEPER_IMAGE}" --layer "${DEBIAN_ROOTFS}" \
+        --layer "${dir}" --keep-owners "${args[@]}" --workdir "/${home}" \
+        --entrypoint '["/docker-entrypoint.sh"]' --cmd '["zkServer.sh", "start-foreground"]'
+    rm -rf "${dir}"
+}
+
 build_store() {
     (cd "${ROOT}" && "${PYTHON}" -m testbed.imagestore)
 }
@@ -233,6 +266,6 @@ build_store() {
 # Components may be named to build only those (default: all, in this order).
 components=("$@")
 ((${#components[@]})) || components=(containerd runc cni pause busybox etcdutl debian etcd_image
-    toolbox store csi_proto)
+    toolbox zookeeper_image store csi_proto)
 for component in "${components[@]}"; do "build_${component}"; done
 log "ready under ${CACHE}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from testbed import cephcsi, network
 from testbed.controlplane import CLUSTER_DOMAIN, ControlPlane
 from testbed.kube import Kube, Obj, condition_true
-from testbed.node import Node, node_cgroup, remove_cgroups, unmount_under
+from testbed.node import Node, kill_leftovers, node_cgroup, remove_cgroups, unmount_under
 from testbed.procs import Fatal, spawn, stop, wait_for
 from testbed.versions import Binaries
 
@@ -67,7 +67,9 @@ class Cluster:
                 " and scripts/build-node.sh"
             )
         try:
-            network.delete_node_networks()  # leftovers of a killed earlier run
+            for name in self.nodes:  # leftovers of a killed earlier run
+                kill_leftovers(name, self.binaries)
+            network.delete_node_networks()
             network.create_bridge()
             self.control_plane.start(timeout)
             self.provisioner = spawn(

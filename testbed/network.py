@@ -17,6 +17,7 @@ BRIDGE = "qktb0"
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 # The bridge's own address: where the host reaches pods and where CoreDNS listens for them.
 BRIDGE_IP = "10.244.0.1"
+BRIDGE_MAC = "02:71:6b:74:62:30"  # locally administered
 NETNS_PREFIX = "qktb-"
 VETH_PREFIX = "qktb"
 
@@ -31,9 +32,15 @@ def node_pod_cidr(index: int) -> ipaddress.IPv4Network:
 
 
 def create_bridge() -> None:
-    """Create the pod bridge with its address; idempotent."""
+    """Create the pod bridge with its address; idempotent.
+
+    Its MAC address is fixed: a bridge without one takes the lowest of its ports', so every pod
+    joining or leaving could change it, and the nodes and pods that cached the old one for
+    10.244.0.1 (their way to the control plane, Ceph and CoreDNS) would lose packets until their
+    ARP entries expire.
+    """
     if _ip("link", "show", BRIDGE, check=False).returncode != 0:
-        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge")
     _ip("addr", "replace", f"{BRIDGE_IP}/{POD_CIDR.prefixlen}", "dev", BRIDGE)
     _ip("link", "set", BRIDGE, "up")
 

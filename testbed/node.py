@@ -83,6 +83,32 @@ def remove_cgroups(cgroup: str) -> None:
                 root.rmdir()
 
 
+def _shims(binaries: Binaries) -> dict[int, Path]:
+    """Running shims of the test bed's containerd build, by PID, with the socket they serve."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                argv = (proc / "cmdline").read_bytes().decode().split("\0")
+                if argv[0] == str(binaries.containerd_shim):
+                    found[int(proc.name)] = Path(argv[argv.index("-address") + 1])
+    return found
+
+
+def kill_leftovers(name: str, binaries: Binaries) -> None:
+    """SIGKILL what a killed earlier run left of node ``name``: processes in its cgroups and
+    shims whose containerd's socket is gone; then remove its cgroups."""
+    orphans = [pid for pid, socket in _shims(binaries).items() if not socket.exists()]
+    cgroup = node_cgroup(name)
+    for hierarchy in cgroup_hierarchies():
+        root = hierarchy / cgroup.lstrip("/")
+        for procs in root.rglob("cgroup.procs") if root.exists() else []:
+            with contextlib.suppress(OSError):
+                orphans.extend(int(p) for p in procs.read_text().split())
+    _kill_all(orphans, signal.SIGKILL)
+    remove_cgroups(cgroup)
+
+
 def _mounts_under(root: Path) -> list[Path]:
     """Mount points at or below ``root`` in this mount namespace, deepest first."""
     found = []
@@ -453,18 +479,10 @@ class Node:
         return int(json.loads(state.read_text())["init_process_pid"])
 
     def shim_pids(self) -> list[int]:
-        """The node's containerd shims: this node's shim binary serving this node's containerd."""
-        shim = str(self.binaries.containerd_shim)
-        address = str(self.containerd_socket)
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                if argv[0].decode() == shim and address.encode() in argv:
-                    pids.append(int(proc.name))
-        return pids
+        """The node's containerd shims: the shim binary serving this node's containerd."""
+        return [
+            pid for pid, socket in _shims(self.binaries).items() if socket == self.containerd_socket
+        ]
 
     def stop(self, kill: bool = False, grace: float = 10.0) -> None:
         """Node loss: stop kubelet and containerd, then every shim and every process of the

@@ -58,8 +58,10 @@ def debian_rootfs() -> Path:
 
 
 def _toolbox_tag() -> str:
-    """The toolbox image's tag: its server's content, so an edit builds a new image."""
-    return hashlib.sha256(Path(__file__).with_name("toolbox.py").read_bytes()).hexdigest()[:12]
+    """The toolbox image's tag: its server and its root file system's packages, so a change of
+    either builds a new image."""
+    content = Path(__file__).with_name("toolbox.py").read_bytes()
+    return hashlib.sha256(content + debian_rootfs().name.encode()).hexdigest()[:12]
 
 
 PAUSE_IMAGE = f"registry.k8s.io/pause:{_PINS['PAUSE_VERSION']}"
@@ -70,6 +72,7 @@ ETCD_IMAGES = (
     f"gcr.io/etcd-development/etcd:v{distributions.ETCD_VERSION}",
 )
 TOOLBOX_IMAGE = f"docker.io/quorumkeeper/testbed-toolbox:{_toolbox_tag()}"
+ZOOKEEPER_IMAGE = f"docker.io/library/zookeeper:{distributions.ZOOKEEPER_VERSION}"
 
 
 def _archive(image: str) -> Path:
@@ -81,7 +84,13 @@ def _archive(image: str) -> Path:
 # Every image archive a node holds: archive -> the names it carries.
 IMAGE_ARCHIVES: dict[Path, tuple[str, ...]] = {
     _archive(image[0]): image
-    for image in ((PAUSE_IMAGE,), (BUSYBOX_IMAGE,), ETCD_IMAGES, (TOOLBOX_IMAGE,))
+    for image in (
+        (PAUSE_IMAGE,),
+        (BUSYBOX_IMAGE,),
+        ETCD_IMAGES,
+        (TOOLBOX_IMAGE,),
+        (ZOOKEEPER_IMAGE,),
+    )
 }
 
 
@@ -100,6 +109,10 @@ def shell_assignments() -> str:
         "DEBIAN_ROOTFS": debian_rootfs(),
         "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
         "TOOLBOX_ARCHIVE": _archive(TOOLBOX_IMAGE),
+        "ZOOKEEPER_VERSION": distributions.ZOOKEEPER_VERSION,
+        "ZOOKEEPER_LIB": distributions.zookeeper_lib_dir(),
+        "ZOOKEEPER_IMAGE": ZOOKEEPER_IMAGE,
+        "ZOOKEEPER_ARCHIVE": _archive(ZOOKEEPER_IMAGE),
     }
     return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
