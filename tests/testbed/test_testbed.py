@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,13 @@ from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
 from testbed.network import POD_CIDR
 from testbed.procs import wait_for
-from testbed.versions import BUSYBOX_IMAGE, KUBERNETES_VERSION, TOOLBOX_IMAGE
+from testbed.versions import (
+    BUSYBOX_IMAGE,
+    ETCD_IMAGES,
+    KUBERNETES_VERSION,
+    TOOLBOX_IMAGE,
+    ZOOKEEPER_IMAGE,
+)
 
 pytestmark = pytest.mark.testbed
 
@@ -438,3 +445,60 @@ def test_configmap_and_env_reach_the_container_and_configmap_updates_follow(
         30,
         "the ConfigMap update inside the pod",
     )
+
+
+def test_etcd_and_zookeeper_images_have_the_upstream_layouts(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    zookeeper = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "zk", "labels": {"app": "images"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "zookeeper",
+                    "image": ZOOKEEPER_IMAGE.removeprefix("docker.io/library/"),
+                    "env": [{"name": "ZOO_4LW_COMMANDS_WHITELIST", "value": "ruok"}],
+                    "readinessProbe": {
+                        "exec": {"command": ["sh", "-c", "echo ruok | nc -q1 127.0.0.1 2181"]},
+                        "periodSeconds": 1,
+                    },
+                }
+            ]
+        },
+    }
+    etcd = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "etcd", "labels": {"app": "images"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "etcd",
+                    "image": ETCD_IMAGES[0],
+                    "readinessProbe": {
+                        "exec": {"command": ["etcdctl", "endpoint", "health"]},
+                        "periodSeconds": 1,
+                    },
+                }
+            ]
+        },
+    }
+    apply(testbed_cluster, namespace, [zookeeper, etcd])
+    wait_for(lambda: ready_pods(kube, namespace, "images", 2), 120, "both pods Ready")
+
+    def run(pod: str, *command: str) -> subprocess.CompletedProcess[str]:
+        return testbed_cluster.kubectl("exec", "-n", namespace, pod, "--", *command, check=False)
+
+    # The official ZooKeeper image: config written from ZOO_* into /conf, the server dropped
+    # to the zookeeper user, the release's bin/ on PATH.
+    config = run("zk", "cat", "/conf/zoo.cfg").stdout.splitlines()
+    assert "dataDir=/data" in config and "4lw.commands.whitelist=ruok" in config
+    assert "Uid:\t1000\t1000\t1000\t1000" in run("zk", "cat", "/proc/1/status").stdout
+    assert run("zk", "sh", "-c", "command -v zkServer.sh").stdout.strip() == (
+        f"/apache-zookeeper-{ZOOKEEPER_IMAGE.rpartition(':')[2]}-bin/bin/zkServer.sh"
+    )
+    # The upstream etcd image: distroless, so there is no shell; its three binaries are there.
+    assert "executable file not found" in run("etcd", "sh", "-c", "true").stderr
+    assert run("etcd", "etcdutl", "version").stdout.startswith("etcdutl version:")
