@@ -164,7 +164,7 @@ class Node:
 
     @property
     def run_dir(self) -> Path:
-        """What a reboot clears: containerd's state, sockets, pod networks' IPAM leases."""
+        """What a reboot clears: containerd's state, sockets, the CSI plugin's state."""
         return self.state_dir / "run"
 
     @property
@@ -205,6 +205,9 @@ class Node:
                 "io.containerd.nri.v1.nri": {"disable": True},
                 runtime: {
                     "restrict_oom_score_adj": True,
+                    # An exec probe whose command leaves a child holding its output would
+                    # otherwise block kubelet's prober for that container forever.
+                    "drain_exec_sync_io_timeout": "5s",
                     "netns_mounts_under_state_dir": True,
                     "cni": {
                         "bin_dirs": [str(self.binaries.cni_dir)],
@@ -254,7 +257,10 @@ class Node:
                     "ipMasq": False,
                     "ipam": {
                         "type": "host-local",
-                        "dataDir": str(self.run_dir / "ipam"),
+                        # Kept across a node's restart, as on a real node's disk: a restarted
+                        # node handing out its dead pods' addresses again would meet ARP
+                        # entries on the bridge that still name the dead pods' interfaces.
+                        "dataDir": str(self.state_dir / "cni-ipam"),
                         "ranges": [
                             [
                                 {

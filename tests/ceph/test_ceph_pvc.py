@@ -267,9 +267,11 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
 
     # Deleting the pod unstages the volume on node B: unmounted, detached and unlocked; node A's
     # leftovers were cleared when it came back.
+    deleted_at = time.monotonic()
     testbed_cluster.kubectl("delete", "-n", namespace, "statefulset", "etcd", "--wait=false")
     wait_for(lambda: not kube.get(ns_path(namespace, "pods"))["items"], 60, "etcd-0 to be deleted")
     assert lock_holders(ceph_cluster, image) == []
+    print(f"delete to unstaged and unlocked: {time.monotonic() - deleted_at:.1f}s")
     assert volume_mounts(testbed_cluster) == []
     wait_for(lambda: image not in loop_backing_files(), 30, f"no loop device on {image}")
 

@@ -461,8 +461,9 @@ def test_etcd_and_zookeeper_images_have_the_upstream_layouts(
                     "image": ZOOKEEPER_IMAGE.removeprefix("docker.io/library/"),
                     "env": [{"name": "ZOO_4LW_COMMANDS_WHITELIST", "value": "ruok"}],
                     "readinessProbe": {
-                        "exec": {"command": ["sh", "-c", "echo ruok | nc -q1 127.0.0.1 2181"]},
+                        "exec": {"command": ["sh", "-c", "echo ruok | nc -w2 127.0.0.1 2181"]},
                         "periodSeconds": 1,
+                        "timeoutSeconds": 5,
                     },
                 }
             ]
