@@ -11,7 +11,8 @@
 #     registry.k8s.io/pause, docker.io/library/busybox, quay.io/coreos/etcd (also
 #     gcr.io/etcd-development/etcd), docker.io/library/zookeeper,
 #     docker.io/quorumkeeper/testbed-toolbox
-#   the nodes' image store, every archive imported once (testbed/imagestore.py)
+#   the nodes' image store, every archive imported once, earlier builds removed
+#   (testbed/imagestore.py)
 #   Python gRPC stubs of the CSI spec and kubelet's plugin registration API, both at the versions
 #   kubelet is built with             -> ${CACHE}/csi-proto-${KUBERNETES_VERSION}/
 # Versions are pinned in testbed/versions.env.  Usage: build-node.sh [COMPONENT...]

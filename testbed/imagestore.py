@@ -18,7 +18,13 @@ from pathlib import Path
 import tomli_w
 
 from testbed.procs import spawn, stop, wait_for
-from testbed.versions import CONTAINERD_VERSION, IMAGE_ARCHIVES, Binaries, images_dir
+from testbed.versions import (
+    CONTAINERD_VERSION,
+    IMAGE_ARCHIVES,
+    Binaries,
+    debian_rootfs,
+    images_dir,
+)
 
 
 def store_dir() -> Path:
@@ -85,5 +91,20 @@ def clone(binaries: Binaries, root: Path) -> None:
         copy.replace(database)
 
 
+def prune() -> list[Path]:
+    """Remove earlier builds' archives, root file systems and stores from the images folder
+    (nodes run on hard-linked copies, so a running test bed keeps what it uses); returns them."""
+    keep = {*IMAGE_ARCHIVES, debian_rootfs(), store_dir()}
+    stale = [p for p in images_dir().iterdir() if p not in keep]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return stale
+
+
 if __name__ == "__main__":
     print(build(Binaries.from_cache()))
+    for path in prune():
+        print(f"removed {path}")
