@@ -126,6 +126,10 @@ class Cluster:
         node's cgroups; the node controller then marks the Node NotReady."""
         self.running.pop(name).stop(kill=kill)
 
+    def freeze_node(self, name: str, frozen: bool = True) -> None:
+        """Hang node ``name`` (or let it go on): nothing on it runs, nothing on it dies."""
+        self.running[name].freeze(frozen)
+
     def container_pid(self, pod: Obj, container: int = 0) -> int:
         """The host PID of the pod's ``container``-th container (running), for fault tests."""
         status = pod["status"]["containerStatuses"][container]

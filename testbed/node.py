@@ -490,10 +490,25 @@ class Node:
             pid for pid, socket in _shims(self.binaries).items() if socket == self.containerd_socket
         ]
 
+    def freeze(self, frozen: bool = True) -> None:
+        """A hung node: stop (or resume) kubelet, containerd, the CSI plugin and the shims by PID
+        and freeze (or thaw) the node's cgroup, so its pods neither run nor die."""
+        freezer = CGROUP_ROOT / "freezer" / self.cgroup.lstrip("/") / "freezer.state"
+        daemons = [p.pid for p in self.processes.values()] + self.shim_pids()
+        if frozen:
+            _kill_all(daemons, signal.SIGSTOP)
+            freezer.write_text("FROZEN")
+            wait_for(lambda: freezer.read_text().strip() == "FROZEN", 10, f"{self.name} frozen")
+        else:
+            with contextlib.suppress(FileNotFoundError):  # a node whose start failed early
+                freezer.write_text("THAWED")
+            _kill_all(daemons, signal.SIGCONT)
+
     def stop(self, kill: bool = False, grace: float = 10.0) -> None:
         """Node loss: stop kubelet and containerd, then every shim and every process of the
         node's cgroups (SIGTERM, SIGKILL after ``grace`` s; SIGKILL at once when ``kill``),
         then unmount what they left and clear the run folder, as a reboot would."""
+        self.freeze(frozen=False)  # a hung node's processes take signals only once thawed
         for name in ("kubelet", "csi-node", "containerd"):
             proc = self.processes.pop(name, None)
             if proc is not None:

@@ -270,6 +270,25 @@ def test_losing_a_node_is_node_loss(
     assert not namespace_exists(pod_network)
 
 
+def test_a_hung_node_goes_not_ready_and_its_pods_live_on_after_it_thaws(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    apply(testbed_cluster, namespace, statefulset("hung", 1))
+    (pod,) = wait_for(lambda: ready_pods(kube, namespace, "hung", 1), 120, "Ready pod")
+    node, pid = pod["spec"]["nodeName"], testbed_cluster.container_pid(pod)
+
+    testbed_cluster.freeze_node(node)
+    try:
+        wait_for(lambda: not testbed_cluster.node_ready(node), 60, f"{node} NotReady")
+        assert "\nState:\tD" in Path(f"/proc/{pid}/status").read_text()  # frozen, not dead
+    finally:
+        testbed_cluster.freeze_node(node, frozen=False)
+    testbed_cluster.wait_nodes_ready([node], 60)
+    (again,) = wait_for(lambda: ready_pods(kube, namespace, "hung", 1), 60, "the pod Ready")
+    assert again["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert testbed_cluster.container_pid(again) == pid
+
+
 def test_restart_policy_restart_counts_and_logs(
     testbed_cluster: Cluster, kube: Kube, namespace: str
 ) -> None:
