@@ -158,7 +158,7 @@ class Controller:
         creds = credentials(self.api, secret["name"], secret["namespace"], cluster_id)
         image_uuid = meta["uid"]
         image = IMAGE_PREFIX + image_uuid
-        size = int(parse_quantity(spec["resources"]["requests"]["storage"]))
+        size = int(parse_quantity(spec["resources"]["requests"]["storage"]))  # type: ignore[no-untyped-call]
         features = 0
         for feature in params.get("imageFeatures", "layering").split(","):
             features |= getattr(rbd, f"RBD_FEATURE_{feature.strip().upper().replace('-', '_')}")
