@@ -84,7 +84,10 @@ def build(binaries: Binaries) -> Path:
 def clone(binaries: Binaries, root: Path) -> None:
     """Make ``root`` a containerd root holding every image (building the store if needed)."""
     store = build(binaries)
-    subprocess.run(["cp", "-al", str(store), str(root)], check=True)
+    if subprocess.run(["cp", "-al", str(store), str(root)], check=False).returncode != 0:
+        # Hard links need one file system; elsewhere (a state dir on tmpfs) copy instead.
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(store), str(root)], check=True)
     for database in root.rglob("*.db"):
         copy = database.with_name(database.name + ".copy")
         shutil.copy2(database, copy)
