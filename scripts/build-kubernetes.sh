@@ -3,11 +3,12 @@
 # cache outside the repo, and installs the host tools the node agent needs.  Idempotent: a warm
 # cache only checks that every binary is present.
 #
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-#       -> ${CACHE}/kubernetes-${KUBERNETES_VERSION}/bin/   (one `go build`, shared build cache)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
+#       -> ${CACHE}/kubernetes-${KUBERNETES_VERSION}/bin/   (one `go build` of the missing ones)
 #   coredns (kubernetes plugin)   -> ${CACHE}/coredns-${COREDNS_VERSION}/bin/coredns
 #   etcd (the API server's store) -> `quorumkeeper install etcd` (the project's pinned etcd)
 # Versions are pinned in testbed/versions.env.  Usage: build-kubernetes.sh [COMPONENT...]
+# The node runtime (containerd, runc, CNI) and images: scripts/build-node.sh (component "node").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,10 +55,11 @@ build_etcd() {
 
 build_kubernetes() {
     local dest="${CACHE}/kubernetes-${KUBERNETES_VERSION}"
-    local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-    local b missing=0
-    for b in "${bins[@]}"; do [[ -x "${dest}/bin/${b}" ]] || missing=1; done
-    ((missing)) || return 0
+    local b bins=()
+    for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+        [[ -x "${dest}/bin/${b}" ]] || bins+=("${b}")
+    done
+    ((${#bins[@]})) || return 0
     log "building Kubernetes ${KUBERNETES_VERSION}: ${bins[*]}"
     local staging_version="v0.${KUBERNETES_VERSION#v1.}"
     local mod="${dest}.build" upstream
@@ -85,7 +87,7 @@ build_kubernetes() {
     local ldflags="-s -w -X ${vpkg}.gitVersion=${KUBERNETES_VERSION} -X ${vpkg}.gitMajor=1"
     ldflags+=" -X ${vpkg}.gitMinor=${minor} -X ${vpkg}.gitTreeState=clean"
     ldflags+=" -X ${vpkg}.buildDate=1970-01-01T00:00:00Z"
-    # One invocation so the four binaries share compiled packages.
+    # One invocation so the binaries share compiled packages.
     (cd "${mod}" && gobuild -ldflags "${ldflags}" -o bin/ "${pkgs[@]}")
     mkdir -p "${dest}/bin"
     for b in "${bins[@]}"; do mv "${mod}/bin/${b}" "${dest}/bin/${b}"; done
@@ -122,9 +124,15 @@ GO
     rm -rf "${mod}"
 }
 
+build_node() {
+    # After etcd and kubelet: the etcd image carries the pinned etcd, the CSI stubs come from
+    # the modules kubelet is built with.
+    bash "${ROOT}/scripts/build-node.sh"
+}
+
 install_host_tools
-# Components may be named to build only those: kubernetes, etcd, coredns (default: all).
+# Components may be named to build only those: kubernetes, etcd, coredns, node (default: all).
 components=("$@")
-((${#components[@]})) || components=(kubernetes etcd coredns)
+((${#components[@]})) || components=(kubernetes etcd coredns node)
 for component in "${components[@]}"; do "build_${component}"; done
 log "ready under ${CACHE}"

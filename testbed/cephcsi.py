@@ -9,13 +9,13 @@ module does its two jobs the closest way this machine allows:
   format.  The uuid is the PVC's, so a retried provisioning finds its image instead of leaking
   one (ceph-csi keeps that mapping in an omap journal).  A released PV with reclaim policy
   Delete loses its image, then the PV.
-* Node (called by the node agent's volume manager, like ceph-csi's node plugin's
-  NodeStageVolume): the node's own Ceph client (the node-stage Secret's user, connecting from
+* Node (called by the CSI node plugin stand-in :mod:`testbed.csinode` on NodeStageVolume, as
+  kubelet asks it to): the node's own Ceph client (the node-stage Secret's user, connecting from
   the node's address) takes the image's lock, ``rbd-fuse`` exposes the image as a file, a loop
-  device makes it a block device, ext4 is made on first use and mounted on the node's staging
+  device makes it a block device, ext4 is made on first use and mounted on kubelet's staging
   path.  Unstaging undoes this and unlocks; a lost node's clients just die, leaving their lock
-  and watchers behind.  The node's Ceph clients run in its storage network namespace
-  (:func:`testbed.network.create_node_storage_network`), so Ceph sees them at its address.
+  and watchers behind.  The plugin runs in the node's network namespace
+  (:func:`testbed.network.create_node_network`), so Ceph sees its clients at the node's address.
 
 Differences from ceph-csi that tests may meet: the lock is an advisory exclusive lock (images
 have ``layering`` only) that stays until someone fences it, where krbd's exclusive-lock feature
@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,8 +40,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from testbed.kube import ApiError, Kube, Obj, ns_path, volume_for
-from testbed.network import netns_path
+from testbed.kube import Kube, Obj, ns_path, volume_for
 from testbed.procs import PDEATHSIG, Fatal, Timeout, stop, wait_for
 
 log = logging.getLogger("testbed.cephcsi")
@@ -78,11 +76,36 @@ def credentials(api: Kube, secret_name: str, namespace: str, cluster_id: str) ->
     secret = api.get(ns_path(namespace, "secrets", secret_name))
     data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
     config_map = api.get(ns_path(namespace, "configmaps", CSI_CONFIG_MAP))
-    clusters = json.loads((config_map.get("data") or {}).get("config.json", "[]"))
-    monitors = next((c["monitors"] for c in clusters if c.get("clusterID") == cluster_id), None)
+    monitors = _monitors([config_map], cluster_id)
     if not monitors:
         raise CsiError(f"clusterID {cluster_id} is not in {namespace}/{CSI_CONFIG_MAP}")
-    return Credentials(",".join(monitors), data["userID"], data["userKey"])
+    return Credentials(monitors, data["userID"], data["userKey"])
+
+
+def _monitors(config_maps: list[Obj], cluster_id: str) -> str:
+    """The monitors of ``cluster_id`` in ceph-csi config maps (``config.json``), comma-joined."""
+    for config_map in config_maps:
+        clusters = json.loads((config_map.get("data") or {}).get("config.json", "[]"))
+        for cluster in clusters:
+            if cluster.get("clusterID") == cluster_id:
+                return ",".join(cluster["monitors"])
+    return ""
+
+
+def node_credentials(api: Kube, secrets: dict[str, str], cluster_id: str) -> Credentials:
+    """What NodeStageVolume gets: the node-stage Secret's data (kubelet reads it for the plugin)
+    and the monitors of ``cluster_id`` from any namespace's csi ConfigMap (ceph-csi's node plugin
+    has it mounted from its own)."""
+    config_maps = api.get("/api/v1/configmaps", fieldSelector=f"metadata.name={CSI_CONFIG_MAP}")[
+        "items"
+    ]
+    monitors = _monitors(config_maps, cluster_id)
+    if not monitors:
+        raise CsiError(f"clusterID {cluster_id} is in no {CSI_CONFIG_MAP} ConfigMap")
+    try:
+        return Credentials(monitors, secrets["userID"], secrets["userKey"])
+    except KeyError as exc:
+        raise CsiError(f"the node-stage secret has no {exc.args[0]}") from exc
 
 
 @contextlib.contextmanager
@@ -135,7 +158,7 @@ class Controller:
         creds = credentials(self.api, secret["name"], secret["namespace"], cluster_id)
         image_uuid = meta["uid"]
         image = IMAGE_PREFIX + image_uuid
-        size = int(parse_quantity(spec["resources"]["requests"]["storage"]))
+        size = int(parse_quantity(spec["resources"]["requests"]["storage"]))  # type: ignore[no-untyped-call]
         features = 0
         for feature in params.get("imageFeatures", "layering").split(","):
             features |= getattr(rbd, f"RBD_FEATURE_{feature.strip().upper().replace('-', '_')}")
@@ -198,9 +221,11 @@ def _secret_ref(params: dict[str, str], role: str) -> dict[str, str]:
 
 @dataclass
 class Staging:
-    """One volume staged on one node: lock holder, rbd-fuse, loop device, ext4 mount."""
+    """One volume staged on one node: lock holder, rbd-fuse, loop device, ext4 mount on
+    ``mount`` (kubelet's staging path); rbd-fuse's files live in ``dir``."""
 
     dir: Path
+    mount: Path
     holder: subprocess.Popen[str]
     fuse: subprocess.Popen[bytes] | None = None
     loop: str = ""
@@ -209,46 +234,36 @@ class Staging:
     def fuse_dir(self) -> Path:
         return self.dir / "rbd"
 
-    @property
-    def mount(self) -> Path:
-        return self.dir / "globalmount"
-
 
 class NodePlugin:
-    """NodeStageVolume/NodeUnstageVolume of one node.
+    """NodeStageVolume/NodeUnstageVolume of one node, in the node's network namespace.
 
-    Processes are tied to the calling thread (PDEATHSIG), so a killed node agent takes its
+    Processes are tied to the calling thread (PDEATHSIG), so a killed node plugin takes its
     Ceph clients with it, as a node that loses power does.
     """
 
-    def __init__(self, api: Kube, node: str, netns: str, root: Path) -> None:
-        self.api, self.node, self.netns, self.root = api, node, netns, root
+    def __init__(self, node: str, root: Path) -> None:
+        self.node, self.root = node, root
 
-    def stage(self, pv: Obj) -> Staging:
-        """Lock, expose, format on first use and mount the PV's image; CsiError if it can't."""
-        csi = pv["spec"]["csi"]
-        attrs, ref = csi["volumeAttributes"], csi["nodeStageSecretRef"]
+    def stage(
+        self, volume: str, creds: Credentials, attributes: dict[str, str], mount: Path, fs_type: str
+    ) -> Staging:
+        """Lock, expose, format on first use and mount the image named by a PV's volume
+        ``attributes`` on ``mount``; CsiError if it can't."""
+        pool, image = attributes["pool"], attributes["imageName"]
+        staging = Staging(self.root / volume, mount, self._hold(creds, pool, image))
         try:
-            creds = credentials(self.api, ref["name"], ref["namespace"], attrs["clusterID"])
-        except (ApiError, KeyError) as exc:
-            raise CsiError(f"node-stage secret {ref['namespace']}/{ref['name']}: {exc}") from exc
-        pool, image = attrs["pool"], attrs["imageName"]
-        staging = Staging(self.root / pv["metadata"]["name"], self._hold(creds, pool, image))
-        try:
-            self._attach(staging, creds, pool, image, csi.get("fsType", "ext4"))
+            self._attach(staging, creds, pool, image, fs_type)
         except BaseException:
             self.unstage(staging)
             raise
         log.info("%s: staged %s/%s at %s", self.node, pool, image, staging.mount)
         return staging
 
-    def _in_netns(self) -> list[str]:
-        return [*PDEATHSIG, "nsenter", f"--net={netns_path(self.netns)}", "--"]
-
     def _hold(self, creds: Credentials, pool: str, image: str) -> subprocess.Popen[str]:
         argv = [sys.executable, str(HOLDER), creds.monitors, creds.user, creds.key, pool, image]
         holder = subprocess.Popen(
-            [*self._in_netns(), *argv, self.node],
+            [*PDEATHSIG, *argv, self.node],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -265,12 +280,12 @@ class NodePlugin:
         self, staging: Staging, creds: Credentials, pool: str, image: str, fs_type: str
     ) -> None:
         staging.fuse_dir.mkdir(parents=True, exist_ok=True)
-        staging.mount.mkdir(exist_ok=True)
+        staging.mount.mkdir(parents=True, exist_ok=True)
         log_file = staging.dir / "rbd-fuse.log"
         with open(log_file, "ab") as out:
             staging.fuse = subprocess.Popen(
                 [
-                    *self._in_netns(),
+                    *PDEATHSIG,
                     "rbd-fuse",
                     "-f",
                     *creds.cli(),
@@ -315,11 +330,7 @@ class NodePlugin:
             _run("umount", str(staging.mount))
         if staging.loop:
             _run("losetup", "-d", staging.loop)
-            # Autoclear waits for the last user (a dying container's mount namespace) to go.
-            try:
-                wait_for(lambda: not _loop_busy(staging.loop), 30, f"{staging.loop} released")
-            except Timeout as exc:
-                log.warning("%s: %s; stopping rbd-fuse anyway", self.node, exc)
+            wait_for(lambda: not _loop_busy(staging.loop), 30, f"{staging.loop} released")
             staging.loop = ""
         if staging.fuse is not None:
             stop(staging.fuse)  # rbd-fuse unmounts itself on SIGTERM
@@ -332,16 +343,6 @@ class NodePlugin:
         """Let the holder unlock and disconnect (a no-op if it is gone)."""
         if staging.holder.poll() is None:
             staging.holder.communicate("release\n", timeout=CEPH_TIMEOUT)
-
-    def abandon(self, staging: Staging) -> None:
-        """Node loss: the node's Ceph clients vanish without a goodbye, leaving their lock and
-        watchers; only this host's mounts and loop device are cleared away."""
-        for proc in (staging.holder, staging.fuse):
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        clear_leftovers(staging.dir)
-        log.info("%s: abandoned %s", self.node, staging.dir.name)
 
 
 def _run(*argv: str) -> str:

@@ -1,4 +1,4 @@
-"""The whole test bed: pod bridge, control plane, volume provisioner and N node agents."""
+"""The whole test bed: pod bridge, control plane, volume provisioner and N real nodes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from testbed import cephcsi, network
 from testbed.controlplane import CLUSTER_DOMAIN, ControlPlane
-from testbed.kube import Kube, condition_true
+from testbed.kube import Kube, Obj, condition_true
+from testbed.node import Node, kill_leftovers, node_cgroup, remove_cgroups, unmount_under
 from testbed.procs import Fatal, spawn, stop, wait_for
-from testbed.runtime import clear_pod_networks
 from testbed.versions import Binaries
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ class Cluster:
     node_count: int = 3
     binaries: Binaries = field(default_factory=Binaries.from_cache)
     control_plane: ControlPlane = field(init=False)
-    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    running: dict[str, Node] = field(default_factory=dict)
     provisioner: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -64,9 +64,12 @@ class Cluster:
         if missing:
             raise FileNotFoundError(
                 f"missing {', '.join(map(str, missing))}: run scripts/build-kubernetes.sh"
+                " and scripts/build-node.sh"
             )
         try:
-            network.delete_all_pod_networks()  # leftovers of a killed earlier run
+            for name in self.nodes:  # leftovers of a killed earlier run
+                kill_leftovers(name, self.binaries)
+            network.delete_node_networks()
             network.create_bridge()
             self.control_plane.start(timeout)
             self.provisioner = spawn(
@@ -81,7 +84,7 @@ class Cluster:
                 env=self._env(),
             )
             for name in self.nodes:
-                self.start_agent(name)
+                self.start_node(name)
             self.wait_nodes_ready(self.nodes, timeout)
         except BaseException:
             self.stop()
@@ -91,48 +94,74 @@ class Cluster:
         pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         return {**os.environ, "PYTHONPATH": pythonpath}
 
-    def start_agent(self, name: str) -> None:
-        """Start (or restart) the node agent of ``name``; a restart after a kill first clears
-        the mounts and pod networks its pods left on the host, as rebooting a real node would."""
-        index = self.nodes.index(name) + 1
-        cephcsi.clear_leftovers(self.state_dir / "nodes" / name)
-        clear_pod_networks(self.state_dir / "nodes" / name)
-        self.agents[name] = spawn(
-            [
-                sys.executable,
-                "-m",
-                "testbed.agent",
-                f"--node={name}",
-                f"--index={index}",
-                f"--kubeconfig={self.kubeconfig}",
-                f"--state-dir={self.state_dir / 'nodes' / name}",
-                f"--mountpoints-log={self.mountpoints_log}",
-                f"--cluster-domain={CLUSTER_DOMAIN}",
-            ],
-            self.control_plane.logs / f"agent-{name}.log",
-            env=self._env(),
+    def node(self, name: str) -> Node:
+        """The node ``name`` (whether running or not)."""
+        pki = self.control_plane.pki
+        assert pki is not None, "the control plane is not started"
+        return Node(
+            name=name,
+            index=self.nodes.index(name) + 1,
+            state_dir=self.state_dir / "nodes" / name,
+            server=self.control_plane.server,
+            pki=pki,
+            binaries=self.binaries,
+            cluster_dns=network.BRIDGE_IP,
+            cluster_domain=CLUSTER_DOMAIN,
+            mountpoints_log=self.mountpoints_log,
+            admin_kubeconfig=self.kubeconfig,
         )
 
-    def stop_agent(self, name: str, kill: bool = False) -> None:
-        """Node loss: SIGTERM (or SIGKILL) the node's agent; its pods' processes die with it."""
-        proc = self.agents.pop(name)
-        if kill:
-            proc.kill()
-            proc.wait()
-        else:
-            stop(proc, grace=30)
+    def start_node(self, name: str) -> None:
+        """Start (or restart) node ``name``: its containerd and kubelet, its node IP on the
+        bridge; a restart after :meth:`stop_node` finds its images and Node object still there."""
+        cephcsi.clear_leftovers(self.state_dir / "nodes" / name)
+        node = self.node(name)
+        if not network.netns_path(network.node_netns(node.index)).exists():
+            network.create_node_network(node.index)
+        self.running[name] = node
+        node.start()
+
+    def stop_node(self, name: str, kill: bool = False) -> None:
+        """Node loss: stop (or SIGKILL) kubelet, containerd, the shims and every process of the
+        node's cgroups; the node controller then marks the Node NotReady."""
+        self.running.pop(name).stop(kill=kill)
+
+    def freeze_node(self, name: str, frozen: bool = True) -> None:
+        """Hang node ``name`` (or let it go on): nothing on it runs, nothing on it dies."""
+        self.running[name].freeze(frozen)
+
+    def container_pid(self, pod: Obj, container: int = 0) -> int:
+        """The host PID of the pod's ``container``-th container (running), for fault tests."""
+        status = pod["status"]["containerStatuses"][container]
+        runtime, _, container_id = status["containerID"].partition("://")
+        assert runtime == "containerd", status["containerID"]
+        return self.running[pod["spec"]["nodeName"]].container_pid(container_id)
 
     def node_ready(self, name: str) -> bool:
         return condition_true(self.api().get(f"/api/v1/nodes/{name}"), "Ready")
 
+    def node_up(self, name: str) -> bool:
+        """Ready, holding its Lease (kubelet creates it just after reporting Ready), and with
+        the ceph-csi node plugin stand-in registered."""
+        api = self.api()
+        lease = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        drivers = api.get(f"/apis/storage.k8s.io/v1/csinodes/{name}")["spec"]["drivers"] or []
+        return (
+            self.node_ready(name)
+            and api.get(lease)["spec"]["holderIdentity"] == name
+            and cephcsi.DRIVER in {d["name"] for d in drivers}
+        )
+
     def wait_nodes_ready(self, names: list[str], timeout: float) -> None:
         def ready() -> bool:
-            for name, proc in self.agents.items():
-                if proc.poll() is not None:
-                    raise Fatal(f"node agent {name} exited with {proc.returncode}")
-            return all(self.node_ready(n) for n in names)
+            for node in self.running.values():
+                try:
+                    node.check_alive()
+                except RuntimeError as exc:
+                    raise Fatal(str(exc)) from exc
+            return all(self.node_up(n) for n in names)
 
-        wait_for(ready, timeout, f"nodes {names} Ready", interval=0.5)
+        wait_for(ready, timeout, f"nodes {names} up", interval=0.5)
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -148,14 +177,17 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop everything started here; remove its namespaces, links and mount points."""
-        for name in list(self.agents):
-            self.stop_agent(name)
+        for name in list(self.running):
+            self.stop_node(name)
         if self.provisioner is not None:
             stop(self.provisioner)
             self.provisioner = None
         self.control_plane.stop()
         cephcsi.clear_leftovers(self.state_dir / "nodes")
-        network.delete_all_pod_networks()
+        unmount_under(self.state_dir / "nodes")
+        for name in self.nodes:
+            remove_cgroups(node_cgroup(name))
+        network.delete_node_networks()
         network.delete_bridge()
         self._remove_mountpoints()
 

@@ -57,6 +57,7 @@ class ControlPlane:
     state_dir: Path
     binaries: Binaries
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pki: Pki | None = None
 
     @property
     def server(self) -> str:
@@ -79,7 +80,7 @@ class ControlPlane:
             raise
 
     def _start(self, timeout: float) -> None:
-        pki = Pki.generate(self.state_dir / "pki", [HOST, "10.96.0.1"])
+        pki = self.pki = Pki.generate(self.state_dir / "pki", [HOST, "10.96.0.1"])
         pki.write_kubeconfig(self.kubeconfig, self.server)
         etcd_url = f"http://{HOST}:{ETCD_CLIENT_PORT}"
         peer_url = f"http://{HOST}:{ETCD_PEER_PORT}"
@@ -112,10 +113,16 @@ class ControlPlane:
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--authorization-mode=RBAC",
+                # Kubelets authenticate as system:node:<name>; the Node authorizer and
+                # NodeRestriction limit each to its own Node and pods, as on a real cluster.
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                # For logs, exec and port-forward through kubelet's API.
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
                 # The loopback advertise address is not a valid Endpoints address.
                 "--endpoint-reconciler-type=none",
-                # Node agents serve logs on their InternalIP; there is no DNS for node names.
+                # Kubelets serve on their InternalIP; there is no DNS for node names.
                 "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
             ],

@@ -141,8 +141,12 @@ class Pki:
             sa_pub=sa_pub,
         )
 
-    def write_kubeconfig(self, path: Path, server: str) -> Path:
-        """An admin kubeconfig that references this PKI's files by path."""
+    def write_kubeconfig(
+        self, path: Path, server: str, client: tuple[Path, Path] | None = None
+    ) -> Path:
+        """A kubeconfig that references this PKI's files by path; the admin's unless ``client``
+        names another (cert, key) pair."""
+        cert, key = client or (self.admin_cert, self.admin_key)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -156,8 +160,8 @@ class Pki:
                 {
                     "name": "testbed-admin",
                     "user": {
-                        "client-certificate": str(self.admin_cert),
-                        "client-key": str(self.admin_key),
+                        "client-certificate": str(cert),
+                        "client-key": str(key),
                     },
                 }
             ],
@@ -169,6 +173,37 @@ class Pki:
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path
+
+
+def node_client_cert(pki: Pki, directory: Path, node: str) -> tuple[Path, Path]:
+    """Kubelet's client cert for ``node``: ``CN=system:node:<node>, O=system:nodes``, the identity
+    the Node authorizer and the NodeRestriction admission plugin expect, signed by the CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert_path, key_path = directory / "kubelet-client.crt", directory / "kubelet-client.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path
 
 
 def self_signed(directory: Path, name: str, ip: str) -> tuple[Path, Path]:

@@ -5,7 +5,9 @@ The versions live in ``versions.env`` so the build script and Python read the sa
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,92 @@ def _read_pins() -> dict[str, str]:
 _PINS = _read_pins()
 KUBERNETES_VERSION = _PINS["KUBERNETES_VERSION"]
 COREDNS_VERSION = _PINS["COREDNS_VERSION"]
+CONTAINERD_VERSION = _PINS["CONTAINERD_VERSION"]
+RUNC_VERSION = _PINS["RUNC_VERSION"]
+DEBIAN_SUITE = _PINS["DEBIAN_SUITE"]
+DEBIAN_PACKAGES = _PINS["DEBIAN_PACKAGES"]
+# Debian's containernetworking-plugins (installed by scripts/build-node.sh).
+CNI_DIR = Path("/usr/lib/cni")
+
+
+def images_dir() -> Path:
+    return distributions.cache_dir() / "images"
+
+
+def etcdutl() -> Path:
+    """etcdutl of the pinned etcd: the upstream etcd image carries it, quorumkeeper doesn't."""
+    return distributions.cache_dir() / f"etcdutl-v{distributions.ETCD_VERSION}" / "bin" / "etcdutl"
+
+
+def csi_proto_dir() -> Path:
+    """Python stubs of the CSI spec and kubelet's plugin registration API (build-node.sh)."""
+    return distributions.cache_dir() / f"csi-proto-{KUBERNETES_VERSION}"
+
+
+def debian_rootfs() -> Path:
+    """The Debian root file system layer (a tar) the toolbox and ZooKeeper images start from."""
+    packages = hashlib.sha256(DEBIAN_PACKAGES.encode()).hexdigest()[:8]
+    return images_dir() / f"debian-{DEBIAN_SUITE}-{packages}-rootfs.tar"
+
+
+def _toolbox_tag() -> str:
+    """The toolbox image's tag: its server and its root file system's packages, so a change of
+    either builds a new image."""
+    content = Path(__file__).with_name("toolbox.py").read_bytes()
+    return hashlib.sha256(content + debian_rootfs().name.encode()).hexdigest()[:12]
+
+
+PAUSE_IMAGE = f"registry.k8s.io/pause:{_PINS['PAUSE_VERSION']}"
+BUSYBOX_IMAGE = f"docker.io/library/busybox:{_PINS['BUSYBOX_VERSION']}"
+# Upstream publishes etcd under both names; pods may use either.
+ETCD_IMAGES = (
+    f"quay.io/coreos/etcd:v{distributions.ETCD_VERSION}",
+    f"gcr.io/etcd-development/etcd:v{distributions.ETCD_VERSION}",
+)
+TOOLBOX_IMAGE = f"docker.io/quorumkeeper/testbed-toolbox:{_toolbox_tag()}"
+ZOOKEEPER_IMAGE = f"docker.io/library/zookeeper:{distributions.ZOOKEEPER_VERSION}"
+
+
+def _archive(image: str) -> Path:
+    """``registry.k8s.io/pause:3.10.2`` -> ``<cache>/images/pause-3.10.2.tar`` (build-node.sh)."""
+    repository, _, tag = image.rpartition(":")
+    return images_dir() / f"{repository.rsplit('/', 1)[-1]}-{tag}.tar"
+
+
+# Every image archive a node holds: archive -> the names it carries.
+IMAGE_ARCHIVES: dict[Path, tuple[str, ...]] = {
+    _archive(image[0]): image
+    for image in (
+        (PAUSE_IMAGE,),
+        (BUSYBOX_IMAGE,),
+        ETCD_IMAGES,
+        (TOOLBOX_IMAGE,),
+        (ZOOKEEPER_IMAGE,),
+    )
+}
+
+
+def shell_assignments() -> str:
+    """Names and paths for scripts/build-node.sh, as shell assignments."""
+    values = {
+        "PAUSE_IMAGE": PAUSE_IMAGE,
+        "PAUSE_ARCHIVE": _archive(PAUSE_IMAGE),
+        "BUSYBOX_IMAGE": BUSYBOX_IMAGE,
+        "BUSYBOX_ARCHIVE": _archive(BUSYBOX_IMAGE),
+        "ETCD_VERSION": distributions.ETCD_VERSION,
+        "ETCD_DIR": distributions.etcd_dir(),
+        "ETCD_IMAGES": " ".join(ETCD_IMAGES),
+        "ETCD_ARCHIVE": _archive(ETCD_IMAGES[0]),
+        "ETCDUTL": etcdutl(),
+        "DEBIAN_ROOTFS": debian_rootfs(),
+        "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
+        "TOOLBOX_ARCHIVE": _archive(TOOLBOX_IMAGE),
+        "ZOOKEEPER_VERSION": distributions.ZOOKEEPER_VERSION,
+        "ZOOKEEPER_LIB": distributions.zookeeper_lib_dir(),
+        "ZOOKEEPER_IMAGE": ZOOKEEPER_IMAGE,
+        "ZOOKEEPER_ARCHIVE": _archive(ZOOKEEPER_IMAGE),
+    }
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
 
 @dataclass(frozen=True)
@@ -40,12 +128,19 @@ class Binaries:
     coredns: Path
     etcd: Path
     etcdctl: Path
+    kubelet: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path
+    cni_dir: Path
 
     @classmethod
     def from_cache(cls) -> Binaries:
         root = distributions.cache_dir()
         kube = root / f"kubernetes-{KUBERNETES_VERSION}" / "bin"
         etcd = distributions.etcd_dir()
+        containerd = root / f"containerd-{CONTAINERD_VERSION}" / "bin"
         return cls(
             kube_apiserver=kube / "kube-apiserver",
             kube_controller_manager=kube / "kube-controller-manager",
@@ -54,8 +149,21 @@ class Binaries:
             coredns=root / f"coredns-{COREDNS_VERSION}" / "bin" / "coredns",
             etcd=etcd / "etcd",
             etcdctl=etcd / "etcdctl",
+            kubelet=kube / "kubelet",
+            containerd=containerd / "containerd",
+            containerd_shim=containerd / "containerd-shim-runc-v2",
+            ctr=containerd / "ctr",
+            runc=root / f"runc-{RUNC_VERSION}" / "bin" / "runc",
+            cni_dir=CNI_DIR,
         )
 
     def missing(self) -> list[Path]:
-        """Binaries not built yet: run scripts/build-kubernetes.sh to fill the cache."""
-        return [p for p in vars(self).values() if not os.access(p, os.X_OK)]
+        """Binaries and image archives not built yet: run scripts/build-kubernetes.sh and
+        scripts/build-node.sh to fill the cache."""
+        paths = [p for p in vars(self).values() if not os.access(p, os.X_OK)]
+        stubs = csi_proto_dir() / "csi_pb2_grpc.py"
+        return paths + [p for p in [*IMAGE_ARCHIVES, stubs] if not p.is_file()]
+
+
+if __name__ == "__main__":
+    print(shell_assignments(), end="")

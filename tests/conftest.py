@@ -1,8 +1,9 @@
 """Suite-wide settings, and the Kubernetes test bed shared by every suite that needs it.
 
 The test bed is started by the first test that asks for it and stopped right after the last
-one (in collection order), so the `testbed` and `ceph` suites share one start-up (10-17 s) and
-it does not idle (about 10% of a core) through the suites that run after them.
+one (in collection order), so the `testbed` and `ceph` suites share one start-up (6-14 s) and
+it does not idle (three kubelets and containerds, a few % of a core) through the suites that run
+after them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def testbed_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Control plane plus three node agents, one for the whole session.
+    """Control plane plus three real nodes (kubelet, containerd, runc), one for the session.
 
     Its state (logs, etcd, volumes) lives outside pytest's rotated temp dirs and is kept for
     debugging when a test failed.

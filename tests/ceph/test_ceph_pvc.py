@@ -1,11 +1,11 @@
 """An etcd member's data on a ceph-csi RBD PVC follows its pod to another node after node loss.
 
 The Kubernetes version of test_ceph_data_path: the test bed's ceph-csi stand-in provisions the
-image and stages it on the pod's node as that node's own Ceph client (lock, rbd-fuse, loop
-device, ext4; see testbed/cephcsi.py). Killing node A's agent kills the member and node A's Ceph
-clients but leaves their lock on the image, so the StatefulSet's replacement pod can't mount on
-node B until `quorumkeeper ceph locks --kubeconfig ... --fence` blocklists node A's clients and
-breaks the lock.
+image, and its CSI node plugin stand-in stages it, when node A's kubelet asks, as that node's own
+Ceph client (lock, rbd-fuse, loop device, ext4; see testbed/cephcsi.py and testbed/csinode.py).
+Killing node A kills the member and node A's Ceph clients but leaves their lock on the image, so
+the StatefulSet's replacement pod can't mount on node B until `quorumkeeper ceph locks
+--kubeconfig ... --fence` blocklists node A's clients and breaks the lock.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from quorumkeeper.stores.base import Endpoint, StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
-from testbed.network import node_storage_ip
+from testbed.network import node_ip
 from testbed.procs import wait_for
 from tests.ceph.conftest import POOL, CsiStorageClass
 from tests.ceph.minicluster import MiniCluster
@@ -125,6 +125,18 @@ def lock_holders(ceph_cluster: MiniCluster, image: str) -> list[str]:
     return [lk["address"] for lk in ceph_cluster.rbd_json("lock", "ls", f"{POOL}/{image}")]
 
 
+def volume_mounts(cluster: Cluster) -> list[str]:
+    """Mount points of RBD volumes (ext4 on a loop device, rbd-fuse) on any node."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        fs_type, source = fields[fields.index("-") + 1 : fields.index("-") + 3]
+        rbd = source.startswith("/dev/loop") or fs_type == "fuse.rbd-fuse"
+        if rbd and fields[4].startswith(f"{cluster.state_dir}/"):
+            found.append(fields[4])
+    return found
+
+
 def loop_backing_files() -> str:
     return subprocess.run(
         ["losetup", "--list", "--noheadings", "--output", "BACK-FILE"],
@@ -145,7 +157,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
     apply(testbed_cluster, namespace, etcd_statefulset(csi_storage_class.name))
     (pod,) = wait_for(lambda: ready_pods(kube, namespace, "etcd", 1), 120, "etcd-0 Ready")
     node_a = pod["spec"]["nodeName"]
-    ip_a = node_storage_ip(testbed_cluster.nodes.index(node_a) + 1)
+    ip_a = node_ip(testbed_cluster.nodes.index(node_a) + 1)
 
     # The stand-in provisioned the image the ceph-csi way and node A's client holds its lock.
     pvc = kube.get(ns_path(namespace, "persistentvolumeclaims", "data-etcd-0"))
@@ -163,7 +175,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
     writer.start()
     try:
         wait_for(lambda: len(writer.acknowledged) >= 50, 60, "50 acknowledged writes")
-        testbed_cluster.stop_agent(node_a, kill=True)
+        testbed_cluster.stop_node(node_a, kill=True)
         lost_at = time.monotonic()
     finally:
         writer.stopping.set()
@@ -207,9 +219,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
         assert f"rbd image {POOL}/{image} is locked by" in event["message"]
         assert f"at {holder_a}" in event["message"]
         assert event["source"]["host"] == node_b
-        status = kube.get(path)["status"]
-        assert status["phase"] == "Pending"
-        assert "is locked by" in status["message"]
+        assert kube.get(path)["status"]["phase"] == "Pending"
 
         fenced = runner.invoke(
             ceph_app,
@@ -241,7 +251,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
         print(f"fence to Ready on {node_b}: {time.monotonic() - fenced_at:.1f}s")
         assert moved_pod["metadata"]["uid"] == new["metadata"]["uid"]
         (holder_b,) = lock_holders(ceph_cluster, image)
-        ip_b = node_storage_ip(testbed_cluster.nodes.index(node_b) + 1)
+        ip_b = node_ip(testbed_cluster.nodes.index(node_b) + 1)
         assert holder_b.startswith(f"{ip_b}:")
 
         store = EtcdStore([Endpoint(name="etcd-0", address=moved_pod["status"]["podIP"])])
@@ -252,15 +262,17 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
         assert found == writer.acknowledged
     finally:
         testbed_cluster.kubectl("taint", "nodes", node_a, f"{OUT_OF_SERVICE}-", check=False)
-        testbed_cluster.start_agent(node_a)
+        testbed_cluster.start_node(node_a)
         testbed_cluster.wait_nodes_ready([node_a], 60)
 
     # Deleting the pod unstages the volume on node B: unmounted, detached and unlocked; node A's
     # leftovers were cleared when it came back.
+    deleted_at = time.monotonic()
     testbed_cluster.kubectl("delete", "-n", namespace, "statefulset", "etcd", "--wait=false")
     wait_for(lambda: not kube.get(ns_path(namespace, "pods"))["items"], 60, "etcd-0 to be deleted")
     assert lock_holders(ceph_cluster, image) == []
-    assert f"{testbed_cluster.state_dir}/nodes/" not in Path("/proc/self/mountinfo").read_text()
+    print(f"delete to unstaged and unlocked: {time.monotonic() - deleted_at:.1f}s")
+    assert volume_mounts(testbed_cluster) == []
     wait_for(lambda: image not in loop_backing_files(), 30, f"no loop device on {image}")
 
     # Reclaim policy Delete: the stand-in removes the image with the PV.

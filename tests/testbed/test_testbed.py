@@ -1,10 +1,11 @@
-"""The test bed itself: real control plane, node agents, DNS, volumes, migration, node loss."""
+"""The test bed itself: real control plane, real nodes, DNS, volumes, migration, node loss."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,12 +16,16 @@ import pytest
 import yaml
 
 from testbed.cluster import Cluster
-from testbed.images import TOOLBOX_IMAGE
 from testbed.kube import Kube, Obj, condition_true, ns_path
-from testbed.network import NETNS_PREFIX, POD_CIDR, netns_path
+from testbed.network import POD_CIDR
 from testbed.procs import wait_for
-from testbed.runtime import pod_key
-from testbed.versions import KUBERNETES_VERSION
+from testbed.versions import (
+    BUSYBOX_IMAGE,
+    ETCD_IMAGES,
+    KUBERNETES_VERSION,
+    TOOLBOX_IMAGE,
+    ZOOKEEPER_IMAGE,
+)
 
 pytestmark = pytest.mark.testbed
 
@@ -43,7 +48,7 @@ def statefulset(name: str, replicas: int) -> list[dict[str, Any]]:
     }
     container = {
         "name": "toolbox",
-        "image": f"{TOOLBOX_IMAGE}:latest",
+        "image": TOOLBOX_IMAGE,
         "args": [str(PORT)],
         "ports": [{"name": "http", "containerPort": PORT}],
         "env": [
@@ -128,9 +133,23 @@ def in_phase(kube: Kube, path: str, phase: str) -> Obj | None:
     return pod if pod["status"].get("phase") == phase else None
 
 
-def container_pid(pod: Obj) -> int:
-    """The test bed reports a container's host PID as its container ID."""
-    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("testbed://"))
+def network_namespace(pid: int) -> str:
+    """``net:[<inode>]``: how the kernel names the process's network namespace."""
+    return Path(f"/proc/{pid}/ns/net").readlink().name
+
+
+def namespace_exists(namespace: str) -> bool:
+    """Whether any process is in ``namespace`` or any mount (a netns file) holds it."""
+    mounts = Path("/proc/self/mountinfo").read_text()
+    if f" {namespace} " in mounts:
+        return True
+    for ns in Path("/proc").glob("[0-9]*/ns/net"):
+        try:
+            if ns.readlink().name == namespace:
+                return True
+        except OSError:
+            continue  # the process is gone
+    return False
 
 
 def test_kubectl_matches_the_server_minor_release(testbed_cluster: Cluster) -> None:
@@ -202,10 +221,11 @@ def test_pvc_data_survives_deleting_the_pod(
 ) -> None:
     apply(testbed_cluster, namespace, statefulset("keep", 1))
     (pod,) = wait_for(lambda: ready_pods(kube, namespace, "keep", 1), 120, "Ready pod")
+    pid = testbed_cluster.container_pid(pod)
     write_and_delete(kube, namespace, pod, "still here")
     (new,) = wait_for(lambda: replaced(kube, namespace, "keep", pod), 120, "replacement pod")
 
-    assert not Path(f"/proc/{container_pid(pod)}").exists()
+    assert not Path(f"/proc/{pid}").exists()
     assert toolbox(new["status"]["podIP"], f"/file?path={DATA}/proof") == {"content": "still here"}
 
 
@@ -228,31 +248,56 @@ def test_pod_migrates_off_a_cordoned_node_with_its_volume(
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["stop", "kill"])
-def test_losing_a_node_agent_is_node_loss(
+def test_losing_a_node_is_node_loss(
     testbed_cluster: Cluster, kube: Kube, namespace: str, kill: bool
 ) -> None:
     apply(testbed_cluster, namespace, statefulset("lost", 1))
     (pod,) = wait_for(lambda: ready_pods(kube, namespace, "lost", 1), 120, "Ready pod")
     node = pod["spec"]["nodeName"]
-    pid = container_pid(pod)
-    assert Path(f"/proc/{pid}").exists()
+    pid = testbed_cluster.container_pid(pod)
+    pod_network = network_namespace(pid)
 
-    testbed_cluster.stop_agent(node, kill=kill)
+    testbed_cluster.stop_node(node, kill=kill)
     try:
+        # A killed kubelet alone leaves its pods running: node loss takes every process (the
+        # host's init reaps it).
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the pod's process to die")
         wait_for(lambda: not testbed_cluster.node_ready(node), 60, f"{node} NotReady")
     finally:
-        testbed_cluster.start_agent(node)
+        testbed_cluster.start_node(node)
         testbed_cluster.wait_nodes_ready([node], 60)
     # As after a reboot: the dead pod's network is gone, so its IP can't shadow a new pod's.
-    assert not netns_path(NETNS_PREFIX + pod_key(pod["metadata"]["uid"])).exists()
+    assert not namespace_exists(pod_network)
+
+
+def test_a_hung_node_goes_not_ready_and_its_pods_live_on_after_it_thaws(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    apply(testbed_cluster, namespace, statefulset("hung", 1))
+    (pod,) = wait_for(lambda: ready_pods(kube, namespace, "hung", 1), 120, "Ready pod")
+    node, pid = pod["spec"]["nodeName"], testbed_cluster.container_pid(pod)
+
+    testbed_cluster.freeze_node(node)
+    try:
+        wait_for(lambda: not testbed_cluster.node_ready(node), 60, f"{node} NotReady")
+        assert "\nState:\tD" in Path(f"/proc/{pid}/status").read_text()  # frozen, not dead
+    finally:
+        testbed_cluster.freeze_node(node, frozen=False)
+    testbed_cluster.wait_nodes_ready([node], 60)
+    (again,) = wait_for(lambda: ready_pods(kube, namespace, "hung", 1), 60, "the pod Ready")
+    assert again["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert testbed_cluster.container_pid(again) == pid
 
 
 def test_restart_policy_restart_counts_and_logs(
     testbed_cluster: Cluster, kube: Kube, namespace: str
 ) -> None:
+    # The second run waits to be told to finish: once the pod has succeeded, kubelet removes
+    # all but its last container (one dead container per container), and the previous log
+    # goes with it.
     script = (
-        "if [ -f /scratch/ran ]; then echo second run of $(POD_NAME); exit 0; fi; "
+        "if [ -f /scratch/ran ]; then echo second run of $(POD_NAME); "
+        "while [ ! -f /scratch/done ]; do sleep 0.2; done; exit 0; fi; "
         "touch /scratch/ran; echo first run; exit 3"
     )
     pod = {
@@ -264,7 +309,7 @@ def test_restart_policy_restart_counts_and_logs(
             "containers": [
                 {
                     "name": "main",
-                    "image": "busybox:1.37",
+                    "image": BUSYBOX_IMAGE,
                     "command": ["sh", "-c", script],
                     "env": [
                         {
@@ -281,17 +326,25 @@ def test_restart_policy_restart_counts_and_logs(
     apply(testbed_cluster, namespace, [pod])
 
     path = ns_path(namespace, "pods", "once")
-    status = wait_for(lambda: in_phase(kube, path, "Succeeded"), 60, "success after a restart")[
-        "status"
-    ]
-    (container,) = status["containerStatuses"]
+
+    def restarted() -> Obj | None:
+        statuses = kube.get(path)["status"].get("containerStatuses") or [{}]
+        running = "running" in statuses[0].get("state", {})
+        return statuses[0] if running and statuses[0].get("restartCount") else None
+
+    container = wait_for(restarted, 60, "a second run after the failed first one")
     assert container["restartCount"] == 1
     assert container["lastState"]["terminated"]["exitCode"] == 3
-    assert container["state"]["terminated"]["exitCode"] == 0
-    logs = testbed_cluster.kubectl("logs", "-n", namespace, "once").stdout
-    assert logs == "second run of once\n"
     previous = testbed_cluster.kubectl("logs", "-n", namespace, "once", "--previous").stdout
     assert previous == "first run\n"
+    logs = lambda: testbed_cluster.kubectl("logs", "-n", namespace, "once").stdout  # noqa: E731
+    wait_for(lambda: logs() == "second run of once\n", 10, "the second run's log")
+
+    testbed_cluster.kubectl("exec", "-n", namespace, "once", "--", "touch", "/scratch/done")
+    status = wait_for(lambda: in_phase(kube, path, "Succeeded"), 60, "success")["status"]
+    (container,) = status["containerStatuses"]
+    assert container["restartCount"] == 1
+    assert container["state"]["terminated"]["exitCode"] == 0
 
 
 def busybox_pod(name: str, script: str, **spec: Any) -> Obj:
@@ -304,7 +357,7 @@ def busybox_pod(name: str, script: str, **spec: Any) -> Obj:
             "containers": [
                 {
                     "name": "main",
-                    "image": "busybox:1.37",
+                    "image": BUSYBOX_IMAGE,
                     "command": ["sh", "-c", script],
                     "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
                     **spec.pop("container", {}),
@@ -355,7 +408,9 @@ def test_deletion_waits_for_the_grace_period_of_a_process_ignoring_sigterm(
     pod = busybox_pod("stubborn", "while true; do sleep 0.2; done", terminationGracePeriodSeconds=3)
     apply(testbed_cluster, namespace, [pod])
     path = ns_path(namespace, "pods", "stubborn")
-    pid = container_pid(wait_for(lambda: in_phase(kube, path, "Running"), 60, "pod Running"))
+    pid = testbed_cluster.container_pid(
+        wait_for(lambda: in_phase(kube, path, "Running"), 60, "pod Running")
+    )
 
     started = time.monotonic()
     kube.delete(path)
@@ -409,3 +464,61 @@ def test_configmap_and_env_reach_the_container_and_configmap_updates_follow(
         30,
         "the ConfigMap update inside the pod",
     )
+
+
+def test_etcd_and_zookeeper_images_have_the_upstream_layouts(
+    testbed_cluster: Cluster, kube: Kube, namespace: str
+) -> None:
+    zookeeper = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "zk", "labels": {"app": "images"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "zookeeper",
+                    "image": ZOOKEEPER_IMAGE.removeprefix("docker.io/library/"),
+                    "env": [{"name": "ZOO_4LW_COMMANDS_WHITELIST", "value": "ruok"}],
+                    "readinessProbe": {
+                        "exec": {"command": ["sh", "-c", "echo ruok | nc -w2 127.0.0.1 2181"]},
+                        "periodSeconds": 1,
+                        "timeoutSeconds": 5,
+                    },
+                }
+            ]
+        },
+    }
+    etcd = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "etcd", "labels": {"app": "images"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "etcd",
+                    "image": ETCD_IMAGES[0],
+                    "readinessProbe": {
+                        "exec": {"command": ["etcdctl", "endpoint", "health"]},
+                        "periodSeconds": 1,
+                    },
+                }
+            ]
+        },
+    }
+    apply(testbed_cluster, namespace, [zookeeper, etcd])
+    wait_for(lambda: ready_pods(kube, namespace, "images", 2), 120, "both pods Ready")
+
+    def run(pod: str, *command: str) -> subprocess.CompletedProcess[str]:
+        return testbed_cluster.kubectl("exec", "-n", namespace, pod, "--", *command, check=False)
+
+    # The official ZooKeeper image: config written from ZOO_* into /conf, the server dropped
+    # to the zookeeper user, the release's bin/ on PATH.
+    config = run("zk", "cat", "/conf/zoo.cfg").stdout.splitlines()
+    assert "dataDir=/data" in config and "4lw.commands.whitelist=ruok" in config
+    assert "Uid:\t1000\t1000\t1000\t1000" in run("zk", "cat", "/proc/1/status").stdout
+    assert run("zk", "sh", "-c", "command -v zkServer.sh").stdout.strip() == (
+        f"/apache-zookeeper-{ZOOKEEPER_IMAGE.rpartition(':')[2]}-bin/bin/zkServer.sh"
+    )
+    # The upstream etcd image: distroless, so there is no shell; its three binaries are there.
+    assert "executable file not found" in run("etcd", "sh", "-c", "true").stderr
+    assert run("etcd", "etcdutl", "version").stdout.startswith("etcdutl version:")
