@@ -111,8 +111,10 @@ def _log_health_changes(before: dict[str, bool], status: dict[str, Any]) -> dict
         if healthy:
             log.info("%s is healthy", name)
         else:
-            why = member.get("blocked_by") or member.get("last_error") or status["step"]["reason"]
-            log.warning("%s is unhealthy: %s", name, why)
+            why = member.get("blocked_by") or (
+                member.get("last_error") if member.get("failed_starts") else None
+            )
+            log.warning("%s is unhealthy%s", name, f": {why}" if why else "")
     return now
 
 

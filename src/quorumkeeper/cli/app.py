@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from collections import deque
 from contextlib import suppress
@@ -60,7 +61,8 @@ app.add_typer(ceph_app, name="ceph")
 app.add_typer(render_app, name="render")
 app.add_typer(maintenance_app, name="maintenance")
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 200)
+"""Piped or logged output is not cut to 80 columns: status rows stay whole."""
 err = Console(stderr=True)
 
 StateDirOption = Annotated[
@@ -212,6 +214,15 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
     ]
     if status["problems"] and status["phase"] == Phase.READY:
         status["phase"] = Phase.DEGRADED.value
+    status["keeper_pid"] = cluster.paths.keeper_pid()
+    if status["keeper_pid"] is None:
+        status["problems"].append(
+            f"the keeper is stopped: nothing is restarted or changed until "
+            f"`quorumkeeper start {cluster.spec.name}`; its next step would be: "
+            f"{status['step']['reason']}"
+        )
+        if not any(member["pid"] for member in status["members"]):
+            status["phase"] = "Stopped"
     return status
 
 
@@ -455,7 +466,8 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
     held = taken_addresses(spec, joining, ours={pid for pid in ours if pid})
     if held:
         raise _fail(
-            f"members: {members} needs {', '.join(map(str, held))}; fix: stop that process, "
+            f"members: {members} needs ports another program holds: "
+            f"{'; '.join(map(str, held))}; fix: stop that process, "
             f"or scale to at most {len(membership)}"
         )
     if spec.even_count_warning:

@@ -206,6 +206,10 @@ class LocalRuntime:
             os.kill(pid, signal.SIGKILL)
             wait_for_exit(pid, grace)
         self._pid_path(endpoint).unlink(missing_ok=True)
+        history = self.history(endpoint)
+        if not history.judged:  # stopped on purpose: not a failed start
+            history.judged = True
+            self.save_history(endpoint, history)
 
     def set_aside(self, endpoint: Endpoint, why: str) -> Path:
         """Move a member's data where no start finds it, with a note saying why; returns where.

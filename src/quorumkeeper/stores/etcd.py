@@ -65,13 +65,14 @@ def peer_url(address: str) -> str:
 
 
 def answers(address: str, timeout: float = 0.5) -> bool:
-    """Whether the member's server is up, quorum or not: etcd serves HTTP only once it has
-    loaded its data, and `/health` answers at once without a leader ("RAFT NO LEADER")."""
+    """Whether the member's server is up, quorum or not. A restarted member serves no client
+    request until a quorum lets it publish itself (even `/health` and the status wait), but its
+    peer port serves `/version` as soon as it has loaded its data and runs raft."""
     try:
-        httpx.get(f"{client_url(address)}/health", timeout=timeout)
+        response = httpx.get(f"{peer_url(address)}/version", timeout=timeout)
     except httpx.HTTPError:
         return False
-    return True
+    return response.status_code == 200
 
 
 def _b64(text: str) -> str:

@@ -712,9 +712,12 @@ _LOGBACK = """<configuration>
       <pattern>%d{{ISO8601}} [myid:%X{{myid}}] %-5p [%t:%C{{1}}@%L] - %m%n</pattern>
     </encoder>
   </appender>
+  <logger name="org.apache.zookeeper.server.NIOServerCnxn" level="{four_letter_words}"/>
   <root level="{level}"><appender-ref ref="CONSOLE"/></root>
 </configuration>
 """
+"""At INFO, the keeper's four-letter words (`srvr`, `mntr` every pass) would be most of a member's
+log: their connection class logs from WARN up unless a more verbose level is asked for."""
 
 
 UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
@@ -805,7 +808,12 @@ class ZookeeperLauncher(MemberLauncher):
         """The java command of a member whose zoo.cfg is in place; writes its logging config."""
         settings = self.settings
         conf = self.conf_dir(data_dir)
-        (conf / "logback.xml").write_text(_LOGBACK.format(level=settings.log_level))
+        (conf / "logback.xml").write_text(
+            _LOGBACK.format(
+                level=settings.log_level,
+                four_letter_words="WARN" if settings.log_level == "INFO" else settings.log_level,
+            )
+        )
         return [
             "java",
             f"-Xmx{settings.heap}",
