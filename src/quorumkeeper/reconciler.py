@@ -159,7 +159,13 @@ class LocalCluster:
             listed = {self.desired.endpoint_at(m.address) for m in membership}
             endpoints = tuple(sorted(known | listed, key=lambda e: e.ordinal))
         pids = self.runtime.pids(endpoints)
-        histories = {e: self._history(e, pids[e] is not None, judge=judge) for e in endpoints}
+        answered = {
+            self.desired.endpoint_at(m.address) for m in membership or () if m.healthy
+        }
+        histories = {
+            e: self._history(e, pids[e] is not None, e in answered, judge=judge)
+            for e in endpoints
+        }
         slots = tuple(
             self._slot(e, pids[e] is not None, histories[e], cold=membership is None)
             for e in endpoints
@@ -167,11 +173,18 @@ class LocalCluster:
         observation = Observation(membership, slots, adds_refused)
         return Snapshot(observation, endpoints, histories, pids)
 
-    def _history(self, endpoint: Endpoint, running: bool, *, judge: bool) -> StartHistory:
+    def _history(
+        self, endpoint: Endpoint, running: bool, answered: bool, *, judge: bool
+    ) -> StartHistory:
+        """Judge the last start: good once the member answered as healthy or stayed up
+        `STAYS_UP_SECONDS`, failed once it exited before either. A member killed after it
+        served is not a failed start, so its next start's error is judged on its own."""
         history = self.runtime.history(endpoint)
         if not judge or history.judged:
             return history
-        if not running:
+        if running and answered:
+            history.failed_in_row = 0
+        elif not running:
             history.failed_in_row += 1
         elif time.time() - history.last_start >= STAYS_UP_SECONDS:
             history.failed_in_row = 0
