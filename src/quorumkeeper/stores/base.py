@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from quorumkeeper.errors import ExitCode, QuorumkeeperError
+
 
 class Role(StrEnum):
     LEADER = "leader"
@@ -132,12 +134,14 @@ def data_after(view: mmap.mmap, offset: int, size: int) -> bool:
     return view[offset:end].count(0) != end - offset
 
 
-class StoreError(RuntimeError):
-    """The store refused or failed an operation; `retryable` says whether trying again helps."""
+class StoreError(QuorumkeeperError):
+    """The store refused or failed an operation; `retryable` says whether trying again helps
+    (exit status 1 then, else 2: the store refused and nothing changed)."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.exit_code = ExitCode.NOT_DONE if retryable else ExitCode.REFUSED
 
 
 class StoreUnavailable(StoreError):
