@@ -14,15 +14,18 @@ from pathlib import Path
 
 import httpx
 
-from quorumkeeper import distributions
+from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.planner import Desired
-from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.processes import LocalRuntime
+from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
-from quorumkeeper.state import ensure_secret
 from quorumkeeper.stores import zookeeper
-from quorumkeeper.stores.base import Endpoint, MemberLauncher, Peer, StoreError
-from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore, client_url, peer_url
-from quorumkeeper.stores.zookeeper import ZookeeperLauncher
+from quorumkeeper.stores.base import StoreError
+from quorumkeeper.runtimes.local.launchers import MemberLauncher
+from quorumkeeper.stores.etcd import EtcdStore, client_url, peer_url
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher
+from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
 from tests.acceptance.harness import LocalClusterUnderTest
 from tests.polling import wait_until
 

@@ -6,7 +6,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 qk="$repo/.venv/bin/quorumkeeper"
-etcdctl="$("$repo/.venv/bin/python" -c 'from quorumkeeper import distributions as d; print(d.etcd_dir() / "etcdctl")')"
+etcdctl="$("$repo/.venv/bin/python" -c 'from quorumkeeper.runtimes.local import distributions as d; print(d.etcd_dir() / "etcdctl")')"
 name="${1:-demo}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

@@ -11,7 +11,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from quorumkeeper import distributions
+from quorumkeeper import versions
+from quorumkeeper.runtimes.local import distributions
 
 _ENV_FILE = Path(__file__).with_name("versions.env")
 
@@ -43,7 +44,7 @@ def images_dir() -> Path:
 
 def etcdutl() -> Path:
     """etcdutl of the pinned etcd: the upstream etcd image carries it, quorumkeeper doesn't."""
-    return distributions.cache_dir() / f"etcdutl-v{distributions.ETCD_VERSION}" / "bin" / "etcdutl"
+    return distributions.cache_dir() / f"etcdutl-v{versions.ETCD_VERSION}" / "bin" / "etcdutl"
 
 
 def csi_proto_dir() -> Path:
@@ -68,11 +69,11 @@ PAUSE_IMAGE = f"registry.k8s.io/pause:{_PINS['PAUSE_VERSION']}"
 BUSYBOX_IMAGE = f"docker.io/library/busybox:{_PINS['BUSYBOX_VERSION']}"
 # Upstream publishes etcd under both names; pods may use either.
 ETCD_IMAGES = (
-    f"quay.io/coreos/etcd:v{distributions.ETCD_VERSION}",
-    f"gcr.io/etcd-development/etcd:v{distributions.ETCD_VERSION}",
+    f"quay.io/coreos/etcd:v{versions.ETCD_VERSION}",
+    f"gcr.io/etcd-development/etcd:v{versions.ETCD_VERSION}",
 )
 TOOLBOX_IMAGE = f"docker.io/quorumkeeper/testbed-toolbox:{_toolbox_tag()}"
-ZOOKEEPER_IMAGE = f"docker.io/library/zookeeper:{distributions.ZOOKEEPER_VERSION}"
+ZOOKEEPER_IMAGE = f"docker.io/library/zookeeper:{versions.ZOOKEEPER_VERSION}"
 
 
 def _archive(image: str) -> Path:
@@ -101,7 +102,7 @@ def shell_assignments() -> str:
         "PAUSE_ARCHIVE": _archive(PAUSE_IMAGE),
         "BUSYBOX_IMAGE": BUSYBOX_IMAGE,
         "BUSYBOX_ARCHIVE": _archive(BUSYBOX_IMAGE),
-        "ETCD_VERSION": distributions.ETCD_VERSION,
+        "ETCD_VERSION": versions.ETCD_VERSION,
         "ETCD_DIR": distributions.etcd_dir(),
         "ETCD_IMAGES": " ".join(ETCD_IMAGES),
         "ETCD_ARCHIVE": _archive(ETCD_IMAGES[0]),
@@ -109,7 +110,7 @@ def shell_assignments() -> str:
         "DEBIAN_ROOTFS": debian_rootfs(),
         "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
         "TOOLBOX_ARCHIVE": _archive(TOOLBOX_IMAGE),
-        "ZOOKEEPER_VERSION": distributions.ZOOKEEPER_VERSION,
+        "ZOOKEEPER_VERSION": versions.ZOOKEEPER_VERSION,
         "ZOOKEEPER_LIB": distributions.zookeeper_lib_dir(),
         "ZOOKEEPER_IMAGE": ZOOKEEPER_IMAGE,
         "ZOOKEEPER_ARCHIVE": _archive(ZOOKEEPER_IMAGE),

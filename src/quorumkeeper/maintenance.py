@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from quorumkeeper.stores.base import Member, Role, StoreError
+from quorumkeeper.model import Member, Role
+from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 
 NOSPACE = "NOSPACE"

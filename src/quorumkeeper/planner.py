@@ -12,65 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from quorumkeeper.stores.base import DataPosition, Endpoint, JoinRules, Member, Role
-
-MAX_FAILED_STARTS = 5
-"""Starts in a row that end without the member staying up, after which its data counts as lost
-(when the others keep a healthy quorum): a start that keeps failing for any other reason, a
-setting say, is then at least reported by a replacement that fails the same way."""
+from quorumkeeper.model import DataPosition, Endpoint, JoinRules, Member, Placement, Role, Slot
 
 
 def quorum(voters: int) -> int:
     return voters // 2 + 1
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A member's place in the runtime: its process and its data, whatever the store says.
-
-    The runtime adds what it knows of the process's recent starts, so the planner stays a pure
-    function: `position` is how far its data reaches (read from disk while it was stopped),
-    `booting` a process started moments ago that does not answer yet, `failed_starts` the starts
-    in a row that ended without it staying up, `held_back` the seconds its next start must still
-    wait (exponential backoff), `last_error` the last error line its process printed,
-    `unusable_data` that line when it is one of the store's known unusable-data errors, and
-    `blocked_by` a cause outside its data, such as another program holding its port.
-    """
-
-    endpoint: Endpoint
-    running: bool
-    has_data: bool
-    position: DataPosition | None = None
-    booting: bool = False
-    failed_starts: int = 0
-    held_back: float = 0.0
-    last_error: str | None = None
-    unusable_data: str | None = None
-    blocked_by: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.endpoint.name
-
-    @property
-    def may_start(self) -> bool:
-        """Neither backoff nor a held port keeps it from starting now."""
-        return self.held_back <= 0 and self.blocked_by is None
-
-    @property
-    def data_lost(self) -> bool:
-        """Its data can't start a member: a known unusable-data error, or too many failed starts
-        with nothing outside the data to blame."""
-        return self.blocked_by is None and (
-            self.unusable_data is not None or self.failed_starts >= MAX_FAILED_STARTS
-        )
-
-    def why_down(self) -> str:
-        """What keeps it from running, for step reasons and status."""
-        if self.blocked_by:
-            return self.blocked_by
-        cause = self.unusable_data or self.last_error or "no error printed"
-        return f"{self.failed_starts} failed start(s), last: {cause}"
 
 
 @dataclass(frozen=True)
@@ -89,19 +35,23 @@ class Observation:
 
 @dataclass(frozen=True)
 class Desired:
-    """The part of the spec the planner needs: how many members, where member N lives, and
-    the store's rules for joining and leaving."""
+    """The part of the spec the planner needs: how many members, where member N lives (the
+    runtime's placement), and the store's rules for joining and leaving."""
 
     members: int
-    name: str
-    subnet: str
+    placement: Placement
     rules: JoinRules = field(default_factory=JoinRules)
 
     def endpoint(self, ordinal: int) -> Endpoint:
-        return Endpoint(name=f"{self.name}-{ordinal}", address=f"{self.subnet}.{ordinal + 1}")
+        return self.placement.endpoint(ordinal)
 
-    def endpoint_at(self, address: str) -> Endpoint:
-        return self.endpoint(int(address.rsplit(".", 1)[1]) - 1)
+    def endpoint_of(self, member: Member) -> Endpoint:
+        """Where `member` lives. Raises `LookupError` for a member this cluster did not place,
+        which `plan` refuses to act on before it asks this."""
+        endpoint = self.placement.locate(member.address)
+        if endpoint is None:
+            raise LookupError(f"no member of this cluster is placed at {member.address}")
+        return endpoint
 
 
 class Phase(StrEnum):
@@ -256,6 +206,9 @@ def plan(desired: Desired, observed: Observation) -> Step:
     if observed.membership is None:
         return _plan_without_quorum(desired, observed)
     membership = observed.membership
+    strangers = [m for m in membership if desired.placement.locate(m.address) is None]
+    if strangers:
+        return Wait(_strangers_reason(strangers), Phase.DEGRADED)
     members_at = {member.address: member for member in membership}
 
     for slot in observed.slots:
@@ -273,7 +226,7 @@ def plan(desired: Desired, observed: Observation) -> Step:
     """Why members that are down may not start yet; nothing else waits for them."""
     held_at: set[str] = set()
     for member in membership:
-        endpoint = desired.endpoint_at(member.address)
+        endpoint = desired.endpoint_of(member)
         seen = observed.slot(member.address) or Slot(endpoint, running=False, has_data=False)
         if seen.running:
             continue
@@ -331,7 +284,7 @@ def _plan_membership(
 
     if learners:
         learner = learners[0]
-        endpoint = desired.endpoint_at(learner.address)
+        endpoint = desired.endpoint_of(learner)
         if len(healthy_voters) + 1 < quorum(len(voters) + 1):
             return Wait(
                 f"{endpoint.name} waits for promotion until enough voters are healthy",
@@ -345,7 +298,7 @@ def _plan_membership(
 
     joiner = _next_joiner(desired, membership)
     if joiner is not None:
-        unhealthy = [desired.endpoint_at(m.address).name for m in voters if not m.healthy]
+        unhealthy = [desired.endpoint_of(m).name for m in voters if not m.healthy]
         if unhealthy:
             return Wait(
                 f"adding a member waits until {', '.join(unhealthy)} is healthy", Phase.DEGRADED
@@ -354,14 +307,18 @@ def _plan_membership(
             f"{len(membership)} of {desired.members} members: adding {joiner.name}", joiner
         )
 
-    raised = [
-        f"{alarm} on {desired.endpoint_at(m.address).name}"
-        for m in membership
-        for alarm in m.alarms
-    ]
+    raised = [f"{alarm} on {desired.endpoint_of(m).name}" for m in membership for alarm in m.alarms]
     if raised:  # the store's alarm, not membership: nothing to restart or replace
         return Done(f"alarm raised: {', '.join(raised)}", degraded=True)
     return Done("cluster matches its spec", degraded=len(healthy_voters) < len(voters))
+
+
+def _strangers_reason(strangers: Sequence[Member]) -> str:
+    listed = ", ".join(f"{m.id} at {m.address}" for m in strangers)
+    return (
+        f"the membership lists {listed}, which this cluster did not place: nothing changes "
+        "until a person removes it (quorumkeeper never removes what it can't prove its own)"
+    )
 
 
 def _next_joiner(desired: Desired, membership: Sequence[Member]) -> Endpoint | None:
@@ -470,7 +427,7 @@ def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:
             m.role is Role.LEARNER,
             not m.healthy,
             desired.rules.transfers_leadership or m.role is not Role.LEADER,
-            desired.endpoint_at(m.address).ordinal,
+            desired.endpoint_of(m).ordinal,
         ),
     )
 
@@ -482,7 +439,7 @@ def _plan_removal(
     membership: Sequence[Member],
 ) -> Step:
     victim = removal_candidate(desired, membership)
-    endpoint = desired.endpoint_at(victim.address)
+    endpoint = desired.endpoint_of(victim)
     reason = f"{len(membership)} members, {desired.members} wanted: removing {endpoint.name}"
     if victim.role is Role.LEARNER:
         return RemoveMember(reason, victim, endpoint, replacing=False)
@@ -496,7 +453,7 @@ def _plan_removal(
     if victim.role is Role.LEADER and desired.rules.transfers_leadership:
         successor = min(
             (m for m in healthy_voters if m is not victim),
-            key=lambda m: desired.endpoint_at(m.address).ordinal,
+            key=lambda m: desired.endpoint_of(m).ordinal,
         )
         return TransferLeadership(
             f"{endpoint.name} leads: handing leadership over before removing it",

@@ -1,8 +1,10 @@
-"""Observe, plan, act, record: one pass at a time, for one local cluster.
+"""Observe, plan, record, act: one pass at a time, for one cluster, on any runtime.
 
-Each pass asks the store and the runtime afresh, so a reconciler that crashed anywhere resumes
-by simply running again. Before acting it records the step it is about to take in status.json,
-for people to read; the next pass never trusts that note, it observes.
+A `Reconciler` is built from a desired-state source, a store backend, a runtime and a status
+sink; nothing in it knows which runtime it drives. Each pass asks the store and the runtime
+afresh, so a reconciler that crashed anywhere resumes by simply running again. Before acting it
+records the status with the step it is about to take, for people to read; the next pass never
+trusts that note, it observes.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
+from quorumkeeper.model import Endpoint, Member, Peer, Role, Slot
 from quorumkeeper.planner import (
     AddLearner,
     Bootstrap,
@@ -20,10 +22,10 @@ from quorumkeeper.planner import (
     DiscardData,
     Done,
     Observation,
+    Phase,
     Promote,
     RemoveMember,
     SetDataAside,
-    Slot,
     StartMember,
     Step,
     StopMember,
@@ -31,99 +33,97 @@ from quorumkeeper.planner import (
     Wait,
     plan,
 )
-from quorumkeeper.runtimes.local import (
-    STAYS_UP_SECONDS,
-    LocalRuntime,
-    StartHistory,
-    held_ports,
-    last_error_line,
-    readable_line,
-)
+from quorumkeeper.runtime import Runtime
 from quorumkeeper.spec import ClusterSpec
-from quorumkeeper.state import ClusterPaths
-from quorumkeeper.stores import backend_for
+from quorumkeeper.status import (
+    AlarmStatus,
+    ClusterStatus,
+    Condition,
+    ConditionType,
+    MemberStatus,
+    StepStatus,
+    carry_transitions,
+)
+from quorumkeeper.stores import Backend
 from quorumkeeper.stores.base import (
     AddsRefused,
     CoordinationStore,
-    DataPosition,
-    Endpoint,
-    Member,
     NotCaughtUp,
-    Peer,
-    Role,
     StoreError,
     StoreUnavailable,
 )
 
-BOOT_GRACE_SECONDS = 30.0
-"""How long a started member that does not answer yet holds back the next start of a cold
-start; after that it is presumed hung and blocks no one."""
+
+class DesiredSource(Protocol):
+    """Where the spec comes from (a spec file, a custom resource)."""
+
+    def current(self) -> ClusterSpec:
+        """The spec as it is now."""
+        ...
+
+
+class StatusSink(Protocol):
+    """Where each pass's status goes (status.json, a custom resource's status)."""
+
+    def record(self, status: ClusterStatus) -> None:
+        """Store `status`. May raise OSError; the reconciler reports it and goes on healing."""
+        ...
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One observation together with the endpoints it covered and each member's start
-    history and process."""
+    """One observation together with the endpoints it covered."""
 
     observation: Observation
     endpoints: tuple[Endpoint, ...]
-    histories: dict[Endpoint, StartHistory]
-    pids: dict[Endpoint, int | None]
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    """What tells one version of a file from the next: inode, modification time in
-    nanoseconds and size; None when it can't be read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+class Reconciler:
+    """Drives one cluster toward its spec, one planned step per pass."""
 
-
-class LocalCluster:
-    """A cluster of the local runtime: its spec, member processes and store, seen together."""
-
-    def __init__(self, paths: ClusterPaths, *, hold_store: bool = False) -> None:
-        """`hold_store`: keep the store client from one `observe` to the next (the keeper);
-        without it (one-shot commands) each `observe` closes it, so no session outlives it."""
-        self.paths = paths
+    def __init__(
+        self,
+        source: DesiredSource,
+        backend: Backend,
+        runtime: Runtime,
+        sink: StatusSink,
+        *,
+        hold_store: bool = False,
+    ) -> None:
+        """`hold_store`: keep the store client from one pass to the next (a long-running
+        reconciler); without it (one-shot commands) each `observe` closes it, so no session
+        outlives it."""
+        self.source = source
+        self.backend = backend
+        self.runtime = runtime
+        self.sink = sink
         self.hold_store = hold_store
-        self.spec: ClusterSpec = paths.load_spec()
-        self._spec_stat = _identity(paths.spec_file)
-        self.backend = backend_for(self.spec, paths.root)
-        self.runtime = LocalRuntime(paths.members_root(self.spec), self.backend.launcher)
-        self._positions: dict[Endpoint, DataPosition | None] = {}
-        """Each member's data position as last read while it was stopped."""
+        self.spec = source.current()
+        self.last_error: str | None = None
+        """The last refusal or failure, until a step goes through."""
+        self.last_status: ClusterStatus | None = None
+        """The status of the last pass, recorded or not."""
+        self.record_error: OSError | None = None
+        """Why the last status could not be recorded, None when it was."""
+        self.set_aside: str | None = None
+        """Where the last data set aside went, for the keeper's log."""
         self._store: CoordinationStore | None = None
         self._store_endpoints: tuple[Endpoint, ...] = ()
 
+    def reload(self) -> None:
+        """Take the spec as its source has it now."""
+        self.spec = self.source.current()
+
     @property
     def desired(self) -> Desired:
-        spec = self.spec
-        return Desired(spec.members, spec.name, spec.local.subnet, self.backend.rules)
-
-    def reload(self) -> None:
-        """Pick up a new member count from the spec file; other fields take effect on the next
-        keeper start. The file is parsed again only when it changed (commands replace it by a
-        rename, so its inode changes), which spares the keeper a YAML parse every pass."""
-        identity = _identity(self.paths.spec_file)
-        if identity != self._spec_stat or identity is None:
-            self.spec = self.paths.load_spec()
-            self._spec_stat = identity
-
-    def endpoint_of(self, name: str) -> Endpoint | None:
-        prefix, _, ordinal = name.rpartition("-")
-        if prefix != self.spec.name or not ordinal.isdigit():
-            return None
-        return self.desired.endpoint(int(ordinal))
+        return Desired(self.spec.members, self.runtime.placement, self.backend.rules)
 
     def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
         """The cluster's one store client, held from pass to pass and made anew when asked for
         other `endpoints` (after `close`, or when the membership or the spec changed them).
 
         A held client keeps its connections (ZooKeeper: its session, whose opening and closing
-        are two transactions each; etcd: HTTP keep-alive connections), so an idle keeper
+        are two transactions each; etcd: HTTP keep-alive connections), so an idle reconciler
         writes nothing to the store and opens no connection.
         """
         if self._store is None or endpoints != self._store_endpoints:
@@ -139,10 +139,11 @@ class LocalCluster:
             store.close()
 
     def observe(self, *, judge: bool = False) -> Snapshot:
-        """Ask the store and the runtime afresh. With `judge` (the keeper's passes), the last
-        start of each member is judged: good once it stayed up, failed once it exited."""
-        known = {self.desired.endpoint(n) for n in range(self.spec.members)}
-        known.update(e for e in map(self.endpoint_of, self.runtime.member_names()) if e)
+        """Ask the store and the runtime afresh. With `judge` (the reconciler's own passes),
+        the runtime settles how each member's last start went."""
+        desired = self.desired
+        known = {desired.endpoint(n) for n in range(self.spec.members)}
+        known.update(self.runtime.endpoints())
         endpoints = tuple(sorted(known, key=lambda e: e.ordinal))
         adds_refused = None
         try:
@@ -155,162 +156,98 @@ class LocalCluster:
         finally:
             if not self.hold_store:
                 self.close()
+        placement = self.runtime.placement
+        located = {m: placement.locate(m.address) for m in membership or ()}
         if membership is not None:
-            listed = {self.desired.endpoint_at(m.address) for m in membership}
+            listed = {endpoint for endpoint in located.values() if endpoint is not None}
             endpoints = tuple(sorted(known | listed, key=lambda e: e.ordinal))
-        pids = self.runtime.pids(endpoints)
-        answered = {
-            self.desired.endpoint_at(m.address) for m in membership or () if m.healthy
-        }
-        histories = {
-            e: self._history(e, pids[e] is not None, e in answered, judge=judge)
-            for e in endpoints
-        }
-        slots = tuple(
-            self._slot(e, pids[e] is not None, histories[e], cold=membership is None)
-            for e in endpoints
+        answered = {e for m, e in located.items() if e is not None and m.healthy}
+        slots = self.runtime.observe(
+            endpoints, answered, quorum=membership is not None, judge=judge
         )
-        observation = Observation(membership, slots, adds_refused)
-        return Snapshot(observation, endpoints, histories, pids)
+        return Snapshot(Observation(membership, slots, adds_refused), endpoints)
 
-    def _history(
-        self, endpoint: Endpoint, running: bool, answered: bool, *, judge: bool
-    ) -> StartHistory:
-        """Judge the last start: good once the member answered as healthy or stayed up
-        `STAYS_UP_SECONDS`, failed once it exited before either. A member killed after it
-        served is not a failed start, so its next start's error is judged on its own."""
-        history = self.runtime.history(endpoint)
-        if not judge or history.judged:
-            return history
-        if running and answered:
-            history.failed_in_row = 0
-        elif not running:
-            history.failed_in_row += 1
-        elif time.time() - history.last_start >= STAYS_UP_SECONDS:
-            history.failed_in_row = 0
-        else:
-            return history
-        history.judged = True
-        self.runtime.save_history(endpoint, history)
-        return history
+    def report(self, snapshot: Snapshot, step: Step) -> ClusterStatus:
+        """The status of `snapshot` with `step` next.
 
-    def _slot(
-        self, endpoint: Endpoint, running: bool, history: StartHistory, *, cold: bool
-    ) -> Slot:
-        """What the planner needs of one member's process and data. `cold`: no quorum answers,
-        so a member started moments ago that does not answer yet holds back the next start."""
-        runtime = self.runtime
-        launcher = runtime.launcher
-        data_dir = runtime.data_dir(endpoint)
-        has_data = launcher.has_data(data_dir)
-        if running or not has_data:
-            position = self._positions.get(endpoint) if has_data else None
-        else:
-            position = self._positions[endpoint] = launcher.data_position(data_dir)
-        if running:
-            since_start = time.time() - history.last_start
-            booting = cold and since_start < BOOT_GRACE_SECONDS
-            return Slot(
-                endpoint,
-                running=True,
-                has_data=has_data,
-                position=position,
-                booting=booting and not self.backend.answers(endpoint.address),
-            )
-        output = runtime.last_start_output(endpoint) if history.failed_in_row else ""
-        unusable = launcher.unusable_data(output) if output else None
-        held = held_ports(endpoint.address, self.backend.ports)
-        return Slot(
-            endpoint,
-            running=False,
-            has_data=has_data,
-            position=position,
-            failed_starts=history.failed_in_row,
-            held_back=history.held_back(time.time()),
-            last_error=last_error_line(output),
-            unusable_data=readable_line(unusable)[:300] if unusable else None,
-            blocked_by="; ".join(map(str, held)) or None,
-        )
-
-    def report(self, snapshot: Snapshot, step: Step) -> dict[str, Any]:
-        """The status document: what `status --output json` prints and status.json holds.
-
-        Without a quorum there is no membership to show, so `members` lists the member folders
-        with what the runtime knows of them (role "unknown").
+        Without a quorum there is no membership to show, so `members` lists the members that
+        have data with what the runtime knows of them (role "unknown").
         """
         membership = snapshot.observation.membership
         slots = {slot.endpoint: slot for slot in snapshot.observation.slots}
-        members = []
+        placement = self.runtime.placement
         if membership is None:
             entries: list[tuple[Endpoint, Member | None]] = [
                 (slot.endpoint, None) for slot in snapshot.observation.slots if slot.has_data
             ]
         else:
-            entries = [(self.desired.endpoint_at(m.address), m) for m in membership]
-        for endpoint, member in sorted(entries, key=lambda entry: entry[0].ordinal):
-            slot = slots.get(endpoint) or Slot(endpoint, running=False, has_data=False)
-            history = snapshot.histories.get(endpoint) or StartHistory()
-            members.append(
-                {
-                    "name": endpoint.name,
-                    "id": member.id if member else None,
-                    "address": endpoint.address,
-                    "client_url": self.backend.client_url(endpoint.address),
-                    "role": member.role.value if member else "unknown",
-                    "healthy": member.healthy if member else False,
-                    "applied_index": member.applied_index if member else None,
-                    "data_bytes": member.data_bytes if member else None,
-                    "pid": snapshot.pids.get(endpoint),
-                    "starts": history.starts,
-                    "failed_starts": slot.failed_starts,
-                    "restart_in_seconds": round(slot.held_back, 1) or None,
-                    "last_error": slot.last_error,
-                    "blocked_by": slot.blocked_by,
-                    "data_position": slot.position.label if slot.position else None,
-                    "data_damage": slot.position.damage if slot.position else None,
-                    "stale_leader": member.stale_leader if member else False,
-                }
-            )
-        voters = [m.address for m in membership or () if m.role is not Role.LEARNER]
-        return {
-            "name": self.spec.name,
-            "store": self.spec.store.value,
-            "version": self.spec.version,
-            "members": members,
-            "desired_members": self.spec.members,
-            "phase": step.phase.value,
-            "quorum": membership is not None,
-            "connect_string": self.backend.connect_string(voters),
-            "step": {"kind": type(step).__name__, "reason": step.reason},
-            "alarms": [
-                {"member": self.desired.endpoint_at(m.address).name, "alarm": alarm}
+            entries = [(e, m) for m in membership if (e := placement.locate(m.address))]
+        members = [
+            self._member_status(endpoint, member, slots.get(endpoint))
+            for endpoint, member in sorted(entries, key=lambda entry: entry[0].ordinal)
+        ]
+        voters = [
+            placement.locate(m.address) for m in membership or () if m.role is not Role.LEARNER
+        ]
+        spec = self.spec
+        return ClusterStatus(
+            name=spec.name,
+            store=spec.store.value,
+            version=spec.version,
+            members=members,
+            desired_members=spec.members,
+            phase=step.phase.value,
+            quorum=membership is not None,
+            connect_string=self.backend.connect_string([e for e in voters if e is not None]),
+            step=StepStatus(kind=type(step).__name__, reason=step.reason),
+            alarms=[
+                AlarmStatus(member=endpoint.name, alarm=alarm)
                 for m in membership or ()
+                if (endpoint := placement.locate(m.address))
                 for alarm in m.alarms
             ],
-        }
+            error=self.last_error,
+            conditions=_conditions(step, membership is not None, members, self.last_error),
+        )
 
-
-class Reconciler:
-    """Drives a `LocalCluster` toward its spec, one planned step per pass."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
-        self.last_error: str | None = None
-        self.last_status: dict[str, Any] = {}
-        """The status document of the last pass, written or not."""
-        self.set_aside: Path | None = None
-        """Where the last data set aside went, for the keeper's log."""
+    def _member_status(
+        self, endpoint: Endpoint, member: Member | None, slot: Slot | None
+    ) -> MemberStatus:
+        slot = slot or Slot(endpoint, running=False, has_data=False)
+        position = slot.position
+        return MemberStatus(
+            name=endpoint.name,
+            id=member.id if member else None,
+            address=endpoint.address,
+            client_url=self.backend.client_url(endpoint),
+            role=member.role.value if member else "unknown",
+            healthy=member.healthy if member else False,
+            applied_index=member.applied_index if member else None,
+            data_bytes=member.data_bytes if member else None,
+            pid=slot.pid,
+            starts=slot.starts,
+            failed_starts=slot.failed_starts,
+            restart_in_seconds=round(slot.held_back, 1) or None,
+            last_error=slot.last_error,
+            blocked_by=slot.blocked_by,
+            data_position=position.label if position else None,
+            data_damage=position.damage if position else None,
+            stale_leader=member.stale_leader if member else False,
+        )
 
     def run_once(self) -> Step:
-        """Observe, plan, record, act. Returns the step taken (Wait and Done included)."""
-        self.cluster.reload()
-        snapshot = self.cluster.observe(judge=True)
-        step = plan(self.cluster.desired, snapshot.observation)
-        status = self.cluster.report(snapshot, step)
-        status["error"] = self.last_error
-        status["updated_at"] = time.time()
-        self.status_write_error = self.cluster.paths.record_status(status)
-        self.last_status = status
+        """Observe, plan, record, act. Returns the step taken (Wait and Done included).
+
+        A pass that fails records a status saying so (the last good one, with the failure as
+        its error and the Degraded condition) before the exception goes on to the caller."""
+        try:
+            self.reload()
+            snapshot = self.observe(judge=True)
+            step = plan(self.desired, snapshot.observation)
+            self._record(self.report(snapshot, step))
+        except Exception as error:
+            self._record_failure(f"pass failed: {type(error).__name__}: {error}")
+            raise
         try:
             self.act(step, snapshot)
             self.last_error = None
@@ -320,22 +257,51 @@ class Reconciler:
             self.last_error = f"{type(step).__name__}: {error}"
         return step
 
+    def _record(self, status: ClusterStatus) -> None:
+        before = self.last_status.conditions if self.last_status else []
+        status.conditions = carry_transitions(status.conditions, before, status.updated_at)
+        self.last_status = status
+        try:
+            self.sink.record(status)
+            self.record_error = None
+        except OSError as error:
+            self.record_error = error
+
+    def _record_failure(self, error: str) -> None:
+        last = self.last_status
+        if last is None:
+            return  # nothing observed yet to show; the caller logs the failure
+        degraded = Condition(
+            type=ConditionType.DEGRADED,
+            status="True",
+            reason="PassFailed",
+            message=error,
+            last_transition_time="",
+        )
+        conditions = [c for c in last.conditions if c.type is not ConditionType.DEGRADED]
+        self._record(
+            last.model_copy(
+                update={
+                    "error": error,
+                    "conditions": [*conditions, degraded],
+                    "updated_at": time.time(),
+                }
+            )
+        )
+
     def act(self, step: Step, snapshot: Snapshot) -> None:
-        cluster = self.cluster
-        runtime = cluster.runtime
+        runtime = self.runtime
         match step:
             case Bootstrap(endpoint=endpoint):
-                first = [Peer(endpoint, member_id=None)]
-                runtime.start(endpoint, self._argv(endpoint, first, bootstrap=True))
+                runtime.start(endpoint, [Peer(endpoint, member_id=None)], bootstrap=True)
             case StartMember(endpoint=endpoint):
-                peers = self._peers(snapshot, endpoint)
-                runtime.start(endpoint, self._argv(endpoint, peers, bootstrap=False))
+                runtime.start(endpoint, self._peers(snapshot, endpoint), bootstrap=False)
             case StopMember(endpoint=endpoint):
                 runtime.stop(endpoint)
             case SetDataAside(endpoint=endpoint, reason=reason):
                 self.set_aside = runtime.set_aside(endpoint, reason)
             case DiscardData(endpoint=endpoint):
-                runtime.discard_data(endpoint, keep=cluster.spec.local.keep_removed_data)
+                runtime.discard(endpoint)
             case AddLearner(endpoint=endpoint):
                 self._with_store(snapshot, lambda store: store.add_learner(endpoint))
             case Promote(member=member):
@@ -352,22 +318,62 @@ class Reconciler:
     def _with_store(
         self, snapshot: Snapshot, operation: Callable[[CoordinationStore], object]
     ) -> None:
-        operation(self.cluster.store(snapshot.endpoints))
-
-    def _argv(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> list[str]:
-        runtime = self.cluster.runtime
-        return runtime.launcher.argv(
-            endpoint, runtime.data_dir(endpoint), peers, bootstrap=bootstrap
-        )
+        operation(self.store(snapshot.endpoints))
 
     def _peers(self, snapshot: Snapshot, member: Endpoint) -> list[Peer]:
         """The membership a member starts with: every member that has joined, plus its own
         entry (a store restarting from its own data may ignore this)."""
-        desired = self.cluster.desired
+        placement = self.runtime.placement
         peers: dict[Endpoint, str | None] = {
-            desired.endpoint_at(m.address): m.id
+            endpoint: m.id
             for m in snapshot.observation.membership or ()
-            if m.started or m.address == member.address
+            if (m.started or m.address == member.address)
+            and (endpoint := placement.locate(m.address))
         }
         peers.setdefault(member, None)
         return [Peer(e, peers[e]) for e in sorted(peers, key=lambda e: e.ordinal)]
+
+
+def _conditions(
+    step: Step, quorum: bool, members: list[MemberStatus], error: str | None
+) -> list[Condition]:
+    """Available, Progressing and Degraded for a pass whose next step is `step`; transition
+    times are filled in by `carry_transitions`."""
+    voters = [m for m in members if m.role in (Role.LEADER, Role.FOLLOWER)]
+    unhealthy = [m.name for m in members if not m.healthy]
+    progressing = not isinstance(step, Wait | Done)
+    degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
+    if error:
+        degraded_reason, degraded_message = "StepRefused", error
+    elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):
+        degraded_reason, degraded_message = step.phase.value, step.reason
+    elif unhealthy:
+        degraded_reason, degraded_message = "MemberUnhealthy", f"unhealthy: {', '.join(unhealthy)}"
+    else:
+        degraded_reason, degraded_message = "AllHealthy", "every member is healthy"
+    healthy_voters = sum(1 for m in voters if m.healthy)
+    return [
+        Condition(
+            type=ConditionType.AVAILABLE,
+            status="True" if quorum else "False",
+            reason="QuorumAnswers" if quorum else "NoQuorum",
+            message=f"{healthy_voters} of {len(voters)} voters healthy"
+            if quorum
+            else "no quorum of members answers",
+            last_transition_time="",
+        ),
+        Condition(
+            type=ConditionType.PROGRESSING,
+            status="True" if progressing else "False",
+            reason=type(step).__name__,
+            message=step.reason,
+            last_transition_time="",
+        ),
+        Condition(
+            type=ConditionType.DEGRADED,
+            status="True" if degraded else "False",
+            reason=degraded_reason,
+            message=degraded_message,
+            last_transition_time="",
+        ),
+    ]

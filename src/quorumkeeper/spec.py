@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
-from quorumkeeper import distributions
+from quorumkeeper import versions
 
 MAX_MEMBERS = 9
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -599,18 +599,18 @@ class ClusterSpec(_Strict):
         if not re.fullmatch(r"\d+\.\d+\.\d+", value):
             raise _refuse(f"version must look like {pinned}", pinned)
         series = ".".join(value.split(".")[:2])
-        if store is Store.ETCD and series not in distributions.SUPPORTED_ETCD_SERIES:
+        if store is Store.ETCD and series not in versions.SUPPORTED_ETCD_SERIES:
             raise _refuse(
                 f"version {value} of etcd is not supported",
                 pinned,
-                f"a {', '.join(distributions.SUPPORTED_ETCD_SERIES)} release",
+                f"a {', '.join(versions.SUPPORTED_ETCD_SERIES)} release",
             )
         if store is Store.ZOOKEEPER:
             try:
-                distributions.check_zookeeper_version(value)
-            except distributions.UnsupportedZookeeperVersion as error:
+                versions.check_zookeeper_version(value)
+            except versions.UnsupportedZookeeperVersion as error:
                 rule = str(error).partition("; fix: ")[0]
-                series = ", ".join(distributions.SUPPORTED_ZOOKEEPER_SERIES)
+                series = ", ".join(versions.SUPPORTED_ZOOKEEPER_SERIES)
                 raise _refuse(rule, pinned, f"a {series} release") from None
         return value
 
@@ -653,7 +653,7 @@ class ClusterSpec(_Strict):
 
 def _pinned(store: object) -> str:
     zookeeper = store in (Store.ZOOKEEPER, Store.ZOOKEEPER.value)
-    return distributions.ZOOKEEPER_VERSION if zookeeper else distributions.ETCD_VERSION
+    return versions.ZOOKEEPER_VERSION if zookeeper else versions.ETCD_VERSION
 
 
 def _field_default(location: Sequence[str | int]) -> object:

@@ -26,15 +26,16 @@ from typing import Any
 
 import httpx
 
-from quorumkeeper import keeper
+from quorumkeeper.model import Endpoint
 from quorumkeeper.planner import Desired
-from quorumkeeper.runtimes.local import wait_for_exit
+from quorumkeeper.runtimes.local import keeper
+from quorumkeeper.runtimes.local.processes import wait_for_exit
+from quorumkeeper.runtimes.local.state import ClusterPaths
 from quorumkeeper.spec import MAX_MEMBERS
-from quorumkeeper.state import ClusterPaths
-from quorumkeeper.stores.base import CoordinationStore, Endpoint, StoreError
+from quorumkeeper.stores.base import CoordinationStore, StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 from quorumkeeper.stores.etcd import client_url as etcd_client_url
-from quorumkeeper.stores.zookeeper import ZookeeperStore
+from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.polling import wait_until
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
+from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.planner import Observation, Phase, plan
 from quorumkeeper.reconciler import LocalCluster
-from quorumkeeper.stores.base import CoordinationStore, Endpoint, Member, Role, StoreError
-from quorumkeeper.stores.zookeeper import server_state
+from quorumkeeper.stores.base import CoordinationStore, StoreError
+from quorumkeeper.stores.zookeeper.words import server_state
 from tests.acceptance.harness import (
     FILLER,
     SMALL_QUOTA,

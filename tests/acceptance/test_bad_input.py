@@ -135,7 +135,7 @@ def _keepers_of(cluster: LocalClusterUnderTest) -> list[int]:
     found = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         command = process.info["cmdline"] or []
-        if "quorumkeeper.keeper" in command and str(cluster.state_dir) in command:
+        if "quorumkeeper.runtimes.local.keeper" in command and str(cluster.state_dir) in command:
             found.append(process.info["pid"])
     return found
 

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from quorumkeeper.runtimes.local import wait_for_exit
+from quorumkeeper.runtimes.local.processes import wait_for_exit
 from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from quorumkeeper.reconciler import LocalCluster
-from quorumkeeper.runtimes.local import START_MARKER, wait_for_exit
+from quorumkeeper.runtimes.local.processes import START_MARKER, wait_for_exit
 from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,

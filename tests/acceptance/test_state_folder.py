@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from quorumkeeper.state import OWNER_MARKER
+from quorumkeeper.runtimes.local.state import OWNER_MARKER
 from tests.acceptance.harness import LocalClusterUnderTest, Writer
 from tests.polling import loopback_subnet, wait_until
 

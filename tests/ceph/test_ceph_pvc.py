@@ -22,7 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from quorumkeeper.cli.ceph import ceph_app
-from quorumkeeper.stores.base import Endpoint, StoreError
+from quorumkeeper.model import Endpoint
+from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path

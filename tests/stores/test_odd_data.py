@@ -18,11 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumkeeper import distributions
-from quorumkeeper.runtimes.local import LocalRuntime, wait_for_exit
+from quorumkeeper import versions
+from quorumkeeper.model import DataPosition, Endpoint, Peer
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.base import DataPosition, Endpoint, MemberLauncher, Peer
-from quorumkeeper.stores.etcd import EtcdLauncher, EtcdStore
+from quorumkeeper.runtimes.local.launchers import MemberLauncher
+from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import written_bytes
 from tests.zookeeper.conftest import TEST_SETTINGS, Ensemble
@@ -71,7 +74,7 @@ def zookeeper_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written
         tmp_path_factory.mktemp("zk"),
         loopback_subnet(153),
         TEST_SETTINGS,
-        distributions.ZOOKEEPER_VERSION,
+        versions.ZOOKEEPER_VERSION,
     )
     member = ensemble.endpoint(0)
     try:
@@ -161,7 +164,7 @@ def test_no_data_is_no_position(tmp_path: Path) -> None:
     folder without a WAL file is data etcd can't start from."""
     etcd = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-odd-data")
     zookeeper = Ensemble(
-        tmp_path / "zk", loopback_subnet(154), TEST_SETTINGS, distributions.ZOOKEEPER_VERSION
+        tmp_path / "zk", loopback_subnet(154), TEST_SETTINGS, versions.ZOOKEEPER_VERSION
     ).runtime.launcher
     for launcher in (etcd, zookeeper):
         assert launcher.data_position(tmp_path / "never-started") is None

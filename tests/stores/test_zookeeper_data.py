@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from quorumkeeper import distributions
-from quorumkeeper.runtimes.local import wait_for_exit
-from quorumkeeper.stores.base import DataPosition, Endpoint, Peer
-from quorumkeeper.stores.zookeeper import CLIENT_PORT, ZookeeperLauncher, server_state
+from quorumkeeper import versions
+from quorumkeeper.model import DataPosition, Endpoint, Peer
+from quorumkeeper.runtimes.local.processes import wait_for_exit
+from quorumkeeper.stores.zookeeper.ensemble import CLIENT_PORT
+from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
+from quorumkeeper.stores.zookeeper.words import server_state
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import (
     folder_bytes,
@@ -37,7 +39,7 @@ LOADED = re.compile(r"Snapshot loaded in \d+ ms, highest zxid is 0x([0-9a-f]+)")
 @pytest.fixture
 def ensemble(tmp_path: Path) -> Iterator[Ensemble]:
     made = Ensemble(
-        tmp_path / "zk", loopback_subnet(151), TEST_SETTINGS, distributions.ZOOKEEPER_VERSION
+        tmp_path / "zk", loopback_subnet(151), TEST_SETTINGS, versions.ZOOKEEPER_VERSION
     )
     yield made
     made.destroy()

@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumkeeper.planner import (
+from quorumkeeper.model import (
     MAX_FAILED_STARTS,
+    DataPosition,
+    Endpoint,
+    JoinRules,
+    Member,
+    Role,
+    Slot,
+    quorum,
+)
+from quorumkeeper.planner import (
     AddLearner,
     Bootstrap,
     Desired,
@@ -21,17 +30,14 @@ from quorumkeeper.planner import (
     Promote,
     RemoveMember,
     SetDataAside,
-    Slot,
     StartMember,
     Step,
     StopMember,
     TransferLeadership,
     Wait,
     plan,
-    quorum,
     scale_down_blocker,
 )
-from quorumkeeper.stores.base import DataPosition, Endpoint, JoinRules, Member, Role
 
 NAME = "c"
 SUBNET = "127.0.7"

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from quorumkeeper import distributions
-from quorumkeeper.runtimes.local import LocalRuntime
+from quorumkeeper import versions
+from quorumkeeper.model import Endpoint, Member, Peer, Role
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.processes import LocalRuntime
+from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import ZookeeperSettings
-from quorumkeeper.state import ensure_secret
-from quorumkeeper.stores.base import Endpoint, Member, Peer, Role
-from quorumkeeper.stores.zookeeper import ZookeeperLauncher, ZookeeperStore
+from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
+from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.polling import loopback_subnet, wait_until
 
 SUBNETS = range(110, 141)
@@ -141,7 +143,7 @@ def ensemble_factory(tmp_path: Path) -> Iterator[Callable[..., Ensemble]]:
 
     def make(
         settings: ZookeeperSettings = TEST_SETTINGS,
-        version: str = distributions.ZOOKEEPER_VERSION,
+        version: str = versions.ZOOKEEPER_VERSION,
     ) -> Ensemble:
         root = tmp_path / f"cluster-{len(made)}"
         ensemble = Ensemble(root, loopback_subnet(next(_subnets)), settings, version)

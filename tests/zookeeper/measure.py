@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quorumkeeper import distributions
+from quorumkeeper import versions
+from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.spec import ZookeeperSettings
-from quorumkeeper.stores.base import Endpoint, Member, Role, StoreError
-from quorumkeeper.stores.zookeeper import ZookeeperStore
+from quorumkeeper.stores.base import StoreError
+from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.zookeeper.conftest import Ensemble, healthy_learner, wait_until
 
 WRITE_EVERY = 0.01
@@ -169,7 +170,7 @@ def report(scenario: str, numbers: dict[str, Any]) -> None:
     print(json.dumps({"scenario": scenario, **numbers}), flush=True)
 
 
-VERSION = distributions.ZOOKEEPER_VERSION
+VERSION = versions.ZOOKEEPER_VERSION
 TUNED = ZookeeperSettings(
     heap="128M", tick_time_ms=500, min_session_timeout_ms=1000, max_session_timeout_ms=10000
 )

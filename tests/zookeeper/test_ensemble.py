@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from kazoo.exceptions import ConnectionLoss  # type: ignore[import-untyped]
 
-from quorumkeeper import distributions
-from quorumkeeper.stores.base import Member, NotCaughtUp, Peer, Role, StoreError
-from quorumkeeper.stores.zookeeper import ZookeeperStore, next_server_id, server_state
+from quorumkeeper import versions
+from quorumkeeper.model import Member, Peer, Role
+from quorumkeeper.stores.base import NotCaughtUp, StoreError
+from quorumkeeper.stores.zookeeper.client import ZookeeperStore
+from quorumkeeper.stores.zookeeper.ensemble import next_server_id
+from quorumkeeper.stores.zookeeper.words import server_state
 from tests.zookeeper.conftest import Ensemble, healthy_learner, wait_until
 
 pytestmark = pytest.mark.zookeeper
@@ -201,7 +204,7 @@ def test_restart_with_data_keeps_or_repairs_the_rewritten_config(
 def test_debian_380_boots_and_reconfigs(ensemble_factory: Callable[..., Ensemble]) -> None:
     if not Path("/usr/share/java/zookeeper.jar").is_file():
         pytest.skip("Debian's zookeeper package is not installed (apt-get install zookeeper)")
-    ensemble = ensemble_factory(version=distributions.DEBIAN_ZOOKEEPER_VERSION)
+    ensemble = ensemble_factory(version=versions.DEBIAN_ZOOKEEPER_VERSION)
     zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
     store = ensemble.bootstrap()
     assert "slf4j-simple" in " ".join(ensemble.runtime.launcher.classpath)

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from quorumkeeper import distributions
+from quorumkeeper import versions
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import ZookeeperSettings
-from quorumkeeper.state import ensure_secret
-from quorumkeeper.stores.zookeeper import four_letter_word, parse_config, superuser_digest_flag
+from quorumkeeper.stores.zookeeper.words import four_letter_word
+from quorumkeeper.stores.zookeeper.ensemble import parse_config, superuser_digest_flag
 from tests.zookeeper.conftest import Ensemble
 
 
@@ -90,15 +92,15 @@ def _session_bounds(ensemble: Ensemble) -> tuple[str, str]:
 
 @pytest.mark.parametrize("version", ["3.4.14", "3.4.10"])
 def test_zookeeper_34_is_refused_for_lack_of_reconfig(version: str) -> None:
-    with pytest.raises(distributions.UnsupportedZookeeperVersion, match="no dynamic reconfig"):
+    with pytest.raises(versions.UnsupportedZookeeperVersion, match="no dynamic reconfig"):
         distributions.zookeeper_classpath(version)
-    with pytest.raises(distributions.UnsupportedZookeeperVersion, match=r"fix: use 3\.9\.5"):
+    with pytest.raises(versions.UnsupportedZookeeperVersion, match=r"fix: use 3\.9\.5"):
         distributions.fetch_zookeeper(version)
 
 
 def test_other_unsupported_series_are_refused() -> None:
-    with pytest.raises(distributions.UnsupportedZookeeperVersion, match=r"3\.8, 3\.9"):
-        distributions.check_zookeeper_version("3.7.2")
+    with pytest.raises(versions.UnsupportedZookeeperVersion, match=r"3\.8, 3\.9"):
+        versions.check_zookeeper_version("3.7.2")
 
 
 def test_missing_release_names_the_install_command(

@@ -20,12 +20,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from quorumkeeper import distributions, keeper
+from quorumkeeper import versions
 from quorumkeeper.cli.ceph import ceph_app, render_app
 from quorumkeeper.cli.maintenance import maintenance_app
+from quorumkeeper.errors import Refused
+from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
-from quorumkeeper.preflight import (
-    Refused,
+from quorumkeeper.runtimes.local import distributions, keeper
+from quorumkeeper.runtimes.local.cluster import LocalCluster
+from quorumkeeper.runtimes.local.preflight import (
     check_binary,
     check_folder_is_ours,
     check_name_free,
@@ -33,10 +36,8 @@ from quorumkeeper.preflight import (
     choose_subnet,
     taken_addresses,
 )
-from quorumkeeper.reconciler import LocalCluster
-from quorumkeeper.runtimes.local import wait_for_exit
-from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec
-from quorumkeeper.state import (
+from quorumkeeper.runtimes.local.processes import wait_for_exit
+from quorumkeeper.runtimes.local.state import (
     STATUS_STALE_AFTER_SECONDS,
     ClusterPaths,
     FileLock,
@@ -50,7 +51,7 @@ from quorumkeeper.state import (
     purge_cluster,
     status_age,
 )
-from quorumkeeper.stores.base import Role
+from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec
 
 app = typer.Typer(
     help="Run etcd and ZooKeeper clusters that scale and heal themselves.",
@@ -196,8 +197,9 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
     """What the store and the runtime say right now, plus what status.json last recorded
     (`recorded`: its age and whether it is stale) and the state of the disks in use (`disks`).
     A full disk makes a Ready cluster Degraded: a change could not be stored or applied."""
-    snapshot = cluster.observe()
-    status = cluster.report(snapshot, plan(cluster.desired, snapshot.observation))
+    snapshot = cluster.reconciler.observe()
+    step = plan(cluster.reconciler.desired, snapshot.observation)
+    status = cluster.reconciler.report(snapshot, step).model_dump(mode="json")
     recorded = cluster.paths.load_status() or {}
     age = status_age(recorded)
     status["recorded"] = {
@@ -295,7 +297,7 @@ def _check_not_replaced(cluster: LocalCluster, generation: int) -> None:
             f"`quorumkeeper status {cluster.spec.name}`)",
             code=ExitCode.REPLACED,
         )
-    cluster.reload()
+    cluster.reconciler.reload()
 
 
 def _validated(data: dict[str, Any], *, base_dir: Path | None = None) -> ClusterSpec:
@@ -416,7 +418,7 @@ def scale(
         stored = _change_size(cluster, members)
         _ensure_keeper(cluster.paths)
     if wait:
-        cluster.reload()
+        cluster.reconciler.reload()
         _print_status(_wait_for_spec(cluster, timeout, stored.change.generation))
 
 
@@ -429,13 +431,13 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
     """
     name = cluster.spec.name
     stored = cluster.paths.load_stored()
-    cluster.reload()
+    cluster.reconciler.reload()
     spec = _validated({**stored.spec.model_dump(mode="json"), "members": members})
-    snapshot = cluster.observe()
+    snapshot = cluster.reconciler.observe()
     membership = snapshot.observation.membership
     if membership is None:
         raise _fail(f"refused: cluster {name} has no quorum now, so it can't change membership")
-    step = plan(cluster.desired, snapshot.observation)
+    step = plan(cluster.reconciler.desired, snapshot.observation)
     settled = isinstance(step, Done) or (isinstance(step, Wait) and step.phase is Phase.DEGRADED)
     target, previous = stored.spec.members, stored.change.previous_members
     in_flight = target != len(membership) or not settled
@@ -455,7 +457,7 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
         )
     if members < len(membership):
         blocker = scale_down_blocker(
-            dataclasses.replace(cluster.desired, members=members), membership
+            dataclasses.replace(cluster.reconciler.desired, members=members), membership
         )
         if blocker:
             raise _fail(f"refused: {blocker}; fix: heal the cluster first, or scale down less")
@@ -589,7 +591,7 @@ def logs(
     if member == "keeper":
         path = cluster.paths.keeper_log
     else:
-        endpoint = cluster.endpoint_of(member)
+        endpoint = cluster.runtime.placement.named(member)
         if endpoint is None or not cluster.runtime.log_path(endpoint).is_file():
             present = ", ".join(cluster.runtime.member_names()) or "none"
             raise _fail(f"member: no log for {member!r} (members: {present}, or 'keeper')")
@@ -618,7 +620,7 @@ def down(
     leaders = [m["name"] for m in status["members"] if m["role"] == Role.LEADER]
     runtime = cluster.runtime
     for member in sorted(runtime.member_names(), key=lambda n: n in leaders):
-        endpoint = cluster.endpoint_of(member)
+        endpoint = cluster.runtime.placement.named(member)
         if endpoint:
             runtime.stop(endpoint)
     if purge:
@@ -707,12 +709,12 @@ def install(
     log.parent.mkdir(parents=True, exist_ok=True)
     with err.status(f"installing {component} (log: {log})"):
         if component is Store.ETCD:
-            version = version or distributions.ETCD_VERSION
+            version = version or versions.ETCD_VERSION
             path = distributions.build_etcd(version, log=log)
         else:
-            version = version or distributions.ZOOKEEPER_VERSION
+            version = version or versions.ZOOKEEPER_VERSION
             try:
                 path = distributions.fetch_zookeeper(version, log=log)
-            except distributions.UnsupportedZookeeperVersion as error:
+            except versions.UnsupportedZookeeperVersion as error:
                 raise _fail(f"version: {error}") from None
     err.print(f"{component} {version}: {path}")

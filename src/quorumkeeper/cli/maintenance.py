@@ -15,9 +15,9 @@ from rich.console import Console
 
 from quorumkeeper.maintenance import MaintenanceRefused, SpaceReclaimer
 from quorumkeeper.planner import Done, plan
-from quorumkeeper.reconciler import LocalCluster
+from quorumkeeper.runtimes.local.cluster import LocalCluster
+from quorumkeeper.runtimes.local.state import ClusterPaths, cluster_names, default_state_dir
 from quorumkeeper.spec import Store
-from quorumkeeper.state import ClusterPaths, cluster_names, default_state_dir
 from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 
@@ -83,20 +83,20 @@ def reclaim_space(
             "defragmentation are etcd's; ZooKeeper has no space quota (it purges old snapshots "
             "and logs itself, see zookeeper.purge_interval_hours)"
         )
-    snapshot = cluster.observe()
+    snapshot = cluster.reconciler.observe()
     if snapshot.observation.membership is None:
         raise _refuse(f"cluster {name} has no quorum now; fix: wait until status shows one")
-    step = plan(cluster.desired, snapshot.observation)
+    step = plan(cluster.reconciler.desired, snapshot.observation)
     if not isinstance(step, Done):
         raise _refuse(
             f"a change is in flight ({step.phase}: {step.reason}); fix: wait until "
             f"`quorumkeeper status {name}` shows it done, then run again"
         )
-    store = cluster.store(snapshot.endpoints)
+    store = cluster.reconciler.store(snapshot.endpoints)
     assert isinstance(store, EtcdStore)  # the spec says etcd, so its backend connects etcd
     reclaimer = SpaceReclaimer(
         store,
-        name_of=lambda member: cluster.desired.endpoint_at(member.address).name,
+        name_of=lambda member: cluster.reconciler.desired.endpoint_of(member).name,
         say=lambda line: out.print(line, highlight=False),
     )
     try:

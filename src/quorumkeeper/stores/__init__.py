@@ -1,33 +1,34 @@
-"""One module per coordination store behind `base.CoordinationStore`; `backend_for` picks one."""
+"""One client module per coordination store behind `base.CoordinationStore`; `backend_for` picks
+one and says what else the runtimes, planner and CLI need to know of it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from quorumkeeper import distributions
+from quorumkeeper.model import Endpoint, JoinRules
 from quorumkeeper.spec import ClusterSpec, Store
-from quorumkeeper.state import ensure_secret
-from quorumkeeper.stores import etcd, zookeeper
-from quorumkeeper.stores.base import CoordinationStore, Endpoint, JoinRules, MemberLauncher
+from quorumkeeper.stores import etcd
+from quorumkeeper.stores.base import CoordinationStore
+from quorumkeeper.stores.zookeeper import ensemble, words
+from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 
 
 @dataclass(frozen=True)
 class Backend:
-    """Everything the runtime, planner and CLI need to know about one store.
+    """Everything the runtimes, planner and CLI need to know about one store.
 
-    `connect(endpoints)` opens the store on the known endpoints; `connect_string` turns member
-    addresses into what a client is given; `answers(address)` tells whether the member there has
-    loaded its data and answers, with or without a quorum; `ports` are those every member binds.
+    `connect(endpoints)` opens the store on the known endpoints; `client_url` and
+    `connect_string` say what a client is given for one member and for several; `answers`
+    tells whether a member has loaded its data and answers, with or without a quorum; `ports`
+    are those every member binds.
     """
 
     rules: JoinRules
-    client_url: Callable[[str], str]
-    connect_string: Callable[[Sequence[str]], str]
+    client_url: Callable[[Endpoint], str]
+    connect_string: Callable[[Sequence[Endpoint]], str]
     connect: Callable[[list[Endpoint]], CoordinationStore]
-    launcher: MemberLauncher
-    answers: Callable[[str], bool]
+    answers: Callable[[Endpoint], bool]
     ports: tuple[int, ...]
 
 
@@ -35,39 +36,34 @@ def member_ports(store: Store) -> tuple[int, ...]:
     """The ports every member of `store` binds on its own address."""
     if store is Store.ETCD:
         return (etcd.CLIENT_PORT, etcd.PEER_PORT)
-    return (zookeeper.CLIENT_PORT, zookeeper.QUORUM_PORT, zookeeper.ELECTION_PORT)
+    return (ensemble.CLIENT_PORT, ensemble.QUORUM_PORT, ensemble.ELECTION_PORT)
 
 
-def check_installed(spec: ClusterSpec) -> None:
-    """Raise `DistributionMissing`, with the command that fixes it, unless the store is there."""
+def backend_for(spec: ClusterSpec, secret: str) -> Backend:
+    """The backend of `spec.store`. `secret` is the cluster's own secret, kept by its runtime:
+    etcd's cluster token suffix, ZooKeeper's superuser password."""
     if spec.store is Store.ETCD:
-        distributions.etcd_binary(spec.version)
-    else:
-        distributions.zookeeper_classpath(spec.version)
 
+        def etcd_url(endpoint: Endpoint) -> str:
+            return etcd.client_url(endpoint.client_host)
 
-def backend_for(spec: ClusterSpec, cluster_root: Path) -> Backend:
-    """The backend of `spec.store`; per-cluster secrets are kept under `cluster_root`."""
-    if spec.store is Store.ETCD:
-        token = f"{spec.name}-{ensure_secret(cluster_root / 'cluster-token')[:16]}"
         return Backend(
             rules=JoinRules(transfers_leadership=True),
-            client_url=etcd.client_url,
-            connect_string=lambda addresses: ",".join(map(etcd.client_url, addresses)),
+            client_url=etcd_url,
+            connect_string=lambda endpoints: ",".join(map(etcd_url, endpoints)),
             connect=etcd.EtcdStore,
-            launcher=etcd.EtcdLauncher(distributions.etcd_binary(spec.version), spec.etcd, token),
-            answers=etcd.answers,
+            answers=lambda endpoint: etcd.answers(endpoint.address),
             ports=member_ports(spec.store),
         )
-    password = ensure_secret(cluster_root / "superuser")
+
+    def zookeeper_address(endpoint: Endpoint) -> str:
+        return ensemble.client_address(endpoint.client_host)
+
     return Backend(
         rules=JoinRules(transfers_leadership=False),
-        client_url=zookeeper.client_address,
-        connect_string=lambda addresses: ",".join(map(zookeeper.client_address, addresses)),
-        connect=lambda endpoints: zookeeper.ZookeeperStore(endpoints, password=password),
-        launcher=zookeeper.ZookeeperLauncher(
-            distributions.zookeeper_classpath(spec.version), spec.zookeeper, password
-        ),
-        answers=lambda address: zookeeper.server_state(address, 0.5) is not None,
+        client_url=zookeeper_address,
+        connect_string=lambda endpoints: ",".join(map(zookeeper_address, endpoints)),
+        connect=lambda endpoints: ZookeeperStore(endpoints, password=secret),
+        answers=lambda endpoint: words.server_state(endpoint.client_host, 0.5) is not None,
         ports=member_ports(spec.store),
     )

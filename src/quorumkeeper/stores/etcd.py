@@ -11,27 +11,18 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import urllib3
 
-from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores import etcd_wal
+from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.stores.base import (
     AddsRefused,
     CoordinationStore,
-    DataPosition,
-    Endpoint,
-    Member,
-    MemberLauncher,
     NotCaughtUp,
-    Peer,
-    Role,
     StoreError,
     StoreUnavailable,
-    unusable_data_line,
 )
 
 CLIENT_PORT = 2379
@@ -360,94 +351,3 @@ class EtcdStore(CoordinationStore):
     def read(self, key: str) -> str | None:
         kvs = self._post("/v3/kv/range", {"key": _b64(key)}).get("kvs", [])
         return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
-
-
-UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
-    # (regular expression, upstream source in etcd v3.7.3 / go.etcd.io/raft v3.7), causes first
-    (r"walpb: crc mismatch", "server/storage/wal/walpb/record.go ErrCRCMismatch"),
-    (
-        r"proto: cannot parse invalid wire-format data",
-        "google.golang.org/protobuf errDecode, from storage/wal/decoder.go decodeRecord",
-    ),
-    (
-        r"tocommit\(\d+\) is out of range \[lastIndex\(\d+\)\]",
-        "raft log.go raftLog.commitTo (a wiped member restarted under its old identity)",
-    ),
-    (r"state\.commit \d+ is out of range", "raft raft.go raft.loadState"),
-    (r"wal: snapshot not found", "server/storage/wal/wal.go ErrSnapshotNotFound"),
-    (r"wal: snapshot mismatch", "server/storage/wal/wal.go ErrSnapshotMismatch"),
-    (r"wal: slice bounds out of range", "server/storage/wal/wal.go ErrSliceOutOfRange"),
-    (r"wal: conflicting metadata found", "server/storage/wal/wal.go ErrMetadataConflict"),
-    (r"wal: file not found", "server/storage/wal/wal.go selectWALFiles, ErrFileNotFound"),
-    (r"wal: file sequence numbers", "server/storage/wal/wal.go selectWALFiles"),
-    (r"failed to find database snapshot file", "server/storage/backend.go OpenSnapshotBackend"),
-    (r"does not match with snapshot", "server/etcdserver/bootstrap.go recoverSnapshot"),
-    (r"failed to recover v3 backend from snapshot", "server/etcdserver/bootstrap.go"),
-    (r"failed to open database", "server/storage/backend/backend.go newBackend (bbolt)"),
-    (r"failed to read WAL, cannot be repaired", "server/etcdserver/bootstrap.go"),
-    (r"failed to repair WAL", "server/etcdserver/bootstrap.go openWALFromSnapshot"),
-)
-"""etcd's errors for data it can't start from: restarting never helps. Not here: "address
-already in use" (a port another program holds) and bad flags, which moving data can't fix."""
-
-
-class EtcdLauncher(MemberLauncher):
-    """The etcd command line of one member of the local runtime."""
-
-    def __init__(self, binary: Path, settings: EtcdSettings, cluster_token: str) -> None:
-        self.binary = binary
-        self.settings = settings
-        self.cluster_token = cluster_token
-
-    def argv(
-        self,
-        endpoint: Endpoint,
-        data_dir: Path,
-        peers: list[Peer],
-        *,
-        bootstrap: bool,
-    ) -> list[str]:
-        """etcd names peers, not member IDs, in `--initial-cluster`; it learns IDs itself."""
-        settings = self.settings
-        initial = ",".join(
-            f"{peer.endpoint.name}={peer_url(peer.endpoint.address)}" for peer in peers
-        )
-        return [
-            str(self.binary),
-            f"--name={endpoint.name}",
-            self.process_marker(data_dir),
-            f"--listen-client-urls={client_url(endpoint.address)}",
-            f"--advertise-client-urls={client_url(endpoint.address)}",
-            f"--listen-peer-urls={peer_url(endpoint.address)}",
-            f"--initial-advertise-peer-urls={peer_url(endpoint.address)}",
-            f"--initial-cluster={initial}",
-            f"--initial-cluster-state={'new' if bootstrap else 'existing'}",
-            f"--initial-cluster-token={self.cluster_token}",
-            f"--heartbeat-interval={settings.heartbeat_interval_ms}",
-            f"--election-timeout={settings.election_timeout_ms}",
-            f"--snapshot-count={settings.snapshot_count}",
-            f"--quota-backend-bytes={settings.quota_backend_bytes}",
-            f"--auto-compaction-mode={settings.auto_compaction_mode}",
-            f"--auto-compaction-retention={settings.auto_compaction_retention}",
-            "--log-level=info",
-        ]
-
-    def process_marker(self, data_dir: Path) -> str:
-        return f"--data-dir={data_dir}"
-
-    def has_data(self, data_dir: Path) -> bool:
-        return (data_dir / "member" / "wal").is_dir()
-
-    def data_position(self, data_dir: Path) -> DataPosition | None:
-        """The member's last raft log position from its WAL (`etcd_wal.read_position`); a
-        WAL that can't be read at all counts as data etcd can't load."""
-        if not self.has_data(data_dir):
-            return None
-        wal_dir = data_dir / "member" / "wal"
-        try:
-            return etcd_wal.read_position(wal_dir)
-        except OSError as error:
-            return DataPosition(0, 0, "unreadable", damage=f"{wal_dir}: {error}", loads=False)
-
-    def unusable_data(self, log_text: str) -> str | None:
-        return unusable_data_line(log_text, UNUSABLE_DATA_ERRORS)

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import crc32c
 
-from quorumkeeper.stores.base import DataPosition, data_after
+from quorumkeeper.model import DataPosition
+from quorumkeeper.stores.base import data_after
 
 WAL_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 """`walName`: `%016x-%016x.wal`, sequence then the raft index the file starts after."""
@@ -350,3 +351,32 @@ def read_position(wal_dir: Path) -> DataPosition:
         return DataPosition(term, index, _label(term, index), damage=refused, loads=False)
     damage = read.zeroed if read.stop is None else f"{read.stop} (etcd truncates the file there)"
     return DataPosition(term, index, _label(term, index), damage=damage)
+
+
+UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
+    # (regular expression, upstream source in etcd v3.7.3 / go.etcd.io/raft v3.7), causes first
+    (r"walpb: crc mismatch", "server/storage/wal/walpb/record.go ErrCRCMismatch"),
+    (
+        r"proto: cannot parse invalid wire-format data",
+        "google.golang.org/protobuf errDecode, from storage/wal/decoder.go decodeRecord",
+    ),
+    (
+        r"tocommit\(\d+\) is out of range \[lastIndex\(\d+\)\]",
+        "raft log.go raftLog.commitTo (a wiped member restarted under its old identity)",
+    ),
+    (r"state\.commit \d+ is out of range", "raft raft.go raft.loadState"),
+    (r"wal: snapshot not found", "server/storage/wal/wal.go ErrSnapshotNotFound"),
+    (r"wal: snapshot mismatch", "server/storage/wal/wal.go ErrSnapshotMismatch"),
+    (r"wal: slice bounds out of range", "server/storage/wal/wal.go ErrSliceOutOfRange"),
+    (r"wal: conflicting metadata found", "server/storage/wal/wal.go ErrMetadataConflict"),
+    (r"wal: file not found", "server/storage/wal/wal.go selectWALFiles, ErrFileNotFound"),
+    (r"wal: file sequence numbers", "server/storage/wal/wal.go selectWALFiles"),
+    (r"failed to find database snapshot file", "server/storage/backend.go OpenSnapshotBackend"),
+    (r"does not match with snapshot", "server/etcdserver/bootstrap.go recoverSnapshot"),
+    (r"failed to recover v3 backend from snapshot", "server/etcdserver/bootstrap.go"),
+    (r"failed to open database", "server/storage/backend/backend.go newBackend (bbolt)"),
+    (r"failed to read WAL, cannot be repaired", "server/etcdserver/bootstrap.go"),
+    (r"failed to repair WAL", "server/etcdserver/bootstrap.go openWALFromSnapshot"),
+)
+"""etcd's errors for data it can't start from: restarting never helps. Not here: "address
+already in use" (a port another program holds) and bad flags, which moving data can't fix."""

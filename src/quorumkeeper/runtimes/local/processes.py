@@ -19,14 +19,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
-from quorumkeeper.state import write_atomically
-from quorumkeeper.stores.base import Endpoint, MemberLauncher
+from quorumkeeper.model import DataPosition, Endpoint, Peer, Placement, Slot
+from quorumkeeper.runtimes.local.launchers import MemberLauncher
+from quorumkeeper.runtimes.local.state import write_atomically
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -66,12 +67,119 @@ class StartHistory:
         return max(0.0, self.last_start + delay - now)
 
 
-class LocalRuntime:
-    """The member folders of one cluster under `members_root`."""
+BOOT_GRACE_SECONDS = 30.0
+"""How long a started member that does not answer yet holds back the next start of a cold
+start; after that it is presumed hung and blocks no one."""
 
-    def __init__(self, members_root: Path, launcher: MemberLauncher) -> None:
+STATUS_LINE_CHARACTERS = 300
+"""The longest line of a member's output that status shows."""
+
+
+class LocalRuntime:
+    """The member folders of one cluster under `members_root`: the local `Runtime`.
+
+    `answers(endpoint)` tells whether a member's server has loaded its data and answers, quorum
+    or not; `ports` are those every member binds; `keep_removed_data` archives a removed
+    member's data instead of deleting it.
+    """
+
+    def __init__(
+        self,
+        members_root: Path,
+        launcher: MemberLauncher,
+        placement: Placement,
+        *,
+        answers: Callable[[Endpoint], bool],
+        ports: tuple[int, ...],
+        keep_removed_data: bool = False,
+    ) -> None:
         self.members_root = members_root
         self.launcher = launcher
+        self.placement = placement
+        self.answers = answers
+        self.ports = ports
+        self.keep_removed_data = keep_removed_data
+        self._positions: dict[Endpoint, DataPosition | None] = {}
+        """Each member's data position as last read while it was stopped."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The members whose folders are present, whether or not they still belong."""
+        return [e for e in map(self.placement.named, self.member_names()) if e is not None]
+
+    def observe(
+        self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool
+    ) -> tuple[Slot, ...]:
+        pids = self.pids(endpoints)
+        return tuple(
+            self._slot(
+                endpoint,
+                pids[endpoint],
+                self._history(endpoint, pids[endpoint] is not None, endpoint in answered, judge),
+                cold=not quorum,
+            )
+            for endpoint in endpoints
+        )
+
+    def _history(
+        self, endpoint: Endpoint, running: bool, answered: bool, judge: bool
+    ) -> StartHistory:
+        """Judge the last start: good once the member answered as healthy or stayed up
+        `STAYS_UP_SECONDS`, failed once it exited before either. A member killed after it
+        served is not a failed start, so its next start's error is judged on its own."""
+        history = self.history(endpoint)
+        if not judge or history.judged:
+            return history
+        if running and answered:
+            history.failed_in_row = 0
+        elif not running:
+            history.failed_in_row += 1
+        elif time.time() - history.last_start >= STAYS_UP_SECONDS:
+            history.failed_in_row = 0
+        else:
+            return history
+        history.judged = True
+        self.save_history(endpoint, history)
+        return history
+
+    def _slot(
+        self, endpoint: Endpoint, pid: int | None, history: StartHistory, *, cold: bool
+    ) -> Slot:
+        """What the planner needs of one member's process and data. `cold`: no quorum answers,
+        so a member started moments ago that does not answer yet holds back the next start."""
+        launcher = self.launcher
+        data_dir = self.data_dir(endpoint)
+        has_data = launcher.has_data(data_dir)
+        if pid is not None or not has_data:
+            position = self._positions.get(endpoint) if has_data else None
+        else:
+            position = self._positions[endpoint] = launcher.data_position(data_dir)
+        if pid is not None:
+            since_start = time.time() - history.last_start
+            booting = cold and since_start < BOOT_GRACE_SECONDS
+            return Slot(
+                endpoint,
+                running=True,
+                has_data=has_data,
+                position=position,
+                booting=booting and not self.answers(endpoint),
+                starts=history.starts,
+                pid=pid,
+            )
+        output = self.last_start_output(endpoint) if history.failed_in_row else ""
+        unusable = launcher.unusable_data(output) if output else None
+        held = held_ports(endpoint.address, self.ports)
+        return Slot(
+            endpoint,
+            running=False,
+            has_data=has_data,
+            position=position,
+            starts=history.starts,
+            failed_starts=history.failed_in_row,
+            held_back=history.held_back(time.time()),
+            last_error=last_error_line(output),
+            unusable_data=readable_line(unusable) if unusable else None,
+            blocked_by="; ".join(map(str, held)) or None,
+        )
 
     def member_dir(self, endpoint: Endpoint) -> Path:
         return self.members_root / endpoint.name
@@ -152,8 +260,12 @@ class LocalRuntime:
         with contextlib.suppress(OSError):
             write_atomically(self._history_path(endpoint), json.dumps(asdict(history)))
 
-    def start(self, endpoint: Endpoint, argv: list[str]) -> int:
-        """Start the member's process detached from the caller; returns its PID.
+    def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
+        argv = self.launcher.argv(endpoint, self.data_dir(endpoint), peers, bootstrap=bootstrap)
+        self.spawn(endpoint, argv)
+
+    def spawn(self, endpoint: Endpoint, argv: list[str]) -> int:
+        """Start the member's process `argv` detached from the caller; returns its PID.
 
         A process of this member that already runs (its pid file lost) is adopted instead of
         started twice.
@@ -211,7 +323,7 @@ class LocalRuntime:
             history.judged = True
             self.save_history(endpoint, history)
 
-    def set_aside(self, endpoint: Endpoint, why: str) -> Path:
+    def set_aside(self, endpoint: Endpoint, why: str) -> str:
         """Move a member's data where no start finds it, with a note saying why; returns where.
         The data is never deleted: a person decides what happens to it."""
         self._pid_path(endpoint).unlink(missing_ok=True)
@@ -220,21 +332,20 @@ class LocalRuntime:
         os.replace(self.data_dir(endpoint), archive)
         (archive.parent / f"{archive.name}.why").write_text(why + "\n")
         self._history_path(endpoint).unlink(missing_ok=True)
-        return archive
+        return str(archive)
 
-    def discard_data(self, endpoint: Endpoint, *, keep: bool) -> Path | None:
-        """Delete a former member's data, or with `keep` move it aside where no start finds it.
-        Its log stays for the record."""
+    def discard(self, endpoint: Endpoint) -> None:
+        """Delete a former member's data, or with `keep_removed_data` move it aside where no
+        start finds it. Its log stays for the record."""
         self._pid_path(endpoint).unlink(missing_ok=True)
         self._history_path(endpoint).unlink(missing_ok=True)
         data = self.data_dir(endpoint)
-        if keep:
+        if self.keep_removed_data:
             archive = self.members_root / ".removed" / f"{endpoint.name}-{int(time.time())}"
             archive.parent.mkdir(parents=True, exist_ok=True)
             os.replace(data, archive)
-            return archive
+            return
         shutil.rmtree(data, ignore_errors=True)
-        return None
 
 
 def last_error_line(output: str) -> str | None:
@@ -246,22 +357,23 @@ def last_error_line(output: str) -> str | None:
     ending = lines[-_CAUSE_WINDOW:]
     causes = [line for line in ending if line.startswith("Caused by:")]
     if causes:
-        return causes[-1][:300]
+        return causes[-1][:STATUS_LINE_CHARACTERS]
     for line in reversed(lines):
         if any(word in line.lower() for word in _ERROR_WORDS):
-            return readable_line(line)[:300]
-    return readable_line(lines[-1])[:300] if lines else None
+            return readable_line(line)
+    return readable_line(lines[-1]) if lines else None
 
 
 def readable_line(line: str) -> str:
-    """A log line as a person reads it: etcd's JSON lines become `msg: error`."""
+    """A log line as a person reads it, at most `STATUS_LINE_CHARACTERS` long: etcd's JSON
+    lines become `msg: error`."""
     try:
         entry = json.loads(line)
     except ValueError:
-        return line
-    if not isinstance(entry, dict) or "msg" not in entry:
-        return line
-    return ": ".join(str(entry[key]) for key in ("msg", "error") if key in entry)
+        entry = None
+    if isinstance(entry, dict) and "msg" in entry:
+        line = ": ".join(str(entry[key]) for key in ("msg", "error") if key in entry)
+    return line[:STATUS_LINE_CHARACTERS]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The keeper daemon: one per local cluster, reconciling it against its spec file until stopped.
 
-Run as `python -m quorumkeeper.keeper --state-dir DIR NAME`; `quorumkeeper up` starts it. It
-holds an exclusive lock, so a second keeper for the same cluster exits at once. It imports no
-CLI or rendering libraries, to keep its resident memory small.
+Run as `python -m quorumkeeper.runtimes.local.keeper --state-dir DIR NAME`; `quorumkeeper up`
+starts it. It holds an exclusive lock, so a second keeper for the same cluster exits at once. It
+imports no CLI or rendering libraries, to keep its resident memory small.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from quorumkeeper.planner import Done, Promote, Wait
-from quorumkeeper.reconciler import LocalCluster, Reconciler
-from quorumkeeper.state import ClusterPaths
+from quorumkeeper.runtimes.local.cluster import LocalCluster
+from quorumkeeper.runtimes.local.state import ClusterPaths
+from quorumkeeper.status import ClusterStatus
 
 IDLE_INTERVAL = 0.25
 """Seconds between passes while nothing needs doing: how fast a crashed member is noticed."""
@@ -34,7 +34,7 @@ PROMOTE_INTERVAL = 0.05
 CRASH_AFTER_ENV = "QUORUMKEEPER_KEEPER_CRASH_AFTER"
 """Fault injection for tests: the keeper kills itself with SIGKILL after this many actions."""
 
-log = logging.getLogger("quorumkeeper.keeper")
+log = logging.getLogger("quorumkeeper.runtimes.local.keeper")
 
 
 def spawn(paths: ClusterPaths, *, env: dict[str, str] | None = None) -> int:
@@ -45,7 +45,7 @@ def spawn(paths: ClusterPaths, *, env: dict[str, str] | None = None) -> int:
             [
                 sys.executable,
                 "-m",
-                "quorumkeeper.keeper",
+                "quorumkeeper.runtimes.local.keeper",
                 "--state-dir",
                 str(paths.state_dir),
                 paths.name,
@@ -100,21 +100,19 @@ def _status_write_failure(error: OSError | None, paths: ClusterPaths) -> tuple[s
     return f"{error.strerror} (errno {error.errno})", f": {paths.root} ({free})"
 
 
-def _log_health_changes(before: dict[str, bool], status: dict[str, Any]) -> dict[str, bool]:
+def _log_health_changes(before: dict[str, bool], status: ClusterStatus | None) -> dict[str, bool]:
     """Log each member whose health changed since the last pass (a joiner's first unhealthy
     passes are not news); returns the health now."""
-    now = {member["name"]: bool(member["healthy"]) for member in status.get("members", ())}
-    for member in status.get("members", ()):
-        name, healthy = member["name"], now[member["name"]]
-        if name not in before or before[name] == healthy:
+    members = status.members if status else []
+    now = {member.name: member.healthy for member in members}
+    for member in members:
+        if member.name not in before or before[member.name] == member.healthy:
             continue
-        if healthy:
-            log.info("%s is healthy", name)
+        if member.healthy:
+            log.info("%s is healthy", member.name)
         else:
-            why = member.get("blocked_by") or (
-                member.get("last_error") if member.get("failed_starts") else None
-            )
-            log.warning("%s is unhealthy%s", name, f": {why}" if why else "")
+            why = member.blocked_by or (member.last_error if member.failed_starts else None)
+            log.warning("%s is unhealthy%s", member.name, f": {why}" if why else "")
     return now
 
 
@@ -145,7 +143,7 @@ def _loop(paths: ClusterPaths) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # members are reaped by the kernel
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0"))
-    reconciler = Reconciler(LocalCluster(paths, hold_store=True))
+    reconciler = LocalCluster(paths, hold_store=True).reconciler
     actions = 0
     last_logged: tuple[str, str | None] = ("", None)
     health: dict[str, bool] = {}
@@ -156,11 +154,11 @@ def _loop(paths: ClusterPaths) -> int:
             step = reconciler.run_once()
         except Exception as error:
             failed_passes.seen(f"{type(error).__name__}: {error}", "\n" + traceback.format_exc())
-            reconciler.cluster.close()  # whatever failed, the next pass connects afresh
+            reconciler.close()  # whatever failed, the next pass connects afresh
             time.sleep(IDLE_INTERVAL)
             continue
         failed_passes.seen(None)
-        status_writes.seen(*_status_write_failure(reconciler.status_write_error, paths))
+        status_writes.seen(*_status_write_failure(reconciler.record_error, paths))
         if (step.reason, reconciler.last_error) != last_logged:  # a retried refusal logs once
             log.info(
                 "%s: %s%s",
@@ -184,7 +182,7 @@ def _loop(paths: ClusterPaths) -> int:
             time.sleep(IDLE_INTERVAL)  # a refused change: etcd's reconfig grace lasts seconds
         elif isinstance(step, Promote):
             time.sleep(PROMOTE_INTERVAL)
-    reconciler.cluster.close()
+    reconciler.close()
     log.info("keeper stops")
     return 0
 

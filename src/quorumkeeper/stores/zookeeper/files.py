@@ -35,7 +35,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from quorumkeeper.stores.base import DataPosition, data_after
+from quorumkeeper.model import DataPosition
+from quorumkeeper.stores.base import data_after
 
 SNAPSHOT_PREFIX = "snapshot"
 LOG_PREFIX = "log"
@@ -250,3 +251,30 @@ def read_position(snapshot_dir: Path, log_dir: Path) -> DataPosition:
     loads = loads and refused is None
     damage = "; ".join(d for d in (snapshot.damage, log.damage, refused) if d) or None
     return DataPosition(zxid >> 32, zxid & 0xFFFFFFFF, zxid_label(zxid), damage, loads)
+
+
+UNUSABLE_DATA_ERRORS: tuple[tuple[str, str], ...] = (
+    # (regular expression, upstream source in ZooKeeper 3.9.5), causes before the wrapper line
+    (
+        r"No snapshot found, but there are log entries",
+        "server/persistence/FileTxnSnapLog.restore",
+    ),
+    (r"CRC check failed", "server/persistence/FileTxnLog.FileTxnIterator.next"),
+    (r"Unreasonable length", "jute BinaryInputArchive.checkLength (txn log record length)"),
+    (r"has invalid magic number", "server/persistence/FileTxnLog.FileTxnIterator.inStreamCreated"),
+    (r"Not able to find valid snapshots in", "server/persistence/FileSnap.deserialize"),
+    (r"mismatching magic headers", "server/persistence/FileSnap.deserialize"),
+    (r"The current epoch, .* is older than the last zxid", "server/quorum/QuorumPeer.loadDataBase"),
+    (
+        r"The accepted epoch, .* is less than the current epoch",
+        "server/quorum/QuorumPeer.loadDataBase",
+    ),
+    (r"Found .* in .*Epoch", "server/quorum/QuorumPeer.readLongFromFile (an epoch file)"),
+    (
+        r"Failed to process transaction type",
+        "server/persistence/FileTxnSnapLog.fastForwardFromEdits",
+    ),
+    (r"Unable to load database on disk", "server/quorum/QuorumPeer.loadDataBase"),
+)
+"""ZooKeeper's errors for data it can't load: restarting never helps. Not here: a port in use
+("Address already in use") and config errors, which moving data can't fix."""

@@ -6,15 +6,12 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from quorumkeeper import distributions
-from quorumkeeper.runtimes.local import HeldPort, held_ports
+from quorumkeeper.errors import Refused
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.processes import HeldPort, held_ports
+from quorumkeeper.runtimes.local.state import ClusterPaths, cluster_names, foreign_entries
 from quorumkeeper.spec import ClusterSpec
-from quorumkeeper.state import ClusterPaths, cluster_names, foreign_entries
-from quorumkeeper.stores import check_installed, member_ports
-
-
-class Refused(Exception):
-    """A request that would be unsafe or can't be met; nothing was changed."""
+from quorumkeeper.stores import member_ports
 
 
 def check_state_dir(state_dir: Path) -> None:
@@ -45,7 +42,7 @@ def check_name_free(paths: ClusterPaths) -> None:
 
 def check_binary(spec: ClusterSpec) -> None:
     try:
-        check_installed(spec)
+        distributions.check_installed(spec)
     except distributions.DistributionMissing as error:
         raise Refused(f"version: {error}") from None
 

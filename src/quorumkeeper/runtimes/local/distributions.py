@@ -13,17 +13,28 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-ETCD_VERSION = "3.7.3"
-"""The etcd release new clusters run; the newest one the Go module proxy serves."""
-
-SUPPORTED_ETCD_SERIES = ("3.5", "3.6", "3.7")
-"""etcd series with learners and the v3 JSON gateway paths the store relies on."""
+from quorumkeeper.errors import Refused
+from quorumkeeper.spec import ClusterSpec, Store
+from quorumkeeper.versions import (
+    DEBIAN_ZOOKEEPER_VERSION,
+    ETCD_VERSION,
+    ZOOKEEPER_VERSION,
+    check_zookeeper_version,
+)
 
 _ETCD_MODULES = ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/etcdctl/v3")
 
 
-class DistributionMissing(RuntimeError):
+class DistributionMissing(Refused):
     """A store binary is not in the cache; the message says how to build it."""
+
+
+def check_installed(spec: ClusterSpec) -> None:
+    """Raise `DistributionMissing`, with the command that fixes it, unless the store is there."""
+    if spec.store is Store.ETCD:
+        etcd_binary(spec.version)
+    else:
+        zookeeper_classpath(spec.version)
 
 
 def cache_dir() -> Path:
@@ -79,38 +90,7 @@ def build_etcd(version: str = ETCD_VERSION, *, log: Path | None = None) -> Path:
 
 # ZooKeeper ---------------------------------------------------------------------------------------
 
-ZOOKEEPER_VERSION = "3.9.5"
-"""The ZooKeeper release new clusters run: the newest 3.9 whose dependencies Maven Central serves
-(3.9.6 is listed but its parent POM is not served, so it cannot be resolved)."""
-
-SUPPORTED_ZOOKEEPER_SERIES = ("3.8", "3.9")
-"""ZooKeeper series with dynamic reconfiguration and the `mntr`/`srvr` answers the store reads."""
-
-DEBIAN_ZOOKEEPER_VERSION = "3.8.0"
-"""The release Debian 12 packages; selecting it runs Debian's jars instead of Maven's."""
-
 DEBIAN_JAVA_DIR = Path("/usr/share/java")
-
-
-class UnsupportedZookeeperVersion(ValueError):
-    """A ZooKeeper version the project cannot run; the message says why and what to pick."""
-
-
-def check_zookeeper_version(version: str) -> None:
-    """Refuse versions without what the store needs, with the reason and the fix."""
-    series = ".".join(version.split(".")[:2])
-    if series == "3.4":
-        raise UnsupportedZookeeperVersion(
-            f"ZooKeeper {version} is not supported: 3.4 has no dynamic reconfiguration (added in "
-            f"3.5), so members could only be added or removed by restarting every server with a "
-            f"new static zoo.cfg; fix: use {ZOOKEEPER_VERSION} (or a "
-            f"{' or '.join(SUPPORTED_ZOOKEEPER_SERIES)} release)"
-        )
-    if series not in SUPPORTED_ZOOKEEPER_SERIES:
-        raise UnsupportedZookeeperVersion(
-            f"ZooKeeper {version} is not supported; fix: use one of the "
-            f"{', '.join(SUPPORTED_ZOOKEEPER_SERIES)} series (default {ZOOKEEPER_VERSION})"
-        )
 
 
 def zookeeper_lib_dir(version: str = ZOOKEEPER_VERSION) -> Path:

@@ -1,0 +1,51 @@
+"""What the reconciler needs of a runtime: the seam every runtime (local processes, Kubernetes
+pods) plugs into, so planner, reconciler and store clients stay the same for all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence, Set
+from typing import Protocol
+
+from quorumkeeper.model import Endpoint, Peer, Placement, Slot
+
+
+class Runtime(Protocol):
+    """Where a cluster's members run and keep their data.
+
+    Every operation is safe to repeat: the reconciler may crash after any of them and ask again
+    from a fresh observation. None deletes data a person could still need.
+    """
+
+    placement: Placement
+
+    def endpoints(self) -> Iterable[Endpoint]:
+        """Every member this runtime holds anything of (a process, a data folder or volume),
+        wanted or not."""
+        ...
+
+    def observe(
+        self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool
+    ) -> tuple[Slot, ...]:
+        """Each endpoint's slot: its process and data. `answered` are the members the store saw
+        healthy, `quorum` whether a quorum answered at all. With `judge` (the reconciler's own
+        passes, not a one-shot look) the runtime settles whether each member's last start went
+        well, which its backoff and failed-start count follow."""
+        ...
+
+    def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
+        """Start `endpoint`'s member with `peers` (itself included) as its membership;
+        `bootstrap` starts a new one-member cluster. A member already running is left alone."""
+        ...
+
+    def stop(self, endpoint: Endpoint) -> None:
+        """Stop `endpoint`'s member; its data stays."""
+        ...
+
+    def set_aside(self, endpoint: Endpoint, why: str) -> str:
+        """Move `endpoint`'s data where no start finds it, with `why`; returns where. Never
+        deletes it: a person decides."""
+        ...
+
+    def discard(self, endpoint: Endpoint) -> None:
+        """Apply the removed-data policy to a member that left the membership and is stopped."""
+        ...

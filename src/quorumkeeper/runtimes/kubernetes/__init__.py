@@ -1,0 +1,1 @@
+"""Members as pods of a StatefulSet: the Kubernetes runtime."""

@@ -1,0 +1,101 @@
+"""A local cluster: the shared reconciler composed with the local runtime, the spec file as its
+desired state and status.json as its status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
+from quorumkeeper.runtimes.local.placement import LoopbackPlacement
+from quorumkeeper.runtimes.local.processes import LocalRuntime
+from quorumkeeper.runtimes.local.state import ClusterPaths, ensure_secret
+from quorumkeeper.spec import ClusterSpec, Store
+from quorumkeeper.status import ClusterStatus
+from quorumkeeper.stores import backend_for
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from the next: inode, modification time in
+    nanoseconds and size; None when it can't be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class SpecFile:
+    """The spec file as the desired-state source. It is parsed again only when it changed
+    (commands replace it by a rename, so its inode changes), which spares the keeper a YAML
+    parse every pass. A new member count takes effect at once; other fields at the next keeper
+    start, which builds the store backend and the launcher from them."""
+
+    def __init__(self, paths: ClusterPaths) -> None:
+        self.paths = paths
+        self._identity = _identity(paths.spec_file)
+        self._spec = paths.load_spec()
+
+    def current(self) -> ClusterSpec:
+        identity = _identity(self.paths.spec_file)
+        if identity != self._identity or identity is None:
+            self._spec = self.paths.load_spec()
+            self._identity = identity
+        return self._spec
+
+
+class StatusFile:
+    """status.json (and the connect string) as the status sink; see `ClusterPaths.record_status`."""
+
+    def __init__(self, paths: ClusterPaths) -> None:
+        self.paths = paths
+
+    def record(self, status: ClusterStatus) -> None:
+        error = self.paths.record_status(status.model_dump(mode="json"))
+        if error is not None:
+            raise error
+
+
+def secret(paths: ClusterPaths, store: Store) -> str:
+    """The cluster's own secret, made at its first use: etcd's cluster token (prefixed by the
+    cluster's name), ZooKeeper's superuser password."""
+    if store is Store.ETCD:
+        return f"{paths.name}-{ensure_secret(paths.root / 'cluster-token')[:16]}"
+    return ensure_secret(paths.root / "superuser")
+
+
+def launcher_for(spec: ClusterSpec, cluster_secret: str) -> MemberLauncher:
+    """The local launcher of `spec.store`. Raises `DistributionMissing` (with the command that
+    installs it) when the store's binaries are not in the cache."""
+    if spec.store is Store.ETCD:
+        return EtcdLauncher(distributions.etcd_binary(spec.version), spec.etcd, cluster_secret)
+    classpath = distributions.zookeeper_classpath(spec.version)
+    return ZookeeperLauncher(classpath, spec.zookeeper, cluster_secret)
+
+
+class LocalCluster:
+    """One local cluster: its paths, its runtime and the reconciler that drives it."""
+
+    def __init__(self, paths: ClusterPaths, *, hold_store: bool = False) -> None:
+        """`hold_store`: keep the store client from one pass to the next (the keeper)."""
+        self.paths = paths
+        source = SpecFile(paths)
+        spec = source.current()
+        cluster_secret = secret(paths, spec.store)
+        backend = backend_for(spec, cluster_secret)
+        self.runtime = LocalRuntime(
+            paths.members_root(spec),
+            launcher_for(spec, cluster_secret),
+            LoopbackPlacement(spec.name, spec.local.subnet),
+            answers=backend.answers,
+            ports=backend.ports,
+            keep_removed_data=spec.local.keep_removed_data,
+        )
+        self.reconciler = Reconciler(
+            source, backend, self.runtime, StatusFile(paths), hold_store=hold_store
+        )
+
+    @property
+    def spec(self) -> ClusterSpec:
+        return self.reconciler.spec

@@ -1,0 +1,270 @@
+"""How each store's member is started as a local process: its command line, the files it needs
+on disk first, the marker that tells its process from any other, and what its data says.
+
+The stores render what a member is started with (`stores.etcd_config`, `stores.zookeeper.config`);
+this module puts it on disk and on a command line, for the local runtime only.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+from quorumkeeper.model import DataPosition, Endpoint, Peer
+from quorumkeeper.runtimes.local.state import write_atomically
+from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
+from quorumkeeper.stores import etcd_wal
+from quorumkeeper.stores.base import unusable_data_line
+from quorumkeeper.stores.etcd_config import member_flags
+from quorumkeeper.stores.zookeeper import config, files
+from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID, dynamic_config, parse_config
+
+
+class MemberLauncher(abc.ABC):
+    """How a store's member process is started: the argv and what it needs on disk first."""
+
+    @abc.abstractmethod
+    def argv(
+        self,
+        endpoint: Endpoint,
+        data_dir: Path,
+        peers: list[Peer],
+        *,
+        bootstrap: bool,
+    ) -> list[str]:
+        """The command that starts `endpoint` with `peers` (itself included) as its membership.
+
+        `bootstrap` starts a brand-new cluster of this one member; otherwise the member joins a
+        membership that already lists it, under the identity its entry in `peers` gives.
+        """
+
+    @abc.abstractmethod
+    def process_marker(self, data_dir: Path) -> str:
+        """An argv element only this member's process carries, so a reused PID is never
+        mistaken for it."""
+
+    @abc.abstractmethod
+    def has_data(self, data_dir: Path) -> bool:
+        """Whether `data_dir` holds this member's state (false after a wipe or before a join)."""
+
+    @abc.abstractmethod
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """How far the data in `data_dir` reaches, as the store would load it; None when there
+        is no data (whenever `has_data` is false).
+
+        Never raises on damaged or unexpected data: what can't be read is the position's
+        `damage`. Reads only the store's logs and their headers, so it is fast enough to run for
+        every stopped member before a cold start.
+        """
+
+    @abc.abstractmethod
+    def unusable_data(self, log_text: str) -> str | None:
+        """The line of `log_text` (what a member printed since its last start) that shows one of
+        the store's known errors for data it can't use, else None. A port in use or a bad flag
+        is not one: restarting elsewhere or fixing the setting helps, moving data aside does not.
+        """
+
+
+class EtcdLauncher(MemberLauncher):
+    """The etcd command line of one member of the local runtime."""
+
+    def __init__(self, binary: Path, settings: EtcdSettings, cluster_token: str) -> None:
+        self.binary = binary
+        self.settings = settings
+        self.cluster_token = cluster_token
+
+    def argv(
+        self,
+        endpoint: Endpoint,
+        data_dir: Path,
+        peers: list[Peer],
+        *,
+        bootstrap: bool,
+    ) -> list[str]:
+        return [
+            str(self.binary),
+            self.process_marker(data_dir),
+            *member_flags(endpoint, peers, self.settings, self.cluster_token, bootstrap=bootstrap),
+        ]
+
+    def process_marker(self, data_dir: Path) -> str:
+        return f"--data-dir={data_dir}"
+
+    def has_data(self, data_dir: Path) -> bool:
+        return (data_dir / "member" / "wal").is_dir()
+
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """The member's last raft log position from its WAL (`etcd_wal.read_position`); a
+        WAL that can't be read at all counts as data etcd can't load."""
+        if not self.has_data(data_dir):
+            return None
+        wal_dir = data_dir / "member" / "wal"
+        try:
+            return etcd_wal.read_position(wal_dir)
+        except OSError as error:
+            return DataPosition(0, 0, "unreadable", damage=f"{wal_dir}: {error}", loads=False)
+
+    def unusable_data(self, log_text: str) -> str | None:
+        return unusable_data_line(log_text, etcd_wal.UNUSABLE_DATA_ERRORS)
+
+
+class ZookeeperLauncher(MemberLauncher):
+    """The java command line and the files of one member of the local runtime.
+
+    Files live under the member's data directory: `conf/` (zoo.cfg, its dynamic file, logback),
+    and the snapshot and transaction-log directories of the settings (with `myid`).
+    """
+
+    def __init__(self, classpath: list[str], settings: ZookeeperSettings, password: str) -> None:
+        self.classpath = classpath
+        self.settings = settings
+        self.password = password
+
+    @staticmethod
+    def conf_dir(data_dir: Path) -> Path:
+        return data_dir / "conf"
+
+    def process_marker(self, data_dir: Path) -> str:
+        """A system property naming the data dir: the JVM's argv has no other unique element."""
+        return f"-Dquorumkeeper.dataDir={data_dir}"
+
+    def argv(
+        self,
+        endpoint: Endpoint,
+        data_dir: Path,
+        peers: list[Peer],
+        *,
+        bootstrap: bool,
+    ) -> list[str]:
+        """Write the member's files unless it has data, then return its java command.
+
+        A member with data keeps its zoo.cfg and `myid`: ZooKeeper rewrites zoo.cfg on every
+        reconfig to point at the committed `zoo.cfg.dynamic.<version>`, and regenerating it
+        would restart the member with a stale membership. One exception is repaired: a joiner
+        stopped after it acked the reconfig that added it but before it wrote the new file still
+        points at a config without itself, and ZooKeeper refuses to start ("My id N not in the
+        peer list"). Then, if `peers` (the committed membership) list its id, only its dynamic
+        file is rewritten from them; the leader hands it the versioned config when it syncs.
+        `bootstrap` needs no flag of its own: a one-server dynamic config with
+        `standaloneEnabled=false` starts a one-voter ensemble as server `FIRST_SERVER_ID`.
+        """
+        own = next((peer for peer in peers if peer.endpoint == endpoint), None)
+        if own is None:
+            raise ValueError(f"{endpoint.name} must be one of its own peers")
+        if bootstrap and len(peers) != 1:
+            raise ValueError(f"a bootstrap starts {endpoint.name} alone, not with {peers}")
+        if bootstrap:
+            own = Peer(endpoint, own.member_id or str(FIRST_SERVER_ID))
+            peers = [own]
+        conf = self.conf_dir(data_dir)
+        conf.mkdir(parents=True, exist_ok=True)
+        zoo_cfg = conf / "zoo.cfg"
+        if not (self.has_data(data_dir) and zoo_cfg.is_file()):
+            self._write_config(data_dir, peers, own)
+        elif not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
+            self._repoint_dynamic_config(data_dir, peers)
+        return self.command(data_dir)
+
+    def command(self, data_dir: Path) -> list[str]:
+        """The java command of a member whose zoo.cfg is in place; writes its logging config."""
+        settings = self.settings
+        conf = self.conf_dir(data_dir)
+        (conf / "logback.xml").write_text(config.logback_xml(settings))
+        return [
+            "java",
+            *config.jvm_options(settings, self.password),
+            self.process_marker(data_dir),
+            f"-Dlogback.configurationFile={conf / 'logback.xml'}",
+            "-cp",
+            ":".join(self.classpath),
+            config.MAIN_CLASS,
+            str(conf / "zoo.cfg"),
+        ]
+
+    @staticmethod
+    def dynamic_config_path(zoo_cfg: Path) -> Path | None:
+        """The dynamic file zoo.cfg points at, as ZooKeeper last wrote it."""
+        dynamic = config.dynamic_config_file(zoo_cfg.read_text())
+        return Path(dynamic) if dynamic else None
+
+    def myid(self, data_dir: Path) -> int | None:
+        """The server id this member's data belongs to."""
+        try:
+            return int((data_dir / self.settings.data_dir / "myid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _listed(self, data_dir: Path, peers: list[Peer]) -> bool:
+        """Whether `peers` name this member's data under its own id; data of another identity
+        (a former incarnation) is not made to look like a member's."""
+        own = self.myid(data_dir)
+        return own is not None and any(p.member_id == str(own) for p in peers)
+
+    def lists_itself(self, zoo_cfg: Path, data_dir: Path) -> bool:
+        dynamic = self.dynamic_config_path(zoo_cfg)
+        server = self.myid(data_dir)
+        if dynamic is None or not dynamic.is_file() or server is None:
+            return False
+        return parse_config(dynamic.read_text()).server(server) is not None
+
+    def _write_dynamic_config(self, data_dir: Path, peers: list[Peer]) -> Path:
+        """Our dynamic file, listing `peers` by id; ZooKeeper writes versioned ones later."""
+        dynamic = self.conf_dir(data_dir) / "zoo.cfg.dynamic"
+        write_atomically(dynamic, dynamic_config(peers))
+        return dynamic
+
+    def _repoint_dynamic_config(self, data_dir: Path, peers: list[Peer]) -> None:
+        zoo_cfg = self.conf_dir(data_dir) / "zoo.cfg"
+        dynamic = self._write_dynamic_config(data_dir, peers)
+        kept = [
+            line
+            for line in zoo_cfg.read_text().splitlines()
+            if line.partition("=")[0].strip() != "dynamicConfigFile"
+        ]
+        write_atomically(zoo_cfg, "\n".join([*kept, f"dynamicConfigFile={dynamic}"]) + "\n")
+
+    def _write_config(self, data_dir: Path, peers: list[Peer], own: Peer) -> None:
+        if own.member_id is None:
+            raise ValueError(f"{own.endpoint.name} joins without a ZooKeeper server id")
+        dynamic = self._write_dynamic_config(data_dir, peers)
+        self.write_zoo_cfg(data_dir, self.server_config(data_dir, int(own.member_id), dynamic))
+
+    def server_config(
+        self, data_dir: Path, server: int, dynamic_file: Path | None
+    ) -> dict[str, object]:
+        """zoo.cfg's settings (`config.server_config`) for the member in `data_dir`; creates its
+        data folders and `myid`."""
+        settings = self.settings
+        snapshots = data_dir / settings.data_dir
+        txn_logs = data_dir / settings.data_log_dir
+        snapshots.mkdir(parents=True, exist_ok=True)
+        txn_logs.mkdir(parents=True, exist_ok=True)
+        (snapshots / "myid").write_text(f"{server}\n")
+        dynamic = None if dynamic_file is None else str(dynamic_file)
+        return config.server_config(settings, str(snapshots), str(txn_logs), dynamic)
+
+    def write_zoo_cfg(self, data_dir: Path, settings: dict[str, object]) -> None:
+        conf = self.conf_dir(data_dir)
+        conf.mkdir(parents=True, exist_ok=True)
+        write_atomically(conf / "zoo.cfg", config.zoo_cfg(settings))
+
+    def has_data(self, data_dir: Path) -> bool:
+        return (data_dir / self.settings.data_dir / "version-2").is_dir() and (
+            data_dir / self.settings.data_log_dir / "version-2"
+        ).is_dir()
+
+    def data_position(self, data_dir: Path) -> DataPosition | None:
+        """The zxid the member would load (`files.read_position`) from the snapshot
+        and log folders of the settings; folders that can't be read count as data ZooKeeper
+        can't load."""
+        if not self.has_data(data_dir):
+            return None
+        snapshots = data_dir / self.settings.data_dir / "version-2"
+        logs = data_dir / self.settings.data_log_dir / "version-2"
+        try:
+            return files.read_position(snapshots, logs)
+        except OSError as error:
+            return DataPosition(0, 0, "unreadable", damage=str(error), loads=False)
+
+    def unusable_data(self, log_text: str) -> str | None:
+        return unusable_data_line(log_text, files.UNUSABLE_DATA_ERRORS)

@@ -1,0 +1,110 @@
+"""The status of a cluster as the reconciler writes it every pass, failed passes included.
+
+One typed model for every runtime: the local keeper writes it to `status.json` (and `status
+--output json` prints it, with what the CLI adds), the Kubernetes operator to the custom
+resource's status, whose schema is generated from it. Conditions have the Kubernetes condition
+shape (type, status, reason, message, lastTransitionTime).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConditionType(StrEnum):
+    AVAILABLE = "Available"
+    """A quorum of voters answers: clients can read and write."""
+    PROGRESSING = "Progressing"
+    """The reconciler is taking steps toward the spec."""
+    DEGRADED = "Degraded"
+    """Something needs attention: a member down, an alarm, a change that can't go on."""
+
+
+class Condition(BaseModel):
+    """One condition, as Kubernetes shows them: `status` is "True", "False" or "Unknown";
+    `lastTransitionTime` (RFC 3339, UTC) is when `status` last changed."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, frozen=True)
+
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str = Field(alias="lastTransitionTime")
+
+
+class MemberStatus(BaseModel):
+    """One member: the store's view (id, role, health, log position) and the runtime's (process,
+    starts, last error, data on disk). `role` is "unknown" while no quorum answers."""
+
+    name: str
+    id: str | None
+    address: str
+    client_url: str
+    role: str
+    healthy: bool
+    applied_index: int | None = None
+    data_bytes: int | None = None
+    pid: int | None = None
+    starts: int = 0
+    failed_starts: int = 0
+    restart_in_seconds: float | None = None
+    last_error: str | None = None
+    blocked_by: str | None = None
+    data_position: str | None = None
+    data_damage: str | None = None
+    stale_leader: bool = False
+
+
+class StepStatus(BaseModel):
+    kind: str
+    reason: str
+
+
+class AlarmStatus(BaseModel):
+    member: str
+    alarm: str
+
+
+class ClusterStatus(BaseModel):
+    """The whole status. `error` is the reconciler's last refusal or failure (a store that
+    refused a step, a pass that failed), None once a step went through; `updated_at` is in
+    seconds since the epoch."""
+
+    name: str
+    store: str
+    version: str
+    members: list[MemberStatus]
+    desired_members: int
+    phase: str
+    quorum: bool
+    connect_string: str
+    step: StepStatus
+    alarms: list[AlarmStatus] = []
+    error: str | None = None
+    conditions: list[Condition] = []
+    updated_at: float = Field(default_factory=time.time)
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def carry_transitions(
+    conditions: Sequence[Condition], before: Sequence[Condition], now: float
+) -> list[Condition]:
+    """`conditions` with each `lastTransitionTime` kept from `before` where the status did not
+    change, and set to `now` where it did (or is new)."""
+    previous = {condition.type: condition for condition in before}
+    carried = []
+    for condition in conditions:
+        old = previous.get(condition.type)
+        since = old.last_transition_time if old and old.status == condition.status else rfc3339(now)
+        carried.append(condition.model_copy(update={"last_transition_time": since}))
+    return carried

@@ -1,0 +1,102 @@
+"""ZooKeeper's four-letter words: each server's own account of itself (mode, zxid, epoch, how many
+voters follow it in sync), read without a session, so asking writes nothing to the ensemble."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from quorumkeeper.stores.zookeeper.ensemble import CLIENT_PORT
+
+FOUR_LETTER_WORDS = ("srvr", "mntr", "conf", "ruok")
+"""The only four-letter words a server answers: what the store reads, plus `ruok` for probes."""
+
+_SERVING_MODES = {"leader", "follower", "observer"}
+
+
+def four_letter_word(address: str, word: str, timeout: float) -> str:
+    """Send one four-letter word to a server's client port and return its whole answer."""
+    with socket.create_connection((address, CLIENT_PORT), timeout=timeout) as connection:
+        connection.sendall(word.encode())
+        chunks = []
+        while chunk := connection.recv(65536):  # mntr answers tens of KiB
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server's own account of itself. `mode` is None while it is not serving (electing,
+    syncing, or cut off from a quorum): ZooKeeper only reports a mode while it serves.
+    `synced_voters` is, on a server in leader mode, how many voting followers are in sync with
+    it (itself not counted)."""
+
+    mode: str | None
+    zxid: int | None
+    data_bytes: int | None
+    synced_voters: int | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.mode in _SERVING_MODES
+
+    @property
+    def epoch(self) -> int | None:
+        return None if self.zxid is None else self.zxid >> 32
+
+
+_MNTR_KEYS = (
+    "zk_synced_followers\t",
+    "zk_synced_non_voting_followers\t",
+    "zk_approximate_data_size\t",
+)
+
+
+def _count(metrics: dict[str, str], key: str) -> int | None:
+    value = metrics.get(key)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def server_state(address: str, timeout: float) -> ServerState | None:
+    """`srvr` and `mntr` of one server; None when it does not answer at all.
+
+    On a leader, `mntr`'s `zk_synced_followers` counts every follower in sync, non-voting ones
+    (joiners) included, and `zk_synced_non_voting_followers` those alone
+    (`LeaderZooKeeperServer.registerMetrics`): the difference is the voters following it.
+    """
+    try:
+        srvr = four_letter_word(address, "srvr", timeout)
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in srvr.splitlines() if ": " in line)
+    mode = fields.get("Mode")
+    zxid = int(fields["Zxid"], 16) if "Zxid" in fields else None
+    metrics: dict[str, str] = {}
+    if mode is not None:
+        try:
+            mntr = four_letter_word(address, "mntr", timeout)
+        except OSError:
+            mntr = ""
+        # mntr answers some 500 lines (3.9: every metric); parse only the three read here
+        metrics = dict(
+            line.split("\t", 1) for line in mntr.splitlines() if line.startswith(_MNTR_KEYS)
+        )
+    synced = _count(metrics, "zk_synced_followers")
+    non_voting = _count(metrics, "zk_synced_non_voting_followers")
+    return ServerState(
+        mode=mode,
+        zxid=zxid,
+        data_bytes=_count(metrics, "zk_approximate_data_size"),
+        synced_voters=None if synced is None else synced - (non_voting or 0),
+    )
+
+
+def serving_id(address: str, timeout: float) -> int | None:
+    """The server id the server on `address` runs as (`conf`), while it serves."""
+    try:
+        conf = four_letter_word(address, "conf", timeout)
+    except OSError:
+        return None
+    fields = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line)
+    value = fields.get("serverId", "")
+    return int(value) if value.isdigit() else None
