@@ -131,10 +131,6 @@ def healthy_learner(store: ZookeeperStore, joiner: Endpoint) -> Member | None:
 TEST_SETTINGS = ZookeeperSettings(heap="128M")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "zookeeper: runs real ZooKeeper servers")
-
-
 @pytest.fixture
 def ensemble_factory(tmp_path: Path) -> Iterator[Callable[..., Ensemble]]:
     made: list[Ensemble] = []
