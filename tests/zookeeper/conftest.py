@@ -35,10 +35,12 @@ class Ensemble:
         self.subnet = subnet
         self.name = name
         self.password = ensure_secret(root / "superuser")
-        launcher = ZookeeperLauncher(
+        # Kept as its own type: the runtime knows it only as a MemberLauncher, and the tests
+        # read ZooKeeper's files through it.
+        self.launcher = ZookeeperLauncher(
             distributions.zookeeper_classpath(version), settings, self.password
         )
-        self.runtime = LocalRuntime(root / "members", launcher)
+        self.runtime = LocalRuntime(root / "members", self.launcher)
         self.started: set[Endpoint] = set()
         self._stores: list[ZookeeperStore] = []
 

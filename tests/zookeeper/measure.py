@@ -21,7 +21,8 @@ from quorumkeeper import distributions
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.stores.base import Endpoint, Member, Role, StoreError
 from quorumkeeper.stores.zookeeper import ZookeeperStore
-from tests.zookeeper.conftest import Ensemble, healthy_learner, wait_until
+from tests.polling import wait_until
+from tests.zookeeper.conftest import Ensemble, healthy_learner
 
 WRITE_EVERY = 0.01
 OBSERVE_SECONDS = 25.0
