@@ -14,8 +14,8 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from quorumkeeper import distributions
 from quorumkeeper.spec import ZookeeperSettings
@@ -72,7 +72,7 @@ class Writer:
         self._thread.join()
         self.store.close()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, float]:
         gaps = [b - a for a, b in itertools.pairwise(self.successes)]
         return {
             "writes_ok": len(self.successes),
@@ -166,7 +166,7 @@ def leader_failure(root: Path, subnet: str, settings: ZookeeperSettings, how: st
         ensemble.destroy()
 
 
-def report(scenario: str, numbers: dict[str, Any]) -> None:
+def report(scenario: str, numbers: Mapping[str, object]) -> None:
     print(json.dumps({"scenario": scenario, **numbers}), flush=True)
 
 
