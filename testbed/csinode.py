@@ -34,17 +34,19 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
 
 from testbed.cephcsi import DRIVER, NodePlugin, Staging, node_credentials
 from testbed.kube import Kube
 from testbed.versions import csi_proto_dir
 
+# Compiled by scripts/build-node.sh into the cache, so mypy sees these modules as Any (see the
+# override in pyproject.toml) and the servicers below subclass Any: hence their ignore[misc].
 sys.path.insert(0, str(csi_proto_dir()))
-import csi_pb2  # type: ignore[import-not-found]  # compiled into the cache
-import csi_pb2_grpc  # type: ignore[import-not-found]
-import pluginregistration_pb2  # type: ignore[import-not-found]
-import pluginregistration_pb2_grpc  # type: ignore[import-not-found]
+import csi_pb2
+import csi_pb2_grpc
+import pluginregistration_pb2
+import pluginregistration_pb2_grpc
 
 log = logging.getLogger("testbed.csinode")
 CSI_VERSION = "1.0.0"

@@ -180,6 +180,8 @@ def node_client_cert(pki: Pki, directory: Path, node: str) -> tuple[Path, Path]:
     the Node authorizer and the NodeRestriction admission plugin expect, signed by the CA."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # what Pki.generate writes
+        raise TypeError(f"{pki.ca_key}: not the test bed's EC CA key but {type(ca_key).__name__}")
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
@@ -198,7 +200,7 @@ def node_client_cert(pki: Pki, directory: Path, node: str) -> tuple[Path, Path]:
         .not_valid_before(now)
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = directory / "kubelet-client.crt", directory / "kubelet-client.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

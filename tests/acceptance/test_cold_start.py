@@ -17,8 +17,8 @@ from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,
     holding_port,
-    wait_until,
 )
+from tests.polling import wait_until
 from tests.stores.files import overwrite_middle
 
 pytestmark = pytest.mark.acceptance

@@ -16,8 +16,8 @@ from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,
     holding_port,
-    wait_until,
 )
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.acceptance
 

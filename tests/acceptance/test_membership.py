@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.acceptance.harness import LocalClusterUnderTest, Writer, wait_until
+from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.acceptance
 

@@ -24,11 +24,11 @@ from quorumkeeper.ceph.client import connect
 from quorumkeeper.ceph.locks import FenceAction, NodeState, NodeView, fence_image
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd import EtcdStore
-from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from tests.ceph.minicluster import ClientUser, Holder, MiniCluster, csi_caps, target_for, wait_until
 from tests.polling import loopback_subnet
 

@@ -16,10 +16,10 @@ import pytest
 
 from quorumkeeper.model import DataPosition, Endpoint, Peer, Role
 from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.etcd import CLIENT_PORT, EtcdStore, client_url
-from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import (
     folder_bytes,

@@ -21,11 +21,10 @@ from hypothesis import strategies as st
 from quorumkeeper import versions
 from quorumkeeper.model import DataPosition, Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher
 from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.runtimes.local.launchers import MemberLauncher
 from quorumkeeper.stores.etcd import EtcdStore
-from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import written_bytes
 from tests.zookeeper.conftest import TEST_SETTINGS, Ensemble

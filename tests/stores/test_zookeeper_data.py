@@ -17,7 +17,6 @@ from quorumkeeper import versions
 from quorumkeeper.model import DataPosition, Endpoint, Peer
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.stores.zookeeper.ensemble import CLIENT_PORT
-from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
 from quorumkeeper.stores.zookeeper.words import server_state
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import (
@@ -45,13 +44,8 @@ def ensemble(tmp_path: Path) -> Iterator[Ensemble]:
     made.destroy()
 
 
-def launcher(ensemble: Ensemble) -> ZookeeperLauncher:
-    assert isinstance(ensemble.runtime.launcher, ZookeeperLauncher)
-    return ensemble.runtime.launcher
-
-
 def position(ensemble: Ensemble, member: Endpoint) -> DataPosition:
-    found = launcher(ensemble).data_position(ensemble.runtime.data_dir(member))
+    found = ensemble.launcher.data_position(ensemble.runtime.data_dir(member))
     assert found is not None
     return found
 
@@ -139,7 +133,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
     pid, before = start_alone(ensemble, zero)
     assert loaded_zxid(ensemble, zero, before) == zxid
     clean = log_since(ensemble.runtime.log_path(zero), before)
-    assert launcher(ensemble).unusable_data(clean) is None
+    assert ensemble.launcher.unusable_data(clean) is None
     ensemble.stop(zero)
 
     # 2. Damage: random bytes over the middle of the newest log's written part. ZooKeeper loads
@@ -160,7 +154,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
         ensemble.stop(one)
     else:  # the damage began on a record's checksum or length: ZooKeeper refuses to load
         failure = failed_start_log(ensemble, one, pid, before)
-        assert launcher(ensemble).unusable_data(failure) is not None, failure[-3000:]
+        assert ensemble.launcher.unusable_data(failure) is not None, failure[-3000:]
 
     # 3a. Every snapshot deleted, the logs kept: ZooKeeper refuses to start.
     for snapshot in version_2(ensemble, two, logs=False).glob("snapshot.*"):
@@ -169,7 +163,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
     assert not refused.loads and refused.damage is not None
     assert "No snapshot found, but there are log entries" in refused.damage
     pid, before = start_alone(ensemble, two)
-    line = launcher(ensemble).unusable_data(failed_start_log(ensemble, two, pid, before))
+    line = ensemble.launcher.unusable_data(failed_start_log(ensemble, two, pid, before))
     assert line is not None and "No snapshot found, but there are log entries" in line
 
     # 3b. An epoch file older than the data (a restored backup of the files, say).
@@ -179,7 +173,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
     stale = position(ensemble, zero)
     assert not stale.loads and stale.damage is not None and "current epoch" in stale.damage
     pid, before = start_alone(ensemble, zero)
-    line = launcher(ensemble).unusable_data(failed_start_log(ensemble, zero, pid, before))
+    line = ensemble.launcher.unusable_data(failed_start_log(ensemble, zero, pid, before))
     assert line is not None and "is older than the last zxid" in line
     current_epoch.write_text(kept)
     assert position(ensemble, zero) == intact
@@ -192,7 +186,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
         pid, before = start_alone(ensemble, zero)
         port_failure = failed_start_log(ensemble, zero, pid, before)
     assert "Address already in use" in port_failure
-    assert launcher(ensemble).unusable_data(port_failure) is None
+    assert ensemble.launcher.unusable_data(port_failure) is None
 
     # 2b. One byte changed inside a transaction, its framing intact: ZooKeeper's checksum
     # catches it and it refuses to load (it does not stop the log there), as the reader says.
@@ -208,7 +202,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
     flipped = position(ensemble, zero)
     assert not flipped.loads and "CRC check failed" in str(flipped.damage) and flipped < intact
     pid, before = start_alone(ensemble, zero)
-    line = launcher(ensemble).unusable_data(failed_start_log(ensemble, zero, pid, before))
+    line = ensemble.launcher.unusable_data(failed_start_log(ensemble, zero, pid, before))
     assert line is not None and "CRC check failed" in line
 
 

@@ -337,7 +337,10 @@ def test_restart_policy_restart_counts_and_logs(
     assert container["lastState"]["terminated"]["exitCode"] == 3
     previous = testbed_cluster.kubectl("logs", "-n", namespace, "once", "--previous").stdout
     assert previous == "first run\n"
-    logs = lambda: testbed_cluster.kubectl("logs", "-n", namespace, "once").stdout  # noqa: E731
+
+    def logs() -> str:
+        return testbed_cluster.kubectl("logs", "-n", namespace, "once").stdout
+
     wait_for(lambda: logs() == "second run of once\n", 10, "the second run's log")
 
     testbed_cluster.kubectl("exec", "-n", namespace, "once", "--", "touch", "/scratch/done")

@@ -17,10 +17,10 @@ import pytest
 from quorumkeeper import versions
 from quorumkeeper.model import Endpoint, Member, Peer, Role
 from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
 from quorumkeeper.runtimes.local.processes import LocalRuntime
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import ZookeeperSettings
-from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.polling import loopback_subnet, wait_until
 
@@ -37,10 +37,12 @@ class Ensemble:
         self.subnet = subnet
         self.name = name
         self.password = ensure_secret(root / "superuser")
-        launcher = ZookeeperLauncher(
+        # Kept as its own type: the runtime knows it only as a MemberLauncher, and the tests
+        # read ZooKeeper's files through it.
+        self.launcher = ZookeeperLauncher(
             distributions.zookeeper_classpath(version), settings, self.password
         )
-        self.runtime = LocalRuntime(root / "members", launcher)
+        self.runtime = LocalRuntime(root / "members", self.launcher)
         self.started: set[Endpoint] = set()
         self._stores: list[ZookeeperStore] = []
 
@@ -131,10 +133,6 @@ def healthy_learner(store: ZookeeperStore, joiner: Endpoint) -> Member | None:
 
 
 TEST_SETTINGS = ZookeeperSettings(heap="128M")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "zookeeper: runs real ZooKeeper servers")
 
 
 @pytest.fixture

@@ -14,15 +14,16 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from quorumkeeper import versions
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
-from tests.zookeeper.conftest import Ensemble, healthy_learner, wait_until
+from tests.polling import wait_until
+from tests.zookeeper.conftest import Ensemble, healthy_learner
 
 WRITE_EVERY = 0.01
 OBSERVE_SECONDS = 25.0
@@ -72,7 +73,7 @@ class Writer:
         self._thread.join()
         self.store.close()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, float]:
         gaps = [b - a for a, b in itertools.pairwise(self.successes)]
         return {
             "writes_ok": len(self.successes),
@@ -166,7 +167,7 @@ def leader_failure(root: Path, subnet: str, settings: ZookeeperSettings, how: st
         ensemble.destroy()
 
 
-def report(scenario: str, numbers: dict[str, Any]) -> None:
+def report(scenario: str, numbers: Mapping[str, object]) -> None:
     print(json.dumps({"scenario": scenario, **numbers}), flush=True)
 
 

@@ -15,7 +15,8 @@ from quorumkeeper.stores.base import NotCaughtUp, StoreError
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from quorumkeeper.stores.zookeeper.ensemble import next_server_id
 from quorumkeeper.stores.zookeeper.words import server_state
-from tests.zookeeper.conftest import Ensemble, healthy_learner, wait_until
+from tests.polling import wait_until
+from tests.zookeeper.conftest import Ensemble, healthy_learner
 
 pytestmark = pytest.mark.zookeeper
 
@@ -169,7 +170,7 @@ def test_restart_with_data_keeps_or_repairs_the_rewritten_config(
 ) -> None:
     ensemble = ensemble_factory()
     zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
-    launcher = ensemble.runtime.launcher
+    launcher = ensemble.launcher
     store = ensemble.bootstrap()
     ensemble.join(store, one)
     zoo_cfg = launcher.conf_dir(ensemble.runtime.data_dir(one)) / "zoo.cfg"
@@ -207,7 +208,7 @@ def test_debian_380_boots_and_reconfigs(ensemble_factory: Callable[..., Ensemble
     ensemble = ensemble_factory(version=versions.DEBIAN_ZOOKEEPER_VERSION)
     zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
     store = ensemble.bootstrap()
-    assert "slf4j-simple" in " ".join(ensemble.runtime.launcher.classpath)
+    assert "slf4j-simple" in " ".join(ensemble.launcher.classpath)
     ensemble.join(store, one)
     both = ensemble.store([zero, one])
     roles = wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "2 voters")

@@ -15,8 +15,8 @@ from quorumkeeper import versions
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import ZookeeperSettings
-from quorumkeeper.stores.zookeeper.words import four_letter_word
 from quorumkeeper.stores.zookeeper.ensemble import parse_config, superuser_digest_flag
+from quorumkeeper.stores.zookeeper.words import four_letter_word
 from tests.zookeeper.conftest import Ensemble
 
 
