@@ -17,16 +17,14 @@ import httpx
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.planner import Desired
 from quorumkeeper.runtimes.local import distributions
-from quorumkeeper.runtimes.local.processes import LocalRuntime
+from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
-from quorumkeeper.stores import zookeeper
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.runtimes.local.launchers import MemberLauncher
 from quorumkeeper.stores.etcd import EtcdStore, client_url, peer_url
-from quorumkeeper.runtimes.local.launchers import EtcdLauncher
-from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
+from quorumkeeper.stores.zookeeper import ensemble, words
 from tests.acceptance.harness import LocalClusterUnderTest
+from tests.local_runtime import spawner
 from tests.polling import wait_until
 
 
@@ -37,9 +35,9 @@ class SeedMethod(abc.ABC):
     store: str
 
     def __init__(self, subnet: str, workdir: Path) -> None:
-        self.desired = Desired(members=9, name="seed", subnet=subnet)
         self.cluster = LocalClusterUnderTest(self.store, "seed", subnet, workdir)
-        self.runtime = LocalRuntime(self.cluster.paths.root / "members", self.launcher())
+        self.runtime = spawner(self.cluster.paths.root / "members", self.launcher(), "seed", subnet)
+        self.desired = Desired(members=9, placement=self.runtime.placement)
         self.members: list[Endpoint] = []
 
     @abc.abstractmethod
@@ -56,10 +54,7 @@ class SeedMethod(abc.ABC):
 
     def start(self, endpoint: Endpoint, *, bootstrap: bool = False) -> None:
         peers = [Peer(member, member_id=None) for member in self.members]
-        argv = self.runtime.launcher.argv(
-            endpoint, self.runtime.data_dir(endpoint), peers, bootstrap=bootstrap
-        )
-        self.runtime.start(endpoint, argv)
+        self.runtime.start(endpoint, peers, bootstrap=bootstrap)
 
     def voters(self) -> set[str]:
         """Addresses of the healthy voters, as the cluster's leader lists them."""
@@ -137,8 +132,8 @@ class SeedMethod(abc.ABC):
         return joined.keys() == started.keys()
 
     def stop_all(self) -> None:
-        for name in self.runtime.member_names():
-            self.runtime.stop(self.desired.endpoint(int(name.rsplit("-", 1)[1])), grace=5)
+        for endpoint in self.runtime.endpoints():
+            self.runtime.stop(endpoint, grace=5)
 
 
 class EtcdSeedMethod(SeedMethod):
@@ -189,15 +184,14 @@ class StaticZookeeperLauncher(ZookeeperLauncher):
     ) -> list[str]:
         servers = {
             f"server.{peer.endpoint.ordinal + 1}": (
-                f"{peer.endpoint.address}:{zookeeper.QUORUM_PORT}:{zookeeper.ELECTION_PORT}"
+                f"{peer.endpoint.address}:{ensemble.QUORUM_PORT}:{ensemble.ELECTION_PORT}"
             )
             for peer in peers
         }
         config = {
-            **self.common_config(data_dir, endpoint.ordinal + 1),
-            "reconfigEnabled": "false",
+            **self.server_config(data_dir, endpoint.ordinal + 1, dynamic_file=None),
             "clientPortAddress": endpoint.address,
-            "clientPort": zookeeper.CLIENT_PORT,
+            "clientPort": ensemble.CLIENT_PORT,
             **servers,
         }
         self.write_zoo_cfg(data_dir, config)
@@ -223,7 +217,7 @@ class ZookeeperSeedMethod(SeedMethod):
 
         def imok() -> bool:
             try:
-                return zookeeper.four_letter_word(endpoint.address, "ruok", 0.5) == "imok"
+                return words.four_letter_word(endpoint.address, "ruok", 0.5) == "imok"
             except OSError:
                 return False
 

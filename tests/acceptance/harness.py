@@ -29,6 +29,7 @@ import httpx
 from quorumkeeper.model import Endpoint
 from quorumkeeper.planner import Desired
 from quorumkeeper.runtimes.local import keeper
+from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
 from quorumkeeper.spec import MAX_MEMBERS
@@ -102,7 +103,7 @@ class LocalClusterUnderTest:
             return "(no keeper log)"
 
     def desired(self, members: int) -> Desired:
-        return Desired(members=members, name=self.name, subnet=self.subnet)
+        return Desired(members=members, placement=LoopbackPlacement(self.name, self.subnet))
 
     def all_endpoints(self) -> list[Endpoint]:
         desired = self.desired(MAX_MEMBERS)

@@ -20,7 +20,7 @@ import pytest
 
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.planner import Observation, Phase, plan
-from quorumkeeper.reconciler import LocalCluster
+from quorumkeeper.runtimes.local.cluster import LocalCluster
 from quorumkeeper.stores.base import CoordinationStore, StoreError
 from quorumkeeper.stores.zookeeper.words import server_state
 from tests.acceptance.harness import (
@@ -149,9 +149,9 @@ def test_zookeeper_leader_back_from_a_partition_is_never_a_second_leader(tmp_pat
         cluster.up(3, "--spec-file", str(spec_file))
         old = cluster.member(cluster.wait_ready(3), "leader")
         local = LocalCluster(cluster.paths)
-        endpoints = [local.desired.endpoint(n) for n in range(3)]
-        slots = local.observe().observation.slots
-        store = local.store(tuple(endpoints))
+        endpoints = [local.reconciler.desired.endpoint(n) for n in range(3)]
+        slots = local.reconciler.observe().observation.slots
+        store = local.reconciler.store(tuple(endpoints))
         samples: list[tuple[list[str], list[Member]]] = []
         stopped: list[str] = []
         try:
@@ -178,7 +178,7 @@ def test_zookeeper_leader_back_from_a_partition_is_never_a_second_leader(tmp_pat
                 if member.stale_leader:
                     assert member.address in stopped and not member.healthy
                     assert member.role is Role.FOLLOWER
-                    step = plan(local.desired, Observation(tuple(members), slots))
+                    step = plan(local.reconciler.desired, Observation(tuple(members), slots))
                     assert step.phase is not Phase.READY, step
         assert any(m.stale_leader for _, members in samples for m in members), (
             "the old leader's stale claim was never caught by members()"

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from quorumkeeper.reconciler import LocalCluster
+from quorumkeeper.runtimes.local.cluster import LocalCluster
 from quorumkeeper.runtimes.local.processes import START_MARKER, wait_for_exit
 from tests.acceptance.harness import (
     LocalClusterUnderTest,

@@ -25,11 +25,12 @@ from quorumkeeper.ceph.locks import FenceAction, NodeState, NodeView, fence_imag
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher
-from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
+from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd import EtcdStore
 from tests.ceph.minicluster import ClientUser, Holder, MiniCluster, csi_caps, target_for, wait_until
+from tests.local_runtime import spawner
 from tests.polling import loopback_subnet
 
 pytestmark = pytest.mark.ceph
@@ -156,18 +157,18 @@ def test_member_data_survives_fence_and_reattach_from_another_node(
     node_a_user = ceph_cluster.create_user(f"node-a-{unique}", csi_caps(POOL))
     node_b_user = ceph_cluster.create_user(f"node-b-{unique}", csi_caps(POOL))
 
-    endpoint = Endpoint(name="etcd-0", address=MEMBER_ADDRESS)
+    endpoint = Endpoint(name="etcd-0", ordinal=0, address=MEMBER_ADDRESS)
     alone = [Peer(endpoint, member_id=None)]
-    runtime = LocalRuntime(tmp_path / "members", EtcdLauncher(etcd_binary, EtcdSettings(), unique))
+    launcher = EtcdLauncher(etcd_binary, EtcdSettings(), unique)
+    runtime = spawner(tmp_path / "members", launcher, "etcd", MEMBER_ADDRESS.rsplit(".", 1)[0])
     data_dir = runtime.data_dir(endpoint)
-    argv = runtime.launcher.argv(endpoint, data_dir, alone, bootstrap=True)
     store = EtcdStore([endpoint])
     stack.callback(store.close)
 
     # Node A: attach, format, run the member and write through the store.
     node_a = attach(ceph_cluster, node_a_user, image, tmp_path, data_dir, mkfs=True, stack=stack)
     stack.callback(runtime.stop, endpoint)
-    runtime.start(endpoint, argv)
+    runtime.start(endpoint, alone, bootstrap=True)
     value = uuid.uuid4().hex
     _wait_written(store, "quorumkeeper/ceph-data-path", value)
     assert runtime.launcher.has_data(data_dir)
@@ -211,7 +212,7 @@ def test_member_data_survives_fence_and_reattach_from_another_node(
     attach(ceph_cluster, node_b_user, image, tmp_path, data_dir, mkfs=False, stack=stack)
     stack.callback(runtime.stop, endpoint)
     assert runtime.launcher.has_data(data_dir)
-    runtime.start(endpoint, runtime.launcher.argv(endpoint, data_dir, alone, bootstrap=False))
+    runtime.start(endpoint, alone, bootstrap=False)
     assert _read(store, "quorumkeeper/ceph-data-path") == value
     lockers = ceph_cluster.rbd_json("lock", "ls", f"{POOL}/{image}")
     assert [lk["id"] for lk in lockers] == [f"{node_b_user.name}-mount"]

@@ -171,7 +171,7 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
     assert holder_a.startswith(f"{ip_a}:")
 
     # Write through the member, and keep writing while node A dies.
-    store = EtcdStore([Endpoint(name="etcd-0", address=pod["status"]["podIP"])])
+    store = EtcdStore([Endpoint(name="etcd-0", ordinal=0, address=pod["status"]["podIP"])])
     writer = Writer(store)
     writer.start()
     try:
@@ -255,7 +255,9 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
         ip_b = node_ip(testbed_cluster.nodes.index(node_b) + 1)
         assert holder_b.startswith(f"{ip_b}:")
 
-        store = EtcdStore([Endpoint(name="etcd-0", address=moved_pod["status"]["podIP"])])
+        store = EtcdStore(
+            [Endpoint(name="etcd-0", ordinal=0, address=moved_pod["status"]["podIP"])]
+        )
         try:
             found = {key: store.read(key) for key in writer.acknowledged}
         finally:

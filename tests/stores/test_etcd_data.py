@@ -17,9 +17,10 @@ import pytest
 from quorumkeeper.model import DataPosition, Endpoint, Peer, Role
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher
-from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
+from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.etcd import CLIENT_PORT, EtcdStore, client_url
+from tests.local_runtime import spawner
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import (
     folder_bytes,
@@ -40,8 +41,8 @@ class EtcdTrio:
     def __init__(self, root: Path, subnet: str) -> None:
         settings = EtcdSettings(snapshot_count=100)  # WAL snapshot records past index 0
         self.launcher = EtcdLauncher(distributions.etcd_binary(), settings, "qk-data-test")
-        self.runtime = LocalRuntime(root / "members", self.launcher)
-        self.members = [Endpoint(f"etcd-{n}", f"{subnet}.{n + 1}") for n in range(3)]
+        self.runtime = spawner(root / "members", self.launcher, "etcd", subnet)
+        self.members = [self.runtime.placement.endpoint(n) for n in range(3)]
         self.stores: list[EtcdStore] = []
 
     def data(self, member: Endpoint) -> Path:
@@ -53,7 +54,7 @@ class EtcdTrio:
         peers = [Peer(endpoint, None) for endpoint in self.members]
         before = log_size(self.runtime.log_path(member))
         argv = self.launcher.argv(member, self.data(member), peers, bootstrap=new)
-        return self.runtime.start(member, argv), before
+        return self.runtime.spawn(member, argv), before
 
     def kill(self, *members: Endpoint) -> None:
         """SIGKILL at once: nothing is written on the way down (a SIGTERMed leader would hand

@@ -19,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quorumkeeper import versions
-from quorumkeeper.model import DataPosition, Endpoint, Peer
+from quorumkeeper.model import DataPosition, Peer
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher
-from quorumkeeper.runtimes.local.processes import LocalRuntime, wait_for_exit
+from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.etcd import EtcdStore
+from tests.local_runtime import spawner
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import written_bytes
 from tests.zookeeper.conftest import TEST_SETTINGS, Ensemble
@@ -49,10 +50,10 @@ def _kill(pid: int) -> None:
 def etcd_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WrittenData]:
     root = tmp_path_factory.mktemp("etcd")
     launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-odd-data")
-    runtime = LocalRuntime(root / "members", launcher)
-    member = Endpoint("etcd-0", f"{loopback_subnet(152)}.1")
+    runtime = spawner(root / "members", launcher, "etcd", loopback_subnet(152))
+    member = runtime.placement.endpoint(0)
     data_dir = runtime.data_dir(member)
-    pid = runtime.start(
+    pid = runtime.spawn(
         member, launcher.argv(member, data_dir, [Peer(member, None)], bootstrap=True)
     )
     try:

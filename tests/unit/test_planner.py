@@ -15,9 +15,9 @@ from quorumkeeper.model import (
     Endpoint,
     JoinRules,
     Member,
+    Placement,
     Role,
     Slot,
-    quorum,
 )
 from quorumkeeper.planner import (
     AddLearner,
@@ -36,19 +36,30 @@ from quorumkeeper.planner import (
     TransferLeadership,
     Wait,
     plan,
+    quorum,
     scale_down_blocker,
 )
+from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
+from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 
-NAME = "c"
-SUBNET = "127.0.7"
+PLACEMENT = LoopbackPlacement("c", "127.0.7")
 
 
 ETCD_RULES = JoinRules(transfers_leadership=True)
 ZOOKEEPER_RULES = JoinRules(transfers_leadership=False)
 
 
-def _desired(members: int, rules: JoinRules = ETCD_RULES) -> Desired:
-    return Desired(members=members, name=NAME, subnet=SUBNET, rules=rules)
+PLACEMENTS: tuple[Placement, ...] = (
+    PLACEMENT,
+    ServiceDnsPlacement("c", "c-peers", "stores", "cluster.example"),
+)
+"""Both runtimes' placements: loopback addresses, and pod DNS names under a headless Service."""
+
+
+def _desired(
+    members: int, rules: JoinRules = ETCD_RULES, placement: Placement = PLACEMENT
+) -> Desired:
+    return Desired(members=members, placement=placement, rules=rules)
 
 
 @st.composite
@@ -81,7 +92,9 @@ def slots_at(draw: st.DrawFn, endpoint: Endpoint, *, running: bool, has_data: bo
 @st.composite
 def observations(draw: st.DrawFn) -> tuple[Desired, Observation]:
     desired = _desired(
-        draw(st.integers(1, 9)), draw(st.sampled_from([ETCD_RULES, ZOOKEEPER_RULES]))
+        draw(st.integers(1, 9)),
+        draw(st.sampled_from([ETCD_RULES, ZOOKEEPER_RULES])),
+        draw(st.sampled_from(PLACEMENTS)),
     )
     ordinals = draw(st.sets(st.integers(0, 8), max_size=9))
     has_quorum = draw(st.booleans())
@@ -218,7 +231,7 @@ def _check_cold_start(observed: Observation, endpoint: Endpoint) -> None:
 def _member(ordinal: int, role: Role = Role.FOLLOWER, *, healthy: bool = True) -> Member:
     return Member(
         id=str(ordinal),
-        address=f"{SUBNET}.{ordinal + 1}",
+        address=PLACEMENT.endpoint(ordinal).address,
         role=role,
         healthy=healthy,
         started=True,
@@ -375,7 +388,7 @@ def test_an_alarm_never_reads_ready_and_changes_no_step(
     assert step.phase is not Phase.READY
     if isinstance(without, Done):
         assert isinstance(step, Done) and step.phase is Phase.DEGRADED
-        assert f"{alarm} on {desired.endpoint_at(alarmed.address).name}" in step.reason
+        assert f"{alarm} on {desired.endpoint_of(alarmed).name}" in step.reason
     else:
         assert type(step) is type(without) and step.reason == without.reason
 
@@ -409,3 +422,24 @@ def test_a_joiner_waits_out_the_reconfiguration_grace_then_is_added() -> None:
     assert isinstance(refused, Wait) and refused.reason == f"adding c-1 waits: {GRACE}"
     added = plan(desired, Observation((leader,), _running(0)))
     assert isinstance(added, AddLearner) and added.endpoint.name == "c-1"
+
+
+def test_a_placement_maps_every_address_back_without_parsing_it() -> None:
+    for placement in PLACEMENTS:
+        for ordinal in (0, 4, 8):
+            endpoint = placement.endpoint(ordinal)
+            assert endpoint.ordinal == ordinal
+            assert placement.locate(endpoint.address) == endpoint
+            assert placement.named(endpoint.name) == endpoint
+        assert placement.locate("10.0.0.1") is None
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_a_member_this_cluster_did_not_place_is_never_acted_on(placement: Placement) -> None:
+    desired = _desired(3, placement=placement)
+    ours = tuple(replace(_member(n), address=placement.endpoint(n).address) for n in range(3))
+    stranger = Member("99", "10.9.9.9", Role.FOLLOWER, healthy=True, started=True)
+    slots = tuple(Slot(placement.endpoint(n), running=True, has_data=True) for n in range(3))
+    step = plan(desired, Observation((*ours, stranger), slots))
+    assert isinstance(step, Wait) and step.phase is Phase.DEGRADED
+    assert "99 at 10.9.9.9" in step.reason and "did not place" in step.reason

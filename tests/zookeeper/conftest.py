@@ -18,10 +18,10 @@ from quorumkeeper import versions
 from quorumkeeper.model import Endpoint, Member, Peer, Role
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
-from quorumkeeper.runtimes.local.processes import LocalRuntime
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
+from tests.local_runtime import spawner
 from tests.polling import loopback_subnet, wait_until
 
 SUBNETS = range(110, 141)
@@ -42,19 +42,19 @@ class Ensemble:
         self.launcher = ZookeeperLauncher(
             distributions.zookeeper_classpath(version), settings, self.password
         )
-        self.runtime = LocalRuntime(root / "members", self.launcher)
+        self.runtime = spawner(root / "members", self.launcher, name, subnet)
         self.started: set[Endpoint] = set()
         self._stores: list[ZookeeperStore] = []
 
     def endpoint(self, ordinal: int) -> Endpoint:
-        return Endpoint(name=f"{self.name}-{ordinal}", address=f"{self.subnet}.{ordinal + 1}")
+        return self.runtime.placement.endpoint(ordinal)
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool = False) -> int:
         argv = self.runtime.launcher.argv(
             endpoint, self.runtime.data_dir(endpoint), peers, bootstrap=bootstrap
         )
         self.started.add(endpoint)
-        return self.runtime.start(endpoint, argv)
+        return self.runtime.spawn(endpoint, argv)
 
     def pid(self, endpoint: Endpoint) -> int:
         pid = self.runtime.pid(endpoint)
