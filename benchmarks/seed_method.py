@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from quorumkeeper import versions
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.planner import Desired
-from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
@@ -146,7 +146,7 @@ class EtcdSeedMethod(SeedMethod):
         self.http = httpx.Client(timeout=5)
 
     def launcher(self) -> MemberLauncher:
-        return EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "seed-baseline")
+        return EtcdLauncher(versions.ETCD_VERSION, EtcdSettings(), "seed-baseline")
 
     def register(self, endpoint: Endpoint) -> None:
         def member_add() -> bool:
@@ -225,9 +225,7 @@ class ZookeeperSeedMethod(SeedMethod):
 
     def launcher(self) -> MemberLauncher:
         password = ensure_secret(self.cluster.paths.root / "superuser")
-        return StaticZookeeperLauncher(
-            distributions.zookeeper_classpath(), ZookeeperSettings(), password
-        )
+        return StaticZookeeperLauncher(versions.ZOOKEEPER_VERSION, ZookeeperSettings(), password)
 
 
 def seed_method(store: str, subnet: str, workdir: Path) -> SeedMethod:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from quorumkeeper import versions
 from quorumkeeper.ceph.client import connect
 from quorumkeeper.ceph.locks import FenceAction, NodeState, NodeView, fence_image
 from quorumkeeper.model import Endpoint, Peer
@@ -159,7 +160,7 @@ def test_member_data_survives_fence_and_reattach_from_another_node(
 
     endpoint = Endpoint(name="etcd-0", ordinal=0, address=MEMBER_ADDRESS)
     alone = [Peer(endpoint, member_id=None)]
-    launcher = EtcdLauncher(etcd_binary, EtcdSettings(), unique)
+    launcher = EtcdLauncher(versions.ETCD_VERSION, EtcdSettings(), unique)
     runtime = spawner(tmp_path / "members", launcher, "etcd", MEMBER_ADDRESS.rsplit(".", 1)[0])
     data_dir = runtime.data_dir(endpoint)
     store = EtcdStore([endpoint])

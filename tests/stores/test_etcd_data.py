@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quorumkeeper import versions
 from quorumkeeper.model import DataPosition, Endpoint, Peer, Role
-from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
@@ -40,7 +40,7 @@ class EtcdTrio:
 
     def __init__(self, root: Path, subnet: str) -> None:
         settings = EtcdSettings(snapshot_count=100)  # WAL snapshot records past index 0
-        self.launcher = EtcdLauncher(distributions.etcd_binary(), settings, "qk-data-test")
+        self.launcher = EtcdLauncher(versions.ETCD_VERSION, settings, "qk-data-test")
         self.runtime = spawner(root / "members", self.launcher, "etcd", subnet)
         self.members = [self.runtime.placement.endpoint(n) for n in range(3)]
         self.stores: list[EtcdStore] = []

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from quorumkeeper import versions
 from quorumkeeper.model import DataPosition, Peer
-from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
@@ -49,7 +48,7 @@ def _kill(pid: int) -> None:
 @pytest.fixture(scope="module")
 def etcd_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WrittenData]:
     root = tmp_path_factory.mktemp("etcd")
-    launcher = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-odd-data")
+    launcher = EtcdLauncher(versions.ETCD_VERSION, EtcdSettings(), "qk-odd-data")
     runtime = spawner(root / "members", launcher, "etcd", loopback_subnet(152))
     member = runtime.placement.endpoint(0)
     data_dir = runtime.data_dir(member)
@@ -162,7 +161,7 @@ def test_zookeeper_files_cut_or_overwritten_anywhere(
 def test_no_data_is_no_position(tmp_path: Path) -> None:
     """A member folder before its first start, or after a wipe, has no position at all; a WAL
     folder without a WAL file is data etcd can't start from."""
-    etcd = EtcdLauncher(distributions.etcd_binary(), EtcdSettings(), "qk-odd-data")
+    etcd = EtcdLauncher(versions.ETCD_VERSION, EtcdSettings(), "qk-odd-data")
     zookeeper = Ensemble(
         tmp_path / "zk", loopback_subnet(154), TEST_SETTINGS, versions.ZOOKEEPER_VERSION
     ).runtime.launcher

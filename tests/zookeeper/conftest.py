@@ -39,9 +39,7 @@ class Ensemble:
         self.password = ensure_secret(root / "superuser")
         # Kept as its own type: the runtime knows it only as a MemberLauncher, and the tests
         # read ZooKeeper's files through it.
-        self.launcher = ZookeeperLauncher(
-            distributions.zookeeper_classpath(version), settings, self.password
-        )
+        self.launcher = ZookeeperLauncher(version, settings, self.password)
         self.runtime = spawner(root / "members", self.launcher, name, subnet)
         self.started: set[Endpoint] = set()
         self._stores: list[ZookeeperStore] = []

@@ -23,7 +23,7 @@ from rich.table import Table
 from quorumkeeper import versions
 from quorumkeeper.cli.ceph import ceph_app, render_app
 from quorumkeeper.cli.maintenance import maintenance_app
-from quorumkeeper.errors import Refused
+from quorumkeeper.errors import ExitCode, Refused
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.runtimes.local import distributions, keeper
@@ -98,17 +98,6 @@ TimeoutOption = Annotated[
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
-
-
-class ExitCode:
-    """What a command's exit status means besides 0, done (the README's CLI section)."""
-
-    NOT_CONVERGED = 1
-    """--wait ran out of time: the change is stored and the keeper goes on with it."""
-    REFUSED = 2
-    """Bad input, an unsafe request, or a race lost to another command: nothing was changed."""
-    REPLACED = 3
-    """While this command waited, another command stored a new target for the cluster."""
 
 
 def _fail(message: str, code: int = ExitCode.REFUSED) -> typer.Exit:
@@ -260,7 +249,7 @@ def _wait_for_spec(
                     f"timed out after {timeout:.0f}s in phase {status['phase']}: "
                     f"{'; '.join([*_blockers(status, timeout), *status['problems']])}; the "
                     f"keeper goes on (see `quorumkeeper status {cluster.spec.name}`)",
-                    code=ExitCode.NOT_CONVERGED,
+                    code=ExitCode.NOT_DONE,
                 )
             healthy = sum(1 for m in status["members"] if m["healthy"])
             progress.update(
@@ -295,7 +284,7 @@ def _check_not_replaced(cluster: LocalCluster, generation: int) -> None:
             f"replaced: while this command waited, {stored.change.describe()} set the target "
             f"to {stored.spec.members} members; the keeper now works toward that (see "
             f"`quorumkeeper status {cluster.spec.name}`)",
-            code=ExitCode.REPLACED,
+            code=ExitCode.NOT_DONE,
         )
     cluster.reconciler.reload()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from quorumkeeper.reconciler import Reconciler
-from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import LocalRuntime
@@ -66,12 +65,10 @@ def secret(paths: ClusterPaths, store: Store) -> str:
 
 
 def launcher_for(spec: ClusterSpec, cluster_secret: str) -> MemberLauncher:
-    """The local launcher of `spec.store`. Raises `DistributionMissing` (with the command that
-    installs it) when the store's binaries are not in the cache."""
+    """The local launcher of `spec.store`."""
     if spec.store is Store.ETCD:
-        return EtcdLauncher(distributions.etcd_binary(spec.version), spec.etcd, cluster_secret)
-    classpath = distributions.zookeeper_classpath(spec.version)
-    return ZookeeperLauncher(classpath, spec.zookeeper, cluster_secret)
+        return EtcdLauncher(spec.version, spec.etcd, cluster_secret)
+    return ZookeeperLauncher(spec.version, spec.zookeeper, cluster_secret)
 
 
 class LocalCluster:

@@ -11,6 +11,7 @@ import abc
 from pathlib import Path
 
 from quorumkeeper.model import DataPosition, Endpoint, Peer
+from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.state import write_atomically
 from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
 from quorumkeeper.stores import etcd_wal
@@ -68,8 +69,10 @@ class MemberLauncher(abc.ABC):
 class EtcdLauncher(MemberLauncher):
     """The etcd command line of one member of the local runtime."""
 
-    def __init__(self, binary: Path, settings: EtcdSettings, cluster_token: str) -> None:
-        self.binary = binary
+    def __init__(self, version: str, settings: EtcdSettings, cluster_token: str) -> None:
+        """The binary of `version` is looked up when a member starts: observing and stopping
+        members needs none, so `status` and `down` work with an empty cache."""
+        self.version = version
         self.settings = settings
         self.cluster_token = cluster_token
 
@@ -82,7 +85,7 @@ class EtcdLauncher(MemberLauncher):
         bootstrap: bool,
     ) -> list[str]:
         return [
-            str(self.binary),
+            str(distributions.etcd_binary(self.version)),
             self.process_marker(data_dir),
             *member_flags(endpoint, peers, self.settings, self.cluster_token, bootstrap=bootstrap),
         ]
@@ -115,10 +118,16 @@ class ZookeeperLauncher(MemberLauncher):
     and the snapshot and transaction-log directories of the settings (with `myid`).
     """
 
-    def __init__(self, classpath: list[str], settings: ZookeeperSettings, password: str) -> None:
-        self.classpath = classpath
+    def __init__(self, version: str, settings: ZookeeperSettings, password: str) -> None:
+        """The jars of `version` are looked up when a member starts (see `EtcdLauncher`)."""
+        self.version = version
         self.settings = settings
         self.password = password
+
+    @property
+    def classpath(self) -> list[str]:
+        """Raises `DistributionMissing` when the jars are not in the cache."""
+        return distributions.zookeeper_classpath(self.version)
 
     @staticmethod
     def conf_dir(data_dir: Path) -> Path:
