@@ -196,6 +196,8 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
         "age_seconds": age,
         "stale": _stale(age, cluster.paths.keeper_pid()),
     }
+    if not status["recorded"]["stale"]:
+        status["error"] = recorded.get("error")  # the keeper's refusal: only it acts
     status["disks"] = _disks(cluster)
     status["problems"] = [
         f"disk full at {disk['path']} ({disk['free_bytes']} bytes free, holds "
@@ -245,18 +247,23 @@ def _wait_for_spec(
             if _matches_spec(status):
                 return status
             if time.monotonic() > deadline:
+                why = [*_blockers(status, timeout), *_refusal(status), *status["problems"]]
                 raise _fail(
                     f"timed out after {timeout:.0f}s in phase {status['phase']}: "
-                    f"{'; '.join([*_blockers(status, timeout), *status['problems']])}; the "
+                    f"{'; '.join(why)}; the "
                     f"keeper goes on (see `quorumkeeper status {cluster.spec.name}`)",
                     code=ExitCode.NOT_DONE,
                 )
             healthy = sum(1 for m in status["members"] if m["healthy"])
             progress.update(
                 f"{status['phase']}: {healthy}/{status['desired_members']} healthy - "
-                f"{status['step']['reason']}"
+                f"{'; '.join([status['step']['reason'], *_refusal(status)])}"
             )
             time.sleep(0.2)
+
+
+def _refusal(status: dict[str, Any]) -> list[str]:
+    return [f"the keeper's last refusal: {status['error']}"] if status.get("error") else []
 
 
 def _blockers(status: dict[str, Any], waited: float) -> list[str]:
@@ -534,6 +541,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         f"{status['desired_members']} members: {status['step']['reason']}",
         highlight=False,
     )
+    if status.get("error"):
+        out.print(f"[bold red]keeper's last refusal:[/] {status['error']}", highlight=False)
     for problem in status.get("problems", []):
         out.print(f"[bold red]{problem}[/]", highlight=False)
 
