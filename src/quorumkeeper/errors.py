@@ -7,6 +7,7 @@ anything else that escapes is a bug, reported with exit status 3 and a request f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 
@@ -25,11 +26,18 @@ class ExitCode(IntEnum):
 
 class QuorumkeeperError(Exception):
     """Root of quorumkeeper's errors. `field` names the input at fault, `fix` says what to change
-    so that the request passes; both may be None when no input is at fault."""
+    so that the request passes (in words, or as the field values to set); both may be None when
+    no input is at fault."""
 
     exit_code: ExitCode = ExitCode.UNEXPECTED
 
-    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        fix: str | Mapping[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.fix = fix

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from quorumkeeper.errors import Refused
 from quorumkeeper.model import Member, Role
 from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd import EtcdStore
@@ -26,7 +27,7 @@ FULL_WARNING_SHARE = 0.8
 """Above this share of the quota after reclaiming, the data itself is the problem: warn."""
 
 
-class MaintenanceRefused(RuntimeError):
+class MaintenanceRefused(Refused):
     """The procedure cannot start or go on safely; the message says why and what to do."""
 
 

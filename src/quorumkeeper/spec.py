@@ -37,6 +37,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from quorumkeeper import versions
+from quorumkeeper.errors import Refused
 
 MAX_MEMBERS = 9
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -125,22 +126,24 @@ class Problem:
         return replace(self, field=f"{prefix}.{self.field}", fix=fix)
 
 
-class SpecError(ValueError):
+class SpecError(Refused):
     """A spec that can't be accepted: one line per problem, `field: value; rule: ...; fix: ...`.
 
     `fix` merges every problem's fix; applied with `apply_fix`, the spec validates.
     """
 
+    fix: dict[str, object]
+
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
-        super().__init__("\n".join(str(problem) for problem in self.problems))
-
-    @property
-    def fix(self) -> dict[str, object]:
         merged: dict[str, object] = {}
         for problem in self.problems:
             merged.update(problem.fix)
-        return merged
+        super().__init__(
+            "\n".join(str(problem) for problem in self.problems),
+            field=self.problems[0].field if self.problems else None,
+            fix=merged,
+        )
 
 
 def _yaml_scalar(value: object) -> str:

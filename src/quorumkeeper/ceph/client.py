@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from quorumkeeper.errors import Refused
+
 try:
     import rados  # type: ignore[import-not-found]
     import rbd  # type: ignore[import-not-found]
@@ -39,12 +41,12 @@ def check_monitor(monitor: str) -> str:
     return monitor
 
 
-class CephError(RuntimeError):
-    """A Ceph request failed; the message names the input at fault and how to fix it."""
+class CephError(Refused):
+    """A Ceph request failed or was refused; the message names the input at fault and how to
+    fix it, and nothing was changed by the request that failed."""
 
     def __init__(self, message: str, *, field: str | None = None, errno_: int | None = None):
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field=field)
         self.errno = errno_
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from quorumkeeper.errors import Refused
 from quorumkeeper.spec import ClusterSpec, dump_spec, parse_spec
 
 STATE_DIR_ENV = "QUORUMKEEPER_STATE_DIR"
@@ -100,11 +101,11 @@ def ensure_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-class LockBusy(Exception):
+class LockBusy(Refused):
     """Another command held the lock for longer than the wait; `holder` is its PID if known."""
 
     def __init__(self, path: Path, holder: int | None) -> None:
-        super().__init__(path, holder)
+        super().__init__(f"{path} is held by {f'pid {holder}' if holder else 'another command'}")
         self.path = path
         self.holder = holder
 
@@ -190,11 +191,13 @@ class StoredSpec:
     change: SpecChange
 
 
-class SpecConflict(Exception):
+class SpecConflict(Refused):
     """The spec changed between reading it and writing it; `current` is what is stored now."""
 
     def __init__(self, current: StoredSpec | None) -> None:
-        super().__init__(current)
+        super().__init__(
+            f"the spec changed meanwhile: {current.change.describe() if current else 'removed'}"
+        )
         self.current = current
 
 
