@@ -239,3 +239,32 @@ def test_full_state_disk_is_visible_and_the_cluster_recovers(
         assert len(failures) == 1 and int(failures[0]) > 1, log[-3000:]
     finally:
         cluster.destroy()
+
+
+def test_status_and_down_need_no_binaries_and_start_names_the_install(
+    cluster: LocalClusterUnderTest, tmp_path: Path
+) -> None:
+    """Observing and stopping members needs no store binary: with an empty cache `status` and
+    `down` work, and only `start` is refused, naming the command that installs the store."""
+    cluster.up(3)
+    pids = [member["pid"] for member in cluster.wait_ready(3)["members"]]
+    empty = {**cluster.env, "QUORUMKEEPER_CACHE_DIR": str(tmp_path / "empty-cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "quorumkeeper", *args]
+        return subprocess.run(command, env=empty, capture_output=True, text=True, timeout=120)
+
+    status = run("status", cluster.name, "-o", "json")
+    assert status.returncode == 0, status.stderr
+    members = json.loads(status.stdout)["members"]
+    assert sorted(m["pid"] for m in members) == sorted(pids)
+    assert all(m["healthy"] for m in members)
+    down = run("down", cluster.name)
+    assert down.returncode == 0, down.stderr
+    wait_until(lambda: not any(map(psutil.pid_exists, pids)), 30, "members stopped")
+    start = run("start", cluster.name)
+    assert start.returncode == 2, start.stderr
+    assert "quorumkeeper install" in start.stderr and "Traceback" not in start.stderr
+    assert not any(
+        m["pid"] for m in json.loads(run("status", cluster.name, "-o", "json").stdout)["members"]
+    )

@@ -502,6 +502,7 @@ def start(
     """Start the keeper of an existing cluster again, e.g. after `down`; members resume from
     their data."""
     cluster = _existing(state_dir, name)
+    check_binary(cluster.spec)
     with _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}"):
         _ensure_keeper(cluster.paths)
     if wait:
