@@ -100,25 +100,27 @@ def test_unhealthy_cluster_refuses_adds_only_on_the_add_path() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "retryable"),
+    ("code", "error_class", "retryable"),
     [
-        (GrpcCode.UNAVAILABLE, True),
-        (GrpcCode.UNKNOWN, True),
-        (GrpcCode.DEADLINE_EXCEEDED, True),
-        (GrpcCode.RESOURCE_EXHAUSTED, True),
-        (GrpcCode.ABORTED, True),
-        (GrpcCode.CANCELLED, True),
-        (GrpcCode.FAILED_PRECONDITION, False),
-        (GrpcCode.INVALID_ARGUMENT, False),
-        (GrpcCode.NOT_FOUND, False),
-        (GrpcCode.PERMISSION_DENIED, False),
-        (GrpcCode.OUT_OF_RANGE, False),
-        (GrpcCode.DATA_LOSS, False),
+        (GrpcCode.UNAVAILABLE, StoreUnavailable, True),
+        (GrpcCode.DEADLINE_EXCEEDED, StoreUnavailable, True),
+        (GrpcCode.UNKNOWN, StoreError, True),
+        (GrpcCode.RESOURCE_EXHAUSTED, StoreError, True),
+        (GrpcCode.ABORTED, StoreError, True),
+        (GrpcCode.CANCELLED, StoreError, True),
+        (GrpcCode.FAILED_PRECONDITION, StoreError, False),
+        (GrpcCode.INVALID_ARGUMENT, StoreError, False),
+        (GrpcCode.NOT_FOUND, StoreError, False),
+        (GrpcCode.PERMISSION_DENIED, StoreError, False),
+        (GrpcCode.OUT_OF_RANGE, StoreError, False),
+        (GrpcCode.DATA_LOSS, StoreError, False),
     ],
 )
-def test_an_unknown_message_is_retryable_by_its_code_alone(code: GrpcCode, retryable: bool) -> None:
+def test_an_unknown_message_is_classified_by_its_code_alone(
+    code: GrpcCode, error_class: type[StoreError], retryable: bool
+) -> None:
     error = classify(f"{URL}{REMOVE}", 500, code, "etcdserver: something new")
-    assert type(error) is StoreError
+    assert type(error) is error_class
     assert error.retryable is retryable
     assert f"{code.name} ({int(code)}): etcdserver: something new" in str(error)
 

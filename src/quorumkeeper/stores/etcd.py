@@ -26,6 +26,7 @@ from quorumkeeper.stores.base import (
     Endpoint,
     Member,
     MemberLauncher,
+    NotCaughtUp,
     Peer,
     Role,
     StoreError,
@@ -154,12 +155,13 @@ class EtcdStore(CoordinationStore):
         return read_answer(url, response.status_code, response.content)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the first member that can serve the call.
+        """POST to the first member that serves the call.
 
-        A member that does not answer, or can't serve the call itself (`StoreUnavailable`: a
-        learner, no leader known, a timed-out proposal, a proxy's 502), passes it on to the
-        next; when none serves it, raises `StoreUnavailable` listing each member's failure. Any
-        other `StoreError` is the cluster's answer and raised as it is.
+        A member that does not answer, or fails in a way trying again may cure (a retryable
+        `StoreError`: a learner, no leader known, a timed-out proposal, a proxy's 502), passes
+        the call on to the next; when none serves it, raises `StoreUnavailable` listing each
+        member's failure. A refusal, and the answers the planner waits on (`NotCaughtUp`,
+        `AddsRefused`, decided for the whole cluster), are raised as they are.
         """
         failures = []
         for endpoint in self.endpoints:
@@ -167,9 +169,13 @@ class EtcdStore(CoordinationStore):
                 return self._post_to(endpoint.address, path, body)
             except httpx.HTTPError as error:
                 failures.append(f"{endpoint.name}: {error.__class__.__name__}")
-            except StoreUnavailable as error:
+            except (NotCaughtUp, AddsRefused):
+                raise
+            except StoreError as error:
+                if not error.retryable:
+                    raise
                 failures.append(f"{endpoint.name}: {error}")
-        raise StoreUnavailable(f"no etcd member could serve {path}: {'; '.join(failures)}")
+        raise StoreUnavailable(f"no etcd member served {path}: {'; '.join(failures)}")
 
     def member_status(self, address: str) -> dict[str, Any] | None:
         """The member's own `/v3/maintenance/status` (served locally, no raft entry), None when

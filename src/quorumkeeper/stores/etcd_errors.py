@@ -10,7 +10,8 @@ code alone is not either (both of those are FailedPrecondition). So an answer is
 steps: the HTTP status and body are checked first, so a body that is not the gateway's (a proxy's
 HTML page, Go's `404 page not found` outside `/v3/`, an empty body) becomes a `StoreError`
 naming the URL, the status and the body's first bytes; then etcd's own message is looked up in
-`ANSWERS`; an unknown message falls back to its gRPC code (`RETRYABLE_CODES`).
+`ANSWERS`; an unknown message falls back to its gRPC code (`UNAVAILABLE_CODES`,
+`RETRYABLE_CODES`).
 
 Messages and codes are etcd's, from api/v3rpc/rpctypes/error.go (the gRPC statuses) and
 server/etcdserver/errors.go (the server's errors they are mapped from in
@@ -282,20 +283,17 @@ ANSWERS: tuple[EtcdAnswer, ...] = (
 """etcd's errors quorumkeeper may meet, in lookup order: a row limited to a `path` comes before
 the general row of the same message."""
 
+UNAVAILABLE_CODES = frozenset({GrpcCode.UNAVAILABLE, GrpcCode.DEADLINE_EXCEEDED})
+"""For a message not in `ANSWERS`: the member asked could not serve the call in time, as gRPC
+documents these codes (grpc codes.go); another member or a later try may."""
+
 RETRYABLE_CODES = frozenset(
-    {
-        GrpcCode.CANCELLED,
-        GrpcCode.UNKNOWN,
-        GrpcCode.DEADLINE_EXCEEDED,
-        GrpcCode.RESOURCE_EXHAUSTED,
-        GrpcCode.ABORTED,
-        GrpcCode.UNAVAILABLE,
-    }
+    {GrpcCode.CANCELLED, GrpcCode.UNKNOWN, GrpcCode.RESOURCE_EXHAUSTED, GrpcCode.ABORTED}
 )
-"""For a message not in `ANSWERS`: the codes gRPC documents as transient (codes.go: Unavailable,
-DeadlineExceeded, Aborted, ResourceExhausted), plus Cancelled and Unknown, under which etcd sends
-the errors it has no status for (raft's dropped proposals during an election among them). Every
-other code says the request itself is wrong, so it is refused."""
+"""For a message not in `ANSWERS`: failures trying again may cure. ResourceExhausted and Aborted
+are transient by gRPC's documentation; Unknown and Cancelled are how etcd sends the errors it
+has no status for (raft's proposals dropped during an election among them). Every code outside
+these and `UNAVAILABLE_CODES` says the request itself is wrong, so it is refused."""
 
 UNAVAILABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses with a body that is not the gateway's that say the member behind the address
@@ -316,7 +314,7 @@ def lookup(message: str, path: str) -> EtcdAnswer | None:
 
 def classify(url: str, status: int, code: int, message: str) -> StoreError:
     """The error for a gateway error body (`code`, `message`) that `url` answered with HTTP
-    `status`: by `ANSWERS`, else by `RETRYABLE_CODES`."""
+    `status`: by `ANSWERS`, else by `UNAVAILABLE_CODES` and `RETRYABLE_CODES`."""
     path = urlsplit(url).path
     try:
         name = GrpcCode(code).name
@@ -326,6 +324,8 @@ def classify(url: str, status: int, code: int, message: str) -> StoreError:
     answer = lookup(message, path)
     if answer is not None:
         return answer.raises(f"{said} ({answer.means})")
+    if code in UNAVAILABLE_CODES:
+        return StoreUnavailable(said)
     if code in RETRYABLE_CODES:
         return transient(said)
     return refused(said)
