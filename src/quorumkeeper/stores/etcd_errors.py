@@ -73,9 +73,11 @@ def transient(message: str) -> StoreError:
 
 @dataclass(frozen=True)
 class EtcdAnswer:
-    """One of etcd's errors: its exact `message`, the gRPC `code` it is sent with, the error
+    """One of etcd's errors: its exact `message`, the gRPC `code` etcd sends it with, the error
     class quorumkeeper raises for it and why (`means`, also shown to the user). `path` limits
-    the row to one gateway path when the same message means different things per call."""
+    the row to one gateway path when the same message means different things per call. Rows
+    are found by message and path alone: each message is etcd's own and unique, and an answer
+    under another code than the row's still means what the message says."""
 
     message: str
     code: GrpcCode
