@@ -24,27 +24,18 @@ from quorumkeeper.stores.base import (
     StoreError,
     StoreUnavailable,
 )
+from quorumkeeper.stores.etcd_errors import ADDS_REFUSED, COMPACTED, MEMBER_ADD, read_answer
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 
-_RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
-
-UNHEALTHY_CLUSTER = "etcdserver: unhealthy cluster"
-"""etcd's refusal of a member add (`ErrUnhealthy`, HTTP 503) while `--strict-reconfig-check`
-(the default) finds a voter that has not been connected to the member asked for the last
-`HealthInterval`, 5 s: after a member starts or reconnects, adds are refused for about 5 s
-(etcd server/etcdserver/server.go `mayAddMember`, `isConnectedFullySince`)."""
-
 ADDS_REFUSED_SECONDS = 0.5
-"""How long a refusal of `UNHEALTHY_CLUSTER` counts as the store's answer before an add is tried
-again: etcd does not say when its grace ends, only that it lasts at most `HealthInterval` from
-the refusal, so a short window keeps the join prompt and the refused requests few."""
-
-ADDS_REFUSED = (
-    "etcd refuses member adds until every voter has been connected for 5 s (its "
-    "reconfiguration grace after a member starts or reconnects)"
-)
+"""How long etcd's refusal of an add as `etcd_errors.UNHEALTHY_CLUSTER` counts as the store's
+answer before an add is tried again. etcd refuses while `--strict-reconfig-check` (the default)
+finds a voter that has not been connected to the member asked for the last `HealthInterval`, 5 s
+(server/etcdserver/server.go `mayAddMember`, `isConnectedFullySince`); it does not say when its
+grace ends, only that it lasts at most `HealthInterval` from the refusal, so a short window keeps
+the join prompt and the refused requests few."""
 
 
 def client_url(address: str) -> str:
@@ -136,38 +127,46 @@ class EtcdStore(CoordinationStore):
         self._listed: tuple[CommitMark, list[dict[str, Any]]] | None = None
         """The last member list read, with the commit mark (`_commit_mark`) seen before it."""
         self._adds_refused_until = 0.0
-        """`time.monotonic()` until which the last `UNHEALTHY_CLUSTER` refusal stands."""
+        """`time.monotonic()` until which the last `AddsRefused` stands."""
 
     def close(self) -> None:
         self._http.close()
         self._probe.clear()
 
-    def _post_to(self, address: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self._http.post(f"{client_url(address)}{path}", json=body)
-        payload: dict[str, Any] = response.json()
-        if response.status_code != 200:
-            message = str(payload.get("message", response.text))
-            if "in sync with leader" in message:
-                raise NotCaughtUp(message)
-            raise StoreError(
-                message,
-                retryable=response.status_code in _RETRYABLE_HTTP or "not leader" in message,
-            )
-        return payload
+    def _post_to(
+        self, address: str, path: str, body: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """POST `body` to one member; its answer is read by `etcd_errors.read_answer`, which
+        raises the `StoreError` any answer but a 200 with a JSON object stands for. `timeout`
+        replaces the client's for this call."""
+        url = f"{client_url(address)}{path}"
+        response = self._http.post(
+            url, json=body, timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
+        )
+        return read_answer(url, response.status_code, response.content)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the first member that can serve the call; learners can't, so skip them."""
+        """POST to the first member that serves the call.
+
+        A member that does not answer, or fails in a way trying again may cure (a retryable
+        `StoreError`: a learner, no leader known, a timed-out proposal, a proxy's 502), passes
+        the call on to the next; when none serves it, raises `StoreUnavailable` listing each
+        member's failure. A refusal, and the answers the planner waits on (`NotCaughtUp`,
+        `AddsRefused`, decided for the whole cluster), are raised as they are.
+        """
         failures = []
         for endpoint in self.endpoints:
             try:
                 return self._post_to(endpoint.address, path, body)
             except httpx.HTTPError as error:
                 failures.append(f"{endpoint.name}: {error.__class__.__name__}")
+            except (NotCaughtUp, AddsRefused):
+                raise
             except StoreError as error:
-                if not error.retryable and "learner" not in str(error):
+                if not error.retryable:
                     raise
                 failures.append(f"{endpoint.name}: {error}")
-        raise StoreUnavailable(f"no etcd member answered {path}: {'; '.join(failures)}")
+        raise StoreUnavailable(f"no etcd member served {path}: {'; '.join(failures)}")
 
     def member_status(self, address: str) -> dict[str, Any] | None:
         """The member's own `/v3/maintenance/status` (served locally, no raft entry), None when
@@ -175,10 +174,12 @@ class EtcdStore(CoordinationStore):
         url = f"{client_url(address)}/v3/maintenance/status"
         try:
             response = self._probe.request("POST", url, body=b"{}")
+            if response.status != 200:
+                return None
             status: dict[str, Any] = json.loads(response.data)
         except (urllib3.exceptions.HTTPError, ValueError):
             return None
-        return status if response.status == 200 else None
+        return status if isinstance(status, dict) else None
 
     def _statuses(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
         for endpoint in self.endpoints:
@@ -288,7 +289,7 @@ class EtcdStore(CoordinationStore):
         try:
             self._post("/v3/kv/compaction", {"revision": revision, "physical": True})
         except StoreError as error:
-            if "required revision has been compacted" in str(error):
+            if COMPACTED in str(error):
                 return False
             raise
         return True
@@ -296,11 +297,7 @@ class EtcdStore(CoordinationStore):
     def defragment(self, member: Member, *, timeout: float) -> None:
         """Rewrite `member`'s database file without its free pages. The member serves nothing
         while it runs, so callers go one member at a time and the leader last."""
-        response = self._http.post(
-            f"{client_url(member.address)}/v3/maintenance/defragment", json={}, timeout=timeout
-        )
-        if response.status_code != 200:
-            raise StoreError(f"defragmenting {member.address}: {response.text}", retryable=True)
+        self._post_to(member.address, "/v3/maintenance/defragment", {}, timeout=timeout)
 
     def disarm(self, member_id: str, alarm: str) -> None:
         """Clear `alarm` on `member_id` (alarm action DEACTIVATE). etcd raises NOSPACE again at
@@ -311,21 +308,19 @@ class EtcdStore(CoordinationStore):
         )
 
     def adds_refused(self) -> str | None:
-        """`ADDS_REFUSED` for `ADDS_REFUSED_SECONDS` after etcd refused an add as
-        `UNHEALTHY_CLUSTER`, so the planner waits on the condition instead of retrying."""
+        """`etcd_errors.ADDS_REFUSED` for `ADDS_REFUSED_SECONDS` after etcd refused an add
+        (`AddsRefused`), so the planner waits on the condition instead of retrying."""
         return ADDS_REFUSED if time.monotonic() < self._adds_refused_until else None
 
     def add_learner(self, endpoint: Endpoint) -> Member:
-        """Raises `AddsRefused` during etcd's reconfiguration grace (`UNHEALTHY_CLUSTER`),
-        which `adds_refused` then reports."""
+        """Raises `AddsRefused` during etcd's reconfiguration grace, which `adds_refused` then
+        reports."""
         body = {"peerURLs": [peer_url(endpoint.address)], "isLearner": True}
         try:
-            added = self._post("/v3/cluster/member/add", body)["member"]
-        except StoreError as error:  # every member refused it (StoreUnavailable) or one did
-            if UNHEALTHY_CLUSTER not in str(error):
-                raise
+            added = self._post(MEMBER_ADD, body)["member"]
+        except AddsRefused:
             self._adds_refused_until = time.monotonic() + ADDS_REFUSED_SECONDS
-            raise AddsRefused(f"{ADDS_REFUSED}: {error}") from error
+            raise
         return Member(
             id=added["ID"],
             address=endpoint.address,
