@@ -29,9 +29,9 @@ from quorumkeeper.stores.etcd_errors import LEARNER_NOT_READY, read_answer
 from tests.polling import loopback_subnet, wait_until
 
 SUBNET = loopback_subnet(155)
-VOTER = Endpoint("etcd-0", f"{SUBNET}.1")
-LEARNER = Endpoint("etcd-1", f"{SUBNET}.2")
-SILENT = Endpoint("etcd-2", f"{SUBNET}.3")
+VOTER = Endpoint("etcd-0", 0, f"{SUBNET}.1")
+LEARNER = Endpoint("etcd-1", 1, f"{SUBNET}.2")
+SILENT = Endpoint("etcd-2", 2, f"{SUBNET}.3")
 """Listed as a learner, never started: it stays behind the leader."""
 
 
