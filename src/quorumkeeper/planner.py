@@ -1,7 +1,7 @@
 """The next safe step, as a pure function of the desired spec and what was observed.
 
 Nothing here remembers anything: a reconciler that crashed and came back asks the same question
-of a fresh observation and gets the step that continues where it stopped. The rules (DESIGN.md):
+of a fresh observation and gets the step that continues where it stopped. The rules:
 one membership change at a time, never below quorum, remove before stop, learner before voter,
 replace members whose data is gone, move leadership away before removing the leader.
 """

@@ -303,7 +303,7 @@ def read_position(wal_dir: Path) -> DataPosition:
     """The (last term, last index) etcd would start from with the WAL files in `wal_dir`.
 
     `damage` says where and why decoding stopped early; `loads` is False when etcd refuses to
-    start on these files (it would log one of `etcd.UNUSABLE_DATA_ERRORS`). Raises OSError only
+    start on these files (it would log one of `UNUSABLE_DATA_ERRORS`, below). Raises OSError only
     when the folder or a file can't be read at all.
     """
     files = _wal_files(wal_dir)

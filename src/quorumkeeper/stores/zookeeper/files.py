@@ -226,7 +226,7 @@ def read_position(snapshot_dir: Path, log_dir: Path) -> DataPosition:
     folder), as a `DataPosition` (term: epoch, index: counter).
 
     `damage` names the first snapshot or record that failed a check; `loads` is False when
-    ZooKeeper refuses to load this data (it would log one of `zookeeper.UNUSABLE_DATA_ERRORS`).
+    ZooKeeper refuses to load this data (it would log one of `UNUSABLE_DATA_ERRORS`, below).
     Raises OSError only when a folder or file can't be read at all.
     """
     snapshot = _newest_snapshot(snapshot_dir)
