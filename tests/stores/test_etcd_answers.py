@@ -14,16 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quorumkeeper import distributions
 from quorumkeeper.errors import ExitCode
-from quorumkeeper.stores.base import (
-    Endpoint,
-    Member,
-    NotCaughtUp,
-    Role,
-    StoreError,
-    StoreUnavailable,
-)
+from quorumkeeper.model import Endpoint, Member, Role
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.stores.base import NotCaughtUp, StoreError, StoreUnavailable
 from quorumkeeper.stores.etcd import EtcdStore, answers, client_url, peer_url
 from quorumkeeper.stores.etcd_errors import LEARNER_NOT_READY, read_answer
 from tests.polling import loopback_subnet, wait_until
