@@ -32,7 +32,7 @@ from rich.table import Table
 
 from benchmarks.seed_method import seed_method
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 from quorumkeeper.stores.zookeeper.words import server_state
 from tests.acceptance.harness import (
     FILLER,

@@ -21,7 +21,7 @@ from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, 
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd import EtcdStore, client_url, peer_url
+from quorumkeeper.stores.etcd.client import EtcdStore, client_url, peer_url
 from quorumkeeper.stores.zookeeper import ensemble, words
 from tests.acceptance.harness import LocalClusterUnderTest
 from tests.local_runtime import spawner

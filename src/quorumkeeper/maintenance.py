@@ -18,7 +18,7 @@ from collections.abc import Callable
 from quorumkeeper.errors import Refused
 from quorumkeeper.model import Member, Role
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 
 NOSPACE = "NOSPACE"
 DEFAULT_QUOTA_BYTES = 2 * 1024**3

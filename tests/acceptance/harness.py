@@ -34,8 +34,8 @@ from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
 from quorumkeeper.spec import MAX_MEMBERS
 from quorumkeeper.stores.base import CoordinationStore, StoreError
-from quorumkeeper.stores.etcd import EtcdStore
-from quorumkeeper.stores.etcd import client_url as etcd_client_url
+from quorumkeeper.stores.etcd.client import EtcdStore
+from quorumkeeper.stores.etcd.client import client_url as etcd_client_url
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.polling import wait_until
 

@@ -29,7 +29,7 @@ from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 from tests.ceph.minicluster import ClientUser, Holder, MiniCluster, csi_caps, target_for, wait_until
 from tests.local_runtime import spawner
 from tests.polling import loopback_subnet

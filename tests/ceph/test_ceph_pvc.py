@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from quorumkeeper.cli.ceph import ceph_app
 from quorumkeeper.model import Endpoint
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
 from testbed.network import node_ip

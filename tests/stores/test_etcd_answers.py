@@ -18,8 +18,8 @@ from quorumkeeper.errors import ExitCode
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.stores.base import NotCaughtUp, StoreError, StoreUnavailable
-from quorumkeeper.stores.etcd import EtcdStore, answers, client_url, peer_url
-from quorumkeeper.stores.etcd_errors import LEARNER_NOT_READY, read_answer
+from quorumkeeper.stores.etcd.client import EtcdStore, answers, client_url, peer_url
+from quorumkeeper.stores.etcd.errors import LEARNER_NOT_READY, read_answer
 from tests.polling import loopback_subnet, wait_until
 
 SUBNET = loopback_subnet(155)

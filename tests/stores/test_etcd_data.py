@@ -19,7 +19,7 @@ from quorumkeeper.model import DataPosition, Endpoint, Peer, Role
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.etcd import CLIENT_PORT, EtcdStore, client_url
+from quorumkeeper.stores.etcd.client import CLIENT_PORT, EtcdStore, client_url
 from tests.local_runtime import spawner
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import (

@@ -23,7 +23,7 @@ from quorumkeeper.model import DataPosition, Peer
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 from tests.local_runtime import spawner
 from tests.polling import loopback_subnet, wait_until
 from tests.stores.files import written_bytes

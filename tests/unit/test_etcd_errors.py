@@ -10,7 +10,7 @@ import pytest
 
 from quorumkeeper.errors import ExitCode
 from quorumkeeper.stores.base import AddsRefused, NotCaughtUp, StoreError, StoreUnavailable
-from quorumkeeper.stores.etcd_errors import (
+from quorumkeeper.stores.etcd.errors import (
     ANSWERS,
     BODY_PREVIEW,
     MEMBER_ADD,

@@ -19,7 +19,7 @@ from quorumkeeper.runtimes.local.cluster import LocalCluster
 from quorumkeeper.runtimes.local.state import ClusterPaths, cluster_names, default_state_dir
 from quorumkeeper.spec import Store
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 
 maintenance_app = typer.Typer(
     help="Store maintenance you start by hand, such as reclaiming etcd space after NOSPACE.",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from quorumkeeper.model import Endpoint, JoinRules
 from quorumkeeper.spec import ClusterSpec, Store
-from quorumkeeper.stores import etcd
 from quorumkeeper.stores.base import CoordinationStore
+from quorumkeeper.stores.etcd import client as etcd
 from quorumkeeper.stores.zookeeper import ensemble, words
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 

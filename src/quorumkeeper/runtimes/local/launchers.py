@@ -1,7 +1,7 @@
 """How each store's member is started as a local process: its command line, the files it needs
 on disk first, the marker that tells its process from any other, and what its data says.
 
-The stores render what a member is started with (`stores.etcd_config`, `stores.zookeeper.config`);
+The stores render what a member is started with (`stores.etcd.config`, `stores.zookeeper.config`);
 this module puts it on disk and on a command line, for the local runtime only.
 """
 
@@ -14,9 +14,9 @@ from quorumkeeper.model import DataPosition, Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.state import write_atomically
 from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
-from quorumkeeper.stores import etcd_wal
 from quorumkeeper.stores.base import unusable_data_line
-from quorumkeeper.stores.etcd_config import member_flags
+from quorumkeeper.stores.etcd import wal as etcd_wal
+from quorumkeeper.stores.etcd.config import member_flags
 from quorumkeeper.stores.zookeeper import config, files
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID, dynamic_config, parse_config
 

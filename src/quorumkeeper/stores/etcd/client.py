@@ -24,7 +24,7 @@ from quorumkeeper.stores.base import (
     StoreError,
     StoreUnavailable,
 )
-from quorumkeeper.stores.etcd_errors import ADDS_REFUSED, COMPACTED, MEMBER_ADD, read_answer
+from quorumkeeper.stores.etcd.errors import ADDS_REFUSED, COMPACTED, MEMBER_ADD, read_answer
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380

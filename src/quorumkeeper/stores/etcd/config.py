@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.spec import EtcdSettings
-from quorumkeeper.stores.etcd import client_url, peer_url
+from quorumkeeper.stores.etcd.client import client_url, peer_url
 
 
 def member_flags(
