@@ -515,6 +515,20 @@ def test_a_failing_pass_records_its_failure_and_raises(placement: Placement) -> 
     assert conditions(fx.sink.last)["Degraded"] == ("False", "AllHealthy")
 
 
+def test_a_pass_that_fails_acting_records_its_failure_and_raises(placement: Placement) -> None:
+    fx = fakes(placement, running=3)
+    fx.runtime.crash(fx.endpoint(2))
+    fx.runtime.failures["start"] = OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        fx.reconciler.run_once()
+
+    assert [s.step.kind for s in fx.sink.statuses] == ["StartMember", "StartMember"]
+    failed = fx.sink.last
+    assert failed.error == "pass failed: OSError: [Errno 28] No space left on device"
+    assert conditions(failed)["Degraded"] == ("True", "PassFailed")
+
+
 def test_a_pass_that_fails_before_anything_was_observed_records_nothing(
     placement: Placement,
 ) -> None:
