@@ -376,8 +376,8 @@ class ListSink:
 
 
 def fake_backend(store: FakeStore, rules: JoinRules | None = None) -> Backend:
-    """A `Backend` whose clients are `store` itself: URLs are `fake://<client host>`, a member
-    answers while its process runs, and no port is bound."""
+    """A `Backend` for the fake store, whose clients are `store` itself: URLs are
+    `fake://<client host>`, a member answers while its process runs, and no port is bound."""
 
     def url(endpoint: Endpoint) -> str:
         return f"fake://{endpoint.client_host}"
@@ -394,7 +394,8 @@ def fake_backend(store: FakeStore, rules: JoinRules | None = None) -> Backend:
 
 @dataclass
 class Fakes:
-    """A reconciler wired to fakes of everything it drives."""
+    """A reconciler wired to fakes of everything it drives (in-memory stand-ins, not an
+    end-to-end proof)."""
 
     source: FakeSource
     store: FakeStore
@@ -428,9 +429,10 @@ def fakes(
     store: Store = Store.ETCD,
     rules: JoinRules | None = None,
     name: str = "c",
+    hold_store: bool = False,
 ) -> Fakes:
     """A reconciler on fakes for a cluster `name` that wants `desired` members, of which members
-    0 to `running - 1` are voters and run; member 0 leads."""
+    0 to `running - 1` are voters and run; member 0 leads. `hold_store` as for `Reconciler`."""
     fake_store = FakeStore()
     runtime = FakeRuntime(placement, fake_store)
     source = FakeSource(
@@ -438,7 +440,8 @@ def fakes(
     )
     sink = ListSink()
     backend = fake_backend(fake_store, rules)
-    built = Fakes(source, fake_store, runtime, sink, Reconciler(source, backend, runtime, sink))
+    reconciler = Reconciler(source, backend, runtime, sink, hold_store=hold_store)
+    built = Fakes(source, fake_store, runtime, sink, reconciler)
     for ordinal in range(running):
         built.join(ordinal)
     return built

@@ -462,6 +462,35 @@ def test_done_with_an_alarm_is_degraded(placement: Placement) -> None:
     assert fx.runtime.actions == [] and fx.store.changes == []
 
 
+def test_a_store_without_quorum_is_no_membership_and_its_client_is_dropped(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3, hold_store=True)
+    for _ in range(3):
+        assert isinstance(fx.reconciler.run_once(), Done)
+    assert (fx.store.connects, fx.store.closes) == (1, 0)  # one client held while idle
+
+    fx.store.available = False
+    step = fx.reconciler.run_once()
+
+    assert isinstance(step, Wait) and step.reason == "waiting for a quorum of members to answer"
+    assert fx.store.closes == 1  # the next pass starts over on whichever member answers
+    status = assert_recorded(fx, step, "Unavailable")
+    assert not status.quorum
+    assert members(status) == [(f"c-{n}", "unknown", False) for n in range(3)]
+    assert conditions(status) == {
+        "Available": ("False", "NoQuorum"),
+        "Progressing": ("False", "Wait"),
+        "Degraded": ("True", "Unavailable"),
+    }
+    assert fx.runtime.actions == []  # every member runs: nothing to start, nothing bootstraps
+
+    fx.store.available = True
+    assert isinstance(fx.reconciler.run_once(), Done)
+    assert fx.store.connects == 2
+    assert conditions(fx.sink.last)["Available"] == ("True", "QuorumAnswers")
+
+
 def test_a_store_refusal_is_the_next_status_error_until_a_step_goes_through(
     placement: Placement,
 ) -> None:
