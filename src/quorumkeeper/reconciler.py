@@ -238,23 +238,25 @@ class Reconciler:
     def run_once(self) -> Step:
         """Observe, plan, record, act. Returns the step taken (Wait and Done included).
 
-        A pass that fails records a status saying so (the last good one, with the failure as
-        its error and the Degraded condition) before the exception goes on to the caller."""
+        A pass that fails, observing or acting, records a status saying so (the last good one,
+        with the failure as its error and the Degraded condition) before the exception goes on
+        to the caller. A store's refusal of the step is no failure: it is the next status's
+        error."""
         try:
             self.reload()
             snapshot = self.observe(judge=True)
             step = plan(self.desired, snapshot.observation)
             self._record(self.report(snapshot, step))
+            try:
+                self.act(step, snapshot)
+                self.last_error = None
+            except (NotCaughtUp, AddsRefused):
+                pass  # not an error: the next observation shows the condition and the plan waits
+            except StoreError as error:
+                self.last_error = f"{type(step).__name__}: {error}"
         except Exception as error:
             self._record_failure(f"pass failed: {type(error).__name__}: {error}")
             raise
-        try:
-            self.act(step, snapshot)
-            self.last_error = None
-        except (NotCaughtUp, AddsRefused):
-            pass  # not an error: the next observation shows the condition and the plan waits
-        except StoreError as error:
-            self.last_error = f"{type(step).__name__}: {error}"
         return step
 
     def _record(self, status: ClusterStatus) -> None:
