@@ -342,7 +342,11 @@ def _conditions(
     """Available, Progressing and Degraded for a pass whose next step is `step`; transition
     times are filled in by `carry_transitions`."""
     voters = [m for m in members if m.role in (Role.LEADER, Role.FOLLOWER)]
-    unhealthy = [m.name for m in members if not m.healthy]
+    unhealthy = [
+        m.name
+        for m in members
+        if not m.healthy and (m.role != Role.LEARNER or m.failed_starts or m.blocked_by)
+    ]  # a learner joining is not news until it fails to start or is blocked
     progressing = not isinstance(step, Wait | Done)
     degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
     if error:

@@ -138,6 +138,7 @@ def test_start_member_starts_an_added_learner_with_the_membership_and_itself(
     assert conditions(status)["Progressing"] == ("True", "StartMember")
     assert conditions(status)["Available"] == ("True", "QuorumAnswers")
     assert message(status, "Available") == "3 of 3 voters healthy"
+    assert conditions(status)["Degraded"] == ("False", "AllHealthy"), "joining is not degraded"
 
 
 def test_stop_member_stops_a_process_that_is_no_longer_a_member(placement: Placement) -> None:
@@ -695,3 +696,19 @@ def test_scale_three_to_five_and_back_one_change_per_pass(
     ]
     assert members(fx.sink.last) == HEALTHY_THREE
     assert fx.sink.last.phase == "Ready" and fx.sink.last.desired_members == 3
+
+
+def test_a_joiner_that_keeps_failing_to_start_makes_the_cluster_degraded(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3, desired=4)
+    fx.store.enlist(fx.address(3), voter=False, started=False)
+    fx.runtime.seed(
+        Slot(fx.endpoint(3), running=False, has_data=False, failed_starts=2, held_back=4.0)
+    )
+
+    fx.reconciler.run_once()
+
+    status = fx.sink.statuses[-1]
+    assert conditions(status)["Degraded"][0] == "True"
+    assert "c-3" in message(status, "Degraded")
