@@ -1,0 +1,360 @@
+"""The operator's custom resources, `EtcdCluster` and `ZookeeperCluster` (`quorumkeeper.io/
+v1alpha1`), as pydantic models: the CRDs' schemas are generated from them (`crd.py`), and the
+operator parses every resource with them before acting on it.
+
+Field names: what Kubernetes owns is camelCase, as its API conventions ask (`members`,
+`imagePullSecrets`, `storage.className`, `pvcRetention.whenScaled`, the whole status); the store
+settings under `etcd:` and `zookeeper:` are the local spec's own `EtcdSettings` and
+`ZookeeperSettings`, reused with their snake_case keys and their validation, so one settings block
+means the same in a local spec file and in a custom resource.
+
+Defaults live here, never in the CRD schema (the API server would write them into stored
+objects); `null` means unset, as in Kubernetes, and takes the default.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from quorumkeeper.errors import Refused
+from quorumkeeper.spec import (
+    MAX_MEMBERS,
+    ClusterSpec,
+    EtcdSettings,
+    SpecError,
+    Store,
+    ZookeeperSettings,
+    parse_spec,
+)
+from quorumkeeper.status import ClusterStatus
+
+GROUP = "quorumkeeper.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+"""A Kubernetes quantity in its string form: the regular expression of
+k8s.io/apimachinery/pkg/api/resource (quantity.go, `splitREString`) as the API's own OpenAPI and
+controller-gen publish it for `resource.Quantity`."""
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+
+SEMVER_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+
+
+class _QuantityRule:
+    """An int-or-string field holding a Kubernetes quantity (`1Gi`, `500m`, `2`): in the CRD
+    schema `x-kubernetes-int-or-string` with the quantity pattern, as Kubernetes' own types
+    publish it."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+
+    @staticmethod
+    def _check(value: int | str) -> int | str:
+        if isinstance(value, str) and not _QUANTITY.match(value):
+            raise PydanticCustomError(
+                "quantity",
+                "{value!r} is not a Kubernetes quantity: a number with an optional suffix such "
+                "as 1Gi, 512Mi or 500m",
+                {"value": value},
+            )
+        return value
+
+
+Quantity = Annotated[Annotated[int, Strict()] | str, _QuantityRule()]
+
+
+class _Resource(BaseModel):
+    """camelCase on the wire, unknown fields refused, immutable once parsed."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class AntiAffinity(StrEnum):
+    REQUIRED = "Required"
+    """At most one member per node, as in the seed: losing a node costs one member only."""
+    PREFERRED = "Preferred"
+    """Spread when possible; for test clusters with fewer nodes than members."""
+
+
+class Image(_Resource):
+    """Where the store's image comes from; a private registry mirrors the official image under
+    its own repository (as the seed's `172.16.18.100:5000/...`). `repository` defaults to the
+    store's official image, `tag` to the spec's version (etcd tags are `v`-prefixed)."""
+
+    repository: str | None = Field(default=None, min_length=1)
+    tag: str | None = Field(default=None, min_length=1)
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class LocalObjectReference(_Resource):
+    name: str = Field(min_length=1)
+
+
+class Resources(_Resource):
+    """The member container's compute resources, Kubernetes' `ResourceRequirements` shape."""
+
+    requests: dict[str, Quantity] = {}
+    limits: dict[str, Quantity] = {}
+
+
+class Storage(_Resource):
+    """Each member's volume. Both fields are immutable: a StatefulSet can't change its volume
+    claim templates, and a member's data must never move to a new volume behind its back."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.size == oldSelf.size",
+                    "message": "storage.size is immutable: a StatefulSet can't resize its "
+                    "volume claim templates; set it back to the size the cluster was created with",
+                    "fieldPath": ".size",
+                    "reason": "FieldValueForbidden",
+                },
+                {
+                    "rule": "has(self.className) == has(oldSelf.className) && "
+                    "(!has(self.className) || self.className == oldSelf.className)",
+                    "message": "storage.className is immutable: members keep the volumes they "
+                    "were created on; set it back to the class the cluster was created with",
+                    "fieldPath": ".className",
+                    "reason": "FieldValueForbidden",
+                },
+            ]
+        }
+    )
+
+    size: Quantity
+    class_name: str | None = Field(default=None, min_length=1)
+
+
+class PvcRetention(_Resource):
+    """What happens to a member's PVC when the member is removed by a scale-down, and when the
+    cluster resource is deleted: the StatefulSet's `persistentVolumeClaimRetentionPolicy`.
+    Retain by default: data is never destroyed unless asked for."""
+
+    when_scaled: Literal["Retain", "Delete"] = "Retain"
+    when_deleted: Literal["Retain", "Delete"] = "Retain"
+
+
+class Toleration(_Resource):
+    """Kubernetes' `Toleration`."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+_VERSION_RULES: list[dict[str, str]] = [
+    {
+        "rule": "semver(self).compareTo(semver(oldSelf)) >= 0",
+        "message": "version may not go back: a store's data format only moves forward; set "
+        "the version the cluster runs now or a later one",
+        "reason": "FieldValueForbidden",
+    },
+    {
+        "rule": "semver(self).major() == semver(oldSelf).major() && "
+        "semver(self).minor() <= semver(oldSelf).minor() + 1",
+        "message": "version may move forward by at most one minor release at a time (both "
+        "stores upgrade only between adjacent minors); set the next minor first",
+        "reason": "FieldValueForbidden",
+    },
+]
+
+
+class ClusterResourceSpec(_Resource):
+    """What both custom resources share."""
+
+    store: ClassVar[Store]
+
+    members: Annotated[int, Strict(), Field(ge=1, le=MAX_MEMBERS)]
+    version: Annotated[
+        str,
+        Field(
+            pattern=SEMVER_PATTERN,
+            max_length=32,
+            description="the store's release, MAJOR.MINOR.PATCH; required, so an operator "
+            "upgrade never upgrades a cluster",
+            json_schema_extra={"x-kubernetes-validations": _VERSION_RULES},
+        ),
+    ]
+    image: Image = Image()
+    image_pull_secrets: list[LocalObjectReference] = []
+    resources: Resources = Resources()
+    storage: Storage
+    pvc_retention: PvcRetention = PvcRetention()
+    anti_affinity: AntiAffinity = AntiAffinity.REQUIRED
+    tolerations: list[Toleration] = []
+    node_selector: dict[str, str] = {}
+    labels: dict[str, str] = Field(
+        default={}, description="extra labels on every object of the cluster and its pods"
+    )
+    annotations: dict[str, str] = Field(
+        default={}, description="extra annotations on every object of the cluster and its pods"
+    )
+    pod_template: dict[str, Any] = Field(
+        default={},
+        description="merged into the rendered pod template (a PodTemplateSpec): mappings "
+        "recursively, lists of named items (containers, volumes, env) by name, anything else "
+        "replaced",
+    )
+
+    def cluster_spec(self, name: str) -> ClusterSpec:
+        """The store-level spec the shared planner and reconciler run on, validated by the same
+        rules as a local spec (raises `SpecError` naming the field, rule and fix)."""
+        return parse_spec(
+            {
+                "name": name,
+                "store": self.store.value,
+                "version": self.version,
+                "members": self.members,
+                self.store.value: self.settings.model_dump(),
+            }
+        )
+
+    @property
+    def settings(self) -> EtcdSettings | ZookeeperSettings:
+        raise NotImplementedError
+
+
+class EtcdClusterSpec(ClusterResourceSpec):
+    store: ClassVar[Store] = Store.ETCD
+
+    etcd: EtcdSettings = EtcdSettings()
+
+    @property
+    def settings(self) -> EtcdSettings:
+        return self.etcd
+
+
+class ZookeeperClusterSpec(ClusterResourceSpec):
+    store: ClassVar[Store] = Store.ZOOKEEPER
+
+    zookeeper: ZookeeperSettings = ZookeeperSettings()
+
+    @property
+    def settings(self) -> ZookeeperSettings:
+        return self.zookeeper
+
+
+class ResourceStatus(ClusterStatus):
+    """The custom resource's status: the reconciler's `ClusterStatus` (camelCase on the wire)
+    plus what `kubectl` shows and the scale subresource reads. `readyMembers` counts members
+    that are healthy voters; `leader` is the leader's pod name."""
+
+    ready_members: int = 0
+    leader: str | None = None
+    observed_generation: int | None = None
+
+
+class Kind(StrEnum):
+    ETCD = "EtcdCluster"
+    ZOOKEEPER = "ZookeeperCluster"
+
+    @property
+    def spec_model(self) -> type[EtcdClusterSpec] | type[ZookeeperClusterSpec]:
+        return EtcdClusterSpec if self is Kind.ETCD else ZookeeperClusterSpec
+
+    @property
+    def plural(self) -> str:
+        return f"{self.value.lower()}s"
+
+    @property
+    def short_name(self) -> str:
+        return "etcdc" if self is Kind.ETCD else "zkc"
+
+
+class ClusterResource(BaseModel):
+    """One parsed custom resource: what the renderer and the operator need of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Kind
+    name: str
+    namespace: str
+    uid: str | None
+    spec: EtcdClusterSpec | ZookeeperClusterSpec
+
+
+class ResourceError(Refused):
+    """A custom resource the operator can't act on: one line per problem, naming the field under
+    `spec.` and the rule (and, for the local spec's rules, the fix)."""
+
+
+def _without_nulls(value: Any) -> Any:
+    """`null` means unset (the schema's optional fields are nullable), so defaults apply."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def parse_resource(obj: dict[str, Any]) -> ClusterResource:
+    """Parse a custom resource as the API server stores it (apiVersion, kind, metadata, spec).
+
+    Raises ResourceError: `spec.<field>: <rule>` per problem, with the fix where the local
+    spec's rules give one.
+    """
+    if obj.get("apiVersion") != API_VERSION or obj.get("kind") not in set(Kind):
+        raise ResourceError(
+            f"apiVersion/kind: {obj.get('apiVersion')}/{obj.get('kind')}; rule: must be "
+            f"{API_VERSION} EtcdCluster or ZookeeperCluster"
+        )
+    kind = Kind(obj["kind"])
+    metadata = obj.get("metadata") or {}
+    try:
+        spec = kind.spec_model.model_validate(_without_nulls(obj.get("spec") or {}))
+    except ValidationError as error:
+        raise ResourceError(
+            "\n".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        ) from None
+    resource = ClusterResource(
+        kind=kind,
+        name=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace") or "default"),
+        uid=metadata.get("uid"),
+        spec=spec,
+    )
+    try:  # the local spec's own rules too, such as etcd's election timeout against its heartbeat
+        spec.cluster_spec(resource.name)
+    except SpecError as error:
+        raise ResourceError(
+            "\n".join(f"spec.{problem}" for problem in error.problems),
+            field=f"spec.{error.field}",
+            fix={f"spec.{name}": value for name, value in error.fix.items()},
+        ) from None
+    return resource
