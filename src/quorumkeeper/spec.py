@@ -695,7 +695,9 @@ _RULES: dict[str, Callable[[ErrorDetails], str]] = {
 }
 
 
-def _problems(error: ErrorDetails) -> list[Problem]:
+def problems_of(error: ErrorDetails) -> list[Problem]:
+    """The problems of one pydantic error of a spec model, fields dotted from the validated
+    model (the custom resources add their own prefix with `Problem.under`)."""
     location = error["loc"]
     name = ".".join(str(part) for part in location) or "spec"
     context = error.get("ctx") or {}
@@ -772,7 +774,7 @@ def parse_spec(data: object, *, base_dir: Path | None = None) -> ClusterSpec:
         try:
             spec = ClusterSpec.model_validate(current, context=context)
         except ValidationError as error:
-            found = [p for e in error.errors() for p in _problems(e)]
+            found = [p for e in error.errors() for p in problems_of(e)]
             problems.extend(found)
             current = apply_fix(current, SpecError(found).fix)
             continue

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from quorumkeeper.errors import Refused
 from quorumkeeper.spec import (
@@ -40,6 +40,7 @@ from quorumkeeper.spec import (
     Store,
     ZookeeperSettings,
     parse_spec,
+    problems_of,
 )
 from quorumkeeper.status import ClusterStatus
 
@@ -83,9 +84,8 @@ class _QuantityRule:
         if isinstance(value, str) and not _QUANTITY.match(value):
             raise PydanticCustomError(
                 "quantity",
-                "{value!r} is not a Kubernetes quantity: a number with an optional suffix such "
-                "as 1Gi, 512Mi or 500m",
-                {"value": value},
+                "not a Kubernetes quantity; fix: a whole or decimal number with an optional "
+                "suffix, such as 1Gi, 512Mi or 500m",
             )
         return value
 
@@ -323,6 +323,18 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+def _lines(error: ErrorDetails) -> list[str]:
+    """One line per problem: the local spec's own rules with their fix, the rest as pydantic
+    words them."""
+    if error["type"] in ("spec_rule", "spec_rules"):
+        return [str(problem.under("spec")) for problem in problems_of(error)]
+    where = ".".join(map(str, ("spec", *error["loc"])))
+    if error["type"] == "missing":
+        return [f"{where}: required; fix: set {where}"]
+    fix = f"; fix: remove {where}" if error["type"] == "extra_forbidden" else ""
+    return [f"{where}: {error['input']!r}; rule: {error['msg']}{fix}"]
+
+
 def parse_resource(obj: dict[str, Any]) -> ClusterResource:
     """Parse a custom resource as the API server stores it (apiVersion, kind, metadata, spec).
 
@@ -340,7 +352,8 @@ def parse_resource(obj: dict[str, Any]) -> ClusterResource:
         spec = kind.spec_model.model_validate(_without_nulls(obj.get("spec") or {}))
     except ValidationError as error:
         raise ResourceError(
-            "\n".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            "\n".join(line for e in error.errors() for line in _lines(e)),
+            field=".".join(map(str, ("spec", *error.errors()[0]["loc"]))),
         ) from None
     resource = ClusterResource(
         kind=kind,
