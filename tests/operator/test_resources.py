@@ -19,6 +19,7 @@ from quorumkeeper.runtimes.kubernetes.resources import (
     ResourceStatus,
     parse_resource,
 )
+from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.status import Condition, ConditionType, MemberStatus, StepStatus
 from testbed.kube import ApiError, ns_path
 from testbed.procs import wait_for
@@ -151,8 +152,9 @@ def test_the_operator_manifests_apply(installed: ApiServer) -> None:
             "pvcRetention": {"whenScaled": "Delete"},
         },
         {"antiAffinity": "Preferred", "members": 1},
+        {"tolerations": None, "image": {"tag": None}},
     ],
-    ids=["minimal", "integer-size-and-retention", "preferred-spread"],
+    ids=["minimal", "integer-size-and-retention", "preferred-spread", "nulls-mean-unset"],
 )
 @pytest.mark.parametrize("kind", list(Kind))
 def test_valid_specs_are_stored_as_they_are(
@@ -168,26 +170,43 @@ def test_valid_specs_are_stored_as_they_are(
 
 
 INVALID_AT_CREATE = [
-    ({"members": 0}, "spec.members", "greater than or equal to 1"),
-    ({"members": 10}, "spec.members", "less than or equal to 9"),
-    ({"replicas": 3}, 'unknown field "spec.replicas"', ""),
-    ({"storage": {"size": "1Gx"}}, "spec.storage.size", "should match"),
-    ({"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu", "should match"),
-    ({"version": "3.7"}, "spec.version", "should match"),
-    ({"antiAffinity": "Sometimes"}, "spec.antiAffinity", "Unsupported value"),
-    ({"etcd": {"election_timeout_ms": 60000}}, "spec.etcd.election_timeout_ms", "less than"),
+    (Kind.ETCD, {"members": 0}, "spec.members", "greater than or equal to 1"),
+    (Kind.ZOOKEEPER, {"members": 10}, "spec.members", "less than or equal to 9"),
+    (Kind.ETCD, {"replicas": 3}, 'unknown field "spec.replicas"', ""),
+    (Kind.ETCD, {"storage": {"size": "1Gx"}}, "spec.storage.size", "should match"),
+    (
+        Kind.ZOOKEEPER,
+        {"resources": {"requests": {"cpu": "lots"}}},
+        "spec.resources.requests.cpu",
+        "should match",
+    ),
+    (Kind.ETCD, {"version": "3.7"}, "spec.version", "should match"),
+    (Kind.ETCD, {"antiAffinity": "Sometimes"}, "spec.antiAffinity", "Unsupported value"),
+    (Kind.ETCD, {"etcd": {"election_timeout_ms": 60000}}, "spec.etcd.election_timeout_ms", "less"),
+    (
+        Kind.ETCD,
+        {"etcd": {"heartbeat_interval_ms": 500}},
+        "spec.etcd.election_timeout_ms",
+        "at least 5 x heartbeat_interval_ms",
+    ),
+    (
+        Kind.ZOOKEEPER,
+        {"zookeeper": {"min_session_timeout_ms": 50000}},
+        "spec.zookeeper",
+        "at most max_session_timeout_ms",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("change", "field", "words"),
+    ("kind", "change", "field", "words"),
     INVALID_AT_CREATE,
-    ids=[c[1] + "-" + str(i) for i, c in enumerate(INVALID_AT_CREATE)],
+    ids=[f"{c[2]}-{i}" for i, c in enumerate(INVALID_AT_CREATE)],
 )
 def test_invalid_specs_are_refused_naming_the_field(
-    installed: ApiServer, namespace: str, change: Obj, field: str, words: str
+    installed: ApiServer, namespace: str, kind: Kind, change: Obj, field: str, words: str
 ) -> None:
-    sent = manifest(Kind.ETCD, "bad", namespace, **change)
+    sent = manifest(kind, "bad", namespace, **change)
     result = installed.apply([sent])
     assert result.returncode != 0
     assert field in result.stderr and words in result.stderr, result.stderr
@@ -282,3 +301,12 @@ def test_the_status_round_trips_and_feeds_the_printer_columns(
         "get", "-n", namespace, "zookeepercluster/z", "--no-headers"
     ).stdout.split()
     assert row[:5] == ["z", "3", "3", "z-0", "Running"]
+
+
+def test_null_settings_are_unset_for_the_cel_rules_as_for_the_operator(
+    installed: ApiServer, namespace: str
+) -> None:
+    sent = manifest(Kind.ETCD, "nulls", namespace, etcd={"heartbeat_interval_ms": None})
+    result = installed.apply([sent])
+    assert result.returncode == 0, result.stderr
+    assert parse_resource(sent).spec.settings == EtcdSettings()

@@ -250,10 +250,47 @@ class ClusterResourceSpec(_Resource):
         raise NotImplementedError
 
 
+def _or_default(model: type[BaseModel], field: str) -> str:
+    """CEL for a settings field as the model reads it: its value, or its default when unset
+    (an unset field is absent from `self`; null counts as unset)."""
+    return f"(has(self.{field}) ? self.{field} : {model.model_fields[field].default})"
+
+
+_ELECTION = _or_default(EtcdSettings, "election_timeout_ms")
+_HEARTBEAT = _or_default(EtcdSettings, "heartbeat_interval_ms")
+_ETCD_RULES = [
+    {
+        # EtcdSettings._election_problem; etcd's own words (embed/config.go).
+        "rule": f"{_ELECTION} >= 5 * {_HEARTBEAT}",
+        "message": "etcd needs election_timeout_ms at least 5 x heartbeat_interval_ms (unset, "
+        f"they are {EtcdSettings().election_timeout_ms} and "
+        f"{EtcdSettings().heartbeat_interval_ms}); fix: set election_timeout_ms to 5 x "
+        "heartbeat_interval_ms or more",
+        "fieldPath": ".election_timeout_ms",
+    }
+]
+
+_TICK = _or_default(ZookeeperSettings, "tick_time_ms")
+_MIN_SESSION = f"(has(self.min_session_timeout_ms) ? self.min_session_timeout_ms : 2 * {_TICK})"
+_MAX_SESSION = f"(has(self.max_session_timeout_ms) ? self.max_session_timeout_ms : 20 * {_TICK})"
+_ZOOKEEPER_RULES = [
+    {
+        # ZookeeperSettings._session_bounds_in_order: QuorumPeerConfig's "minSessionTimeout
+        # must not be larger than maxSessionTimeout", unset bounds being 2 and 20 ticks.
+        "rule": f"{_MIN_SESSION} <= {_MAX_SESSION}",
+        "message": "ZooKeeper needs min_session_timeout_ms at most max_session_timeout_ms "
+        "(unset, they are 2 and 20 x tick_time_ms); fix: set max_session_timeout_ms to "
+        "min_session_timeout_ms or more",
+    }
+]
+
+
 class EtcdClusterSpec(ClusterResourceSpec):
     store: ClassVar[Store] = Store.ETCD
 
-    etcd: EtcdSettings = EtcdSettings()
+    etcd: Annotated[
+        EtcdSettings, Field(json_schema_extra={"x-kubernetes-validations": _ETCD_RULES})
+    ] = EtcdSettings()
 
     @property
     def settings(self) -> EtcdSettings:
@@ -263,7 +300,10 @@ class EtcdClusterSpec(ClusterResourceSpec):
 class ZookeeperClusterSpec(ClusterResourceSpec):
     store: ClassVar[Store] = Store.ZOOKEEPER
 
-    zookeeper: ZookeeperSettings = ZookeeperSettings()
+    zookeeper: Annotated[
+        ZookeeperSettings,
+        Field(json_schema_extra={"x-kubernetes-validations": _ZOOKEEPER_RULES}),
+    ] = ZookeeperSettings()
 
     @property
     def settings(self) -> ZookeeperSettings:
