@@ -1,0 +1,78 @@
+"""`quorumkeeper render operator` and `render cluster FILE`, run as a user runs them, their output
+applied to the real API server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.operator.conftest import ApiServer
+
+pytestmark = pytest.mark.operator
+
+
+def quorumkeeper(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quorumkeeper", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+CLUSTERS = """\
+apiVersion: quorumkeeper.io/v1alpha1
+kind: EtcdCluster
+metadata: {name: orders, namespace: NAMESPACE}
+spec: {members: 3, version: 3.7.3, storage: {size: 2Gi, className: ceph-rbd}}
+---
+apiVersion: quorumkeeper.io/v1alpha1
+kind: ZookeeperCluster
+metadata: {name: locks, namespace: NAMESPACE}
+spec: {members: 5, version: 3.9.5, storage: {size: 1Gi}, zookeeper: {heap: 256M}}
+"""
+
+
+def test_render_operator_then_render_cluster_apply(
+    api_server: ApiServer, namespace: str, tmp_path: Path
+) -> None:
+    operator = quorumkeeper("render", "operator", "--namespace", "qk-cli-test")
+    assert operator.returncode == 0, operator.stderr
+    installed = api_server.kubectl("apply", "-f", "-", stdin=operator.stdout)
+    assert installed.returncode == 0, installed.stderr
+    assert "deployment.apps/quorumkeeper-operator created" in installed.stdout
+
+    manifest = tmp_path / "clusters.yaml"
+    manifest.write_text(CLUSTERS.replace("NAMESPACE", namespace))
+    rendered = quorumkeeper("render", "cluster", str(manifest))
+    assert rendered.returncode == 0, rendered.stderr
+    kinds = [o["kind"] for o in yaml.safe_load_all(rendered.stdout)]
+    assert kinds.count("StatefulSet") == 2 and kinds.count("Secret") == 1
+    applied = api_server.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered.stdout)
+    assert applied.returncode == 0, applied.stderr
+    # The cluster resources themselves are accepted by the CRDs `render operator` installed.
+    created = api_server.kubectl("apply", "-f", str(manifest))
+    assert created.returncode == 0, created.stderr
+
+
+def test_render_cluster_refuses_a_bad_spec_naming_field_and_fix(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.yaml"
+    bad = CLUSTERS.split("---")[0].replace(
+        "members: 3", "members: 3, etcd: {heartbeat_interval_ms: 500}"
+    )
+    manifest.write_text(bad.replace("NAMESPACE", "default"))
+    refused = quorumkeeper("render", "cluster", str(manifest))
+    assert refused.returncode == 2, refused.stderr
+    assert "spec.etcd.election_timeout_ms: 1000" in refused.stderr
+    assert "fix: set spec.etcd.election_timeout_ms: 2500" in " ".join(refused.stderr.split())
+    assert refused.stdout == ""
+    manifest.write_text(
+        bad.replace(
+            "heartbeat_interval_ms: 500", "heartbeat_interval_ms: 500, election_timeout_ms: 2500"
+        ).replace("NAMESPACE", "default")
+    )
+    assert quorumkeeper("render", "cluster", str(manifest)).returncode == 0  # the fix passes
