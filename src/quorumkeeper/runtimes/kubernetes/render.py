@@ -33,7 +33,9 @@ Obj = dict[str, Any]
 ETCD_IMAGE = "gcr.io/etcd-development/etcd"
 """etcd's official image (distroless: no shell; etcd, etcdctl and etcdutl in /usr/local/bin)."""
 ZOOKEEPER_IMAGE = "docker.io/library/zookeeper"
-"""ZooKeeper's Docker official image (user and group `zookeeper`, uid/gid 1000)."""
+"""ZooKeeper's Docker official image (docker-library `zookeeper`, 3.9.5/Dockerfile): user and
+group `zookeeper` (uid/gid 1000), `ZOOCFGDIR` set from `ZOO_CONF_DIR` at build time, entrypoint
+`docker-entrypoint.sh` writing zoo.cfg and myid only where absent, `zkServer.sh start-foreground`."""
 
 ETCD_METRICS_PORT = 2381
 """Where etcd serves /livez and /readyz apart from client traffic, as kubeadm's static pod."""
@@ -379,8 +381,8 @@ _FOUR_LETTER_WORD = (
 
 
 def _four_letter_probe(word: str, match: str, flags: str = "") -> Obj:
-    """A probe asking the server's client port one four-letter word (bash's /dev/tcp: the
-    official image has bash, and neither nc nor a JVM-free client)."""
+    """A probe asking the server's client port one four-letter word through bash's /dev/tcp:
+    bash is in the official image (and in the test bed's), no JVM starts for a probe."""
     script = _FOUR_LETTER_WORD.format(
         port=ensemble.CLIENT_PORT, word=word, match=match, flags=flags
     )

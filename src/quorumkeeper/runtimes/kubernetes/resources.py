@@ -52,9 +52,9 @@ QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-"""A Kubernetes quantity in its string form: the regular expression of
-k8s.io/apimachinery/pkg/api/resource (quantity.go, `splitREString`) as the API's own OpenAPI and
-controller-gen publish it for `resource.Quantity`."""
+"""A Kubernetes quantity in its string form: the pattern controller-gen (sigs.k8s.io/
+controller-tools) writes into CRDs for `resource.Quantity`, stricter than apimachinery's own
+`splitREString` (quantity.go), so every string it matches is one the API server parses."""
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 
 SEMVER_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
