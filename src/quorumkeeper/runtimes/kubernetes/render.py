@@ -34,8 +34,8 @@ ETCD_IMAGE = "gcr.io/etcd-development/etcd"
 """etcd's official image (distroless: no shell; etcd, etcdctl and etcdutl in /usr/local/bin)."""
 ZOOKEEPER_IMAGE = "docker.io/library/zookeeper"
 """ZooKeeper's Docker official image (docker-library `zookeeper`, 3.9.5/Dockerfile): user and
-group `zookeeper` (uid/gid 1000), `ZOOCFGDIR` set from `ZOO_CONF_DIR` at build time, entrypoint
-`docker-entrypoint.sh` writing zoo.cfg and myid only where absent, `zkServer.sh start-foreground`."""
+group `zookeeper` (uid/gid 1000), `ZOOCFGDIR` set from `ZOO_CONF_DIR` at build time, an
+entrypoint writing zoo.cfg and myid only where absent, then `zkServer.sh start-foreground`."""
 
 ETCD_METRICS_PORT = 2381
 """Where etcd serves /livez and /readyz apart from client traffic, as kubeadm's static pod."""
