@@ -76,3 +76,22 @@ def test_render_cluster_refuses_a_bad_spec_naming_field_and_fix(tmp_path: Path) 
         ).replace("NAMESPACE", "default")
     )
     assert quorumkeeper("render", "cluster", str(manifest)).returncode == 0  # the fix passes
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "kubernetes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_the_examples_are_accepted_and_render_to_valid_objects(
+    api_server: ApiServer, namespace: str, example: Path
+) -> None:
+    installed = api_server.kubectl(
+        "apply", "-f", "-", stdin=quorumkeeper("render", "operator").stdout
+    )
+    assert installed.returncode == 0, installed.stderr
+    created = api_server.kubectl("apply", "-n", namespace, "-f", str(example))
+    assert created.returncode == 0, created.stderr
+    rendered = quorumkeeper("render", "cluster", str(example), "--namespace", namespace)
+    assert rendered.returncode == 0, rendered.stderr
+    applied = api_server.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered.stdout)
+    assert applied.returncode == 0, applied.stderr

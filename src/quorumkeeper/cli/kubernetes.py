@@ -40,6 +40,12 @@ def render_operator(
 
 def render_cluster(
     file: Annotated[Path, typer.Argument(help="an EtcdCluster or ZookeeperCluster manifest")],
+    namespace: Annotated[
+        str,
+        typer.Option(
+            "--namespace", "-n", help="for resources that name none (members' DNS names need it)"
+        ),
+    ] = "default",
     output: Output = None,
 ) -> None:
     """The objects the operator makes of one cluster resource, settled at its member count.
@@ -59,7 +65,9 @@ def render_cluster(
                 field="FILE",
                 fix="one EtcdCluster or ZookeeperCluster mapping per YAML document",
             )
-        resource = parse_resource(document)
+        metadata = document.get("metadata") or {}
+        placed = {**document, "metadata": {"namespace": namespace, **metadata}}
+        resource = parse_resource(placed)
         membership = Membership.steady(placement(resource), resource.spec.members)
         password = secrets.token_urlsafe(24) if resource.kind is Kind.ZOOKEEPER else None
         objects.extend(cluster_objects(resource, membership, password))
