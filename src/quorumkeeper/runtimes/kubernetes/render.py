@@ -359,21 +359,22 @@ def zookeeper_config_data(spec: ZookeeperClusterSpec, membership: Membership) ->
 
 _ZOOKEEPER_INIT = """set -eu
 mkdir -p "$ZOO_CONF_DIR" "$ZOO_DATA_DIR" "$ZOO_DATA_LOG_DIR"
-if [ ! -f "$ZOO_CONF_DIR/zoo.cfg" ]; then
-  cp {config}/zoo.cfg.dynamic "$ZOO_CONF_DIR/zoo.cfg.dynamic"
-  cp {config}/zoo.cfg "$ZOO_CONF_DIR/zoo.cfg"
-fi
 if [ ! -f "$ZOO_DATA_DIR/myid" ]; then
   if [ ! -f "{config}/myid.$POD_NAME" ]; then
     echo "no ZooKeeper server id for $POD_NAME in ConfigMap {config_map} yet" >&2
     exit 1
   fi
+  cp {config}/zoo.cfg.dynamic "$ZOO_CONF_DIR/zoo.cfg.dynamic"
+  cp {config}/zoo.cfg "$ZOO_CONF_DIR/zoo.cfg"
   cp "{config}/myid.$POD_NAME" "$ZOO_DATA_DIR/myid"
 fi
 cp {config}/logback.xml "$ZOO_CONF_DIR/logback.xml"
 """
-"""Our zoo.cfg and myid in place before the image's entrypoint runs, which writes its own only
-where they are absent; once written, both belong to ZooKeeper (reconfig rewrites zoo.cfg)."""
+"""Our zoo.cfg, its dynamic file and myid in place before the image's entrypoint runs (which
+writes its own only where they are absent). A member without `myid` has never started on this
+volume: it gets the membership and server id the operator set for its join, `myid` written last
+so an interrupted copy is redone. Once `myid` exists, zoo.cfg belongs to ZooKeeper (reconfig
+rewrites it) and is never touched again."""
 
 _FOUR_LETTER_WORD = (
     'exec 3<>/dev/tcp/127.0.0.1/{port}; printf {word} >&3; grep -q{flags} "{match}" <&3'
