@@ -377,13 +377,14 @@ so an interrupted copy is redone. Once `myid` exists, zoo.cfg belongs to ZooKeep
 rewrites it) and is never touched again."""
 
 _FOUR_LETTER_WORD = (
-    'exec 3<>/dev/tcp/127.0.0.1/{port}; printf {word} >&3; grep -q{flags} "{match}" <&3'
+    'exec 3<>"/dev/tcp/$POD_IP/{port}"; printf {word} >&3; grep -q{flags} "{match}" <&3'
 )
 
 
 def _four_letter_probe(word: str, match: str, flags: str = "") -> Obj:
     """A probe asking the server's client port one four-letter word through bash's /dev/tcp:
-    bash is in the official image (and in the test bed's), no JVM starts for a probe."""
+    bash is in the official image (and in the test bed's), no JVM starts for a probe. It asks
+    the pod's IP: the dynamic file's `;<pod DNS name>:2181` binds the client port there only."""
     script = _FOUR_LETTER_WORD.format(
         port=ensemble.CLIENT_PORT, word=word, match=match, flags=flags
     )
@@ -394,6 +395,7 @@ def _zookeeper_env(spec: ZookeeperClusterSpec) -> list[Obj]:
     snapshots, txn_logs = zookeeper_paths(spec)
     return [
         _field_env("POD_NAME", "metadata.name"),
+        _field_env("POD_IP", "status.podIP"),
         # ZOOCFGDIR is what zkServer.sh reads; the image sets it from ZOO_CONF_DIR at build.
         {"name": "ZOO_CONF_DIR", "value": ZOOKEEPER_CONF_DIR},
         {"name": "ZOOCFGDIR", "value": ZOOKEEPER_CONF_DIR},
