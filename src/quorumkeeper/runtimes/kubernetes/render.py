@@ -314,7 +314,8 @@ def etcd_container(resource: ClusterResource, spec: EtcdClusterSpec) -> Obj:
             {"name": "peer", "containerPort": etcd.PEER_PORT},
             {"name": "metrics", "containerPort": ETCD_METRICS_PORT},
         ],
-        # A learner fails /readyz, so it gets no client traffic until promoted.
+        # A learner fails /readyz ("non-learner" check, etcd-io/etcd#19086), so it gets no
+        # client traffic until promoted.
         "readinessProbe": {"httpGet": {**probe, "path": "/readyz"}, "periodSeconds": 2},
         "livenessProbe": {
             "httpGet": {**probe, "path": "/livez"},
