@@ -16,13 +16,9 @@ import httpx
 import pytest
 
 from quorumkeeper.model import Endpoint, Member, Peer
-from quorumkeeper.runtimes.kubernetes.render import (
-    ETCD_DATA_DIR,
-    ETCD_METRICS_PORT,
-    Membership,
-    cluster_objects,
-    placement,
-)
+from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_DATA_DIR, ETCD_METRICS_PORT
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.stores.base import AddsRefused, NotCaughtUp, StoreUnavailable

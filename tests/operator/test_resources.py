@@ -12,7 +12,8 @@ import pytest
 
 from quorumkeeper.runtimes.kubernetes.crd import crds
 from quorumkeeper.runtimes.kubernetes.install import operator_objects
-from quorumkeeper.runtimes.kubernetes.render import Membership, cluster_objects, placement
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import (
     Kind,
     ResourceError,

@@ -11,14 +11,10 @@ from typing import Any
 
 import pytest
 
-from quorumkeeper.runtimes.kubernetes.render import (
-    ZOOKEEPER_CONFIG_MOUNT,
-    ZOOKEEPER_MOUNT,
-    Membership,
-    cluster_objects,
-    placement,
-)
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import parse_resource
+from quorumkeeper.runtimes.kubernetes.zookeeper_pod import ZOOKEEPER_CONFIG_MOUNT, ZOOKEEPER_MOUNT
 
 pytestmark = pytest.mark.operator
 

@@ -10,13 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from quorumkeeper.runtimes.kubernetes.crd import crd, structural
-from quorumkeeper.runtimes.kubernetes.render import (
-    Membership,
-    cluster_objects,
-    max_unavailable,
-    merge,
-    placement,
-)
+from quorumkeeper.runtimes.kubernetes.objects import Membership, max_unavailable, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects, merge
 from quorumkeeper.runtimes.kubernetes.resources import (
     Kind,
     ResourceError,

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from quorumkeeper.runtimes.kubernetes.render import Membership, cluster_objects, placement
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import parse_resource
 from tests.polling import wait_until
 from tests.zookeeper.conftest import Ensemble

@@ -12,7 +12,8 @@ import yaml
 
 from quorumkeeper.errors import Refused
 from quorumkeeper.runtimes.kubernetes.install import DEFAULT_NAMESPACE, operator_objects
-from quorumkeeper.runtimes.kubernetes.render import Membership, cluster_objects, placement
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import Kind, parse_resource
 
 
