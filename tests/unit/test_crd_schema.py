@@ -15,9 +15,11 @@ from quorumkeeper.runtimes.kubernetes.render import cluster_objects, merge
 from quorumkeeper.runtimes.kubernetes.resources import (
     Kind,
     ResourceError,
+    ResourceStatus,
     parse_resource,
 )
 from quorumkeeper.spec import EtcdSettings
+from quorumkeeper.status import StepStatus
 
 Schema = dict[str, Any]
 
@@ -179,3 +181,21 @@ def test_the_local_spec_rules_apply_with_their_fix() -> None:
     assert parse_resource(fixed).spec.settings == EtcdSettings(
         heartbeat_interval_ms=500, election_timeout_ms=2500
     )
+
+
+def test_status_json_keeps_its_snake_case_and_both_forms_read_back() -> None:
+    status = ResourceStatus(
+        name="c",
+        store="etcd",
+        version="3.7.3",
+        members=[],
+        desired_members=3,
+        phase="Running",
+        quorum=True,
+        connect_string="c-0:2379",
+        step=StepStatus(kind="done", reason="in shape"),
+    )
+    local = status.model_dump(mode="json")
+    resource = status.model_dump(mode="json", by_alias=True)
+    assert "desired_members" in local and "desiredMembers" in resource
+    assert ResourceStatus.model_validate(local) == ResourceStatus.model_validate(resource) == status
