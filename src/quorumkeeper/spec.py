@@ -41,6 +41,9 @@ from quorumkeeper.errors import Refused
 
 MAX_MEMBERS = 9
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40
+"""A cluster's name is the prefix of its members' (`<name>-N`) and of their DNS names on
+Kubernetes (`<name>-N.<name>-peers`), each a DNS label of at most 63 characters."""
 
 JAVA_INT_MAX = 2**31 - 1
 """ZooKeeper reads its numeric settings with `Integer.parseInt` (QuorumPeerConfig.parseProperties):
@@ -555,7 +558,7 @@ class LocalSettings(_Strict):
 
 
 def _dns_label_like(value: str) -> str:
-    label = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:40].strip("-")
+    label = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:MAX_NAME].strip("-")
     return label or "cluster"
 
 
@@ -586,7 +589,7 @@ class ClusterSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if len(value) > 40 or not DNS_LABEL.match(value):
+        if len(value) > MAX_NAME or not DNS_LABEL.match(value):
             raise _refuse(
                 "name must be a DNS-1123 label of at most 40 characters: lowercase letters, "
                 "digits and '-', starting and ending with a letter or digit",

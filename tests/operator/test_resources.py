@@ -199,6 +199,16 @@ INVALID_AT_CREATE = [
 ]
 
 
+def test_a_name_that_cannot_name_members_is_refused(installed: ApiServer, namespace: str) -> None:
+    for name in ("a" * 41, "orders.eu"):
+        sent = manifest(Kind.ETCD, name, namespace)
+        result = installed.apply([sent])
+        assert result.returncode != 0
+        assert "metadata.name must be a DNS-1123 label of at most 40" in result.stderr
+        with pytest.raises(ResourceError, match=r"^metadata\.name: .*fix: set metadata\.name"):
+            parse_resource(sent)
+
+
 @pytest.mark.parametrize(
     ("kind", "change", "field", "words"),
     INVALID_AT_CREATE,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from quorumkeeper.runtimes.kubernetes.resources import GROUP, VERSION, Kind, ResourceStatus
+from quorumkeeper.spec import DNS_LABEL, MAX_NAME
 
 Schema = dict[str, Any]
 
@@ -24,6 +25,17 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+
+
+NAME_RULE = {
+    "rule": f"self.metadata.name.size() <= {MAX_NAME} && "
+    f"self.metadata.name.matches('{DNS_LABEL.pattern}')",
+    "message": f"metadata.name must be a DNS-1123 label of at most {MAX_NAME} characters "
+    "(lowercase letters, digits and '-', starting and ending with a letter or digit): members "
+    "are pods <name>-N reached as <name>-N.<name>-peers",
+    "reason": "FieldValueInvalid",
+}
+"""The local spec's rule for a cluster name, where the API server allows any DNS subdomain."""
 
 
 def structural(schema: Schema) -> Schema:
@@ -119,6 +131,7 @@ def crd(kind: Kind) -> Schema:
                         "openAPIV3Schema": {
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -405,9 +405,10 @@ def parse_resource(obj: dict[str, Any]) -> ClusterResource:
     try:  # the local spec's own rules too, such as etcd's election timeout against its heartbeat
         spec.cluster_spec(resource.name)
     except SpecError as error:
+        problems = [p.under("metadata" if p.field == "name" else "spec") for p in error.problems]
         raise ResourceError(
-            "\n".join(f"spec.{problem}" for problem in error.problems),
-            field=f"spec.{error.field}",
-            fix={f"spec.{name}": value for name, value in error.fix.items()},
+            "\n".join(map(str, problems)),
+            field=problems[0].field,
+            fix={name: value for p in problems for name, value in p.fix.items()},
         ) from None
     return resource
