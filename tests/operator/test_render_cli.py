@@ -46,6 +46,42 @@ def test_render_operator_then_render_cluster_apply(
     assert installed.returncode == 0, installed.stderr
     assert "deployment.apps/quorumkeeper-operator created" in installed.stdout
 
+    # Least privilege: what the reconciler needs, and not what it must never do.
+    account = "system:serviceaccount:qk-cli-test:quorumkeeper-operator"
+    allowed = [
+        ("patch", "etcdclusters.quorumkeeper.io/status"),
+        ("create", "statefulsets.apps"),
+        ("create", "pods/eviction"),
+        ("delete", "persistentvolumeclaims"),
+        ("create", "secrets"),
+    ]
+    denied = [
+        ("create", "pods/exec"),
+        ("update", "secrets"),
+        ("create", "pods"),
+        ("delete", "etcdclusters.quorumkeeper.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ]
+    for verb, resource in [*allowed, *denied]:
+        name, _, subresource = resource.partition("/")
+        answer = api_server.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            name,
+            f"--subresource={subresource}",
+            "-n",
+            namespace,
+            "--as",
+            account,
+        )
+        assert answer.stdout.strip() == ("yes" if (verb, resource) in allowed else "no"), (
+            verb,
+            resource,
+            answer.stdout,
+            answer.stderr,
+        )
+
     manifest = tmp_path / "clusters.yaml"
     manifest.write_text(CLUSTERS.replace("NAMESPACE", namespace))
     rendered = quorumkeeper("render", "cluster", str(manifest))

@@ -42,7 +42,7 @@ from quorumkeeper.spec import (
     parse_spec,
     problems_of,
 )
-from quorumkeeper.status import ClusterStatus
+from quorumkeeper.status import ClusterStatus, Condition, MemberStatus
 
 GROUP = "quorumkeeper.io"
 VERSION = "v1alpha1"
@@ -310,11 +310,18 @@ class ZookeeperClusterSpec(ClusterResourceSpec):
         return self.zookeeper
 
 
+def _keyed(key: str) -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
 class ResourceStatus(ClusterStatus):
     """The custom resource's status: the reconciler's `ClusterStatus` (camelCase on the wire)
     plus what `kubectl` shows and the scale subresource reads. `readyMembers` counts members
     that are healthy voters; `leader` is the leader's pod name."""
 
+    # Lists keyed as Kubernetes keys them, so server-side apply merges entries by key.
+    members: list[MemberStatus] = Field(json_schema_extra=_keyed("name"))
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_keyed("type"))
     ready_members: int = 0
     leader: str | None = None
     observed_generation: int | None = None
