@@ -56,12 +56,17 @@ class ControlPlane:
 
     state_dir: Path
     binaries: Binaries
+    host: str = HOST
+    """Loopback address every component binds; nodes reach the default one only."""
+    api_only: bool = False
+    """etcd and kube-apiserver only: enough for tests of schemas, admission and dry-runs, and
+    free of the pod bridge, so it runs beside another test bed on its own `host`."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     pki: Pki | None = None
 
     @property
     def server(self) -> str:
-        return f"https://{HOST}:{APISERVER_PORT}"
+        return f"https://{self.host}:{APISERVER_PORT}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -80,10 +85,10 @@ class ControlPlane:
             raise
 
     def _start(self, timeout: float) -> None:
-        pki = self.pki = Pki.generate(self.state_dir / "pki", [HOST, "10.96.0.1"])
+        pki = self.pki = Pki.generate(self.state_dir / "pki", [self.host, "10.96.0.1"])
         pki.write_kubeconfig(self.kubeconfig, self.server)
-        etcd_url = f"http://{HOST}:{ETCD_CLIENT_PORT}"
-        peer_url = f"http://{HOST}:{ETCD_PEER_PORT}"
+        etcd_url = f"http://{self.host}:{ETCD_CLIENT_PORT}"
+        peer_url = f"http://{self.host}:{ETCD_PEER_PORT}"
         self._run(
             "etcd",
             [
@@ -103,8 +108,8 @@ class ControlPlane:
             [
                 self.binaries.kube_apiserver,
                 f"--etcd-servers={etcd_url}",
-                f"--bind-address={HOST}",
-                f"--advertise-address={HOST}",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--secure-port={APISERVER_PORT}",
                 f"--tls-cert-file={pki.apiserver_cert}",
                 f"--tls-private-key-file={pki.apiserver_key}",
@@ -134,11 +139,13 @@ class ControlPlane:
             timeout,
             "kube-apiserver /readyz",
         )
+        if self.api_only:
+            return
         common = [
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}",
-            f"--bind-address={HOST}",
+            f"--bind-address={self.host}",
             "--leader-elect=false",
             "--profiling=false",
         ]
@@ -164,7 +171,7 @@ class ControlPlane:
         corefile.write_text(
             _COREFILE.format(
                 bind=network.BRIDGE_IP,
-                host=HOST,
+                host=self.host,
                 ready_port=COREDNS_READY_PORT,
                 domain=CLUSTER_DOMAIN,
                 kubeconfig=self.kubeconfig,
@@ -175,9 +182,9 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # self-signed serving certs of loopback components
         health = {
-            "kube-controller-manager": f"https://{HOST}:{CONTROLLER_MANAGER_PORT}/healthz",
-            "kube-scheduler": f"https://{HOST}:{SCHEDULER_PORT}/healthz",
-            "CoreDNS": f"http://{HOST}:{COREDNS_READY_PORT}/ready",
+            "kube-controller-manager": f"https://{self.host}:{CONTROLLER_MANAGER_PORT}/healthz",
+            "kube-scheduler": f"https://{self.host}:{SCHEDULER_PORT}/healthz",
+            "CoreDNS": f"http://{self.host}:{COREDNS_READY_PORT}/ready",
         }
         for name, url in health.items():
             wait_for(functools.partial(self._healthy, url, insecure), timeout, f"{name} healthy")

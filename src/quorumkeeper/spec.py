@@ -41,6 +41,9 @@ from quorumkeeper.errors import Refused
 
 MAX_MEMBERS = 9
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40
+"""A cluster's name is the prefix of its members' (`<name>-N`) and of their DNS names on
+Kubernetes (`<name>-N.<name>-peers`), each a DNS label of at most 63 characters."""
 
 JAVA_INT_MAX = 2**31 - 1
 """ZooKeeper reads its numeric settings with `Integer.parseInt` (QuorumPeerConfig.parseProperties):
@@ -555,7 +558,7 @@ class LocalSettings(_Strict):
 
 
 def _dns_label_like(value: str) -> str:
-    label = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:40].strip("-")
+    label = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:MAX_NAME].strip("-")
     return label or "cluster"
 
 
@@ -586,7 +589,7 @@ class ClusterSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if len(value) > 40 or not DNS_LABEL.match(value):
+        if len(value) > MAX_NAME or not DNS_LABEL.match(value):
             raise _refuse(
                 "name must be a DNS-1123 label of at most 40 characters: lowercase letters, "
                 "digits and '-', starting and ending with a letter or digit",
@@ -695,7 +698,9 @@ _RULES: dict[str, Callable[[ErrorDetails], str]] = {
 }
 
 
-def _problems(error: ErrorDetails) -> list[Problem]:
+def problems_of(error: ErrorDetails) -> list[Problem]:
+    """The problems of one pydantic error of a spec model, fields dotted from the validated
+    model (the custom resources add their own prefix with `Problem.under`)."""
     location = error["loc"]
     name = ".".join(str(part) for part in location) or "spec"
     context = error.get("ctx") or {}
@@ -772,7 +777,7 @@ def parse_spec(data: object, *, base_dir: Path | None = None) -> ClusterSpec:
         try:
             spec = ClusterSpec.model_validate(current, context=context)
         except ValidationError as error:
-            found = [p for e in error.errors() for p in _problems(e)]
+            found = [p for e in error.errors() for p in problems_of(e)]
             problems.extend(found)
             current = apply_fix(current, SpecError(found).fix)
             continue

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 
 class ConditionType(StrEnum):
@@ -39,7 +40,14 @@ class Condition(BaseModel):
     last_transition_time: str = Field(alias="lastTransitionTime")
 
 
-class MemberStatus(BaseModel):
+class _StatusModel(BaseModel):
+    """Fields read by either name; dumped snake_case by default (`status.json`), camelCase with
+    `by_alias=True` (a custom resource's status, as Kubernetes API conventions name fields)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True)
+
+
+class MemberStatus(_StatusModel):
     """One member: the store's view (id, role, health, log position) and the runtime's (process,
     starts, last error, data on disk). `role` is "unknown" while no quorum answers."""
 
@@ -62,17 +70,17 @@ class MemberStatus(BaseModel):
     stale_leader: bool = False
 
 
-class StepStatus(BaseModel):
+class StepStatus(_StatusModel):
     kind: str
     reason: str
 
 
-class AlarmStatus(BaseModel):
+class AlarmStatus(_StatusModel):
     member: str
     alarm: str
 
 
-class ClusterStatus(BaseModel):
+class ClusterStatus(_StatusModel):
     """The whole status. `error` is the reconciler's last refusal or failure (a store that
     refused a step, a pass that failed), None once a step went through; `updated_at` is in
     seconds since the epoch."""

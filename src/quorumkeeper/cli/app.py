@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from quorumkeeper import versions
+from quorumkeeper.cli import kubernetes
 from quorumkeeper.cli.ceph import ceph_app, render_app
 from quorumkeeper.cli.maintenance import maintenance_app
 from quorumkeeper.errors import ExitCode, Refused
@@ -60,6 +61,7 @@ app = typer.Typer(
 )
 app.add_typer(ceph_app, name="ceph")
 app.add_typer(render_app, name="render")
+kubernetes.register(render_app)
 app.add_typer(maintenance_app, name="maintenance")
 
 out = Console(width=None if sys.stdout.isatty() else 200)

@@ -1,0 +1,214 @@
+"""The Kubernetes objects of one cluster resource, rendered with the stores' own pure functions
+(`member_flags`, `server_config`, `dynamic_config`, `jvm_options`, `logback_xml`).
+
+Per cluster: a headless peer Service (`publishNotReadyAddresses`, so a joining member resolves
+before it is Ready), a client Service, a PodDisruptionBudget sized to the voters, a StatefulSet
+(`Parallel`, `OnDelete`: the operator, never the StatefulSet controller, decides when a member
+restarts), a ConfigMap with what the operator sets per membership change, and for ZooKeeper the
+Secret of its superuser. Pods run the official images unchanged under the restricted Pod Security
+Standard. Pure functions: nothing here talks to the API server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_UID, etcd_config_data, etcd_container
+from quorumkeeper.runtimes.kubernetes.objects import (
+    Membership,
+    Names,
+    Obj,
+    max_unavailable,
+    object_metadata,
+    selector,
+    store_ports,
+)
+from quorumkeeper.runtimes.kubernetes.resources import (
+    AntiAffinity,
+    ClusterResource,
+    EtcdClusterSpec,
+    Kind,
+    ZookeeperClusterSpec,
+)
+from quorumkeeper.runtimes.kubernetes.zookeeper_pod import (
+    ZOOKEEPER_UID,
+    superuser_secret,
+    zookeeper_config_data,
+    zookeeper_containers,
+)
+
+
+def services(resource: ClusterResource) -> list[Obj]:
+    ports = store_ports(resource.kind)
+    names = Names(resource.name)
+    peer = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_metadata(resource, names.peer_service),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector(resource),
+            "ports": [{"name": n, "port": p, "targetPort": n} for n, p in ports.items()],
+        },
+    }
+    client = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_metadata(resource, names.client_service),
+        "spec": {
+            "selector": selector(resource),
+            "ports": [{"name": "client", "port": ports["client"], "targetPort": "client"}],
+        },
+    }
+    return [peer, client]
+
+
+def disruption_budget(resource: ClusterResource, membership: Membership) -> Obj:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_metadata(resource, resource.name),
+        "spec": {
+            "maxUnavailable": max_unavailable(membership.voters_now, membership.voters_after),
+            "selector": {"matchLabels": selector(resource)},
+            # A crash-looping member must not block node drains (KEP-3017).
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def _affinity(resource: ClusterResource) -> Obj:
+    term = {
+        "labelSelector": {"matchLabels": selector(resource)},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    if resource.spec.anti_affinity is AntiAffinity.REQUIRED:
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    weighted = {"weight": 100, "podAffinityTerm": term}
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [weighted]}}
+
+
+def merge(base: Any, override: Any) -> Any:
+    """`override` merged into `base`: mappings recursively, lists of named items by name (the
+    way a strategic merge treats containers, volumes and env), anything else replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {k: merge(base[k], v) if k in base else v for k, v in {**base, **override}.items()}
+    named = (
+        isinstance(base, list)
+        and isinstance(override, list)
+        and all(isinstance(i, dict) and "name" in i for i in [*base, *override])
+    )
+    if named:
+        by_name = {item["name"]: item for item in base}
+        for item in override:
+            by_name[item["name"]] = merge(by_name.get(item["name"], {}), item)
+        return list(by_name.values())
+    return override
+
+
+def pod_template(resource: ClusterResource) -> Obj:
+    spec = resource.spec
+    uid = ETCD_UID if resource.kind is Kind.ETCD else ZOOKEEPER_UID
+    pod: Obj = {
+        "affinity": _affinity(resource),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+    }
+    if isinstance(spec, EtcdClusterSpec):
+        pod["containers"] = [etcd_container(resource, spec)]
+    else:
+        assert isinstance(spec, ZookeeperClusterSpec)
+        init, server = zookeeper_containers(resource, spec)
+        pod["initContainers"] = [init]
+        pod["containers"] = [server]
+        pod["volumes"] = [
+            {"name": "config", "configMap": {"name": Names(resource.name).config_map}}
+        ]
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s.name} for s in spec.image_pull_secrets]
+    if spec.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
+        ]
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    metadata: Obj = {"labels": {**spec.labels, **selector(resource)}}
+    if spec.annotations:
+        metadata["annotations"] = dict(spec.annotations)
+    template = {"metadata": metadata, "spec": pod}
+    merged: Obj = merge(template, spec.pod_template)
+    merged["metadata"]["labels"].update(selector(resource))  # an override can't orphan a pod
+    return merged
+
+
+def statefulset(resource: ClusterResource, membership: Membership) -> Obj:
+    spec = resource.spec
+    claim: Obj = {
+        "metadata": {"name": "data", "labels": {**spec.labels, **selector(resource)}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": spec.storage.size}},
+        },
+    }
+    if spec.storage.class_name:
+        claim["spec"]["storageClassName"] = spec.storage.class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": object_metadata(resource, resource.name),
+        "spec": {
+            "serviceName": Names(resource.name).peer_service,
+            "replicas": membership.replicas,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenScaled": spec.pvc_retention.when_scaled,
+                "whenDeleted": spec.pvc_retention.when_deleted,
+            },
+            "selector": {"matchLabels": selector(resource)},
+            "template": pod_template(resource),
+            "volumeClaimTemplates": [claim],
+        },
+    }
+
+
+def config_map(resource: ClusterResource, membership: Membership) -> Obj:
+    spec = resource.spec
+    if isinstance(spec, EtcdClusterSpec):
+        data = etcd_config_data(resource, spec, membership)
+    else:
+        assert isinstance(spec, ZookeeperClusterSpec)
+        data = zookeeper_config_data(spec, membership)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_metadata(resource, Names(resource.name).config_map),
+        "data": data,
+    }
+
+
+def cluster_objects(
+    resource: ClusterResource, membership: Membership, superuser_password: str | None = None
+) -> list[Obj]:
+    """Every object of the cluster, in an order `kubectl apply` can create them in.
+
+    `superuser_password` is required for ZooKeeper (its Secret); raises ValueError without it.
+    """
+    objects = [
+        *services(resource),
+        config_map(resource, membership),
+        disruption_budget(resource, membership),
+    ]
+    if resource.kind is Kind.ZOOKEEPER:
+        if not superuser_password:
+            raise ValueError("a ZooKeeper cluster needs its superuser's password")
+        objects.append(superuser_secret(resource, superuser_password))
+    return [*objects, statefulset(resource, membership)]

@@ -1,0 +1,182 @@
+"""The ZooKeeper member's containers, from the official image as it is: an init container puts
+our zoo.cfg, its dynamic file and `myid` in place before the image's entrypoint would write its
+own, then the image's own entrypoint and `zkServer.sh start-foreground` run the server. The files
+come from the store's own `server_config`, `dynamic_config` and `logback_xml`."""
+
+from __future__ import annotations
+
+from quorumkeeper.runtimes.kubernetes.objects import (
+    RESTRICTED_CONTAINER,
+    Membership,
+    Names,
+    Obj,
+    container_resources,
+    field_env,
+    image,
+    object_metadata,
+    store_ports,
+)
+from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, ZookeeperClusterSpec
+from quorumkeeper.stores.zookeeper import config as zookeeper_config
+from quorumkeeper.stores.zookeeper import ensemble
+
+ZOOKEEPER_IMAGE = "docker.io/library/zookeeper"
+"""ZooKeeper's Docker official image (docker-library `zookeeper`, 3.9.5/Dockerfile): user and
+group `zookeeper` (uid/gid 1000), `ZOOCFGDIR` set from `ZOO_CONF_DIR` at build time, an
+entrypoint writing zoo.cfg and myid only where absent, then `zkServer.sh start-foreground`."""
+ZOOKEEPER_MOUNT = "/var/lib/zookeeper"
+ZOOKEEPER_CONF_DIR = f"{ZOOKEEPER_MOUNT}/conf"
+"""On the volume: ZooKeeper rewrites zoo.cfg and its dynamic file on every reconfig."""
+ZOOKEEPER_UID = 1000
+ZOOKEEPER_CONFIG_MOUNT = "/etc/quorumkeeper"
+
+
+def zookeeper_paths(spec: ZookeeperClusterSpec) -> tuple[str, str]:
+    """(snapshots, transaction logs) of a member: the settings' folders under its volume."""
+    settings = spec.zookeeper
+    return f"{ZOOKEEPER_MOUNT}/{settings.data_dir}", f"{ZOOKEEPER_MOUNT}/{settings.data_log_dir}"
+
+
+def zookeeper_config_data(spec: ZookeeperClusterSpec, membership: Membership) -> dict[str, str]:
+    """The ConfigMap's data: zoo.cfg and the dynamic file a member's first start copies, each
+    member's server id (`myid.<pod>`), and the logging configuration."""
+    snapshots, txn_logs = zookeeper_paths(spec)
+    dynamic_file = f"{ZOOKEEPER_CONF_DIR}/zoo.cfg.dynamic"
+    settings = zookeeper_config.server_config(spec.zookeeper, snapshots, txn_logs, dynamic_file)
+    return {
+        "zoo.cfg": zookeeper_config.zoo_cfg(settings),
+        "zoo.cfg.dynamic": ensemble.dynamic_config(list(membership.peers)),
+        "logback.xml": zookeeper_config.logback_xml(spec.zookeeper),
+        **{
+            f"myid.{peer.endpoint.name}": f"{peer.member_id}\n"
+            for peer in membership.peers
+            if peer.member_id is not None
+        },
+    }
+
+
+_ZOOKEEPER_INIT = """set -eu
+mkdir -p "$ZOO_CONF_DIR" "$ZOO_DATA_DIR" "$ZOO_DATA_LOG_DIR"
+if [ ! -f "$ZOO_DATA_DIR/myid" ]; then
+  if [ ! -f "{config}/myid.$POD_NAME" ]; then
+    echo "no ZooKeeper server id for $POD_NAME in ConfigMap {config_map} yet" >&2
+    exit 1
+  fi
+  cp {config}/zoo.cfg.dynamic "$ZOO_CONF_DIR/zoo.cfg.dynamic"
+  cp {config}/zoo.cfg "$ZOO_CONF_DIR/zoo.cfg"
+  cp "{config}/myid.$POD_NAME" "$ZOO_DATA_DIR/myid"
+fi
+cp {config}/logback.xml "$ZOO_CONF_DIR/logback.xml"
+"""
+"""Our zoo.cfg, its dynamic file and myid in place before the image's entrypoint runs (which
+writes its own only where they are absent). A member without `myid` has never started on this
+volume: it gets the membership and server id the operator set for its join, `myid` written last
+so an interrupted copy is redone. Once `myid` exists, zoo.cfg belongs to ZooKeeper (reconfig
+rewrites it) and is never touched again."""
+
+
+_FOUR_LETTER_WORD = (
+    'exec 3<>"/dev/tcp/$POD_IP/{port}"; printf {word} >&3; grep -q{flags} "{match}" <&3'
+)
+
+
+def _four_letter_probe(word: str, match: str, flags: str = "") -> Obj:
+    """A probe asking the server's client port one four-letter word through bash's /dev/tcp:
+    bash is in the official image (and in the test bed's), no JVM starts for a probe. It asks
+    the pod's IP: the dynamic file's `;<pod DNS name>:2181` binds the client port there only."""
+    script = _FOUR_LETTER_WORD.format(
+        port=ensemble.CLIENT_PORT, word=word, match=match, flags=flags
+    )
+    return {"exec": {"command": ["bash", "-c", script]}}
+
+
+def _zookeeper_env(spec: ZookeeperClusterSpec) -> list[Obj]:
+    snapshots, txn_logs = zookeeper_paths(spec)
+    return [
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_IP", "status.podIP"),
+        # ZOOCFGDIR is what zkServer.sh reads; the image sets it from ZOO_CONF_DIR at build.
+        {"name": "ZOO_CONF_DIR", "value": ZOOKEEPER_CONF_DIR},
+        {"name": "ZOOCFGDIR", "value": ZOOKEEPER_CONF_DIR},
+        {"name": "ZOO_DATA_DIR", "value": snapshots},
+        {"name": "ZOO_DATA_LOG_DIR", "value": txn_logs},
+    ]
+
+
+def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) -> tuple[Obj, Obj]:
+    """(init container writing zoo.cfg and myid when absent, server container)."""
+    names = Names(resource.name)
+    env = _zookeeper_env(spec)
+    mounts = [
+        {"name": "data", "mountPath": ZOOKEEPER_MOUNT},
+        {"name": "config", "mountPath": ZOOKEEPER_CONFIG_MOUNT, "readOnly": True},
+    ]
+    init = {
+        "name": "config",
+        "image": image(resource, ZOOKEEPER_IMAGE, spec.version),
+        "imagePullPolicy": spec.image.pull_policy,
+        "command": [
+            "bash",
+            "-c",
+            _ZOOKEEPER_INIT.format(config=ZOOKEEPER_CONFIG_MOUNT, config_map=names.config_map),
+        ],
+        "env": env,
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": mounts,
+    }
+    # The digest in the JVM options comes from the Secret: only the Secret changes with it.
+    digest_flag = ensemble.superuser_digest_flag("")
+    options = [
+        "$(QK_SUPERUSER_DIGEST_FLAG)" if option == digest_flag else option
+        for option in zookeeper_config.jvm_options(spec.zookeeper, "")
+    ]
+    server = {
+        "name": "zookeeper",
+        "image": image(resource, ZOOKEEPER_IMAGE, spec.version),
+        "imagePullPolicy": spec.image.pull_policy,
+        "env": [
+            *env,
+            {
+                "name": "QK_SUPERUSER_DIGEST_FLAG",
+                "valueFrom": {
+                    "secretKeyRef": {"name": names.superuser_secret, "key": "digest-flag"}
+                },
+            },
+            {"name": "SERVER_JVMFLAGS", "value": " ".join(options)},
+        ],
+        "ports": [
+            {"name": name, "containerPort": port}
+            for name, port in store_ports(resource.kind).items()
+        ],
+        "readinessProbe": {
+            **_four_letter_probe("srvr", "^Mode: (leader|follower|observer)", flags="E"),
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            **_four_letter_probe("ruok", "imok"),
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "resources": container_resources(resource),
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": mounts,
+    }
+    return init, server
+
+
+def superuser_secret(resource: ClusterResource, password: str) -> Obj:
+    """The ZooKeeper superuser: its password (for the operator's reconfigs) and the JVM flag
+    carrying its digest (for the servers). The operator creates it once and never rewrites it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_metadata(resource, Names(resource.name).superuser_secret),
+        "type": "Opaque",
+        "stringData": {
+            "username": ensemble.SUPERUSER,
+            "password": password,
+            "digest-flag": ensemble.superuser_digest_flag(password),
+        },
+    }

@@ -1,0 +1,78 @@
+"""A real API server (etcd and kube-apiserver of the test bed's control plane) for the operator's
+resource tests: schemas, CEL rules, subresources and server-side dry-runs need nothing more.
+
+It binds the suite's own loopback address (`QUORUMKEEPER_TEST_NETWORK`), so it runs beside a full
+test bed or another suite's API server.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.controlplane import ControlPlane
+from testbed.kube import Kube
+from testbed.versions import Binaries
+from tests.polling import loopback_subnet
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    control_plane: ControlPlane
+    kube: Kube
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl against this API server; the result is returned whatever its exit status."""
+        return subprocess.run(
+            [
+                str(self.control_plane.binaries.kubectl),
+                f"--kubeconfig={self.control_plane.kubeconfig}",
+                *args,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def apply(
+        self, objects: list[dict[str, object]], *extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("apply", "-f", "-", *extra, stdin=yaml.safe_dump_all(objects))
+
+
+@pytest.fixture(scope="session")
+def api_server() -> Iterator[ApiServer]:
+    binaries = Binaries.from_cache()
+    missing = [
+        p for p in (binaries.etcd, binaries.kube_apiserver, binaries.kubectl) if not p.exists()
+    ]
+    if missing:
+        pytest.fail(f"missing {', '.join(map(str, missing))}: run scripts/build-kubernetes.sh")
+    state_dir = Path(tempfile.mkdtemp(prefix="qk-operator-api-"))
+    control_plane = ControlPlane(
+        state_dir, binaries, host=f"{loopback_subnet(250)}.1", api_only=True
+    )
+    control_plane.start()
+    try:
+        yield ApiServer(control_plane, Kube.from_kubeconfig(control_plane.kubeconfig))
+    finally:
+        control_plane.stop()
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(api_server: ApiServer) -> str:
+    """A fresh namespace. Left in place: without a controller manager nothing finalizes a
+    deleted namespace, and the API server is thrown away after the session."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    api_server.kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    return name

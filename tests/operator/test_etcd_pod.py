@@ -1,0 +1,148 @@
+"""etcd started exactly as the rendered pod starts it: the container's `args` after the kubelet's
+`$(VAR)` expansion, with the Downward API and ConfigMap values the pod would get, probed on its
+metrics listener as the kubelet probes it. The one stand-in: pods' DNS names become loopback
+addresses of this suite's network (there is no cluster DNS outside the test bed), and the
+in-pod localhost client listener is left out (127.0.0.1 is shared by every suite)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from quorumkeeper.model import Endpoint, Member, Peer
+from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_DATA_DIR, ETCD_METRICS_PORT
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
+from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.stores.base import AddsRefused, NotCaughtUp, StoreUnavailable
+from quorumkeeper.stores.etcd import EtcdStore
+from tests.polling import loopback_subnet, wait_until
+
+pytestmark = pytest.mark.operator
+
+Obj = dict[str, Any]
+SUBNET = loopback_subnet(201)
+T = TypeVar("T")
+_VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's expansion of `$(VAR)` in `args`: defined variables only."""
+    return _VARIABLE.sub(lambda m: env.get(m[1], m[0]), text)
+
+
+def address(ordinal: int) -> str:
+    return f"{SUBNET}.{ordinal + 1}"
+
+
+class Pods:
+    """Members of EtcdCluster `c` run from its rendered objects; stopped by PID at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.resource: ClusterResource = parse_resource(
+            {
+                "apiVersion": "quorumkeeper.io/v1alpha1",
+                "kind": "EtcdCluster",
+                "metadata": {"name": "c", "namespace": "apps", "uid": "u1"},
+                "spec": {"members": 3, "version": "3.7.3", "storage": {"size": "1Gi"}},
+            }
+        )
+        self.placement = placement(self.resource)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def endpoint(self, ordinal: int) -> Endpoint:
+        return Endpoint(f"c-{ordinal}", ordinal, address(ordinal))
+
+    def start(self, ordinal: int, membership: Membership) -> None:
+        objects = cluster_objects(self.resource, membership)
+        config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+        sts = next(o for o in objects if o["kind"] == "StatefulSet")
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        env = {
+            "POD_NAME": f"c-{ordinal}",
+            "POD_IP": address(ordinal),
+            "QK_INITIAL_CLUSTER": config["initial-cluster"],
+            "QK_INITIAL_CLUSTER_STATE": config["initial-cluster-state"],
+        }
+        names = {self.placement.endpoint(n).address: address(n) for n in range(5)}
+        argv = []
+        for arg in container["args"]:
+            arg = expand(arg, env).replace(",http://127.0.0.1:2379", "")
+            for name, ip in names.items():
+                arg = arg.replace(name, ip)
+            argv.append(arg.replace(ETCD_DATA_DIR, str(self.root / f"c-{ordinal}")))
+        log = (self.root / f"c-{ordinal}.log").open("wb")
+        binary = distributions.etcd_binary()
+        self.processes.append(subprocess.Popen([binary, *argv], stdout=log, stderr=log))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def pods(tmp_path: Path) -> Iterator[Pods]:
+    made = Pods(tmp_path)
+    yield made
+    made.stop()
+
+
+def retried(step: Callable[[], T]) -> T | None:
+    """`step`'s result, or None while the store refuses it for now (etcd's reconfiguration
+    grace after a start, a learner not yet caught up)."""
+    try:
+        return step()
+    except (AddsRefused, NotCaughtUp, StoreUnavailable):
+        return None
+
+
+def promoted(store: EtcdStore, learner: Member) -> bool:
+    store.promote(learner)
+    return True
+
+
+def probe(ordinal: int, path: str) -> int:
+    """The kubelet's httpGet on the container's `metrics` port: the status, 0 if unanswered."""
+    try:
+        return httpx.get(
+            f"http://{address(ordinal)}:{ETCD_METRICS_PORT}{path}", timeout=1
+        ).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_the_rendered_args_start_a_member_and_a_learner_is_alive_but_not_ready(
+    pods: Pods,
+) -> None:
+    first = pods.placement.endpoint(0)
+    pods.start(0, Membership((Peer(first, None),), 1, 1, 1, bootstrap=True))
+    wait_until(lambda: probe(0, "/readyz") == 200, 30, "c-0 Ready")
+    assert probe(0, "/livez") == 200
+
+    store = EtcdStore([pods.endpoint(0)])
+    try:
+        learner = wait_until(
+            lambda: retried(lambda: store.add_learner(pods.endpoint(1))),
+            30,
+            "c-1 added as a learner",
+        )
+        leader = next(m for m in store.members() if m.address == address(0))
+        joining = Membership(
+            (Peer(first, leader.id), Peer(pods.placement.endpoint(1), learner.id)), 2, 1, 1
+        )
+        pods.start(1, joining)
+        wait_until(lambda: probe(1, "/livez") == 200, 30, "c-1 alive")
+        assert probe(1, "/readyz") == 503  # a learner gets no client traffic
+        wait_until(lambda: retried(lambda: promoted(store, learner)), 30, "c-1 promoted")
+        wait_until(lambda: probe(1, "/readyz") == 200, 30, "c-1 Ready as a voter")
+    finally:
+        store.close()

@@ -1,0 +1,101 @@
+"""The ZooKeeper pod's init container, run by real bash on the files the kubelet would project
+from the ConfigMap: a member's first start gets the operator's membership and server id; later
+starts leave zoo.cfg and myid to ZooKeeper."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
+from quorumkeeper.runtimes.kubernetes.resources import parse_resource
+from quorumkeeper.runtimes.kubernetes.zookeeper_pod import ZOOKEEPER_CONFIG_MOUNT, ZOOKEEPER_MOUNT
+
+pytestmark = pytest.mark.operator
+
+Obj = dict[str, Any]
+
+
+def render(members: int) -> tuple[Obj, Obj]:
+    """(ConfigMap data, init container) of a `members`-member ZooKeeper cluster `c`."""
+    resource = parse_resource(
+        {
+            "apiVersion": "quorumkeeper.io/v1alpha1",
+            "kind": "ZookeeperCluster",
+            "metadata": {"name": "c", "namespace": "apps"},
+            "spec": {"members": 3, "version": "3.9.5", "storage": {"size": "1Gi"}},
+        }
+    )
+    objects = cluster_objects(resource, Membership.steady(placement(resource), members), "pw")
+    data = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    sts = next(o for o in objects if o["kind"] == "StatefulSet")
+    return data, sts["spec"]["template"]["spec"]["initContainers"][0]
+
+
+def project(data: dict[str, str], folder: Path) -> None:
+    """The ConfigMap's keys as files, as the kubelet mounts them."""
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for key, value in data.items():
+        (folder / key).write_text(value)
+
+
+def run_init(init: Obj, pod: str, volume: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """The init container's command with its mounts moved under `volume` and `config`."""
+    command = [part.replace(ZOOKEEPER_CONFIG_MOUNT, str(config)) for part in init["command"]]
+    env = {e["name"]: e.get("value", "") for e in init["env"]}
+    env = {k: v.replace(ZOOKEEPER_MOUNT, str(volume)) for k, v in env.items()}
+    env.update(POD_NAME=pod, PATH=os.environ["PATH"])
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_first_start_writes_the_operators_files_and_later_starts_keep_zookeepers(
+    tmp_path: Path,
+) -> None:
+    data, init = render(3)
+    config, volume = tmp_path / "config", tmp_path / "volume"
+    project(data, config)
+    first = run_init(init, "c-1", volume, config)
+    assert first.returncode == 0, first.stderr
+    conf = volume / "conf"
+    assert (conf / "zoo.cfg").read_text() == data["zoo.cfg"]
+    assert (conf / "zoo.cfg.dynamic").read_text() == data["zoo.cfg.dynamic"]
+    assert (volume / "data" / "myid").read_text() == "2\n"
+    assert "reconfigEnabled=true" in data["zoo.cfg"]
+    assert "standaloneEnabled=false" in data["zoo.cfg"]
+    assert "admin.enableServer=false" in data["zoo.cfg"]
+    assert f"dynamicConfigFile={ZOOKEEPER_MOUNT}/conf/zoo.cfg.dynamic" in data["zoo.cfg"]
+
+    # A later membership change rewrites the ConfigMap; a restart of this member must not
+    # take it: ZooKeeper rewrote its own zoo.cfg at the reconfig.
+    (conf / "zoo.cfg").write_text(data["zoo.cfg"] + "# rewritten by ZooKeeper\n")
+    grown, _ = render(5)
+    project({**grown, "logback.xml": "<configuration/>\n"}, config)
+    again = run_init(init, "c-1", volume, config)
+    assert again.returncode == 0, again.stderr
+    assert (conf / "zoo.cfg").read_text().endswith("# rewritten by ZooKeeper\n")
+    assert (conf / "zoo.cfg.dynamic").read_text() == data["zoo.cfg.dynamic"]
+    assert (volume / "data" / "myid").read_text() == "2\n"
+    assert (conf / "logback.xml").read_text() == "<configuration/>\n"
+
+
+def test_a_member_without_a_server_id_waits_writing_nothing(tmp_path: Path) -> None:
+    data, init = render(3)
+    config, volume = tmp_path / "config", tmp_path / "volume"
+    project(data, config)
+    refused = run_init(init, "c-3", volume, config)
+    assert refused.returncode == 1
+    assert "no ZooKeeper server id for c-3 in ConfigMap c-config yet" in refused.stderr
+    assert not (volume / "conf" / "zoo.cfg").exists()  # no stale membership left behind
+    grown, _ = render(4)
+    project(grown, config)
+    joined = run_init(init, "c-3", volume, config)
+    assert joined.returncode == 0, joined.stderr
+    assert (volume / "conf" / "zoo.cfg.dynamic").read_text() == grown["zoo.cfg.dynamic"]
+    assert (volume / "data" / "myid").read_text() == "4\n"
