@@ -22,7 +22,7 @@ from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.stores.base import AddsRefused, NotCaughtUp, StoreUnavailable
-from quorumkeeper.stores.etcd import EtcdStore
+from quorumkeeper.stores.etcd.client import EtcdStore
 from tests.polling import loopback_subnet, wait_until
 
 pytestmark = pytest.mark.operator

@@ -19,7 +19,7 @@ from quorumkeeper.runtimes.kubernetes.objects import (
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, EtcdClusterSpec
 from quorumkeeper.stores import etcd
-from quorumkeeper.stores.etcd_config import member_flags
+from quorumkeeper.stores.etcd.config import member_flags
 
 ETCD_IMAGE = "gcr.io/etcd-development/etcd"
 """etcd's official image (distroless: no shell; etcd, etcdctl and etcdutl in /usr/local/bin)."""
