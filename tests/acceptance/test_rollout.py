@@ -165,7 +165,7 @@ def test_a_keeper_killed_in_the_middle_of_a_rollout_resumes_and_finishes(
     cluster.up(3)
     before = cluster.wait_ready(3)
     leader = cluster.member(before, "leader")["name"]
-    fields, setting = CHANGES[cluster.store]
+    fields, _ = CHANGES[cluster.store]
     watch = PidWatch(cluster, cluster.pids(before))
     with Writer(cluster) as writer, watch.running():
         cluster.kill_keeper()

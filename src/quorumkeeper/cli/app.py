@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
@@ -540,17 +541,26 @@ def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _check_changeable(before: ClusterSpec, after: ClusterSpec, spec_file: Path) -> None:
-    """Refuse a change of a field a running cluster keeps, or of its member count (which
-    `scale` changes, with its own checks)."""
-    old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
-    for path, why in IMMUTABLE_FIELDS.items():
+def _check_kept(
+    old: dict[str, Any], new: dict[str, Any], spec_file: Path, paths: Iterable[str]
+) -> None:
+    """Refuse a change, from the dumped spec `old` to `new`, of a field a running cluster
+    keeps (`IMMUTABLE_FIELDS`) among `paths`."""
+    for path in paths:
+        why = IMMUTABLE_FIELDS[path]
         if _field(old, path) != _field(new, path):
             raise _fail(
                 f"{path}: can't change from {_field(old, path)!r} to {_field(new, path)!r} on a "
                 f"running cluster: {why}; fix: remove {path} from {spec_file}, or create a new "
                 f"cluster with `quorumkeeper up NEW_NAME --spec-file {spec_file}`"
             )
+
+
+def _check_changeable(before: ClusterSpec, after: ClusterSpec, spec_file: Path) -> None:
+    """Refuse a change of a field a running cluster keeps, or of its member count (which
+    `scale` changes, with its own checks)."""
+    old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
+    _check_kept(old, new, spec_file, IMMUTABLE_FIELDS)
     if before.members != after.members:
         raise _fail(
             f"members: {after.members} differs from the cluster's {before.members}; rule: apply "
@@ -580,9 +590,11 @@ def apply(
     changes = _spec_file(spec_file)
     with _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}"):
         stored = cluster.paths.load_stored()
-        spec = _validated(
-            _merged(stored.spec.model_dump(mode="json"), changes), base_dir=Path.cwd()
-        )
+        current = stored.spec.model_dump(mode="json")
+        wanted = _merged(current, changes)
+        # Another store or name first: every other check would judge the wrong cluster.
+        _check_kept(current, wanted, spec_file, ("name", "store"))
+        spec = _validated(wanted, base_dir=Path.cwd())
         _check_changeable(stored.spec, spec, spec_file)
         if spec == stored.spec:
             err.print(
