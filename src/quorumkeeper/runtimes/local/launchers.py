@@ -41,6 +41,11 @@ class MemberLauncher(abc.ABC):
         they reach the process: flags, config file text, JVM options), without its addresses,
         folders, membership or secrets."""
 
+    def refresh(self, data_dir: Path) -> None:  # noqa: B027 (a default, not a stub)
+        """Bring the files of the member in `data_dir`, which has data, to the configuration,
+        before a start with another configuration than its last. Nothing to do for a store whose
+        command line carries all of it; a launcher that writes files rewrites them here."""
+
     def fingerprint(self) -> str:
         """A stable hash of the version and `rendered`: 16 hex digits, equal for equal
         configurations across keeper restarts."""
@@ -188,13 +193,12 @@ class ZookeeperLauncher(MemberLauncher):
         *,
         bootstrap: bool,
     ) -> list[str]:
-        """Write the member's files, then return its java command.
+        """Write the member's files unless it has data, then return its java command.
 
-        A member with data keeps its membership and `myid`: ZooKeeper rewrites zoo.cfg on every
-        reconfig to point at the committed `zoo.cfg.dynamic.<version>`, and pointing it anywhere
-        else would restart the member with a stale membership. Its zoo.cfg is rewritten from
-        the settings with that `dynamicConfigFile` kept (`_refresh_settings`), so a restart
-        takes the spec's settings. One exception is repaired: a joiner
+        A member with data keeps its zoo.cfg and `myid`: ZooKeeper rewrites zoo.cfg on every
+        reconfig to point at the committed `zoo.cfg.dynamic.<version>`, and regenerating it
+        would restart the member with a stale membership (new settings reach it by `refresh`,
+        which keeps that pointer). One exception is repaired: a joiner
         stopped after it acked the reconfig that added it but before it wrote the new file still
         points at a config without itself, and ZooKeeper refuses to start ("My id N not in the
         peer list"). Then, if `peers` (the committed membership) list its id, only its dynamic
@@ -215,18 +219,18 @@ class ZookeeperLauncher(MemberLauncher):
         zoo_cfg = conf / "zoo.cfg"
         if not (self.has_data(data_dir) and zoo_cfg.is_file()):
             self._write_config(data_dir, peers, own)
-        else:
-            if not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
-                self._repoint_dynamic_config(data_dir, peers)
-            self._refresh_settings(data_dir)
+        elif not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
+            self._repoint_dynamic_config(data_dir, peers)
         return self.command(data_dir)
 
-    def _refresh_settings(self, data_dir: Path) -> None:
+    def refresh(self, data_dir: Path) -> None:
         """Rewrite zoo.cfg from the settings, keeping the dynamic file it points at. ZooKeeper
-        itself only ever moves `dynamicConfigFile` in the static file (and drops the membership
-        lines, which ours never holds), so nothing it wrote is lost. A zoo.cfg without a dynamic
-        file or a member without `myid` (not written by this launcher) is left as it is."""
+        itself only moves `dynamicConfigFile` in the static file (and drops membership lines,
+        which ours never holds), so nothing it wrote is lost. A zoo.cfg without a dynamic file
+        or a member without `myid` (not written by this launcher) is left as it is."""
         zoo_cfg = self.conf_dir(data_dir) / "zoo.cfg"
+        if not zoo_cfg.is_file():
+            return
         dynamic = self.dynamic_config_path(zoo_cfg)
         server = self.myid(data_dir)
         if dynamic is None or server is None:

@@ -273,8 +273,14 @@ class LocalRuntime:
             write_atomically(self._history_path(endpoint), json.dumps(asdict(history)))
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
-        argv = self.launcher.argv(endpoint, self.data_dir(endpoint), peers, bootstrap=bootstrap)
-        self.spawn(endpoint, argv, config=self.launcher.fingerprint())
+        """Start the member with the launcher's configuration; a member with data last started
+        with another one has its files brought to it first (`MemberLauncher.refresh`), while a
+        restart with the same configuration leaves its files as they are."""
+        data_dir, config = self.data_dir(endpoint), self.launcher.fingerprint()
+        if self.launcher.has_data(data_dir) and self.history(endpoint).config != config:
+            self.launcher.refresh(data_dir)
+        argv = self.launcher.argv(endpoint, data_dir, peers, bootstrap=bootstrap)
+        self.spawn(endpoint, argv, config=config)
 
     def spawn(self, endpoint: Endpoint, argv: list[str], *, config: str | None = None) -> int:
         """Start the member's process `argv` detached from the caller; returns its PID.
