@@ -152,7 +152,12 @@ def test_a_field_a_running_cluster_keeps_is_refused_and_changes_nothing(
     assert cluster.paths.load_stored().change.generation == generation
     assert cluster.pids(cluster.status()) == cluster.pids(before)
 
-    spec_file.write_text(yaml.safe_dump({"etcd": {"snapshot_count": 5000}}))  # the fix
+    out_of_bounds = _spec_file(cluster, {"etcd": {"snapshot_count": 1}})  # checked as `up` does
+    refused = cluster.cli("apply", cluster.name, "--spec-file", str(out_of_bounds), check=False)
+    assert refused.returncode == 2 and "etcd.snapshot_count" in refused.stderr, refused.stderr
+    assert cluster.paths.load_stored().change.generation == generation
+
+    spec_file = _spec_file(cluster, {"etcd": {"snapshot_count": 5000}})  # the fix
     cluster.cli("apply", cluster.name, "--spec-file", str(spec_file))
     status = cluster.wait_ready(1)
     assert cluster.paths.load_stored().change.generation == generation + 1
