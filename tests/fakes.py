@@ -10,6 +10,7 @@ suites that run them (`tests/acceptance`, `tests/zookeeper`, `tests/stores`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field, replace
 
@@ -58,7 +59,8 @@ class FakeStore(CoordinationStore):
     `refusing_adds` names a reason, `add_learner` raises `AddsRefused` and from then on
     `adds_refused` reports it (as the etcd client does after its store refused an add);
     `refuse_next` is raised by the next mutation instead of changing anything. Every membership
-    change that went through is appended to `changes` as (operation, address).
+    change that went through is appended to `changes` as (operation, address). Every member
+    reports the applied index `applied` (0 by default) unless `lag` says how far behind it is.
 
     One object stands for the store and its clients: `connect` hands it out and counts, `close`
     counts and keeps the membership.
@@ -77,6 +79,8 @@ class FakeStore(CoordinationStore):
         self.connects = 0
         self.closes = 0
         self.data: dict[str, str] = {}
+        self.applied = 0
+        self.lag: dict[str, int] = {}
         self._refused_add: str | None = None
         self._next_id = 1
 
@@ -138,6 +142,7 @@ class FakeStore(CoordinationStore):
                 healthy=entry.started and entry.address in self.up,
                 started=entry.started,
                 alarms=entry.alarms,
+                applied_index=self.applied - self.lag.get(entry.address, 0),
             )
             for entry in self.entries.values()
         ]
@@ -268,6 +273,7 @@ class FakeRuntime:
         self.actions: list[Action] = []
         self.set_aside_data: dict[str, str] = {}
         self.failures: dict[str, Exception] = {}
+        self.config: str | None = None
 
     def seed(self, slot: Slot) -> None:
         """Put `slot` in place, as if the runtime had found it so."""
@@ -292,6 +298,12 @@ class FakeRuntime:
     def endpoints(self) -> Iterable[Endpoint]:
         return list(self.slots)
 
+    def configure(self, spec: ClusterSpec) -> str:
+        settings = spec.etcd if spec.store is Store.ETCD else spec.zookeeper
+        text = f"{spec.version} {settings.model_dump_json()}"
+        self.config = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self.config
+
     def observe(
         self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool
     ) -> tuple[Slot, ...]:
@@ -314,6 +326,7 @@ class FakeRuntime:
             last_error=None,
             unusable_data=None,
             pid=10_000 + endpoint.ordinal,
+            config=self.config,
         )
         if self.store is not None:
             self.store.process_started(endpoint.address, bootstrap=bootstrap)
@@ -355,6 +368,10 @@ class FakeSource:
 
     def scale(self, members: int) -> None:
         self.spec = ClusterSpec.model_validate({**self.spec.model_dump(), "members": members})
+
+    def change(self, **fields: object) -> None:
+        """Replace top-level spec fields, e.g. `etcd={"snapshot_count": 5000}`."""
+        self.spec = ClusterSpec.model_validate({**self.spec.model_dump(), **fields})
 
 
 @dataclass
@@ -418,7 +435,14 @@ class Fakes:
         """Member `ordinal` is in the membership (and has started), its data is on disk and its
         process runs (or not)."""
         self.store.enlist(self.address(ordinal), voter=voter, started=True)
-        self.runtime.seed(Slot(self.endpoint(ordinal), running=running, has_data=True))
+        self.runtime.seed(
+            Slot(
+                self.endpoint(ordinal),
+                running=running,
+                has_data=True,
+                config=self.runtime.config,
+            )
+        )
 
 
 def fakes(

@@ -3,7 +3,8 @@
 Nothing here remembers anything: a reconciler that crashed and came back asks the same question
 of a fresh observation and gets the step that continues where it stopped. The rules:
 one membership change at a time, never below quorum, remove before stop, learner before voter,
-replace members whose data is gone, move leadership away before removing the leader.
+replace members whose data is gone, move leadership away before removing the leader, and restart
+members started with another configuration one at a time, the leader last.
 """
 
 from __future__ import annotations
@@ -36,11 +37,19 @@ class Observation:
 @dataclass(frozen=True)
 class Desired:
     """The part of the spec the planner needs: how many members, where member N lives (the
-    runtime's placement), and the store's rules for joining and leaving."""
+    runtime's placement), the store's rules for joining and leaving, and `config`, the
+    fingerprint of the configuration members should run with (`Runtime.configure`); None when
+    the runtime gives none, and then no member is restarted for its configuration."""
 
     members: int
     placement: Placement
     rules: JoinRules = field(default_factory=JoinRules)
+    config: str | None = None
+
+    def stale(self, slot: Slot | None) -> bool:
+        """Whether the member in `slot` runs with another configuration than the desired one (a
+        member whose configuration is unknown counts as stale: only a restart tells)."""
+        return self.config is not None and (slot is None or slot.config != self.config)
 
     def endpoint(self, ordinal: int) -> Endpoint:
         return self.placement.endpoint(ordinal)
@@ -58,6 +67,7 @@ class Phase(StrEnum):
     READY = "Ready"
     BOOTSTRAPPING = "Bootstrapping"
     SCALING = "Scaling"
+    UPDATING = "Updating"
     HEALING = "Healing"
     DEGRADED = "Degraded"
     UNAVAILABLE = "Unavailable"
@@ -170,13 +180,30 @@ class RemoveMember(Step):
 
 
 @dataclass(frozen=True)
-class TransferLeadership(Step):
-    leader: Member
-    successor: Member
+class RestartMember(Step):
+    """Stop a running member and start it again from its own data and identity, so that it runs
+    with the desired configuration."""
+
+    member: Member
+    endpoint: Endpoint
 
     @property
     def phase(self) -> Phase:
-        return Phase.SCALING
+        return Phase.UPDATING
+
+
+@dataclass(frozen=True)
+class TransferLeadership(Step):
+    """Hand leadership over before the leader leaves (`during` a scale-down) or restarts
+    (`during` an update)."""
+
+    leader: Member
+    successor: Member
+    during: Phase = Phase.SCALING
+
+    @property
+    def phase(self) -> Phase:
+        return self.during
 
 
 @dataclass(frozen=True)
@@ -267,6 +294,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
         return Wait(f"adding {step.endpoint.name} waits: {observed.adds_refused}", step.phase)
     if held and isinstance(step, Done | Wait):
         return Wait("; ".join([*held, step.reason]), Phase.DEGRADED)
+    if isinstance(step, Done):
+        return _plan_restart(desired, observed, membership, voters, healthy_voters) or step
     return step
 
 
@@ -311,6 +340,92 @@ def _plan_membership(
     if raised:  # the store's alarm, not membership: nothing to restart or replace
         return Done(f"alarm raised: {', '.join(raised)}", degraded=True)
     return Done("cluster matches its spec", degraded=len(healthy_voters) < len(voters))
+
+
+CAUGHT_UP_ENTRIES = 1000
+"""How far behind the leader's applied index a restarted member may be and count as caught up.
+Well within the entries a leader keeps for a lagging follower after a snapshot (etcd's
+`--experimental-snapshot-catchup-entries`, 5000 by default), so the member replays the gap from
+the log in well under a second; observing members one after the other under a steady writer
+shows gaps of a few hundred entries between members that are in step."""
+
+
+def caught_up(member: Member, leader: Member | None) -> bool:
+    """Healthy, and its applied index within `CAUGHT_UP_ENTRIES` of the leader's (a member
+    whose index or leader's index is unknown has not shown that it caught up)."""
+    if not member.healthy or leader is None:
+        return False
+    if member is leader:
+        return True
+    if member.applied_index is None or leader.applied_index is None:
+        return False
+    return leader.applied_index - member.applied_index <= CAUGHT_UP_ENTRIES
+
+
+def restart_candidate(desired: Desired, observed: Observation) -> Member | None:
+    """The stale member (`Desired.stale`) that restarts next, None when none is stale: an
+    unhealthy one first (its restart costs nothing), then the lowest ordinal, the leader last."""
+    if observed.membership is None:
+        return None
+    stale = [m for m in observed.membership if desired.stale(observed.slot(m.address))]
+    return min(
+        stale,
+        key=lambda m: (m.role is Role.LEADER, m.healthy, desired.endpoint_of(m).ordinal),
+        default=None,
+    )
+
+
+def _plan_restart(
+    desired: Desired,
+    observed: Observation,
+    membership: tuple[Member, ...],
+    voters: list[Member],
+    healthy_voters: list[Member],
+) -> Step | None:
+    """The next restart of a rolling update, once the membership matches the spec; None when
+    every member runs the desired configuration.
+
+    One member at a time: every member already updated must be healthy and caught up with the
+    leader before the next restarts. A restart that would leave fewer healthy voters than a
+    quorum waits, except in a one-voter cluster, which has no other way to take a change. The
+    leader restarts last: etcd hands leadership to an updated, caught-up follower first; a
+    ZooKeeper leader restarts as it is, and its followers elect a new one.
+    """
+    target = restart_candidate(desired, observed)
+    if target is None:
+        return None
+    endpoint = desired.endpoint_of(target)
+    leader = next((m for m in membership if m.role is Role.LEADER), None)
+    updated = [m for m in membership if not desired.stale(observed.slot(m.address))]
+    lagging = [desired.endpoint_of(m).name for m in updated if not caught_up(m, leader)]
+    if lagging:
+        return Wait(
+            f"updating: {endpoint.name} restarts once {', '.join(lagging)} is healthy and "
+            "caught up with the leader",
+            Phase.UPDATING,
+        )
+    stops_a_voter = target.voter and target.healthy
+    remaining = len(healthy_voters) - stops_a_voter
+    if remaining < quorum(len(voters)) and len(voters) > 1:
+        return Wait(
+            f"updating: restarting {endpoint.name} would leave {remaining} healthy of "
+            f"{len(voters)} voters, below quorum",
+            Phase.DEGRADED,
+        )
+    if target.role is Role.LEADER and desired.rules.transfers_leadership and len(voters) > 1:
+        successor = min(
+            (m for m in healthy_voters if m is not target),
+            key=lambda m: desired.endpoint_of(m).ordinal,
+        )
+        return TransferLeadership(
+            f"updating: {endpoint.name} leads and restarts last, after handing leadership over",
+            target,
+            successor,
+            during=Phase.UPDATING,
+        )
+    return RestartMember(
+        f"updating: {endpoint.name} restarts with the new configuration", target, endpoint
+    )
 
 
 def _strangers_reason(strangers: Sequence[Member]) -> str:

@@ -25,6 +25,7 @@ from quorumkeeper.planner import (
     Phase,
     Promote,
     RemoveMember,
+    RestartMember,
     SetDataAside,
     StartMember,
     Step,
@@ -32,6 +33,7 @@ from quorumkeeper.planner import (
     TransferLeadership,
     Wait,
     plan,
+    restart_candidate,
 )
 from quorumkeeper.runtime import Runtime
 from quorumkeeper.spec import ClusterSpec
@@ -41,6 +43,7 @@ from quorumkeeper.status import (
     Condition,
     ConditionType,
     MemberStatus,
+    RolloutStatus,
     StepStatus,
     carry_transitions,
 )
@@ -99,6 +102,8 @@ class Reconciler:
         self.sink = sink
         self.hold_store = hold_store
         self.spec = source.current()
+        self.config = runtime.configure(self.spec)
+        """The fingerprint of the configuration members of `spec` start with."""
         self.last_error: str | None = None
         """The last refusal or failure, until a step goes through."""
         self.last_status: ClusterStatus | None = None
@@ -111,12 +116,16 @@ class Reconciler:
         self._store_endpoints: tuple[Endpoint, ...] = ()
 
     def reload(self) -> None:
-        """Take the spec as its source has it now."""
-        self.spec = self.source.current()
+        """Take the spec as its source has it now; a changed spec reaches the runtime, so that
+        members started from now on get its settings."""
+        spec = self.source.current()
+        if spec is not self.spec:
+            self.config = self.runtime.configure(spec)
+            self.spec = spec
 
     @property
     def desired(self) -> Desired:
-        return Desired(self.spec.members, self.runtime.placement, self.backend.rules)
+        return Desired(self.spec.members, self.runtime.placement, self.backend.rules, self.config)
 
     def store(self, endpoints: tuple[Endpoint, ...]) -> CoordinationStore:
         """The cluster's one store client, held from pass to pass and made anew when asked for
@@ -182,8 +191,9 @@ class Reconciler:
             ]
         else:
             entries = [(e, m) for m in membership if (e := placement.locate(m.address))]
+        desired = self.desired
         members = [
-            self._member_status(endpoint, member, slots.get(endpoint))
+            self._member_status(desired, endpoint, member, slots.get(endpoint))
             for endpoint, member in sorted(entries, key=lambda entry: entry[0].ordinal)
         ]
         voters = [
@@ -208,11 +218,13 @@ class Reconciler:
             ],
             error=self.last_error,
             conditions=_conditions(step, membership is not None, members, self.last_error),
+            rollout=_rollout(desired, snapshot.observation, members, step),
         )
 
     def _member_status(
-        self, endpoint: Endpoint, member: Member | None, slot: Slot | None
+        self, desired: Desired, endpoint: Endpoint, member: Member | None, slot: Slot | None
     ) -> MemberStatus:
+        known = slot is not None
         slot = slot or Slot(endpoint, running=False, has_data=False)
         position = slot.position
         return MemberStatus(
@@ -233,6 +245,9 @@ class Reconciler:
             data_position=position.label if position else None,
             data_damage=position.damage if position else None,
             stale_leader=member.stale_leader if member else False,
+            config=None
+            if desired.config is None or not known
+            else ("stale" if desired.stale(slot) else "updated"),
         )
 
     def run_once(self) -> Step:
@@ -300,6 +315,9 @@ class Reconciler:
                 runtime.start(endpoint, self._peers(snapshot, endpoint), bootstrap=False)
             case StopMember(endpoint=endpoint):
                 runtime.stop(endpoint)
+            case RestartMember(endpoint=endpoint):
+                runtime.stop(endpoint)  # a crash here leaves it down: the next pass starts it
+                runtime.start(endpoint, self._peers(snapshot, endpoint), bootstrap=False)
             case SetDataAside(endpoint=endpoint, reason=reason):
                 self.set_aside = runtime.set_aside(endpoint, reason)
             case DiscardData(endpoint=endpoint):
@@ -334,6 +352,25 @@ class Reconciler:
         }
         peers.setdefault(member, None)
         return [Peer(e, peers[e]) for e in sorted(peers, key=lambda e: e.ordinal)]
+
+
+def _rollout(
+    desired: Desired, observed: Observation, members: list[MemberStatus], step: Step
+) -> RolloutStatus | None:
+    """Where a rolling update stands: None when every member runs the desired configuration."""
+    stale = [m.name for m in members if m.config == "stale"]
+    if not stale:
+        return None
+    candidate = restart_candidate(desired, observed)
+    acting = isinstance(step, RestartMember) or (
+        isinstance(step, TransferLeadership) and step.phase is Phase.UPDATING
+    )
+    return RolloutStatus(
+        updated=[m.name for m in members if m.config == "updated"],
+        stale=stale,
+        next=desired.endpoint_of(candidate).name if candidate else None,
+        waiting=None if acting else step.reason,
+    )
 
 
 def _conditions(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence, Set
 from typing import Protocol
 
 from quorumkeeper.model import Endpoint, Peer, Placement, Slot
+from quorumkeeper.spec import ClusterSpec
 
 
 class Runtime(Protocol):
@@ -32,9 +33,19 @@ class Runtime(Protocol):
         well, which its backoff and failed-start count follow."""
         ...
 
+    def configure(self, spec: ClusterSpec) -> str:
+        """Start members from now on with `spec`'s version and store settings; returns their
+        configuration fingerprint: a stable hash of what reaches a member's process, the same
+        for the same version and settings whatever the member's place. `observe` reports in
+        `Slot.config` the fingerprint each member was last started with, so a member whose
+        fingerprint differs is restarted (`planner.RestartMember`: `stop`, then `start`).
+        Raises nothing for a valid spec and touches no member."""
+        ...
+
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
-        """Start `endpoint`'s member with `peers` (itself included) as its membership;
-        `bootstrap` starts a new one-member cluster. A member already running is left alone."""
+        """Start `endpoint`'s member with `peers` (itself included) as its membership and the
+        configuration `configure` last gave; `bootstrap` starts a new one-member cluster. A
+        member already running is left alone."""
         ...
 
     def stop(self, endpoint: Endpoint) -> None:

@@ -68,6 +68,20 @@ class MemberStatus(_StatusModel):
     data_position: str | None = None
     data_damage: str | None = None
     stale_leader: bool = False
+    config: Literal["updated", "stale"] | None = None
+    """Whether its process runs with the spec's configuration; None when the runtime does not
+    fingerprint configurations or has no process or data of it."""
+
+
+class RolloutStatus(BaseModel):
+    """A rolling update in progress: members already running the spec's configuration
+    (`updated`) and those still to restart (`stale`), the member that restarts `next`, and
+    `waiting`, why it does not restart now (None while its restart is under way)."""
+
+    updated: list[str]
+    stale: list[str]
+    next: str | None
+    waiting: str | None
 
 
 class StepStatus(_StatusModel):
@@ -97,6 +111,7 @@ class ClusterStatus(_StatusModel):
     alarms: list[AlarmStatus] = []
     error: str | None = None
     conditions: list[Condition] = []
+    rollout: RolloutStatus | None = None
     updated_at: float = Field(default_factory=time.time)
 
 

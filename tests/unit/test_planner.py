@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from quorumkeeper.model import (
@@ -29,12 +29,14 @@ from quorumkeeper.planner import (
     Phase,
     Promote,
     RemoveMember,
+    RestartMember,
     SetDataAside,
     StartMember,
     Step,
     StopMember,
     TransferLeadership,
     Wait,
+    caught_up,
     plan,
     quorum,
     scale_down_blocker,
@@ -57,9 +59,16 @@ PLACEMENTS: tuple[Placement, ...] = (
 
 
 def _desired(
-    members: int, rules: JoinRules = ETCD_RULES, placement: Placement = PLACEMENT
+    members: int,
+    rules: JoinRules = ETCD_RULES,
+    placement: Placement = PLACEMENT,
+    config: str | None = None,
 ) -> Desired:
-    return Desired(members=members, placement=placement, rules=rules)
+    return Desired(members=members, placement=placement, rules=rules, config=config)
+
+
+CONFIGS = ("new", "old", None)
+"""A slot's configuration: the desired one, another, or unknown."""
 
 
 @st.composite
@@ -73,8 +82,11 @@ def positions(draw: st.DrawFn) -> DataPosition:
 def slots_at(draw: st.DrawFn, endpoint: Endpoint, *, running: bool, has_data: bool) -> Slot:
     """A member's process and data, with what the runtime knows of its recent starts."""
     position = draw(st.none() | positions()) if has_data else None
+    config = draw(st.sampled_from(CONFIGS))
     if running:
-        return Slot(endpoint, running, has_data, position, booting=draw(st.booleans()))
+        return Slot(
+            endpoint, running, has_data, position, booting=draw(st.booleans()), config=config
+        )
     failed = draw(st.integers(0, 6))
     return Slot(
         endpoint,
@@ -86,6 +98,7 @@ def slots_at(draw: st.DrawFn, endpoint: Endpoint, *, running: bool, has_data: bo
         last_error="exits at start" if failed else None,
         unusable_data=draw(st.sampled_from([None, "walpb: crc mismatch"])) if failed else None,
         blocked_by=draw(st.sampled_from([None, None, f"{endpoint.address}:2380 is held by pid 9"])),
+        config=config,
     )
 
 
@@ -95,6 +108,7 @@ def observations(draw: st.DrawFn) -> tuple[Desired, Observation]:
         draw(st.integers(1, 9)),
         draw(st.sampled_from([ETCD_RULES, ZOOKEEPER_RULES])),
         draw(st.sampled_from(PLACEMENTS)),
+        draw(st.sampled_from(["new", None])),
     )
     ordinals = draw(st.sets(st.integers(0, 8), max_size=9))
     has_quorum = draw(st.booleans())
@@ -126,6 +140,7 @@ def observations(draw: st.DrawFn) -> tuple[Desired, Observation]:
                 role=role,
                 healthy=healthy,
                 started=draw(st.booleans()) if role is Role.LEARNER else True,
+                applied_index=draw(st.sampled_from([None, 5000, 4500, 3000])),
             )
         )
     voters = [m for m in members if m.voter]
@@ -196,15 +211,43 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
             assert desired.rules.transfers_leadership
             assert leader.role is Role.LEADER and successor.voter and successor.healthy
             assert successor is not leader
+            if step.phase is Phase.UPDATING:
+                _check_restart(desired, observed, leader)
+        case RestartMember(member=member):
+            _check_restart(desired, observed, member)
         case Done():
             assert len(membership) == desired.members and not learners
             for member in membership:
                 slot = observed.slot(member.address)
                 assert slot is not None and slot.running, "Done while a member is down"
+                assert not desired.stale(slot), "Done while a member runs a stale configuration"
         case Wait():
             pass
         case _:
             raise AssertionError(f"unexpected step {step!r} with a quorum")
+
+
+def _check_restart(desired: Desired, observed: Observation, member: Member) -> None:
+    """A restart for a new configuration (or the leadership transfer before one): only once the
+    membership matches the spec, one member at a time, never below quorum, the leader last."""
+    membership = observed.membership
+    assert membership is not None
+    voters = [m for m in membership if m.voter]
+    healthy = [m for m in voters if m.healthy]
+    assert len(membership) == desired.members, "no restart while the membership changes"
+    assert not any(m.role is Role.LEARNER for m in membership), "no restart beside a learner"
+    slots = {m.address: observed.slot(m.address) for m in membership}
+    assert all(s is not None and s.running for s in slots.values()), "no restart while one is down"
+    assert desired.stale(slots[member.address]), "only a stale member restarts"
+    leader = next((m for m in membership if m.role is Role.LEADER), None)
+    for other in membership:
+        if not desired.stale(slots[other.address]):
+            assert caught_up(other, leader), "the last restarted member caught up before the next"
+    left = len(healthy) - (member.voter and member.healthy)
+    assert left >= quorum(len(voters)) or len(voters) == 1, "never below quorum"
+    if member.role is Role.LEADER:
+        others = [m for m in membership if m is not member]
+        assert not any(desired.stale(slots[m.address]) for m in others), "the leader restarts last"
 
 
 def _check_cold_start(observed: Observation, endpoint: Endpoint) -> None:
@@ -443,3 +486,92 @@ def test_a_member_this_cluster_did_not_place_is_never_acted_on(placement: Placem
     step = plan(desired, Observation((*ours, stranger), slots))
     assert isinstance(step, Wait) and step.phase is Phase.DEGRADED
     assert "99 at 10.9.9.9" in step.reason and "did not place" in step.reason
+
+
+@st.composite
+def rollouts(draw: st.DrawFn) -> tuple[Desired, Observation]:
+    """A membership that matches its spec, every member running, some on a stale configuration,
+    some unhealthy or behind the leader: the observations a rolling update meets."""
+    size = draw(st.integers(1, 9))
+    desired = _desired(size, draw(st.sampled_from([ETCD_RULES, ZOOKEEPER_RULES])), config="new")
+    leader = draw(st.integers(0, size - 1))
+    members, slots = [], []
+    for ordinal in range(size):
+        endpoint = desired.endpoint(ordinal)
+        healthy = ordinal == leader or draw(st.booleans())
+        role = Role.LEADER if ordinal == leader else Role.FOLLOWER
+        behind = draw(st.sampled_from([0, 0, 10, 5000]))
+        members.append(Member(str(ordinal), endpoint.address, role, healthy, True, 10_000 - behind))
+        slots.append(Slot(endpoint, True, True, config=draw(st.sampled_from(CONFIGS))))
+    # a store without a healthy quorum can't answer a member list
+    assume(sum(m.healthy for m in members) >= quorum(len(members)))
+    return desired, Observation(tuple(members), tuple(slots))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(rollouts())
+def test_a_rolling_update_restarts_one_member_at_a_time_never_below_quorum_the_leader_last(
+    case: tuple[Desired, Observation],
+) -> None:
+    desired, observed = case
+    step = plan(desired, observed)
+    assert observed.membership is not None
+    stale = [m for m in observed.membership if desired.stale(observed.slot(m.address))]
+    match step:
+        case RestartMember(member=member):
+            _check_restart(desired, observed, member)
+            if member.role is Role.LEADER and len(observed.membership) > 1:
+                assert not desired.rules.transfers_leadership, "etcd hands leadership over first"
+        case TransferLeadership(leader=leader):
+            assert step.phase is Phase.UPDATING
+            _check_restart(desired, observed, leader)
+        case Done():
+            assert not stale
+        case Wait():
+            assert stale, "nothing to wait for"
+        case _:
+            raise AssertionError(f"unexpected step {step!r} in a rolling update")
+
+
+def _rollout_step(
+    rules: JoinRules, configs: tuple[str, ...], *, leader: int = 0, lag: int = 0
+) -> Step:
+    desired = _desired(len(configs), rules, config="new")
+    members = tuple(
+        replace(
+            _member(n, Role.LEADER if n == leader else Role.FOLLOWER),
+            applied_index=100_000 - (0 if n == leader else lag),
+        )
+        for n in range(len(configs))
+    )
+    slots = tuple(
+        Slot(desired.endpoint(n), running=True, has_data=True, config=config)
+        for n, config in enumerate(configs)
+    )
+    return plan(desired, Observation(members, slots))
+
+
+@pytest.mark.parametrize("rules", [ETCD_RULES, ZOOKEEPER_RULES])
+def test_followers_restart_in_order_then_the_leader(rules: JoinRules) -> None:
+    first = _rollout_step(rules, ("old", "old", "old"))
+    assert isinstance(first, RestartMember) and first.endpoint.ordinal == 1
+    second = _rollout_step(rules, ("old", "new", "old"))
+    assert isinstance(second, RestartMember) and second.endpoint.ordinal == 2
+    last = _rollout_step(rules, ("old", "new", "new"))
+    if rules.transfers_leadership:
+        assert isinstance(last, TransferLeadership) and last.phase is Phase.UPDATING
+        assert last.leader.address == PLACEMENT.endpoint(0).address
+    else:
+        assert isinstance(last, RestartMember) and last.endpoint.ordinal == 0
+    assert isinstance(_rollout_step(rules, ("new", "new", "new")), Done)
+
+
+def test_the_next_restart_waits_for_the_last_one_to_catch_up() -> None:
+    step = _rollout_step(ETCD_RULES, ("old", "new", "old"), lag=5000)
+    assert isinstance(step, Wait) and step.phase is Phase.UPDATING
+    assert "c-1 is healthy and caught up" in step.reason
+
+
+def test_a_single_member_restarts_in_place() -> None:
+    step = _rollout_step(ETCD_RULES, ("old",))
+    assert isinstance(step, RestartMember) and step.endpoint.ordinal == 0

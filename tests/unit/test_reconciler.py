@@ -21,6 +21,7 @@ from quorumkeeper.planner import (
     Done,
     Promote,
     RemoveMember,
+    RestartMember,
     SetDataAside,
     StartMember,
     Step,
@@ -712,3 +713,110 @@ def test_a_joiner_that_keeps_failing_to_start_makes_the_cluster_degraded(
     status = fx.sink.statuses[-1]
     assert conditions(status)["Degraded"][0] == "True"
     assert "c-3" in message(status, "Degraded")
+
+
+def settings_change(store: Store) -> dict[str, object]:
+    """A change of one setting that reaches every member's process."""
+    if store is Store.ETCD:
+        return {"etcd": {"snapshot_count": 5000}}
+    return {"zookeeper": {"max_client_cnxns": 100}}
+
+
+def configs(fx: Fakes) -> list[str | None]:
+    return [m.config for m in fx.sink.last.members]
+
+
+@pytest.mark.parametrize(
+    ("store", "rules"),
+    [(Store.ETCD, JoinRules(True)), (Store.ZOOKEEPER, JoinRules(False))],
+    ids=["etcd", "zookeeper"],
+)
+def test_a_settings_change_restarts_followers_one_at_a_time_then_the_leader(
+    placement: Placement, store: Store, rules: JoinRules
+) -> None:
+    fx = fakes(placement, running=3, store=store, rules=rules)
+    assert isinstance(fx.reconciler.run_once(), Done)
+    assert configs(fx) == ["updated"] * 3 and fx.sink.last.rollout is None
+
+    fx.source.change(**settings_change(store))
+    first = fx.reconciler.run_once()
+
+    assert isinstance(first, RestartMember) and first.endpoint.name == "c-1"
+    status = assert_recorded(fx, first, "Updating")
+    assert configs(fx) == ["stale"] * 3  # recorded before the restart
+    assert status.rollout is not None
+    assert (status.rollout.next, status.rollout.waiting) == ("c-1", None)
+    assert status.rollout.stale == ["c-0", "c-1", "c-2"]
+    assert fx.runtime.actions == [Action("stop", "c-1"), Action("start", "c-1", peers(fx, 0, 1, 2))]
+
+    rest = drive(fx)
+
+    handover = ["TransferLeadership"] if rules.transfers_leadership else []
+    assert kinds(rest) == ["RestartMember", *handover, "RestartMember", "Done"]
+    assert [a.member for a in fx.runtime.actions if a.kind == "stop"] == ["c-1", "c-2", "c-0"]
+    assert all(s.config == fx.reconciler.config for s in fx.runtime.slots.values())
+    assert configs(fx) == ["updated"] * 3 and fx.sink.last.rollout is None
+    assert fx.sink.last.phase == "Ready"
+    assert sorted(m.address for m in fx.store.members()) == [fx.address(n) for n in range(3)]
+    if rules.transfers_leadership:
+        assert fx.store.changes == [("transfer_leadership", fx.address(1))]
+
+
+def test_the_next_restart_waits_until_the_restarted_member_caught_up(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    fx.source.change(**settings_change(Store.ETCD))
+    assert isinstance(fx.reconciler.run_once(), RestartMember)
+    fx.store.applied = 10_000
+    fx.store.lag[fx.address(1)] = 5_000
+
+    step = fx.reconciler.run_once()
+
+    assert isinstance(step, Wait)
+    status = assert_recorded(fx, step, "Updating")
+    assert status.rollout is not None
+    assert status.rollout.next == "c-2"
+    assert status.rollout.waiting == (
+        "updating: c-2 restarts once c-1 is healthy and caught up with the leader"
+    )
+    assert status.rollout.updated == ["c-1"]
+    assert [a.kind for a in fx.runtime.actions] == ["stop", "start"]
+
+    fx.store.lag.clear()
+    step = fx.reconciler.run_once()
+    assert isinstance(step, RestartMember) and step.endpoint.name == "c-2"
+
+
+def test_a_restart_cut_short_after_the_stop_resumes_as_a_start_with_the_new_settings(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    fx.source.change(**settings_change(Store.ETCD))
+    fx.runtime.failures["start"] = OSError("the keeper was killed here")
+    with pytest.raises(OSError):
+        fx.reconciler.run_once()
+    assert not fx.runtime.slot(fx.endpoint(1)).running
+    del fx.runtime.failures["start"]
+
+    step = fx.reconciler.run_once()
+
+    assert isinstance(step, StartMember) and step.endpoint.name == "c-1"
+    assert fx.runtime.slot(fx.endpoint(1)).config == fx.reconciler.config
+    after = drive(fx)
+    assert kinds(after) == ["RestartMember", "TransferLeadership", "RestartMember", "Done"]
+
+
+def test_no_restart_while_the_membership_changes_and_a_joiner_starts_updated(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    fx.source.change(members=4, **settings_change(Store.ETCD))
+
+    steps = drive(fx)
+
+    joining = ["AddLearner", "StartMember", "Promote", "Promote"]
+    restarts = ["RestartMember", "RestartMember", "TransferLeadership", "RestartMember"]
+    assert kinds(steps) == [*joining, *restarts, "Done"]
+    restarted = [a.member for a in fx.runtime.actions if a.kind == "stop"]
+    assert restarted == ["c-1", "c-2", "c-0"], "a member that joined after the change is not"

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
@@ -258,10 +259,19 @@ def _wait_for_spec(
                 )
             healthy = sum(1 for m in status["members"] if m["healthy"])
             progress.update(
-                f"{status['phase']}: {healthy}/{status['desired_members']} healthy - "
+                f"{status['phase']}: {healthy}/{status['desired_members']} healthy"
+                f"{_rollout_progress(status)} - "
                 f"{'; '.join([status['step']['reason'], *_refusal(status)])}"
             )
             time.sleep(0.2)
+
+
+def _rollout_progress(status: dict[str, Any]) -> str:
+    rollout = status.get("rollout")
+    if not rollout:
+        return ""
+    updated = len(rollout["updated"])
+    return f", {updated}/{updated + len(rollout['stale'])} updated"
 
 
 def _refusal(status: dict[str, Any]) -> list[str]:
@@ -472,9 +482,25 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
         )
     if spec.even_count_warning:
         err.print(f"[yellow]warning:[/] {spec.even_count_warning}", highlight=False)
+    changed = _store(cluster, spec, stored, "scale", str(members))
+    verb = "replaces the change in flight" if in_flight else "stored"
+    err.print(
+        f"cluster {name}: {len(membership)} -> {members} members, {verb} "
+        f"({changed.change.describe()})",
+        highlight=False,
+    )
+    return changed
+
+
+def _store(
+    cluster: LocalCluster, spec: ClusterSpec, stored: StoredSpec, command: str, *words: str
+) -> StoredSpec:
+    """Store `spec` as the generation after `stored`'s (compare-and-swap), under the cluster's
+    command lock, made by `command`; a conflict or a failed write refuses the command."""
+    name = cluster.spec.name
     try:
-        changed = cluster.paths.save_spec(
-            spec, expected_generation=stored.change.generation, by=_by("scale", name, str(members))
+        return cluster.paths.save_spec(
+            spec, expected_generation=stored.change.generation, by=_by(command, name, *words)
         )
     except SpecConflict as conflict:  # only without the lock's protection, e.g. a lost NFS lock
         now = conflict.current
@@ -483,15 +509,118 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
     except OSError as error:
         raise _fail(
             f"refused: can't write {cluster.paths.spec_file}: {error.strerror}; fix: free space "
-            f"on that disk (see `quorumkeeper status {name}`), then scale again"
+            f"on that disk (see `quorumkeeper status {name}`), then {command} again"
         ) from None
-    verb = "replaces the change in flight" if in_flight else "stored"
-    err.print(
-        f"cluster {name}: {len(membership)} -> {members} members, {verb} "
-        f"({changed.change.describe()})",
-        highlight=False,
-    )
-    return changed
+
+
+IMMUTABLE_FIELDS = {
+    "name": "it names the cluster's folders and its members",
+    "store": "the members' data is in this store's format",
+    "local.subnet": "the members' addresses are their identities in the membership",
+    "data_dir": "the members' data lives there",
+    "zookeeper.data_dir": "the members' snapshots live there",
+    "zookeeper.data_log_dir": "the members' transaction logs live there",
+}
+"""Spec fields a running cluster keeps for its life, with why."""
+
+
+def _field(values: Any, path: str) -> Any:
+    """The value at a dotted `path` of a dumped spec, None where a section is absent."""
+    for key in path.split("."):
+        values = values.get(key) if isinstance(values, dict) else None
+    return values
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it, nested sections merged key by key: a file that
+    names one setting of a section changes that setting only."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_kept(
+    old: dict[str, Any], new: dict[str, Any], spec_file: Path, paths: Iterable[str]
+) -> None:
+    """Refuse a change, from the dumped spec `old` to `new`, of a field a running cluster
+    keeps (`IMMUTABLE_FIELDS`) among `paths`."""
+    for path in paths:
+        why = IMMUTABLE_FIELDS[path]
+        if _field(old, path) != _field(new, path):
+            raise _fail(
+                f"{path}: can't change from {_field(old, path)!r} to {_field(new, path)!r} on a "
+                f"running cluster: {why}; fix: remove {path} from {spec_file}, or create a new "
+                f"cluster with `quorumkeeper up NEW_NAME --spec-file {spec_file}`"
+            )
+
+
+def _check_changeable(before: ClusterSpec, after: ClusterSpec, spec_file: Path) -> None:
+    """Refuse a change of a field a running cluster keeps, or of its member count (which
+    `scale` changes, with its own checks)."""
+    old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
+    _check_kept(old, new, spec_file, IMMUTABLE_FIELDS)
+    if before.members != after.members:
+        raise _fail(
+            f"members: {after.members} differs from the cluster's {before.members}; rule: apply "
+            f"changes settings and version, scale changes the member count; fix: remove members "
+            f"from {spec_file}, then `quorumkeeper scale {before.name} {after.members}`"
+        )
+
+
+@app.command()
+def apply(
+    name: Annotated[str, typer.Argument(help="cluster name")],
+    spec_file: Annotated[
+        Path,
+        typer.Option(
+            "--spec-file",
+            help="YAML with the spec fields to change (as `up --spec-file` takes them), "
+            "e.g. etcd: {snapshot_count: 5000}",
+        ),
+    ],
+    state_dir: StateDirOption = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 300.0,
+) -> None:
+    """Change a running cluster's version or store settings: its members restart with them one
+    at a time, followers first, each healthy and caught up before the next, the leader last."""
+    cluster = _existing(state_dir, name)
+    changes = _spec_file(spec_file)
+    with _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}"):
+        stored = cluster.paths.load_stored()
+        current = stored.spec.model_dump(mode="json")
+        wanted = _merged(current, changes)
+        # Another store or name first: every other check would judge the wrong cluster.
+        _check_kept(current, wanted, spec_file, ("name", "store"))
+        spec = _validated(wanted, base_dir=Path.cwd())
+        _check_changeable(stored.spec, spec, spec_file)
+        if spec == stored.spec:
+            err.print(
+                f"cluster {name}: {spec_file} changes nothing ({stored.change.describe()})",
+                highlight=False,
+            )
+            changed = stored
+        else:
+            try:
+                check_binary(spec)
+            except Refused as error:
+                raise _fail(str(error)) from None
+            for warning in spec.warnings:
+                err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            changed = _store(cluster, spec, stored, "apply", "--spec-file", str(spec_file))
+            err.print(
+                f"cluster {name}: {spec_file} stored ({changed.change.describe()}); members "
+                "restart with it one at a time",
+                highlight=False,
+            )
+        _ensure_keeper(cluster.paths)
+    if wait:
+        cluster.reconciler.reload()
+        _print_status(_wait_for_spec(cluster, timeout, changed.change.generation))
 
 
 @app.command()
@@ -516,7 +645,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         out.print_json(json.dumps(status))
         return
     table = Table(title=f"{status['name']}: {status['store']} {status['version']}")
-    for column in ("member", "role", "healthy", "client url", "index", "db", "pid", "starts"):
+    columns = ("member", "role", "healthy", "client url", "index", "db", "pid", "starts", "config")
+    for column in columns:
         table.add_column(column, no_wrap=True)
     for member in status["members"]:
         healthy = "[green]yes[/]" if member["healthy"] else "[red]no[/]"
@@ -530,6 +660,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
             f"{size / 2**10:.0f}K" if size is not None else "-",
             str(member["pid"] or "-"),
             str(member["starts"]),
+            member["config"] or "-",
         )
     out.print(table)
     for member in status["members"]:
@@ -544,6 +675,15 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         f"{status['desired_members']} members: {status['step']['reason']}",
         highlight=False,
     )
+    rollout = status.get("rollout")
+    if rollout:
+        updated, stale = len(rollout["updated"]), len(rollout["stale"])
+        waits = f", waits: {rollout['waiting']}" if rollout["waiting"] else ", restarting now"
+        out.print(
+            f"rollout: {updated} of {updated + stale} members updated; next "
+            f"{rollout['next'] or '-'}{waits}",
+            highlight=False,
+        )
     if status.get("error"):
         out.print(f"[bold red]keeper's last refusal:[/] {status['error']}", highlight=False)
     for problem in status.get("problems", []):

@@ -28,8 +28,8 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 class SpecFile:
     """The spec file as the desired-state source. It is parsed again only when it changed
     (commands replace it by a rename, so its inode changes), which spares the keeper a YAML
-    parse every pass. A new member count takes effect at once; other fields at the next keeper
-    start, which builds the store backend and the launcher from them."""
+    parse every pass. A changed spec reaches the reconciler, which hands it to the runtime
+    (`Runtime.configure`): members restarted from then on get its settings."""
 
     def __init__(self, paths: ClusterPaths) -> None:
         self.paths = paths

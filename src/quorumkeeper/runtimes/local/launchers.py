@@ -8,21 +8,49 @@ this module puts it on disk and on a command line, for the local runtime only.
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from pathlib import Path
 
 from quorumkeeper.model import DataPosition, Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.state import write_atomically
-from quorumkeeper.spec import EtcdSettings, ZookeeperSettings
+from quorumkeeper.spec import ClusterSpec, EtcdSettings, ZookeeperSettings
 from quorumkeeper.stores.base import unusable_data_line
 from quorumkeeper.stores.etcd import wal as etcd_wal
-from quorumkeeper.stores.etcd.config import member_flags
+from quorumkeeper.stores.etcd.config import member_flags, setting_flags
 from quorumkeeper.stores.zookeeper import config, files
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID, dynamic_config, parse_config
 
 
 class MemberLauncher(abc.ABC):
-    """How a store's member process is started: the argv and what it needs on disk first."""
+    """How a store's member process is started: the argv and what it needs on disk first.
+
+    `version` is the store version every member starts with, until `configure` changes it.
+    """
+
+    version: str
+
+    @abc.abstractmethod
+    def configure(self, spec: ClusterSpec) -> None:
+        """Start members from now on with `spec`'s version and settings of this store."""
+
+    @abc.abstractmethod
+    def rendered(self) -> list[str]:
+        """What every member's process is started with whatever its place (the settings as
+        they reach the process: flags, config file text, JVM options), without its addresses,
+        folders, membership or secrets."""
+
+    def refresh(self, data_dir: Path) -> None:  # noqa: B027 (a default, not a stub)
+        """Bring the files of the member in `data_dir`, which has data, to the configuration,
+        before a start with another configuration than its last. Nothing to do for a store whose
+        command line carries all of it; a launcher that writes files rewrites them here."""
+
+    def fingerprint(self) -> str:
+        """A stable hash of the version and `rendered`: 16 hex digits, equal for equal
+        configurations across keeper restarts."""
+        text = json.dumps([type(self).__name__, self.version, *self.rendered()])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @abc.abstractmethod
     def argv(
@@ -76,6 +104,12 @@ class EtcdLauncher(MemberLauncher):
         self.settings = settings
         self.cluster_token = cluster_token
 
+    def configure(self, spec: ClusterSpec) -> None:
+        self.version, self.settings = spec.version, spec.etcd
+
+    def rendered(self) -> list[str]:
+        return setting_flags(self.settings)
+
     def argv(
         self,
         endpoint: Endpoint,
@@ -124,6 +158,20 @@ class ZookeeperLauncher(MemberLauncher):
         self.settings = settings
         self.password = password
 
+    def configure(self, spec: ClusterSpec) -> None:
+        self.version, self.settings = spec.version, spec.zookeeper
+
+    def rendered(self) -> list[str]:
+        """zoo.cfg with placeholder folders, the JVM options with a placeholder password, and
+        the logging configuration."""
+        settings = self.settings
+        folders = config.server_config(settings, "<dataDir>", "<dataLogDir>", "<dynamic>")
+        return [
+            config.zoo_cfg(folders),
+            *config.jvm_options(settings, "<password>"),
+            config.logback_xml(settings),
+        ]
+
     @property
     def classpath(self) -> list[str]:
         """Raises `DistributionMissing` when the jars are not in the cache."""
@@ -149,7 +197,8 @@ class ZookeeperLauncher(MemberLauncher):
 
         A member with data keeps its zoo.cfg and `myid`: ZooKeeper rewrites zoo.cfg on every
         reconfig to point at the committed `zoo.cfg.dynamic.<version>`, and regenerating it
-        would restart the member with a stale membership. One exception is repaired: a joiner
+        would restart the member with a stale membership (new settings reach it by `refresh`,
+        which keeps that pointer). One exception is repaired: a joiner
         stopped after it acked the reconfig that added it but before it wrote the new file still
         points at a config without itself, and ZooKeeper refuses to start ("My id N not in the
         peer list"). Then, if `peers` (the committed membership) list its id, only its dynamic
@@ -173,6 +222,20 @@ class ZookeeperLauncher(MemberLauncher):
         elif not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
             self._repoint_dynamic_config(data_dir, peers)
         return self.command(data_dir)
+
+    def refresh(self, data_dir: Path) -> None:
+        """Rewrite zoo.cfg from the settings, keeping the dynamic file it points at. ZooKeeper
+        itself only moves `dynamicConfigFile` in the static file (and drops membership lines,
+        which ours never holds), so nothing it wrote is lost. A zoo.cfg without a dynamic file
+        or a member without `myid` (not written by this launcher) is left as it is."""
+        zoo_cfg = self.conf_dir(data_dir) / "zoo.cfg"
+        if not zoo_cfg.is_file():
+            return
+        dynamic = self.dynamic_config_path(zoo_cfg)
+        server = self.myid(data_dir)
+        if dynamic is None or server is None:
+            return
+        self.write_zoo_cfg(data_dir, self.server_config(data_dir, server, dynamic))
 
     def command(self, data_dir: Path) -> list[str]:
         """The java command of a member whose zoo.cfg is in place; writes its logging config."""

@@ -28,6 +28,7 @@ import psutil
 from quorumkeeper.model import DataPosition, Endpoint, Peer, Placement, Slot
 from quorumkeeper.runtimes.local.launchers import MemberLauncher
 from quorumkeeper.runtimes.local.state import write_atomically
+from quorumkeeper.spec import ClusterSpec
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -58,6 +59,8 @@ class StartHistory:
     last_start: float = 0.0
     judged: bool = True
     """Whether the last start has been judged good (it stayed up) or failed (it exited)."""
+    config: str | None = None
+    """The configuration fingerprint of the last start (`MemberLauncher.fingerprint`)."""
 
     def held_back(self, now: float) -> float:
         """Seconds the next start must still wait."""
@@ -101,6 +104,13 @@ class LocalRuntime:
         self.keep_removed_data = keep_removed_data
         self._positions: dict[Endpoint, DataPosition | None] = {}
         """Each member's data position as last read while it was stopped."""
+
+    def configure(self, spec: ClusterSpec) -> str:
+        """The launcher takes `spec`'s version and settings, this runtime its removed-data
+        policy; returns the launcher's fingerprint."""
+        self.launcher.configure(spec)
+        self.keep_removed_data = spec.local.keep_removed_data
+        return self.launcher.fingerprint()
 
     def endpoints(self) -> list[Endpoint]:
         """The members whose folders are present, whether or not they still belong."""
@@ -164,6 +174,7 @@ class LocalRuntime:
                 booting=booting and not self.answers(endpoint),
                 starts=history.starts,
                 pid=pid,
+                config=history.config,
             )
         output = self.last_start_output(endpoint) if history.failed_in_row else ""
         unusable = launcher.unusable_data(output) if output else None
@@ -179,6 +190,7 @@ class LocalRuntime:
             last_error=last_error_line(output),
             unusable_data=readable_line(unusable) if unusable else None,
             blocked_by="; ".join(map(str, held)) or None,
+            config=history.config,
         )
 
     def member_dir(self, endpoint: Endpoint) -> Path:
@@ -261,11 +273,18 @@ class LocalRuntime:
             write_atomically(self._history_path(endpoint), json.dumps(asdict(history)))
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
-        argv = self.launcher.argv(endpoint, self.data_dir(endpoint), peers, bootstrap=bootstrap)
-        self.spawn(endpoint, argv)
+        """Start the member with the launcher's configuration; a member with data last started
+        with another one has its files brought to it first (`MemberLauncher.refresh`), while a
+        restart with the same configuration leaves its files as they are."""
+        data_dir, config = self.data_dir(endpoint), self.launcher.fingerprint()
+        if self.launcher.has_data(data_dir) and self.history(endpoint).config != config:
+            self.launcher.refresh(data_dir)
+        argv = self.launcher.argv(endpoint, data_dir, peers, bootstrap=bootstrap)
+        self.spawn(endpoint, argv, config=config)
 
-    def spawn(self, endpoint: Endpoint, argv: list[str]) -> int:
+    def spawn(self, endpoint: Endpoint, argv: list[str], *, config: str | None = None) -> int:
         """Start the member's process `argv` detached from the caller; returns its PID.
+        `config` is the fingerprint of the configuration `argv` carries, recorded with the start.
 
         A process of this member that already runs (its pid file lost) is adopted instead of
         started twice.
@@ -279,6 +298,7 @@ class LocalRuntime:
         history.starts += 1
         history.last_start = time.time()
         history.judged = False
+        history.config = config
         self.save_history(endpoint, history)
         with open(self.log_path(endpoint), "ab") as log:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")

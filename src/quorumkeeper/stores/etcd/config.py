@@ -32,6 +32,13 @@ def member_flags(
         f"--initial-cluster={initial}",
         f"--initial-cluster-state={'new' if bootstrap else 'existing'}",
         f"--initial-cluster-token={cluster_token}",
+        *setting_flags(settings),
+    ]
+
+
+def setting_flags(settings: EtcdSettings) -> list[str]:
+    """The flags the spec's settings give every member alike, whatever its place."""
+    return [
         f"--heartbeat-interval={settings.heartbeat_interval_ms}",
         f"--election-timeout={settings.election_timeout_ms}",
         f"--snapshot-count={settings.snapshot_count}",

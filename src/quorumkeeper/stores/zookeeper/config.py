@@ -77,7 +77,8 @@ def server_config(
 def zoo_cfg(config: dict[str, object]) -> str:
     """zoo.cfg's text for `config`."""
     body = "".join(f"{key}={value}\n" for key, value in config.items())
-    return "# Written by quorumkeeper at this member's first start; ZooKeeper rewrites it.\n" + body
+    header = "# Written by quorumkeeper at its first start and on each change of settings;"
+    return f"{header} ZooKeeper rewrites it.\n{body}"
 
 
 def dynamic_config_file(zoo_cfg_text: str) -> str | None:

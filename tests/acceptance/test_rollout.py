@@ -1,0 +1,185 @@
+"""A spec change takes effect by ordered restarts, on real processes with a writer running:
+followers one at a time, the leader last, every acknowledged write kept; a field a running
+cluster can't change is refused and changes nothing; a keeper killed in the middle resumes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from quorumkeeper.stores.zookeeper.words import four_letter_word
+from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.acceptance
+
+CHANGES = {
+    "etcd": ({"etcd": {"snapshot_count": 5000}}, "--snapshot-count=5000"),
+    "zookeeper": ({"zookeeper": {"max_client_cnxns": 100}}, "maxClientCnxns=100"),
+}
+"""Per store: a settings change that reaches every member's process, and how it shows there."""
+
+
+@dataclass
+class PidWatch:
+    """Polls the members' pid files 20 times a second while a rollout runs: the order in which
+    members got a new process, and the most members down at one moment."""
+
+    cluster: LocalClusterUnderTest
+    before: dict[str, int]
+    changed: list[str] = field(default_factory=list)
+    most_down: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _poll(self) -> None:
+        folder = self.cluster.state_dir / self.cluster.name / "members"
+        while not self._stop.wait(0.05):
+            down = 0
+            for name, old in self.before.items():
+                pid = _pid(folder / name / "pid")
+                if pid is None or not psutil.pid_exists(pid):
+                    down += 1
+                elif pid != old and name not in self.changed:
+                    self.changed.append(name)
+            self.most_down = max(self.most_down, down)
+
+    @contextmanager
+    def running(self) -> Iterator[PidWatch]:
+        thread = threading.Thread(target=self._poll, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=10)
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _spec_file(cluster: LocalClusterUnderTest, fields: dict[str, Any]) -> Path:
+    path = cluster.state_dir.parent / "change.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return path
+
+
+def _runs_with(cluster: LocalClusterUnderTest, status: dict[str, Any], setting: str) -> None:
+    """Every member's running process got `setting`: etcd's on its command line, ZooKeeper's
+    from the server itself (`conf`), beside the zoo.cfg it was started with."""
+    for member in status["members"]:
+        if cluster.store == "etcd":
+            assert setting in psutil.Process(member["pid"]).cmdline(), member["name"]
+            continue
+        zoo_cfg = cluster.member_data(member["name"]) / "conf" / "zoo.cfg"
+        assert setting in zoo_cfg.read_text().splitlines(), member["name"]
+        conf = four_letter_word(member["address"], "conf", timeout=5.0)
+        assert setting in conf.splitlines(), f"{member['name']} serves with:\n{conf}"
+
+
+def _roll_out(cluster: LocalClusterUnderTest, members: int) -> tuple[PidWatch, Writer, str]:
+    """Apply the store's settings change to a Ready cluster of `members` with a writer running;
+    returns the pid watch, the writer and the leader's name before the change."""
+    before = cluster.wait_ready(members)
+    leader = cluster.member(before, "leader")["name"]
+    fields, _ = CHANGES[cluster.store]
+    watch = PidWatch(cluster, cluster.pids(before))
+    with Writer(cluster) as writer, watch.running():
+        cluster.cli("apply", cluster.name, "--spec-file", str(_spec_file(cluster, fields)))
+    return watch, writer, leader
+
+
+def _check_rolled_out(
+    cluster: LocalClusterUnderTest, watch: PidWatch, writer: Writer, leader: str, members: int
+) -> dict[str, Any]:
+    status = cluster.wait_ready(members)
+    assert sorted(watch.changed) == sorted(watch.before), "every member got a new process"
+    assert watch.changed[-1] == leader, f"the leader {leader} restarts last: {watch.changed}"
+    assert watch.most_down <= 1, "never two members down at once"
+    assert [m["config"] for m in status["members"]] == ["updated"] * members
+    assert status["rollout"] is None
+    _runs_with(cluster, status, CHANGES[cluster.store][1])
+    writer.assert_nothing_lost()
+    return status
+
+
+def test_a_settings_change_restarts_followers_one_at_a_time_then_the_leader(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(3)
+    watch, writer, leader = _roll_out(cluster, 3)
+    status = _check_rolled_out(cluster, watch, writer, leader, 3)
+    assert all(m["starts"] == 2 for m in status["members"]), "one restart each, no more"
+    print(
+        f"{cluster.store}: restart order {watch.changed}, {writer.failed} failed writes, "
+        f"longest gap {writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
+    )
+
+
+@pytest.mark.parametrize("store", ["etcd"])
+def test_five_members_restart_one_at_a_time(cluster: LocalClusterUnderTest) -> None:
+    cluster.up(5)
+    watch, writer, leader = _roll_out(cluster, 5)
+    _check_rolled_out(cluster, watch, writer, leader, 5)
+
+
+@pytest.mark.parametrize("store", ["etcd"])
+def test_a_field_a_running_cluster_keeps_is_refused_and_changes_nothing(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(1)
+    before = cluster.wait_ready(1)
+    generation = cluster.paths.load_stored().change.generation
+    spec_file = _spec_file(cluster, {"store": "zookeeper", "etcd": {"snapshot_count": 5000}})
+
+    refused = cluster.cli("apply", cluster.name, "--spec-file", str(spec_file), check=False)
+
+    assert refused.returncode == 2, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "store: can't change from 'etcd' to 'zookeeper' on a running cluster" in message
+    assert f"fix: remove store from {spec_file}" in message
+    assert cluster.paths.load_stored().change.generation == generation
+    assert cluster.pids(cluster.status()) == cluster.pids(before)
+
+    out_of_bounds = _spec_file(cluster, {"etcd": {"snapshot_count": 1}})  # checked as `up` does
+    refused = cluster.cli("apply", cluster.name, "--spec-file", str(out_of_bounds), check=False)
+    assert refused.returncode == 2 and "etcd.snapshot_count" in refused.stderr, refused.stderr
+    assert cluster.paths.load_stored().change.generation == generation
+
+    spec_file = _spec_file(cluster, {"etcd": {"snapshot_count": 5000}})  # the fix
+    cluster.cli("apply", cluster.name, "--spec-file", str(spec_file))
+    status = cluster.wait_ready(1)
+    assert cluster.paths.load_stored().change.generation == generation + 1
+    _runs_with(cluster, status, "--snapshot-count=5000")
+
+
+def test_a_keeper_killed_in_the_middle_of_a_rollout_resumes_and_finishes(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(3)
+    before = cluster.wait_ready(3)
+    leader = cluster.member(before, "leader")["name"]
+    fields, _ = CHANGES[cluster.store]
+    watch = PidWatch(cluster, cluster.pids(before))
+    with Writer(cluster) as writer, watch.running():
+        cluster.kill_keeper()
+        cluster.spawn_keeper(QUORUMKEEPER_KEEPER_CRASH_AFTER="2")  # after the second restart
+        spec_file = _spec_file(cluster, fields)
+        cluster.cli("apply", cluster.name, "--spec-file", str(spec_file), "--no-wait")
+        wait_until(lambda: cluster.paths.keeper_pid() is None, 120, "the keeper crashed")
+        halfway = cluster.status()
+        assert halfway["rollout"] is not None, "the keeper died before the rollout finished"
+        assert halfway["rollout"]["next"] == leader
+        cluster.cli("start", cluster.name, "--timeout", "180")
+    _check_rolled_out(cluster, watch, writer, leader, 3)
