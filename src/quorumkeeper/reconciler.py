@@ -40,7 +40,7 @@ from quorumkeeper.runtimes.local import (
     readable_line,
 )
 from quorumkeeper.spec import ClusterSpec
-from quorumkeeper.state import ClusterPaths
+from quorumkeeper.state import ClusterPaths, StatusWriter, file_identity
 from quorumkeeper.stores import backend_for
 from quorumkeeper.stores.base import (
     AddsRefused,
@@ -71,16 +71,6 @@ class Snapshot:
     pids: dict[Endpoint, int | None]
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    """What tells one version of a file from the next: inode, modification time in
-    nanoseconds and size; None when it can't be read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
 class LocalCluster:
     """A cluster of the local runtime: its spec, member processes and store, seen together."""
 
@@ -90,7 +80,7 @@ class LocalCluster:
         self.paths = paths
         self.hold_store = hold_store
         self.spec: ClusterSpec = paths.load_spec()
-        self._spec_stat = _identity(paths.spec_file)
+        self._spec_stat = file_identity(paths.spec_file)
         self.backend = backend_for(self.spec, paths.root)
         self.runtime = LocalRuntime(paths.members_root(self.spec), self.backend.launcher)
         self._positions: dict[Endpoint, DataPosition | None] = {}
@@ -107,7 +97,7 @@ class LocalCluster:
         """Pick up a new member count from the spec file; other fields take effect on the next
         keeper start. The file is parsed again only when it changed (commands replace it by a
         rename, so its inode changes), which spares the keeper a YAML parse every pass."""
-        identity = _identity(self.paths.spec_file)
+        identity = file_identity(self.paths.spec_file)
         if identity != self._spec_stat or identity is None:
             self.spec = self.paths.load_spec()
             self._spec_stat = identity
@@ -300,6 +290,8 @@ class Reconciler:
         """The status document of the last pass, written or not."""
         self.set_aside: Path | None = None
         """Where the last data set aside went, for the keeper's log."""
+        self.status_writer = StatusWriter(cluster.paths)
+        self.status_write_error: OSError | None = None
 
     def run_once(self) -> Step:
         """Observe, plan, record, act. Returns the step taken (Wait and Done included)."""
@@ -309,7 +301,7 @@ class Reconciler:
         status = self.cluster.report(snapshot, step)
         status["error"] = self.last_error
         status["updated_at"] = time.time()
-        self.status_write_error = self.cluster.paths.record_status(status)
+        self.status_write_error = self.status_writer.record(status)
         self.last_status = status
         try:
             self.act(step, snapshot)

@@ -14,18 +14,19 @@ import contextlib
 import errno
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psutil
 
-from quorumkeeper.state import write_atomically
+from quorumkeeper.state import FileIdentity, file_identity, write_atomically
 from quorumkeeper.stores.base import Endpoint, MemberLauncher
 
 STOP_GRACE_SECONDS = 10.0
@@ -66,12 +67,33 @@ class StartHistory:
         return max(0.0, self.last_start + delay - now)
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A member's process as once verified by its marker, with the pid file that named it."""
+
+    pid: int
+    pidfd: int
+    pid_file: FileIdentity | None
+
+
+def _terminated(pidfd: int) -> bool:
+    """Whether the process of `pidfd` has terminated (a zombie has): its pidfd polls readable
+    from then on (pidfd_open(2), NOTES)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class LocalRuntime:
     """The member folders of one cluster under `members_root`."""
 
     def __init__(self, members_root: Path, launcher: MemberLauncher) -> None:
         self.members_root = members_root
         self.launcher = launcher
+        self._verified: dict[Endpoint, _Verified] = {}
+        """Each member process verified by its marker, watched through a pidfd."""
+        self._histories: dict[Endpoint, tuple[FileIdentity, StartHistory]] = {}
+        """Each member's start history as last read, with the identity of its file."""
 
     def member_dir(self, endpoint: Endpoint) -> Path:
         return self.members_root / endpoint.name
@@ -90,15 +112,42 @@ class LocalRuntime:
 
     def _recorded_pid(self, endpoint: Endpoint) -> int | None:
         """The pid file's process, if it is alive and carries this member's marker: a reused
-        PID or a zombie waiting to be reaped never counts."""
+        PID or a zombie waiting to be reaped never counts.
+
+        A process once verified is watched through a pidfd, which refers to that process and
+        never to a later one with its PID: while the pid file is the same file, asking again
+        costs a stat and a poll instead of reading the pid file and two files of /proc (a
+        fifth of an idle keeper's pass)."""
+        identity = file_identity(self._pid_path(endpoint))
+        known = self._verified.get(endpoint)
+        if known is not None:
+            if known.pid_file == identity and not _terminated(known.pidfd):
+                return known.pid
+            self._forget_process(endpoint)
         try:
             pid = int(self._pid_path(endpoint).read_text())
-            process = psutil.Process(pid)
-            alive = process.status() != psutil.STATUS_ZOMBIE
-            ours = self.launcher.process_marker(self.data_dir(endpoint)) in process.cmdline()
-        except (OSError, ValueError, psutil.Error):
+            pidfd = os.pidfd_open(pid)  # before the checks, so it is the process they saw
+        except (OSError, ValueError):
             return None
-        return pid if alive and ours else None
+        try:  # a zombie's command line is empty
+            marker = self.launcher.process_marker(self.data_dir(endpoint))
+            ours = marker in psutil.Process(pid).cmdline()
+        except psutil.Error:
+            ours = False
+        if ours and not _terminated(pidfd):
+            self._verified[endpoint] = _Verified(pid, pidfd, identity)
+            return pid
+        os.close(pidfd)
+        return None
+
+    def _forget_process(self, endpoint: Endpoint) -> None:
+        known = self._verified.pop(endpoint, None)
+        if known is not None:
+            os.close(known.pidfd)
+
+    def _remove_pid_file(self, endpoint: Endpoint) -> None:
+        self._forget_process(endpoint)
+        self._pid_path(endpoint).unlink(missing_ok=True)
 
     def processes(self, endpoints: Iterable[Endpoint]) -> dict[Endpoint, int]:
         """The live processes of `endpoints`, found by the data-dir marker in their command
@@ -142,10 +191,20 @@ class LocalRuntime:
         return sorted(p.name for p in self.members_root.iterdir() if not p.name.startswith("."))
 
     def history(self, endpoint: Endpoint) -> StartHistory:
-        try:
-            return StartHistory(**json.loads(self._history_path(endpoint).read_text()))
-        except (OSError, ValueError, TypeError):
+        """A copy of the member's start history, read again only when its file changed (the
+        keeper asks for every member's every pass)."""
+        identity = file_identity(self._history_path(endpoint))
+        cached = self._histories.get(endpoint)
+        if identity is None:
+            self._histories.pop(endpoint, None)
             return StartHistory()
+        if cached is None or cached[0] != identity:
+            try:
+                history = StartHistory(**json.loads(self._history_path(endpoint).read_text()))
+            except (OSError, ValueError, TypeError):
+                return StartHistory()
+            cached = self._histories[endpoint] = (identity, history)
+        return replace(cached[1])
 
     def save_history(self, endpoint: Endpoint, history: StartHistory) -> None:
         """Best effort: on a full disk the history is lost, the member is not."""
@@ -205,7 +264,7 @@ class LocalRuntime:
         if not wait_for_exit(pid, grace):
             os.kill(pid, signal.SIGKILL)
             wait_for_exit(pid, grace)
-        self._pid_path(endpoint).unlink(missing_ok=True)
+        self._remove_pid_file(endpoint)
         history = self.history(endpoint)
         if not history.judged:  # stopped on purpose: not a failed start
             history.judged = True
@@ -214,7 +273,7 @@ class LocalRuntime:
     def set_aside(self, endpoint: Endpoint, why: str) -> Path:
         """Move a member's data where no start finds it, with a note saying why; returns where.
         The data is never deleted: a person decides what happens to it."""
-        self._pid_path(endpoint).unlink(missing_ok=True)
+        self._remove_pid_file(endpoint)
         archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
         archive.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.data_dir(endpoint), archive)
@@ -225,7 +284,7 @@ class LocalRuntime:
     def discard_data(self, endpoint: Endpoint, *, keep: bool) -> Path | None:
         """Delete a former member's data, or with `keep` move it aside where no start finds it.
         Its log stays for the record."""
-        self._pid_path(endpoint).unlink(missing_ok=True)
+        self._remove_pid_file(endpoint)
         self._history_path(endpoint).unlink(missing_ok=True)
         data = self.data_dir(endpoint)
         if keep:
