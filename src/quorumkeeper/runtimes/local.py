@@ -67,21 +67,30 @@ class StartHistory:
         return max(0.0, self.last_start + delay - now)
 
 
-@dataclass(frozen=True)
-class _Verified:
-    """A member's process as once verified by its marker, with the pid file that named it."""
+class _Watched:
+    """A member's process as once verified by its marker, with the pid file that named it,
+    watched through a pidfd: it refers to that process and never to a later one with its PID,
+    and polls readable once the process has terminated, zombie included (pidfd_open(2),
+    NOTES). The pidfd is closed with this object."""
 
-    pid: int
-    pidfd: int
-    pid_file: FileIdentity | None
+    def __init__(self, pid: int, pidfd: int, pid_file: FileIdentity | None) -> None:
+        self.pid = pid
+        self.pid_file = pid_file
+        self._pidfd: int | None = pidfd
 
+    def terminated(self) -> bool:
+        if self._pidfd is None:
+            return True
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
 
-def _terminated(pidfd: int) -> bool:
-    """Whether the process of `pidfd` has terminated (a zombie has): its pidfd polls readable
-    from then on (pidfd_open(2), NOTES)."""
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(0))
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    __del__ = close
 
 
 class LocalRuntime:
@@ -90,8 +99,8 @@ class LocalRuntime:
     def __init__(self, members_root: Path, launcher: MemberLauncher) -> None:
         self.members_root = members_root
         self.launcher = launcher
-        self._verified: dict[Endpoint, _Verified] = {}
-        """Each member process verified by its marker, watched through a pidfd."""
+        self._watched: dict[Endpoint, _Watched] = {}
+        """Each member process verified by its marker."""
         self._histories: dict[Endpoint, tuple[FileIdentity, StartHistory]] = {}
         """Each member's start history as last read, with the identity of its file."""
 
@@ -114,19 +123,18 @@ class LocalRuntime:
         """The pid file's process, if it is alive and carries this member's marker: a reused
         PID or a zombie waiting to be reaped never counts.
 
-        A process once verified is watched through a pidfd, which refers to that process and
-        never to a later one with its PID: while the pid file is the same file, asking again
-        costs a stat and a poll instead of reading the pid file and two files of /proc (a
-        fifth of an idle keeper's pass)."""
+        A process once verified is watched through a pidfd (`_Watched`): while the pid file is
+        the same file, asking again costs a stat and a poll instead of reading the pid file and
+        /proc three times (a fifth of an idle keeper's pass)."""
         identity = file_identity(self._pid_path(endpoint))
-        known = self._verified.get(endpoint)
+        known = self._watched.get(endpoint)
         if known is not None:
-            if known.pid_file == identity and not _terminated(known.pidfd):
+            if known.pid_file == identity and not known.terminated():
                 return known.pid
             self._forget_process(endpoint)
         try:
             pid = int(self._pid_path(endpoint).read_text())
-            pidfd = os.pidfd_open(pid)  # before the checks, so it is the process they saw
+            watched = _Watched(pid, os.pidfd_open(pid), identity)  # the process checked next
         except (OSError, ValueError):
             return None
         try:  # a zombie's command line is empty
@@ -134,16 +142,16 @@ class LocalRuntime:
             ours = marker in psutil.Process(pid).cmdline()
         except psutil.Error:
             ours = False
-        if ours and not _terminated(pidfd):
-            self._verified[endpoint] = _Verified(pid, pidfd, identity)
+        if ours and not watched.terminated():
+            self._watched[endpoint] = watched
             return pid
-        os.close(pidfd)
+        watched.close()
         return None
 
     def _forget_process(self, endpoint: Endpoint) -> None:
-        known = self._verified.pop(endpoint, None)
+        known = self._watched.pop(endpoint, None)
         if known is not None:
-            os.close(known.pidfd)
+            known.close()
 
     def _remove_pid_file(self, endpoint: Endpoint) -> None:
         self._forget_process(endpoint)
