@@ -272,6 +272,15 @@ def test_a_kept_client_lists_members_again_once_anything_was_committed(trio: Etc
     watcher = trio.store(trio.members)
     for _ in range(3):  # the first call keeps the list, the next ones reuse it
         assert all(m.healthy for m in watcher.members())
+
+    # A restarted member answers the kept client's first status call: the kept-alive
+    # connection to its old process fails at once and the call is made again on a new one.
+    restarted = trio.members[0]
+    trio.kill(restarted)
+    trio.start(restarted)
+    wait_until(lambda: trio.healthy(trio.members), 60, "the restarted member healthy")
+    assert watcher.member_status(restarted.address) is not None
+
     other = trio.store(trio.members)
     follower = next(m for m in other.members() if m.role is Role.FOLLOWER)
     trio.kill(next(e for e in trio.members if e.address == follower.address))

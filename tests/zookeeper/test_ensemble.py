@@ -14,7 +14,7 @@ from quorumkeeper.model import Member, Peer, Role
 from quorumkeeper.stores.base import NotCaughtUp, StoreError
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from quorumkeeper.stores.zookeeper.ensemble import next_server_id
-from quorumkeeper.stores.zookeeper.words import server_state
+from quorumkeeper.stores.zookeeper.words import ServerState, server_state
 from tests.polling import wait_until
 from tests.zookeeper.conftest import Ensemble, healthy_learner
 
@@ -91,6 +91,19 @@ def test_grow_to_three_then_remove_a_follower_and_the_leader(
     watcher = ensemble.store([zero, one, two])
     for _ in range(3):  # the first read keeps the config, the next ones reuse it
         assert follower.address in {m.address for m in watcher.members()}
+
+    # A follower's mntr is read again only once its zxid moved, and then shows the new size.
+    known = server_state(follower.address, 1.0)
+    assert known is not None and known.mode == "follower" and known.data_bytes is not None
+    assert server_state(follower.address, 1.0, known) is known
+    grown.write_probe("larger", "x" * 1000)
+
+    def applied() -> ServerState | None:
+        state = server_state(follower.address, 1.0, known)
+        return state if state and state.zxid != known.zxid else None
+
+    after = wait_until(applied, 10, "the follower applies the write")
+    assert after.data_bytes is not None and after.data_bytes >= known.data_bytes + 1000
 
     # Remove a follower: it leaves the config but keeps running and serving until stopped.
     grown.remove(follower)

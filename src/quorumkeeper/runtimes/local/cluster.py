@@ -3,26 +3,19 @@ desired state and status.json as its status."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import LocalRuntime
-from quorumkeeper.runtimes.local.state import ClusterPaths, ensure_secret
+from quorumkeeper.runtimes.local.state import (
+    ClusterPaths,
+    StatusWriter,
+    ensure_secret,
+    file_identity,
+)
 from quorumkeeper.spec import ClusterSpec, Store
 from quorumkeeper.status import ClusterStatus
 from quorumkeeper.stores import backend_for
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    """What tells one version of a file from the next: inode, modification time in
-    nanoseconds and size; None when it can't be read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 class SpecFile:
@@ -33,11 +26,11 @@ class SpecFile:
 
     def __init__(self, paths: ClusterPaths) -> None:
         self.paths = paths
-        self._identity = _identity(paths.spec_file)
+        self._identity = file_identity(paths.spec_file)
         self._spec = paths.load_spec()
 
     def current(self) -> ClusterSpec:
-        identity = _identity(self.paths.spec_file)
+        identity = file_identity(self.paths.spec_file)
         if identity != self._identity or identity is None:
             self._spec = self.paths.load_spec()
             self._identity = identity
@@ -45,13 +38,13 @@ class SpecFile:
 
 
 class StatusFile:
-    """status.json (and the connect string) as the status sink; see `ClusterPaths.record_status`."""
+    """status.json (and the connect string) as the status sink; see `StatusWriter`."""
 
     def __init__(self, paths: ClusterPaths) -> None:
-        self.paths = paths
+        self.writer = StatusWriter(paths)
 
     def record(self, status: ClusterStatus) -> None:
-        error = self.paths.record_status(status.model_dump(mode="json"))
+        error = self.writer.record(status.model_dump(mode="json"))
         if error is not None:
             raise error
 

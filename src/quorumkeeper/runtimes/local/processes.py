@@ -14,20 +14,21 @@ import contextlib
 import errno
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence, Set
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psutil
 
 from quorumkeeper.model import DataPosition, Endpoint, Peer, Placement, Slot
 from quorumkeeper.runtimes.local.launchers import MemberLauncher
-from quorumkeeper.runtimes.local.state import write_atomically
+from quorumkeeper.runtimes.local.state import FileIdentity, file_identity, write_atomically
 from quorumkeeper.spec import ClusterSpec
 
 STOP_GRACE_SECONDS = 10.0
@@ -70,6 +71,32 @@ class StartHistory:
         return max(0.0, self.last_start + delay - now)
 
 
+class _Watched:
+    """A member's process as once verified by its marker, with the pid file that named it,
+    watched through a pidfd: it refers to that process and never to a later one with its PID,
+    and polls readable once the process has terminated, zombie included (pidfd_open(2),
+    NOTES). The pidfd is closed with this object."""
+
+    def __init__(self, pid: int, pidfd: int, pid_file: FileIdentity | None) -> None:
+        self.pid = pid
+        self.pid_file = pid_file
+        self._pidfd: int | None = pidfd
+
+    def terminated(self) -> bool:
+        if self._pidfd is None:
+            return True
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    __del__ = close
+
+
 BOOT_GRACE_SECONDS = 30.0
 """How long a started member that does not answer yet holds back the next start of a cold
 start; after that it is presumed hung and blocks no one."""
@@ -104,6 +131,10 @@ class LocalRuntime:
         self.keep_removed_data = keep_removed_data
         self._positions: dict[Endpoint, DataPosition | None] = {}
         """Each member's data position as last read while it was stopped."""
+        self._watched: dict[Endpoint, _Watched] = {}
+        """Each member process verified by its marker."""
+        self._histories: dict[Endpoint, tuple[FileIdentity, StartHistory]] = {}
+        """Each member's start history as last read, with the identity of its file."""
 
     def configure(self, spec: ClusterSpec) -> str:
         """The launcher takes `spec`'s version and settings, this runtime its removed-data
@@ -210,15 +241,41 @@ class LocalRuntime:
 
     def _recorded_pid(self, endpoint: Endpoint) -> int | None:
         """The pid file's process, if it is alive and carries this member's marker: a reused
-        PID or a zombie waiting to be reaped never counts."""
+        PID or a zombie waiting to be reaped never counts.
+
+        A process once verified is watched through a pidfd (`_Watched`): while the pid file is
+        the same file, asking again costs a stat and a poll instead of reading the pid file and
+        /proc three times (a fifth of an idle keeper's pass)."""
+        identity = file_identity(self._pid_path(endpoint))
+        known = self._watched.get(endpoint)
+        if known is not None:
+            if known.pid_file == identity and not known.terminated():
+                return known.pid
+            self._forget_process(endpoint)
         try:
             pid = int(self._pid_path(endpoint).read_text())
-            process = psutil.Process(pid)
-            alive = process.status() != psutil.STATUS_ZOMBIE
-            ours = self.launcher.process_marker(self.data_dir(endpoint)) in process.cmdline()
-        except (OSError, ValueError, psutil.Error):
+            watched = _Watched(pid, os.pidfd_open(pid), identity)  # the process checked next
+        except (OSError, ValueError):
             return None
-        return pid if alive and ours else None
+        try:  # a zombie's command line is empty
+            marker = self.launcher.process_marker(self.data_dir(endpoint))
+            ours = marker in psutil.Process(pid).cmdline()
+        except psutil.Error:
+            ours = False
+        if ours and not watched.terminated():
+            self._watched[endpoint] = watched
+            return pid
+        watched.close()
+        return None
+
+    def _forget_process(self, endpoint: Endpoint) -> None:
+        known = self._watched.pop(endpoint, None)
+        if known is not None:
+            known.close()
+
+    def _remove_pid_file(self, endpoint: Endpoint) -> None:
+        self._forget_process(endpoint)
+        self._pid_path(endpoint).unlink(missing_ok=True)
 
     def processes(self, endpoints: Iterable[Endpoint]) -> dict[Endpoint, int]:
         """The live processes of `endpoints`, found by the data-dir marker in their command
@@ -262,10 +319,20 @@ class LocalRuntime:
         return sorted(p.name for p in self.members_root.iterdir() if not p.name.startswith("."))
 
     def history(self, endpoint: Endpoint) -> StartHistory:
-        try:
-            return StartHistory(**json.loads(self._history_path(endpoint).read_text()))
-        except (OSError, ValueError, TypeError):
+        """A copy of the member's start history, read again only when its file changed (the
+        keeper asks for every member's every pass)."""
+        identity = file_identity(self._history_path(endpoint))
+        cached = self._histories.get(endpoint)
+        if identity is None:
+            self._histories.pop(endpoint, None)
             return StartHistory()
+        if cached is None or cached[0] != identity:
+            try:
+                history = StartHistory(**json.loads(self._history_path(endpoint).read_text()))
+            except (OSError, ValueError, TypeError):
+                return StartHistory()
+            cached = self._histories[endpoint] = (identity, history)
+        return replace(cached[1])
 
     def save_history(self, endpoint: Endpoint, history: StartHistory) -> None:
         """Best effort: on a full disk the history is lost, the member is not."""
@@ -337,7 +404,7 @@ class LocalRuntime:
         if not wait_for_exit(pid, grace):
             os.kill(pid, signal.SIGKILL)
             wait_for_exit(pid, grace)
-        self._pid_path(endpoint).unlink(missing_ok=True)
+        self._remove_pid_file(endpoint)
         history = self.history(endpoint)
         if not history.judged:  # stopped on purpose: not a failed start
             history.judged = True
@@ -346,7 +413,7 @@ class LocalRuntime:
     def set_aside(self, endpoint: Endpoint, why: str) -> str:
         """Move a member's data where no start finds it, with a note saying why; returns where.
         The data is never deleted: a person decides what happens to it."""
-        self._pid_path(endpoint).unlink(missing_ok=True)
+        self._remove_pid_file(endpoint)
         archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
         archive.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.data_dir(endpoint), archive)
@@ -357,7 +424,7 @@ class LocalRuntime:
     def discard(self, endpoint: Endpoint) -> None:
         """Delete a former member's data, or with `keep_removed_data` move it aside where no
         start finds it. Its log stays for the record."""
-        self._pid_path(endpoint).unlink(missing_ok=True)
+        self._remove_pid_file(endpoint)
         self._history_path(endpoint).unlink(missing_ok=True)
         data = self.data_dir(endpoint)
         if self.keep_removed_data:

@@ -87,6 +87,8 @@ class ZookeeperStore(CoordinationStore):
         self._read: tuple[tuple[str, int], EnsembleConfig, dict[int, str]] | None = None
         """The last committed config and reservations read, with the commit mark
         (`_commit_mark`) seen before them."""
+        self._last_states: dict[str, ServerState | None] = {}
+        """Each server's state as last asked, by address."""
 
     def close(self) -> None:
         if self._client is not None:
@@ -167,7 +169,14 @@ class ZookeeperStore(CoordinationStore):
                 time.sleep(0.05)  # kazoo is reconnecting in its own thread; ask again shortly
 
     def _states(self, addresses: Sequence[str]) -> dict[str, ServerState | None]:
-        return {address: server_state(address, self._probe_timeout) for address in addresses}
+        """Each server's state, asked anew; `server_state` is given the last answer of each
+        to spare what did not change."""
+        states = {
+            address: server_state(address, self._probe_timeout, self._last_states.get(address))
+            for address in addresses
+        }
+        self._last_states.update(states)
+        return states
 
     def _reservations(self, config: EnsembleConfig) -> dict[int, str]:
         """Server ids reserved by `add_learner` and not committed yet, with their addresses.
