@@ -518,13 +518,20 @@ def _program(pid: int | None) -> str | None:
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
-    """Poll until `pid` is gone or a zombie; PID 1 may reap orphans late, so zombies count."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+    """Wait up to `timeout` seconds until every thread of process `pid` has exited; True once
+    it has (reaped or a zombie: PID 1 may reap orphans late), False on timeout.
+
+    Watched through a pidfd, which polls readable only once the whole thread group is gone
+    (pidfd_open(2)). A JVM's main thread can end before its other threads, and /proc then shows
+    the process as a zombie while those threads still hold its listening sockets: a member
+    restarted at that moment would find its own ports in use."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(pidfd)
