@@ -209,5 +209,5 @@ def test_no_member_answering_is_unavailable_naming_each() -> None:
             store.read("k")
     finally:
         store.close()
-    assert f"{SILENT.name}: ConnectError" in str(raised.value)
+    assert f"{SILENT.name}: ConnectionRefusedError" in str(raised.value)
     assert raised.value.exit_code == ExitCode.NOT_DONE

@@ -6,10 +6,10 @@ Exit codes: 0 done, 1 a step failed (the output says which; running again is saf
 
 from __future__ import annotations
 
+import http.client
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 
@@ -103,7 +103,7 @@ def reclaim_space(
         reclaimer.run()
     except MaintenanceRefused as error:
         raise _refuse(str(error)) from None
-    except (StoreError, httpx.HTTPError) as error:
+    except (StoreError, OSError, http.client.HTTPException) as error:
         err.print(
             f"[bold red]error:[/] {error}; running the command again is safe", highlight=False
         )

@@ -198,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     # The log lives on the state disk: when that is full, a line that can't be written is
     # dropped instead of printing a traceback about it (to the same full disk) every time.
     logging.raiseExceptions = False
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     return run(ClusterPaths(args.state_dir, args.name))
 

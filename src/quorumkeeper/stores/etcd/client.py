@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.stores.base import (
     AddsRefused,
@@ -53,11 +51,61 @@ def answers(address: str, timeout: float = 0.5) -> bool:
     """Whether the member's server is up, quorum or not. A restarted member serves no client
     request until a quorum lets it publish itself (even `/health` and the status wait), but its
     peer port serves `/version` as soon as it has loaded its data and runs raft."""
+    connection = http.client.HTTPConnection(address, PEER_PORT, timeout=timeout)
     try:
-        response = httpx.get(f"{peer_url(address)}/version", timeout=timeout)
-    except httpx.HTTPError:
+        connection.request("GET", "/version")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
         return False
-    return response.status_code == 200
+    finally:
+        connection.close()
+
+
+class Connections:
+    """One kept-alive HTTP connection per member's client port, with the standard library's
+    client: the keeper asks every member's status four times a second, and it spends half the
+    CPU of urllib3 (0.15 against 0.30 ms a request, measured on one keep-alive connection;
+    httpx 0.58 ms), which is most of an idle pass."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._open: dict[str, http.client.HTTPConnection] = {}
+
+    def post(
+        self, address: str, path: str, body: bytes, timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        """POST `body` (JSON) to `path` on the member at `address`: (HTTP status, body).
+
+        A kept-alive connection that the member closed (it restarted) fails at once with a
+        connection error: the request is then made once more on a new connection, so a member
+        that is back answers at once. A timeout is not retried. Raises OSError or
+        `http.client.HTTPException` when the member does not answer."""
+        connection = self._open.get(address)
+        if connection is None:
+            connection = http.client.HTTPConnection(address, CLIENT_PORT, timeout=self.timeout)
+            self._open[address] = connection
+        reused = connection.sock is not None
+        wait = self.timeout if timeout is None else timeout
+        connection.timeout = wait
+        if connection.sock is not None:
+            connection.sock.settimeout(wait)
+        try:
+            connection.request("POST", path, body, _JSON_HEADERS)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except ConnectionError:
+            connection.close()
+            if reused:
+                return self.post(address, path, body, timeout)
+            raise
+        except (OSError, http.client.HTTPException):
+            connection.close()  # a late answer must not be read as the next request's
+            raise
+
+    def close(self) -> None:
+        for connection in self._open.values():
+            connection.close()
+        self._open.clear()
 
 
 def _b64(text: str) -> str:
@@ -118,13 +166,10 @@ class EtcdStore(CoordinationStore):
         self, endpoints: list[Endpoint], *, timeout: float = 2.0, probe_timeout: float = 0.5
     ) -> None:
         super().__init__(endpoints)
-        self._http = httpx.Client(timeout=timeout)
-        self._probe_timeout = probe_timeout
-        self._probes: dict[str, http.client.HTTPConnection] = {}
-        """For `member_status` alone, one kept-alive connection per member: the keeper asks
-        every member's status four times a second, and the standard library's HTTP client
-        spends half the CPU of urllib3 (0.15 against 0.30 ms a request, measured on one
-        keep-alive connection; httpx 0.58 ms), which is most of an idle pass."""
+        self._http = Connections(timeout)
+        self._probes = Connections(probe_timeout)
+        """For `member_status` alone, so a member that does not answer costs the probe timeout
+        and a status asked while a slow call is open does not wait for it."""
         self._listed: tuple[CommitMark, list[dict[str, Any]]] | None = None
         """The last member list read, with the commit mark (`_commit_mark`) seen before it."""
         self._adds_refused_until = 0.0
@@ -132,9 +177,7 @@ class EtcdStore(CoordinationStore):
 
     def close(self) -> None:
         self._http.close()
-        for connection in self._probes.values():
-            connection.close()
-        self._probes.clear()
+        self._probes.close()
 
     def _post_to(
         self, address: str, path: str, body: dict[str, Any], *, timeout: float | None = None
@@ -143,10 +186,8 @@ class EtcdStore(CoordinationStore):
         raises the `StoreError` any answer but a 200 with a JSON object stands for. `timeout`
         replaces the client's for this call."""
         url = f"{client_url(address)}{path}"
-        response = self._http.post(
-            url, json=body, timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
-        )
-        return read_answer(url, response.status_code, response.content)
+        status, answer = self._http.post(address, path, json.dumps(body).encode(), timeout)
+        return read_answer(url, status, answer)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to the first member that serves the call.
@@ -161,7 +202,7 @@ class EtcdStore(CoordinationStore):
         for endpoint in self.endpoints:
             try:
                 return self._post_to(endpoint.address, path, body)
-            except httpx.HTTPError as error:
+            except (OSError, http.client.HTTPException) as error:
                 failures.append(f"{endpoint.name}: {error.__class__.__name__}")
             except (NotCaughtUp, AddsRefused):
                 raise
@@ -175,27 +216,12 @@ class EtcdStore(CoordinationStore):
         """The member's own `/v3/maintenance/status` (served locally, no raft entry), None when
         it does not answer within the probe timeout.
 
-        A kept-alive connection that the member closed (it restarted) fails at once with a
-        connection error: the status is then asked once more on a new connection, so a member
-        that is back answers in the same pass. A timeout is not retried."""
-        connection = self._probes.get(address)
-        if connection is None:
-            connection = http.client.HTTPConnection(
-                address, CLIENT_PORT, timeout=self._probe_timeout
-            )
-            self._probes[address] = connection
-        reused = connection.sock is not None
+        A member back from a restart answers in the same pass (`Connections.post`)."""
         try:
-            connection.request("POST", "/v3/maintenance/status", b"{}", _JSON_HEADERS)
-            response = connection.getresponse()
-            body = response.read()
-        except ConnectionError:
-            connection.close()
-            return self.member_status(address) if reused else None
+            code, body = self._probes.post(address, "/v3/maintenance/status", b"{}")
         except (OSError, http.client.HTTPException):
-            connection.close()  # a late answer must not be read as the next request's
             return None
-        if response.status != 200:
+        if code != 200:
             return None
         try:
             status: dict[str, Any] = json.loads(body)
