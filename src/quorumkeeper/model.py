@@ -46,8 +46,8 @@ class Member:
 
     `started` is false for a member that was added but has never joined (etcd lists such
     members without a name); `healthy` means it answered within the probe timeout and knows
-    a leader. `applied_index` and `data_bytes` come from the member itself when it answered:
-    how far it has applied the log, and the size of its database.
+    a leader. `applied_index`, `data_bytes` and `version` come from the member itself when it
+    answered: how far it has applied the log, the size of its database, the release it runs.
 
     Health, role and alarms are separate facts. `role` is the member's real role whenever it
     answers, alarms or not; `Role.LEADER` only for the leader the quorum follows. A member that
@@ -67,6 +67,9 @@ class Member:
     data_bytes: int | None = None
     alarms: tuple[str, ...] = ()
     stale_leader: bool = False
+    version: str | None = None
+    """The store release the member's process runs, as it reports it ("3.7.3"); None when it
+    does not answer. It differs from the spec's while a rollout is under way."""
 
     @property
     def voter(self) -> bool:

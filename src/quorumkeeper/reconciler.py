@@ -245,6 +245,7 @@ class Reconciler:
             data_position=position.label if position else None,
             data_damage=position.damage if position else None,
             stale_leader=member.stale_leader if member else False,
+            version=member.version if member else None,
             config=None
             if desired.config is None or not known
             else ("stale" if desired.stale(slot) else "updated"),

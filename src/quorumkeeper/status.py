@@ -71,6 +71,9 @@ class MemberStatus(_StatusModel):
     config: Literal["updated", "stale"] | None = None
     """Whether its process runs with the spec's configuration; None when the runtime does not
     fingerprint configurations or has no process or data of it."""
+    version: str | None = None
+    """The store release the member reports it runs ("3.7.3"), beside the cluster's `version`
+    (the spec's); None while it does not answer."""
 
 
 class RolloutStatus(BaseModel):

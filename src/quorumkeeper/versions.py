@@ -11,6 +11,18 @@ from quorumkeeper.errors import Refused
 ETCD_VERSION = "3.7.3"
 """The etcd release new clusters run; the newest one the Go module proxy serves."""
 
+ETCD_PREVIOUS_VERSION = "3.6.16"
+"""The newest 3.6 release the Go module proxy serves: the stop-over on the way to 3.7, built
+beside `ETCD_VERSION` so upgrades from it are tested."""
+
+ETCD_3_6_FLOOR = "3.5.26"
+"""The oldest 3.5 release every member must run before any runs 3.6: 3.5.1-3.5.19 did not
+persist learner promotions to the v3 store, which 3.6 reads as the membership (members come
+back as learners, "too many learner member in cluster": etcd-io/etcd#19557), and a learner
+could still receive such a membership in a snapshot from an older member up to 3.5.23
+(etcd-io/etcd#20793, fixed in 3.5.24 by #20797); the floor is the newest 3.5 patch, as etcd's
+upgrade policy asks before a minor upgrade (https://etcd.io/docs/v3.6/upgrades/upgrading-etcd/)."""
+
 SUPPORTED_ETCD_SERIES = ("3.5", "3.6", "3.7")
 """etcd series with learners and the v3 JSON gateway paths the store relies on."""
 
@@ -20,6 +32,10 @@ ZOOKEEPER_VERSION = "3.9.5"
 
 SUPPORTED_ZOOKEEPER_SERIES = ("3.8", "3.9")
 """ZooKeeper series with dynamic reconfiguration and the `mntr`/`srvr` answers the store reads."""
+
+ZOOKEEPER_PREVIOUS_VERSION = "3.8.6"
+"""The newest 3.8 release Maven Central can resolve (3.8.7's jar is served, its parent POM is
+not), fetched beside `ZOOKEEPER_VERSION` so upgrades from it are tested."""
 
 DEBIAN_ZOOKEEPER_VERSION = "3.8.0"
 """The release Debian 12 packages; selecting it runs Debian's jars instead of Maven's."""

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+import yaml
 
 from quorumkeeper.model import Endpoint
 from quorumkeeper.planner import Desired
@@ -195,6 +197,54 @@ class LocalClusterUnderTest:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+
+
+@dataclass
+class PidWatch:
+    """Polls the members' pid files 20 times a second while a rollout runs: the order in which
+    members got a new process, and the most members down at one moment."""
+
+    cluster: LocalClusterUnderTest
+    before: dict[str, int]
+    changed: list[str] = field(default_factory=list)
+    most_down: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _poll(self) -> None:
+        folder = self.cluster.state_dir / self.cluster.name / "members"
+        while not self._stop.wait(0.05):
+            down = 0
+            for name, old in self.before.items():
+                pid = _pid(folder / name / "pid")
+                if pid is None or not psutil.pid_exists(pid):
+                    down += 1
+                elif pid != old and name not in self.changed:
+                    self.changed.append(name)
+            self.most_down = max(self.most_down, down)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[PidWatch]:
+        thread = threading.Thread(target=self._poll, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=10)
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def spec_file(cluster: LocalClusterUnderTest, fields: dict[str, Any]) -> Path:
+    """A spec file for `apply` holding `fields`, beside the cluster's state dir."""
+    path = cluster.state_dir.parent / "change.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return path
 
 
 class Writer:

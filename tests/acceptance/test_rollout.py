@@ -4,19 +4,13 @@ cluster can't change is refused and changes nothing; a keeper killed in the midd
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import yaml
 
 from quorumkeeper.stores.zookeeper.words import four_letter_word
-from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.acceptance.harness import LocalClusterUnderTest, PidWatch, Writer, spec_file
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -26,53 +20,6 @@ CHANGES = {
     "zookeeper": ({"zookeeper": {"max_client_cnxns": 100}}, "maxClientCnxns=100"),
 }
 """Per store: a settings change that reaches every member's process, and how it shows there."""
-
-
-@dataclass
-class PidWatch:
-    """Polls the members' pid files 20 times a second while a rollout runs: the order in which
-    members got a new process, and the most members down at one moment."""
-
-    cluster: LocalClusterUnderTest
-    before: dict[str, int]
-    changed: list[str] = field(default_factory=list)
-    most_down: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def _poll(self) -> None:
-        folder = self.cluster.state_dir / self.cluster.name / "members"
-        while not self._stop.wait(0.05):
-            down = 0
-            for name, old in self.before.items():
-                pid = _pid(folder / name / "pid")
-                if pid is None or not psutil.pid_exists(pid):
-                    down += 1
-                elif pid != old and name not in self.changed:
-                    self.changed.append(name)
-            self.most_down = max(self.most_down, down)
-
-    @contextmanager
-    def running(self) -> Iterator[PidWatch]:
-        thread = threading.Thread(target=self._poll, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join(timeout=10)
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _spec_file(cluster: LocalClusterUnderTest, fields: dict[str, Any]) -> Path:
-    path = cluster.state_dir.parent / "change.yaml"
-    path.write_text(yaml.safe_dump(fields))
-    return path
 
 
 def _runs_with(cluster: LocalClusterUnderTest, status: dict[str, Any], setting: str) -> None:
@@ -96,7 +43,7 @@ def _roll_out(cluster: LocalClusterUnderTest, members: int) -> tuple[PidWatch, W
     fields, _ = CHANGES[cluster.store]
     watch = PidWatch(cluster, cluster.pids(before))
     with Writer(cluster) as writer, watch.running():
-        cluster.cli("apply", cluster.name, "--spec-file", str(_spec_file(cluster, fields)))
+        cluster.cli("apply", cluster.name, "--spec-file", str(spec_file(cluster, fields)))
     return watch, writer, leader
 
 
@@ -141,24 +88,24 @@ def test_a_field_a_running_cluster_keeps_is_refused_and_changes_nothing(
     cluster.up(1)
     before = cluster.wait_ready(1)
     generation = cluster.paths.load_stored().change.generation
-    spec_file = _spec_file(cluster, {"store": "zookeeper", "etcd": {"snapshot_count": 5000}})
+    changes = spec_file(cluster, {"store": "zookeeper", "etcd": {"snapshot_count": 5000}})
 
-    refused = cluster.cli("apply", cluster.name, "--spec-file", str(spec_file), check=False)
+    refused = cluster.cli("apply", cluster.name, "--spec-file", str(changes), check=False)
 
     assert refused.returncode == 2, refused.stderr
     message = " ".join(refused.stderr.split())
     assert "store: can't change from 'etcd' to 'zookeeper' on a running cluster" in message
-    assert f"fix: remove store from {spec_file}" in message
+    assert f"fix: remove store from {changes}" in message
     assert cluster.paths.load_stored().change.generation == generation
     assert cluster.pids(cluster.status()) == cluster.pids(before)
 
-    out_of_bounds = _spec_file(cluster, {"etcd": {"snapshot_count": 1}})  # checked as `up` does
+    out_of_bounds = spec_file(cluster, {"etcd": {"snapshot_count": 1}})  # checked as `up` does
     refused = cluster.cli("apply", cluster.name, "--spec-file", str(out_of_bounds), check=False)
     assert refused.returncode == 2 and "etcd.snapshot_count" in refused.stderr, refused.stderr
     assert cluster.paths.load_stored().change.generation == generation
 
-    spec_file = _spec_file(cluster, {"etcd": {"snapshot_count": 5000}})  # the fix
-    cluster.cli("apply", cluster.name, "--spec-file", str(spec_file))
+    changes = spec_file(cluster, {"etcd": {"snapshot_count": 5000}})  # the fix
+    cluster.cli("apply", cluster.name, "--spec-file", str(changes))
     status = cluster.wait_ready(1)
     assert cluster.paths.load_stored().change.generation == generation + 1
     _runs_with(cluster, status, "--snapshot-count=5000")
@@ -175,8 +122,8 @@ def test_a_keeper_killed_in_the_middle_of_a_rollout_resumes_and_finishes(
     with Writer(cluster) as writer, watch.running():
         cluster.kill_keeper()
         cluster.spawn_keeper(QUORUMKEEPER_KEEPER_CRASH_AFTER="2")  # after the second restart
-        spec_file = _spec_file(cluster, fields)
-        cluster.cli("apply", cluster.name, "--spec-file", str(spec_file), "--no-wait")
+        changes = spec_file(cluster, fields)
+        cluster.cli("apply", cluster.name, "--spec-file", str(changes), "--no-wait")
         wait_until(lambda: cluster.paths.keeper_pid() is None, 120, "the keeper crashed")
         halfway = cluster.status()
         assert halfway["rollout"] is not None, "the keeper died before the rollout finished"

@@ -226,6 +226,7 @@ def test_debian_380_boots_and_reconfigs(ensemble_factory: Callable[..., Ensemble
     both = ensemble.store([zero, one])
     roles = wait_until(lambda: _one_leader(both, {zero.address, one.address}), 60, "2 voters")
     assert sorted(roles.values()) == [Role.FOLLOWER, Role.LEADER]
+    assert {m.version for m in both.members()} == {"3.8.0"}, "Debian's build names its release"
     both.write_probe("debian", "3.8.0")
     follower = next(m for m in both.members() if m.role is Role.FOLLOWER)
     both.remove(follower)

@@ -21,7 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from quorumkeeper import versions
+from quorumkeeper import upgrades, versions
 from quorumkeeper.cli import kubernetes
 from quorumkeeper.cli.ceph import ceph_app, render_app
 from quorumkeeper.cli.maintenance import maintenance_app
@@ -571,6 +571,19 @@ def _check_changeable(before: ClusterSpec, after: ClusterSpec, spec_file: Path) 
         )
 
 
+def _check_upgrade(cluster: LocalCluster, before: ClusterSpec, after: ClusterSpec) -> None:
+    """Refuse a version off the checked path (`upgrades`) from what the members really run:
+    each answering member's own release, and the stored spec's for those that do not answer."""
+    if after.version == before.version:
+        return
+    membership = cluster.reconciler.observe().observation.membership or ()
+    running = {before.version, *(member.version for member in membership if member.version)}
+    try:
+        upgrades.check_upgrade(before.store, running, after.version)
+    except upgrades.UpgradeRefused as error:
+        raise _fail(str(error)) from None
+
+
 @app.command()
 def apply(
     name: Annotated[str, typer.Argument(help="cluster name")],
@@ -598,6 +611,7 @@ def apply(
         _check_kept(current, wanted, spec_file, ("name", "store"))
         spec = _validated(wanted, base_dir=Path.cwd())
         _check_changeable(stored.spec, spec, spec_file)
+        _check_upgrade(cluster, stored.spec, spec)
         if spec == stored.spec:
             err.print(
                 f"cluster {name}: {spec_file} changes nothing ({stored.change.describe()})",
@@ -645,7 +659,18 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         out.print_json(json.dumps(status))
         return
     table = Table(title=f"{status['name']}: {status['store']} {status['version']}")
-    columns = ("member", "role", "healthy", "client url", "index", "db", "pid", "starts", "config")
+    columns = (
+        "member",
+        "role",
+        "healthy",
+        "client url",
+        "version",
+        "index",
+        "db",
+        "pid",
+        "starts",
+        "config",
+    )
     for column in columns:
         table.add_column(column, no_wrap=True)
     for member in status["members"]:
@@ -656,6 +681,7 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
             member["role"] + (" (stale leader)" if member["stale_leader"] else ""),
             healthy,
             member["client_url"],
+            member["version"] or "-",
             str(member["applied_index"] or "-"),
             f"{size / 2**10:.0f}K" if size is not None else "-",
             str(member["pid"] or "-"),

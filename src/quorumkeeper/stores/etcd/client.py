@@ -255,6 +255,8 @@ class EtcdStore(CoordinationStore):
         is healthy when it answers and knows a leader. The leader shown is the one reported for
         the highest raft term, which a quorum elected (raft has at most one leader per term); a
         member still claiming leadership of an older term is a stale leader, not healthy.
+        `version` is the status's own (`StatusResponse.version`: the release the member runs,
+        what `/version` serves as `etcdserver`), read with the status the pass asks anyway.
         """
         statuses = dict(self._statuses())
         listed = self._member_list(statuses)
@@ -289,6 +291,7 @@ class EtcdStore(CoordinationStore):
                     data_bytes=int(status["dbSize"]) if status else None,
                     alarms=alarms.get(entry["ID"], ()),
                     stale_leader=stale_leader,
+                    version=status.get("version") if status else None,
                 )
             )
         return members

@@ -515,4 +515,5 @@ def _member(
         applied_index=state.zxid if state else None,
         data_bytes=state.data_bytes if state else None,
         stale_leader=stale,
+        version=state.version if state else None,
     )

@@ -29,12 +29,15 @@ class ServerState:
     """One server's own account of itself. `mode` is None while it is not serving (electing,
     syncing, or cut off from a quorum): ZooKeeper only reports a mode while it serves.
     `synced_voters` is, on a server in leader mode, how many voting followers are in sync with
-    it (itself not counted)."""
+    it (itself not counted). `version` is the release it runs, from `srvr`'s "Zookeeper
+    version:" line ("3.9.5-<commit>, built on <date>" -> "3.9.5"), None while it does not serve
+    (`srvr` then answers only that it is not serving)."""
 
     mode: str | None
     zxid: int | None
     data_bytes: int | None
     synced_voters: int | None = None
+    version: str | None = None
 
     @property
     def serving(self) -> bool:
@@ -104,7 +107,16 @@ def server_state(
         zxid=zxid,
         data_bytes=_count(metrics, "zk_approximate_data_size"),
         synced_voters=None if synced is None else synced - (non_voting or 0),
+        version=_release(fields.get("Zookeeper version")),
     )
+
+
+def _release(banner: str | None) -> str | None:
+    """The release at the head of `srvr`'s version line, up to its commit or build note
+    (`Version.getFullVersion()`: "3.9.5-<commit>, built on <date> UTC")."""
+    if banner is None:
+        return None
+    return banner.split(",", 1)[0].split("-", 1)[0].strip() or None
 
 
 def serving_id(address: str, timeout: float) -> int | None:
