@@ -293,7 +293,7 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     structural schema would prune kopf's fields from it anyway."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.posting.level = logging.INFO
+    settings.posting.enabled = False  # kopf's log lines are no Events; membership changes are
 
 
 def _daemon(kind: Kind) -> None:
@@ -344,6 +344,8 @@ kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_w
 
 def run(namespaces: list[str]) -> None:
     """Run the operator until stopped: every namespace, or only `namespaces`."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # a line per watch event
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -246,21 +246,25 @@ class KubernetesRuntime:
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
         """Write the membership `endpoint` joins with into the ConfigMap and raise the
-        StatefulSet's replicas to cover it. A pod that exists but is not running is the
-        kubelet's to restart; a PVC that is not this member's own is released first."""
+        StatefulSet's replicas to cover it. A pod the replicas already cover is the
+        kubelet's to restart (its first start's ConfigMap stays as it was); a PVC that is not
+        this member's own is released first, so the pod starts on a fresh volume."""
         resource = self._resource()
         claim = self._claims().get(claim_name(endpoint))
         statefulset = self._statefulset()
         joined = self._joined(statefulset)
-        if claim is not None and not self._usable(claim, endpoint, joined):
+        replicas = statefulset.spec.replicas or 0 if statefulset is not None else 0
+        usable = claim is not None and self._usable(claim, endpoint, joined)
+        if replicas > endpoint.ordinal and (usable or claim is None):
+            return  # its pod is the StatefulSet's to make and the kubelet's to restart
+        if claim is not None and not usable:
             if claim.metadata.deletion_timestamp is None:
                 self._release(claim, "not this member's data: a fresh volume is made")
             self._delete_pod(endpoint)
-        replicas = statefulset.spec.replicas if statefulset is not None else 0
         voters = max(1, len(peers) - (0 if bootstrap else 1))
         membership = Membership(
             tuple(peers),
-            replicas=max(replicas or 0, endpoint.ordinal + 1),
+            replicas=max(replicas, endpoint.ordinal + 1),
             voters_now=voters,
             voters_after=resource.spec.members,
             bootstrap=bootstrap,
