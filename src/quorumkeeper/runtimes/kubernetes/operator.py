@@ -17,7 +17,8 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 from kubernetes import client, config
@@ -203,10 +204,28 @@ def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str
     return base64.b64decode(secret.data["password"]).decode()
 
 
-def _announce(body: dict[str, Any], step: Step) -> None:
-    """An Event on the resource for a membership change (and for a step refused by the store
-    when the reconciler reports one)."""
-    kopf.info(kopf.Body(cast(kopf.RawBody, body)), reason=type(step).__name__, message=step.reason)
+def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
+    """An Event on the resource for a membership change, reason the step's kind."""
+    metadata = body["metadata"]
+    now = datetime.now(UTC)
+    event = {
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        "involvedObject": {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+        },
+        "reason": type(step).__name__,
+        "message": step.reason,
+        "type": "Normal",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "quorumkeeper-operator"},
+    }
+    client.CoreV1Api(api).create_namespaced_event(metadata["namespace"], event)  # type: ignore[arg-type]
 
 
 class ClusterDaemon:
@@ -251,7 +270,7 @@ class ClusterDaemon:
             LOG.exception("%s/%s: pass failed", self.source.namespace, self.source.name)
             return BUSY_INTERVAL
         if step.changes_membership:
-            _announce(self.source.body, step)
+            _announce(self.api, self.source.body, step)
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
         )

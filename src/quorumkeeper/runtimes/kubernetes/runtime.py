@@ -28,6 +28,7 @@ from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
 from quorumkeeper.runtimes.kubernetes.objects import Membership, placement, selector
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
+from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
 
 FIELD_MANAGER = "quorumkeeper-operator"
 IDENTITY = "quorumkeeper.io/identity"
@@ -261,6 +262,12 @@ class KubernetesRuntime:
             if claim.metadata.deletion_timestamp is None:
                 self._release(claim, "not this member's data: a fresh volume is made")
             self._delete_pod(endpoint)
+        if bootstrap and resource.kind is Kind.ZOOKEEPER:
+            # A one-server dynamic config starts a one-voter ensemble as the first server id,
+            # as the local launcher does; the store assigns every later id.
+            peers = [
+                dataclasses.replace(p, member_id=p.member_id or str(FIRST_SERVER_ID)) for p in peers
+            ]
         voters = max(1, len(peers) - (0 if bootstrap else 1))
         membership = Membership(
             tuple(peers),
@@ -278,15 +285,10 @@ class KubernetesRuntime:
         statefulset = self._statefulset()
         if statefulset is None or (statefulset.spec.replicas or 0) <= endpoint.ordinal:
             return  # already lowered: the kubelet is stopping it
-        above = [
-            name
-            for name in self._pods()
-            if (e := self.placement.named(name)) is not None and e.ordinal > endpoint.ordinal
-        ]
-        if above:
+        if statefulset.spec.replicas > endpoint.ordinal + 1:
             raise RuntimeError(
-                f"can't stop {endpoint.name} while {', '.join(sorted(above))} run above it: "
-                "a StatefulSet removes its highest ordinal only"
+                f"can't stop {endpoint.name} while the StatefulSet keeps "
+                f"{statefulset.spec.replicas} pods: it removes its highest ordinal only"
             )
         body = {"spec": {"replicas": endpoint.ordinal}}
         self._apps.patch_namespaced_stateful_set(self.name, self.namespace, body)
