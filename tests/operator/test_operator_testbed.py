@@ -198,6 +198,9 @@ class ClusterUnderTest:
         located = {m.address: self.placement.locate(m.address) for m in members}
         return {e.name for e in located.values() if e is not None}
 
+    def membership_differs(self, before: set[str]) -> bool:
+        return self.membership() != before
+
     def settled(self, members: int) -> dict[str, Obj] | None:
         """The pods once the resource reports `members` ready voters, its step Done, and the
         pods and the store's membership agree; None until then."""
@@ -273,8 +276,16 @@ def _create(
 
 
 def _scale_up_and_down(
-    target: ClusterUnderTest, operator: OperatorProcess, start: int, peak: int
+    target: ClusterUnderTest,
+    operator: OperatorProcess,
+    start: int,
+    peak: int,
+    *,
+    kill_midway: bool = False,
 ) -> None:
+    """`start` -> `peak` -> `start` by `kubectl scale`, checked after each step. With
+    `kill_midway`, the operator is SIGKILLed as soon as the store's membership first changes in
+    each direction, and started again."""
     timings: dict[str, float] = {}
     began = time.monotonic()
     try:
@@ -288,6 +299,15 @@ def _scale_up_and_down(
         for members in (peak, start):
             began = time.monotonic()
             target.scale(members)
+            if kill_midway:
+                wait_until(
+                    functools.partial(target.membership_differs, set(pods)),
+                    STEP_TIMEOUT,
+                    "the first membership change",
+                )
+                operator.stop(signal.SIGKILL)
+                print(f"operator killed at membership {sorted(target.membership())}")
+                operator.start()
             try:
                 pods = wait_until(
                     functools.partial(target.settled, members), STEP_TIMEOUT, f"{members} members"
@@ -334,3 +354,14 @@ def test_zookeeper_scales_2_3_2_with_kubectl_scale(
 ) -> None:
     target = _create(kube, testbed_cluster, Kind.ZOOKEEPER, bed_namespace, 2)
     _scale_up_and_down(target, operator, 2, 3)
+
+
+def test_etcd_operator_killed_in_the_middle_of_scaling_resumes(
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
+    _scale_up_and_down(target, operator, 3, 5, kill_midway=True)
