@@ -365,3 +365,52 @@ def test_etcd_operator_killed_in_the_middle_of_scaling_resumes(
 ) -> None:
     target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
     _scale_up_and_down(target, operator, 3, 5, kill_midway=True)
+
+
+def test_etcd_member_whose_pod_and_pvc_are_deleted_rejoins_under_a_new_identity(
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    before = _identity(pods)
+    store = target.client()
+    try:
+        old_ids = {target.placement.locate(m.address): m.id for m in store.members()}
+    finally:
+        store.close()
+    victim = target.placement.endpoint(1)
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        began = time.monotonic()
+        kube.delete(ns_path(bed_namespace, "persistentvolumeclaims", f"data-{victim.name}"))
+        kube.delete(ns_path(bed_namespace, "pods", victim.name))
+
+        def rejoined() -> dict[str, Obj] | None:
+            settled = target.settled(3)
+            if settled is None or settled[victim.name]["metadata"]["uid"] == before[victim.name][0]:
+                return None
+            return settled
+
+        try:
+            pods = wait_until(rejoined, STEP_TIMEOUT, f"{victim.name} replaced")
+        except AssertionError:
+            raise AssertionError(f"not replaced; operator log:\n{operator.tail()}") from None
+        took = time.monotonic() - began
+    writer.assert_nothing_lost()
+    store = target.client()
+    try:
+        new_ids = {target.placement.locate(m.address): m.id for m in store.members()}
+    finally:
+        store.close()
+    assert new_ids[victim] != old_ids[victim], "the wiped member kept its old identity"
+    others = {name: ident for name, ident in _identity(pods).items() if name != victim.name}
+    assert others == {name: i for name, i in before.items() if name != victim.name}
+    print(
+        f"{victim.name} replaced under a new identity in {took:.1f}s; "
+        f"{len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
+        f"longest gap {writer.longest_gap:.2f}s"
+    )

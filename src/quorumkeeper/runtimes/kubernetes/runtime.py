@@ -258,10 +258,6 @@ class KubernetesRuntime:
         usable = claim is not None and self._usable(claim, endpoint, joined)
         if replicas > endpoint.ordinal and (usable or claim is None):
             return  # its pod is the StatefulSet's to make and the kubelet's to restart
-        if claim is not None and not usable:
-            if claim.metadata.deletion_timestamp is None:
-                self._release(claim, "not this member's data: a fresh volume is made")
-            self._delete_pod(endpoint)
         if bootstrap and resource.kind is Kind.ZOOKEEPER:
             # A one-server dynamic config starts a one-voter ensemble as the first server id,
             # as the local launcher does; the store assigns every later id.
@@ -278,6 +274,11 @@ class KubernetesRuntime:
         )
         for obj in cluster_objects(resource, membership, self._password):
             self._apply(obj)
+        if claim is not None and not usable:  # after the ConfigMap: the new pod reads it
+            if claim.metadata.deletion_timestamp is None:
+                self._release(claim, "not this member's data: a fresh volume is made")
+            self._delete_pod(endpoint)
+            self._forget(endpoint)
 
     def stop(self, endpoint: Endpoint) -> None:
         """Lower the replicas below `endpoint`, which must be the highest pod: a StatefulSet
