@@ -321,6 +321,7 @@ def _scale_up_and_down(
             kept = {name: now.get(name) for name in before}
             assert kept == before, f"existing pods restarted or replaced: {before} -> {kept}"
     writer.assert_nothing_lost()
+    assert "pass failed" not in operator.log.read_text(), operator.tail()
     events = target.kube.get(
         ns_path(target.namespace, "events"), fieldSelector=f"involvedObject.name={target.name}"
     )["items"]
@@ -334,6 +335,25 @@ def _scale_up_and_down(
     )
 
 
+def _deleted_with_its_volumes(target: ClusterUnderTest, operator: OperatorProcess) -> None:
+    """Deleting the resource goes through the operator's finalizer, which applies
+    `pvcRetention.whenDeleted: Delete`: the resource and every member PVC are gone."""
+    target.kube.delete(ns_path(target.namespace, target.kind.plural, target.name, API_VERSION))
+
+    def gone() -> bool:
+        claims = target.kube.get(
+            ns_path(target.namespace, "persistentvolumeclaims"),
+            labelSelector=f"app.kubernetes.io/instance={target.name}",
+        )["items"]
+        path = ns_path(target.namespace, target.kind.plural, target.name, API_VERSION)
+        return not claims and not _exists(target.kube, path)
+
+    try:
+        wait_until(gone, 120, f"{target.name} and its PVCs deleted")
+    except AssertionError:
+        raise AssertionError(f"not deleted; operator log:\n{operator.tail()}") from None
+
+
 def test_etcd_scales_3_5_3_with_kubectl_scale(
     kube: Kube,
     testbed_cluster: Cluster,
@@ -343,6 +363,7 @@ def test_etcd_scales_3_5_3_with_kubectl_scale(
 ) -> None:
     target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
     _scale_up_and_down(target, operator, 3, 5)
+    _deleted_with_its_volumes(target, operator)
 
 
 def test_zookeeper_scales_2_3_2_with_kubectl_scale(
@@ -354,6 +375,7 @@ def test_zookeeper_scales_2_3_2_with_kubectl_scale(
 ) -> None:
     target = _create(kube, testbed_cluster, Kind.ZOOKEEPER, bed_namespace, 2)
     _scale_up_and_down(target, operator, 2, 3)
+    _deleted_with_its_volumes(target, operator)
 
 
 def test_etcd_operator_killed_in_the_middle_of_scaling_resumes(

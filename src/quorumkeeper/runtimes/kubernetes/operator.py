@@ -310,6 +310,7 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """kopf keeps its own progress in annotations: the status belongs to the reconciler, and a
     structural schema would prune kopf's fields from it anyway."""
+    settings.persistence.finalizer = f"{GROUP}/pvc-retention"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.enabled = False  # kopf's log lines are no Events; membership changes are

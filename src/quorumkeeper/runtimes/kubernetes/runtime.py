@@ -338,7 +338,10 @@ class KubernetesRuntime:
 
     def discard(self, endpoint: Endpoint) -> None:
         """The scale-down retention policy for a member that left and stopped: Delete removes
-        its PVC, Retain keeps it marked released, so no later member ever starts on it."""
+        its PVC, Retain keeps it marked released, so no later member ever starts on it. Its pod
+        goes too: a removed etcd member exits by itself and reads as stopped while the kubelet
+        would restart it, and the replicas must drop below it before the next removal."""
+        self.stop(endpoint)
         claim = self._claims().get(claim_name(endpoint))
         if claim is not None:
             if self._resource().spec.pvc_retention.when_scaled == "Delete":
