@@ -389,14 +389,16 @@ def test_etcd_operator_killed_in_the_middle_of_scaling_resumes(
     _scale_up_and_down(target, operator, 3, 5, kill_midway=True)
 
 
-def test_etcd_member_whose_pod_and_pvc_are_deleted_rejoins_under_a_new_identity(
+@pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
+def test_a_member_whose_pod_and_pvc_are_deleted_rejoins_under_a_new_identity(
+    kind: Kind,
     kube: Kube,
     testbed_cluster: Cluster,
     bed_namespace: str,
     operator: OperatorProcess,
     api_resolver: None,
 ) -> None:
-    target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
+    target = _create(kube, testbed_cluster, kind, bed_namespace, 3)
     pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
     before = _identity(pods)
     store = target.client()

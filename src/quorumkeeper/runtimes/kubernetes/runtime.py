@@ -61,6 +61,15 @@ def _annotations(obj: Any) -> dict[str, str]:
     return dict(obj.metadata.annotations or {})
 
 
+def _only_joiner_ids(data: dict[str, str], endpoint: Endpoint) -> dict[str, str]:
+    """The ConfigMap's data with ZooKeeper's server id (`myid.<pod>`) for the starting member
+    alone: a member that has joined keeps its id on its volume, so a pod whose volume was
+    replaced finds none, never starts under its old id with an empty log, and reads as data
+    lost until the operator gives it a new identity."""
+    own = f"myid.{endpoint.name}"
+    return {key: value for key, value in data.items() if not key.startswith("myid.") or key == own}
+
+
 class KubernetesRuntime:
     """The `Runtime` of one cluster resource. `resource` gives the resource as last parsed (the
     desired-state source re-reads it every pass); `superuser_password` is ZooKeeper's (None for
@@ -273,6 +282,8 @@ class KubernetesRuntime:
             bootstrap=bootstrap,
         )
         for obj in cluster_objects(resource, membership, self._password):
+            if obj["kind"] == "ConfigMap":
+                obj["data"] = _only_joiner_ids(obj["data"], endpoint)
             self._apply(obj)
         if claim is not None and not usable:  # after the ConfigMap: the new pod reads it
             if claim.metadata.deletion_timestamp is None:
