@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ def bed_namespace(
     kube: Kube, crds_installed: None, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     """A fresh namespace on the test bed, deleted afterwards."""
-    name = f"op-{request.node.name[5:30].replace('_', '-').strip('-')}-{os.getpid() % 10000}"
+    name = f"op-{request.node.name[5:30].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
     kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
     wait_until(
         lambda: _exists(kube, ns_path(name, "serviceaccounts", "default")), 30, "ServiceAccount"
