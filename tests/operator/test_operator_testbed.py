@@ -379,15 +379,19 @@ def test_zookeeper_scales_2_3_2_with_kubectl_scale(
     _deleted_with_its_volumes(target, operator)
 
 
-def test_etcd_operator_killed_in_the_middle_of_scaling_resumes(
+@pytest.mark.parametrize(("kind", "start", "peak"), [(Kind.ETCD, 3, 5), (Kind.ZOOKEEPER, 2, 3)])
+def test_the_operator_killed_in_the_middle_of_scaling_resumes(
+    kind: Kind,
+    start: int,
+    peak: int,
     kube: Kube,
     testbed_cluster: Cluster,
     bed_namespace: str,
     operator: OperatorProcess,
     api_resolver: None,
 ) -> None:
-    target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
-    _scale_up_and_down(target, operator, 3, 5, kill_midway=True)
+    target = _create(kube, testbed_cluster, kind, bed_namespace, start)
+    _scale_up_and_down(target, operator, start, peak, kill_midway=True)
 
 
 @pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
