@@ -86,6 +86,10 @@ class Provisioner:
         name = f"pvc-{meta['uid']}"
         path = self.root / name
         path.mkdir(parents=True, exist_ok=True)
+        # hostPath volumes ignore a pod's fsGroup, so the folder is open to every pod user, as
+        # local-path-provisioner makes its folders (0777): pods under restricted Pod Security
+        # run as non-root and must be able to write their volume.
+        path.chmod(0o777)
         body = volume_for(
             pvc,
             sc,

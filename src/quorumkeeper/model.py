@@ -91,9 +91,13 @@ class JoinRules:
 
     `transfers_leadership`: etcd can hand leadership over before its leader is removed;
     ZooKeeper can't, so its leader is removed last and a short election is the price.
+    `removes_highest_ordinal_only`: the runtime can only take away its highest ordinal (a
+    StatefulSet shrinks from the top), so a scale-down removes the highest-ordinal member
+    whatever its health or role, rather than the unhealthy one or the leader last.
     """
 
     transfers_leadership: bool = True
+    removes_highest_ordinal_only: bool = False
 
 
 @dataclass(frozen=True, order=True)

@@ -535,7 +535,11 @@ def _stranded_by_damage(held: Sequence[Slot], present: Sequence[Slot]) -> str | 
 def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:
     """Which member goes first on scale-down: a learner, then an unhealthy member, then the
     highest ordinal, so that healthy low ordinals (and the data they hold) stay. A store that
-    can't hand leadership over loses its leader last."""
+    can't hand leadership over loses its leader last. A runtime that removes only its highest
+    ordinal (`JoinRules.removes_highest_ordinal_only`) loses the highest-ordinal member, and the
+    quorum rule alone decides whether that may happen now."""
+    if desired.rules.removes_highest_ordinal_only:
+        return max(membership, key=lambda m: desired.endpoint_of(m).ordinal)
     return max(
         membership,
         key=lambda m: (

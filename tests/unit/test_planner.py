@@ -336,6 +336,41 @@ def test_zookeeper_leader_is_removed_last_without_a_transfer() -> None:
     assert isinstance(last, RemoveMember) and last.member.id == "2"
 
 
+HIGHEST_ONLY = (
+    JoinRules(transfers_leadership=True, removes_highest_ordinal_only=True),
+    JoinRules(transfers_leadership=False, removes_highest_ordinal_only=True),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(observations(), st.sampled_from(HIGHEST_ONLY))
+def test_a_runtime_that_removes_only_its_highest_ordinal_loses_nothing_else(
+    case: tuple[Desired, Observation], rules: JoinRules
+) -> None:
+    """A StatefulSet shrinks from the top: every scale-down removal (and the leadership handover
+    before it) concerns the highest-ordinal member, while the quorum rule still holds."""
+    desired, observed = case
+    desired = replace(desired, rules=rules)
+    step = plan(desired, observed)
+    membership = observed.membership or ()
+    top = max((desired.endpoint_of(m).ordinal for m in membership), default=None)
+    if isinstance(step, RemoveMember) and not step.replacing:
+        assert step.endpoint.ordinal == top
+        voters = [m for m in membership if m.voter]
+        if step.member.voter:
+            left = sum(m.healthy for m in voters if m is not step.member)
+            assert left >= quorum(len(voters) - 1)
+    if isinstance(step, TransferLeadership):
+        assert desired.endpoint_of(step.leader).ordinal == top
+
+
+def test_a_statefulset_scale_down_removes_the_top_ordinal_even_when_another_is_unhealthy() -> None:
+    rules = HIGHEST_ONLY[1]
+    membership = (_member(0, Role.LEADER), _member(1, healthy=False), _member(2), _member(3))
+    step = plan(_desired(3, rules), Observation(membership, _running(0, 1, 2, 3)))
+    assert isinstance(step, RemoveMember) and step.member.id == "3"
+
+
 def test_scale_down_blocker_reports_a_loss_of_quorum() -> None:
     membership = (_member(0, Role.LEADER), _member(1, healthy=False), _member(2, healthy=False))
     assert scale_down_blocker(_desired(1), membership) is not None

@@ -62,7 +62,7 @@ app = typer.Typer(
 )
 app.add_typer(ceph_app, name="ceph")
 app.add_typer(render_app, name="render")
-kubernetes.register(render_app)
+kubernetes.register(app, render_app)
 app.add_typer(maintenance_app, name="maintenance")
 
 out = Console(width=None if sys.stdout.isatty() else 200)

@@ -75,7 +75,23 @@ def render_cluster(
     _print(objects, output)
 
 
-def register(render_app: typer.Typer) -> None:
-    """Add `operator` and `cluster` to the `render` group."""
+def run_operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="watch only this namespace (repeatable)"),
+    ] = None,
+) -> None:
+    """Run the operator: one reconciler per EtcdCluster and ZookeeperCluster, until stopped.
+
+    Uses the in-cluster service account, or the kubeconfig ($KUBECONFIG) outside a cluster.
+    """
+    from quorumkeeper.runtimes.kubernetes import operator  # kopf only where it runs
+
+    operator.run(namespace or [])
+
+
+def register(app: typer.Typer, render_app: typer.Typer) -> None:
+    """Add `operator` to the top level, `operator` and `cluster` to the `render` group."""
+    app.command("operator")(run_operator)
     render_app.command("operator")(render_operator)
     render_app.command("cluster")(render_cluster)

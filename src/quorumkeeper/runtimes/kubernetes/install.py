@@ -51,6 +51,9 @@ def cluster_role() -> Obj:
             _rule("", ["pods"], ["get", "list", "watch", "delete"]),
             _rule("", ["pods/eviction"], ["create"]),
             _rule("", ["persistentvolumeclaims"], ["get", "list", "watch", "patch", "delete"]),
+            # A member's data set aside: its volume is kept (reclaim policy Retain) when the
+            # PVC is released.
+            _rule("", ["persistentvolumes"], ["get", "patch"]),
             _rule("", ["events"], ["create", "patch"]),
             _rule("events.k8s.io", ["events"], ["create", "patch"]),
             # kopf discovers its resources and watches them in every namespace.

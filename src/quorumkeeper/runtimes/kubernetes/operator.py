@@ -1,0 +1,377 @@
+"""The operator: one kopf daemon per cluster resource running the shared `Reconciler` on a
+`KubernetesRuntime`, woken early by watches on the cluster's pods, PVCs and StatefulSet.
+
+It has no create or update handlers for membership (kopf's own documentation calls them
+edge-triggered; a daemon observing afresh every pass resumes wherever it was stopped). A spec it
+can't parse is reported in status (Degraded, reason InvalidSpec) and never acted on. Every
+membership change is an Event on the resource. Deleting a resource applies
+`pvcRetention.whenDeleted` through a finalizer.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from quorumkeeper.model import Role
+from quorumkeeper.planner import Done, Step, Wait
+from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
+from quorumkeeper.runtimes.kubernetes.resources import (
+    GROUP,
+    VERSION,
+    ClusterResource,
+    Kind,
+    ResourceError,
+    ResourceStatus,
+    parse_resource,
+)
+from quorumkeeper.runtimes.kubernetes.runtime import (
+    RELEASED,
+    KubernetesRuntime,
+    kubernetes_rules,
+)
+from quorumkeeper.runtimes.kubernetes.zookeeper_pod import superuser_secret
+from quorumkeeper.spec import ClusterSpec
+from quorumkeeper.status import ClusterStatus, Condition, ConditionType, StepStatus, rfc3339
+from quorumkeeper.stores import backend_for
+
+LOG = logging.getLogger("quorumkeeper.operator")
+
+BUSY_INTERVAL = 1.0
+"""Seconds between passes while a step is in progress; a watch event wakes the daemon sooner."""
+IDLE_INTERVAL = 5.0
+"""Seconds between passes of a cluster that matches its spec (or waits on something)."""
+
+registry = kopf.OperatorRegistry()
+
+
+@dataclass
+class _Wakes:
+    """One event per cluster resource, set by the watches on its children."""
+
+    events: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, namespace: str, name: str) -> threading.Event:
+        with self.lock:
+            return self.events.setdefault((namespace, name), threading.Event())
+
+
+WAKES = _Wakes()
+
+
+class ResourceSource:
+    """The desired state: the custom resource as the API server has it now, parsed by
+    `parse_resource` (raises `ResourceError` naming the field)."""
+
+    def __init__(self, api: client.ApiClient, kind: Kind, namespace: str, name: str) -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self.kind, self.namespace, self.name = kind, namespace, name
+        self.body: dict[str, Any] = {}
+        self.resource: ClusterResource | None = None
+
+    def fetch(self) -> ClusterResource:
+        """Read and parse the resource; raises `ApiException` (404 once deleted) or
+        `ResourceError`."""
+        self.body = self._objects.get_namespaced_custom_object(  # type: ignore[assignment]
+            GROUP, VERSION, self.namespace, self.kind.plural, self.name
+        )
+        self.resource = parse_resource(self.body)
+        return self.resource
+
+    def parsed(self) -> ClusterResource:
+        if self.resource is None:
+            return self.fetch()
+        return self.resource
+
+    def current(self) -> ClusterSpec:
+        resource = self.fetch()
+        return resource.spec.cluster_spec(resource.name)
+
+    @property
+    def generation(self) -> int | None:
+        generation = (self.body.get("metadata") or {}).get("generation")
+        return int(generation) if generation is not None else None
+
+
+class ResourceStatusSink:
+    """Each pass's status, patched into the resource's `/status` (camelCase)."""
+
+    def __init__(self, source: ResourceSource) -> None:
+        self.source = source
+        self._objects = client.CustomObjectsApi(source._objects.api_client)
+
+    def record(self, status: ClusterStatus) -> None:
+        voters = [m for m in status.members if m.role in (Role.LEADER, Role.FOLLOWER)]
+        full = ResourceStatus.model_validate(
+            {
+                **status.model_dump(),
+                "ready_members": sum(1 for m in voters if m.healthy),
+                "leader": next((m.name for m in voters if m.role == Role.LEADER), None),
+                "observed_generation": self.source.generation,
+            }
+        )
+        self.patch(full)
+
+    def patch(self, status: ResourceStatus) -> None:
+        """Raises OSError when the API server refuses it, as the reconciler's sink contract
+        asks."""
+        body = {"status": status.model_dump(mode="json", by_alias=True)}
+        try:
+            self._objects.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                self.source.namespace,
+                self.source.kind.plural,
+                self.source.name,
+                body,
+            )
+        except ApiException as error:
+            raise OSError(f"status of {self.source.name} not written: {error.reason}") from error
+
+
+def invalid_status(
+    body: dict[str, Any], error: ResourceError, generation: int | None
+) -> ResourceStatus:
+    """The status of a resource whose spec can't be parsed: Degraded, reason InvalidSpec, the
+    parse error as the message; the members last reported are kept."""
+    last = body.get("status") or {}
+    spec = body.get("spec") or {}
+    now = time.time()
+    message = str(error)
+    return ResourceStatus.model_validate(
+        {
+            **last,
+            "name": body["metadata"]["name"],
+            "store": "etcd" if body.get("kind") == Kind.ETCD.value else "zookeeper",
+            "version": str(last.get("version") or spec.get("version") or ""),
+            "members": last.get("members") or [],
+            "desiredMembers": last.get("desiredMembers") or 0,
+            "phase": "Degraded",
+            "quorum": bool(last.get("quorum")),
+            "connectString": last.get("connectString") or "",
+            "step": StepStatus(kind="Wait", reason=f"the spec can't be acted on: {message}"),
+            "error": message,
+            "conditions": [
+                c
+                for c in last.get("conditions") or []
+                if c.get("type") != ConditionType.DEGRADED.value
+            ]
+            + [
+                Condition(
+                    type=ConditionType.DEGRADED,
+                    status="True",
+                    reason="InvalidSpec",
+                    message=message,
+                    last_transition_time=rfc3339(now),
+                )
+            ],
+            "updatedAt": now,
+            "observedGeneration": generation,
+        }
+    )
+
+
+def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str:
+    """The ZooKeeper superuser's password: from its Secret, which is created once with a fresh
+    random password and never rewritten."""
+    core = client.CoreV1Api(api)
+    name = Names(resource.name).superuser_secret
+    try:
+        secret: Any = core.read_namespaced_secret(name, resource.namespace)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        body = superuser_secret(resource, secrets.token_urlsafe(24))
+        try:
+            core.create_namespaced_secret(resource.namespace, body)  # type: ignore[arg-type]
+        except ApiException as exists:
+            if exists.status != 409:
+                raise
+        secret = core.read_namespaced_secret(name, resource.namespace)
+    return base64.b64decode(secret.data["password"]).decode()
+
+
+def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
+    """An Event on the resource for a membership change, reason the step's kind."""
+    metadata = body["metadata"]
+    now = datetime.now(UTC)
+    event = {
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        "involvedObject": {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+        },
+        "reason": type(step).__name__,
+        "message": step.reason,
+        "type": "Normal",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "quorumkeeper-operator"},
+    }
+    client.CoreV1Api(api).create_namespaced_event(metadata["namespace"], event)  # type: ignore[arg-type]
+
+
+class ClusterDaemon:
+    """One cluster resource's loop: parse, reconcile one step, sleep until woken."""
+
+    def __init__(self, api: client.ApiClient, kind: Kind, namespace: str, name: str) -> None:
+        self.api = api
+        self.source = ResourceSource(api, kind, namespace, name)
+        self.sink = ResourceStatusSink(self.source)
+        self.reconciler: Reconciler | None = None
+        self.wake = WAKES.of(namespace, name)
+
+    def _reconciler(self, resource: ClusterResource) -> Reconciler:
+        if self.reconciler is None:
+            password = (
+                _superuser_password(self.api, resource) if resource.kind is Kind.ZOOKEEPER else None
+            )
+            spec = resource.spec.cluster_spec(resource.name)
+            backend = backend_for(spec, password or "")
+            backend = dataclasses.replace(backend, rules=kubernetes_rules(backend.rules))
+            runtime = KubernetesRuntime(self.api, self.source.parsed, password)
+            self.reconciler = Reconciler(self.source, backend, runtime, self.sink, hold_store=True)
+        return self.reconciler
+
+    def pass_once(self) -> float:
+        """One pass; returns the seconds until the next unless woken."""
+        try:
+            resource = self.source.fetch()
+        except ResourceError as error:
+            LOG.warning(
+                "%s/%s: spec not acted on: %s", self.source.namespace, self.source.name, error
+            )
+            try:
+                self.sink.patch(invalid_status(self.source.body, error, self.source.generation))
+            except OSError as failed:
+                LOG.warning("%s", failed)
+            return IDLE_INTERVAL
+        reconciler = self._reconciler(resource)
+        try:
+            step = reconciler.run_once()
+        except Exception:
+            LOG.exception("%s/%s: pass failed", self.source.namespace, self.source.name)
+            return BUSY_INTERVAL
+        if step.changes_membership:
+            _announce(self.api, self.source.body, step)
+        LOG.info(
+            "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
+        )
+        return IDLE_INTERVAL if isinstance(step, Wait | Done) else BUSY_INTERVAL
+
+    def run(self, stopped: kopf.DaemonStopped) -> None:
+        try:
+            while not stopped:
+                try:
+                    interval = self.pass_once()
+                except ApiException as error:
+                    if error.status == 404:
+                        return  # deleted: the finalizer takes over
+                    LOG.warning("%s: API error %s", self.source.name, error.reason)
+                    interval = BUSY_INTERVAL
+                self.wake.wait(interval)
+                self.wake.clear()
+        finally:
+            if self.reconciler is not None:
+                self.reconciler.close()
+
+
+def _api() -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+@kopf.on.login(registry=registry)
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.startup(registry=registry)
+def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf keeps its own progress in annotations: the status belongs to the reconciler, and a
+    structural schema would prune kopf's fields from it anyway."""
+    settings.persistence.finalizer = f"{GROUP}/pvc-retention"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.enabled = False  # kopf's log lines are no Events; membership changes are
+
+
+def _daemon(kind: Kind) -> None:
+    @kopf.daemon(GROUP, VERSION, kind.plural, registry=registry, cancellation_timeout=30)
+    def run_cluster(
+        *, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
+        ClusterDaemon(_api(), kind, namespace or "default", name).run(stopped)
+
+    @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry)
+    def retain_or_delete(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        """`pvcRetention.whenDeleted`: Delete removes the members' PVCs; Retain keeps them,
+        marked released so a later cluster of the same name never starts on them."""
+        policy = (body.get("spec") or {}).get("pvcRetention") or {}
+        core = client.CoreV1Api(_api())
+        namespace = namespace or "default"
+        labels = selector_of(kind, name)
+        claims: Any = core.list_namespaced_persistent_volume_claim(namespace, label_selector=labels)
+        for claim in claims.items:
+            if policy.get("whenDeleted") == "Delete":
+                core.delete_namespaced_persistent_volume_claim(claim.metadata.name, namespace)
+            else:
+                why = f"cluster {namespace}/{name} deleted; kept by pvcRetention.whenDeleted"
+                patch = {"metadata": {"annotations": {RELEASED: why}}}
+                core.patch_namespaced_persistent_volume_claim(claim.metadata.name, namespace, patch)
+
+
+def selector_of(kind: Kind, name: str) -> str:
+    """The label selector of cluster `name`'s pods and PVCs (`objects.selector`'s labels)."""
+    return f"{LABEL_NAME}={kind.spec_model.store.value},{LABEL_INSTANCE}={name}"
+
+
+for _kind in Kind:
+    _daemon(_kind)
+
+
+def _wake(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    instance = labels.get(LABEL_INSTANCE)
+    if instance and namespace:
+        WAKES.of(namespace, instance).set()
+
+
+_CHILD = {LABEL_INSTANCE: kopf.PRESENT}
+for _resource in ("pods", "persistentvolumeclaims"):
+    kopf.on.event("", "v1", _resource, labels=_CHILD, registry=registry)(_wake)
+kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
+
+
+def run(namespaces: list[str]) -> None:
+    """Run the operator until stopped: every namespace, or only `namespaces`."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # a line per watch event
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+    )

@@ -1,0 +1,369 @@
+"""Members as the pods of one cluster resource's StatefulSet, their data as its PVCs.
+
+`KubernetesRuntime` is the `Runtime` the shared reconciler drives on Kubernetes: it renders the
+cluster's objects (`render.cluster_objects`) and applies them server-side, raises or lowers the
+StatefulSet's replicas, and reads pods and PVCs back. It decides nothing: the planner picks each
+step. A StatefulSet only ever adds or removes its highest ordinal, which the planner is told
+through `JoinRules.removes_highest_ordinal_only` (`kubernetes_rules`).
+
+Data identity: once a member has joined (the store saw it healthy), its PVC gets the annotation
+`quorumkeeper.io/identity` = `<cluster uid>/<pod>` and the StatefulSet lists the pod under
+`quorumkeeper.io/joined`. A PVC missing, or present without that identity for a pod that has
+joined, is a member whose data is gone (replaced under a new identity); a pod restart keeps both
+and reads as data kept. A PVC annotated for another cluster UID (left from an older cluster of the
+same name) or marked released by this one is never started on: `start` releases it first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence, Set
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement, selector
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects
+from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
+from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
+
+FIELD_MANAGER = "quorumkeeper-operator"
+IDENTITY = "quorumkeeper.io/identity"
+"""On a member's PVC once it has joined: `<cluster uid>/<pod>`."""
+RELEASED = "quorumkeeper.io/released"
+"""On a PVC whose member left or lost it: why. Such a PVC is never started on again."""
+JOINED = "quorumkeeper.io/joined"
+"""On the StatefulSet: the pods whose member has joined, comma-separated."""
+CLAIM_TEMPLATE = "data"
+BOOT_GRACE_SECONDS = 30.0
+"""A container started this recently that does not answer yet is still loading its data."""
+
+
+def kubernetes_rules(rules: JoinRules) -> JoinRules:
+    """A store's join rules on a StatefulSet, which shrinks from its highest ordinal only."""
+    return dataclasses.replace(rules, removes_highest_ordinal_only=True)
+
+
+def claim_name(endpoint: Endpoint) -> str:
+    """The PVC the StatefulSet makes for `endpoint`'s pod: `<template>-<pod>` (StatefulSet
+    controller, `getPersistentVolumeClaimName`)."""
+    return f"{CLAIM_TEMPLATE}-{endpoint.name}"
+
+
+def _container(kind: Kind) -> str:
+    return "etcd" if kind is Kind.ETCD else "zookeeper"
+
+
+def _annotations(obj: Any) -> dict[str, str]:
+    return dict(obj.metadata.annotations or {})
+
+
+def _only_joiner_ids(data: dict[str, str], endpoint: Endpoint) -> dict[str, str]:
+    """The ConfigMap's data with ZooKeeper's server id (`myid.<pod>`) for the starting member
+    alone: a member that has joined keeps its id on its volume, so a pod whose volume was
+    replaced finds none, never starts under its old id with an empty log, and reads as data
+    lost until the operator gives it a new identity."""
+    own = f"myid.{endpoint.name}"
+    return {key: value for key, value in data.items() if not key.startswith("myid.") or key == own}
+
+
+class KubernetesRuntime:
+    """The `Runtime` of one cluster resource. `resource` gives the resource as last parsed (the
+    desired-state source re-reads it every pass); `superuser_password` is ZooKeeper's (None for
+    etcd)."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        resource: Callable[[], ClusterResource],
+        superuser_password: str | None = None,
+    ) -> None:
+        self._resource = resource
+        self._password = superuser_password
+        self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
+        first = resource()
+        self.namespace = first.namespace
+        self.name = first.name
+        self.placement: Placement = placement(first)
+
+    # What is there.
+
+    def _selector(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in selector(self._resource()).items())
+
+    def _pods(self) -> dict[str, Any]:
+        pods: Any = self._core.list_namespaced_pod(self.namespace, label_selector=self._selector())
+        return {pod.metadata.name: pod for pod in pods.items}
+
+    def _claims(self) -> dict[str, Any]:
+        claims: Any = self._core.list_namespaced_persistent_volume_claim(
+            self.namespace, label_selector=self._selector()
+        )
+        return {claim.metadata.name: claim for claim in claims.items}
+
+    def _statefulset(self) -> Any | None:
+        try:
+            return self._apps.read_namespaced_stateful_set(self.name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _joined(self, statefulset: Any | None) -> set[str]:
+        if statefulset is None:
+            return set()
+        listed = _annotations(statefulset).get(JOINED, "")
+        return {name for name in listed.split(",") if name}
+
+    def _set_joined(self, joined: set[str]) -> None:
+        body = {"metadata": {"annotations": {JOINED: ",".join(sorted(joined))}}}
+        self._apps.patch_namespaced_stateful_set(self.name, self.namespace, body)
+
+    def identity(self, endpoint: Endpoint) -> str:
+        return f"{self._resource().uid}/{endpoint.name}"
+
+    def _usable(self, claim: Any | None, endpoint: Endpoint, joined: Set[str]) -> bool:
+        """Whether `claim` holds `endpoint`'s member's own data (or a joiner's fresh volume)."""
+        if claim is None or claim.metadata.deletion_timestamp is not None:
+            return False
+        annotations = _annotations(claim)
+        if RELEASED in annotations:
+            return False
+        owner = annotations.get(IDENTITY)
+        if owner is None:
+            return endpoint.name not in joined  # a joined member's volume was replaced
+        return owner == self.identity(endpoint)
+
+    def endpoints(self) -> Iterable[Endpoint]:
+        names = set(self._pods())
+        names.update(
+            name.removeprefix(f"{CLAIM_TEMPLATE}-")
+            for name, claim in self._claims().items()
+            if RELEASED not in _annotations(claim)
+        )
+        return [e for name in names if (e := self.placement.named(name)) is not None]
+
+    def observe(
+        self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool
+    ) -> tuple[Slot, ...]:
+        """Running = the store's container is running in a pod not being deleted; has_data =
+        the PVC holds this member's own data. With `judge`, a member the store saw healthy
+        gets its identity written on its PVC and joins the StatefulSet's joined list."""
+        pods, claims = self._pods(), self._claims()
+        statefulset = self._statefulset()
+        joined = self._joined(statefulset)
+        container = _container(self._resource().kind)
+        slots = []
+        newly_joined = set()
+        for endpoint in endpoints:
+            pod = pods.get(endpoint.name)
+            claim = claims.get(claim_name(endpoint))
+            status = self._container_status(pod, container)
+            running = status is not None and status.state.running is not None
+            has_data = self._usable(claim, endpoint, joined)
+            if judge and running and claim is not None and has_data and endpoint in answered:
+                if IDENTITY not in _annotations(claim):
+                    self._annotate_claim(claim.metadata.name, {IDENTITY: self.identity(endpoint)})
+                if endpoint.name not in joined:
+                    newly_joined.add(endpoint.name)
+            slots.append(self._slot(endpoint, pod, status, running, has_data, answered))
+        if newly_joined and statefulset is not None:
+            self._set_joined(joined | newly_joined)
+        return tuple(slots)
+
+    @staticmethod
+    def _container_status(pod: Any | None, container: str) -> Any | None:
+        if pod is None or pod.metadata.deletion_timestamp is not None:
+            return None
+        statuses = pod.status.container_statuses or []
+        return next((s for s in statuses if s.name == container), None)
+
+    @staticmethod
+    def _slot(
+        endpoint: Endpoint,
+        pod: Any | None,
+        status: Any | None,
+        running: bool,
+        has_data: bool,
+        answered: Set[Endpoint],
+    ) -> Slot:
+        """The slot as the kubelet reports it: restarts are its own (and so is the backoff),
+        a pod the scheduler can't place is blocked."""
+        last_error = None
+        failed = 0
+        booting = False
+        if status is not None:
+            if status.state.running is not None:
+                started = status.state.running.started_at
+                age = (datetime.now(UTC) - started).total_seconds() if started else 0.0
+                booting = endpoint not in answered and age < BOOT_GRACE_SECONDS
+            else:
+                failed = status.restart_count or 0
+            waiting = status.state.waiting
+            terminated = status.last_state.terminated if status.last_state else None
+            if waiting is not None and waiting.reason:
+                last_error = f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
+            elif terminated is not None:
+                last_error = f"exited {terminated.exit_code} ({terminated.reason})"
+        blocked = None
+        if pod is not None and not running:
+            scheduled = next(
+                (c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None
+            )
+            if scheduled is not None and scheduled.status == "False":
+                blocked = f"pod {endpoint.name} can't be scheduled: {scheduled.message}"
+        return Slot(
+            endpoint,
+            running=running,
+            has_data=has_data,
+            booting=booting,
+            starts=(status.restart_count or 0) + 1 if status is not None else 0,
+            failed_starts=failed,
+            last_error=last_error,
+            blocked_by=blocked,
+        )
+
+    # What changes.
+
+    def _annotate_claim(self, name: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        self._core.patch_namespaced_persistent_volume_claim(name, self.namespace, body)
+
+    def _apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply of one rendered object, owned by the operator's field manager."""
+        name, kind = obj["metadata"]["name"], obj["kind"]
+        arguments: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "force": True,
+            "_content_type": "application/apply-patch+yaml",
+        }
+        if kind == "StatefulSet":
+            self._apps.patch_namespaced_stateful_set(name, self.namespace, obj, **arguments)
+        elif kind == "ConfigMap":
+            self._core.patch_namespaced_config_map(name, self.namespace, obj, **arguments)
+        elif kind == "Service":
+            self._core.patch_namespaced_service(name, self.namespace, obj, **arguments)
+        elif kind == "PodDisruptionBudget":
+            client.PolicyV1Api(self._apps.api_client).patch_namespaced_pod_disruption_budget(
+                name, self.namespace, obj, **arguments
+            )
+        elif kind != "Secret":  # the superuser Secret is created once, never rewritten
+            raise ValueError(f"no way to apply a {kind}")
+
+    def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
+        """Write the membership `endpoint` joins with into the ConfigMap and raise the
+        StatefulSet's replicas to cover it. A pod the replicas already cover is the
+        kubelet's to restart (its first start's ConfigMap stays as it was); a PVC that is not
+        this member's own is released first, so the pod starts on a fresh volume."""
+        resource = self._resource()
+        claim = self._claims().get(claim_name(endpoint))
+        statefulset = self._statefulset()
+        joined = self._joined(statefulset)
+        replicas = statefulset.spec.replicas or 0 if statefulset is not None else 0
+        usable = claim is not None and self._usable(claim, endpoint, joined)
+        if replicas > endpoint.ordinal and (usable or claim is None):
+            return  # its pod is the StatefulSet's to make and the kubelet's to restart
+        if bootstrap and resource.kind is Kind.ZOOKEEPER:
+            # A one-server dynamic config starts a one-voter ensemble as the first server id,
+            # as the local launcher does; the store assigns every later id.
+            peers = [
+                dataclasses.replace(p, member_id=p.member_id or str(FIRST_SERVER_ID)) for p in peers
+            ]
+        voters = max(1, len(peers) - (0 if bootstrap else 1))
+        membership = Membership(
+            tuple(peers),
+            replicas=max(replicas, endpoint.ordinal + 1),
+            voters_now=voters,
+            voters_after=resource.spec.members,
+            bootstrap=bootstrap,
+        )
+        for obj in cluster_objects(resource, membership, self._password):
+            if obj["kind"] == "ConfigMap":
+                obj["data"] = _only_joiner_ids(obj["data"], endpoint)
+            self._apply(obj)
+        if claim is not None and not usable:  # after the ConfigMap: the new pod reads it
+            if claim.metadata.deletion_timestamp is None:
+                self._release(claim, "not this member's data: a fresh volume is made")
+            self._delete_pod(endpoint)
+            self._forget(endpoint)
+
+    def stop(self, endpoint: Endpoint) -> None:
+        """Lower the replicas below `endpoint`, which must be the highest pod: a StatefulSet
+        removes its highest ordinal only (the planner's `removes_highest_ordinal_only`)."""
+        statefulset = self._statefulset()
+        if statefulset is None or (statefulset.spec.replicas or 0) <= endpoint.ordinal:
+            return  # already lowered: the kubelet is stopping it
+        if statefulset.spec.replicas > endpoint.ordinal + 1:
+            raise RuntimeError(
+                f"can't stop {endpoint.name} while the StatefulSet keeps "
+                f"{statefulset.spec.replicas} pods: it removes its highest ordinal only"
+            )
+        body = {"spec": {"replicas": endpoint.ordinal}}
+        self._apps.patch_namespaced_stateful_set(self.name, self.namespace, body)
+
+    def _delete_pod(self, endpoint: Endpoint) -> None:
+        try:
+            self._core.delete_namespaced_pod(endpoint.name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _release(self, claim: Any, why: str) -> str:
+        """Keep the claim's volume (reclaim policy Retain) and delete the claim, so no member
+        starts on it again and a person can still reach the data; returns where it is."""
+        volume = claim.spec.volume_name
+        if volume:
+            self._core.patch_persistent_volume(
+                volume, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}}
+            )
+        self._annotate_claim(claim.metadata.name, {RELEASED: why})
+        try:
+            self._core.delete_namespaced_persistent_volume_claim(
+                claim.metadata.name, self.namespace
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        return f"PersistentVolume {volume or '(unbound)'}, reclaim policy Retain"
+
+    def _forget(self, endpoint: Endpoint) -> None:
+        statefulset = self._statefulset()
+        joined = self._joined(statefulset)
+        if endpoint.name in joined:
+            self._set_joined(joined - {endpoint.name})
+
+    def set_aside(self, endpoint: Endpoint, why: str) -> str:
+        """Keep the member's volume (Retain) and release its PVC; its pod is deleted so the
+        StatefulSet makes it again with a fresh volume."""
+        claim = self._claims().get(claim_name(endpoint))
+        where = "no PVC left"
+        if claim is not None:
+            where = self._release(claim, why)
+        self._delete_pod(endpoint)
+        self._forget(endpoint)
+        return where
+
+    def discard(self, endpoint: Endpoint) -> None:
+        """The scale-down retention policy for a member that left and stopped: Delete removes
+        its PVC, Retain keeps it marked released, so no later member ever starts on it. Its pod
+        goes too: a removed etcd member exits by itself and reads as stopped while the kubelet
+        would restart it, and the replicas must drop below it before the next removal."""
+        self.stop(endpoint)
+        claim = self._claims().get(claim_name(endpoint))
+        if claim is not None:
+            if self._resource().spec.pvc_retention.when_scaled == "Delete":
+                try:
+                    self._core.delete_namespaced_persistent_volume_claim(
+                        claim.metadata.name, self.namespace
+                    )
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+            else:
+                why = f"{endpoint.name} left the membership; kept by pvcRetention.whenScaled"
+                self._annotate_claim(claim.metadata.name, {RELEASED: why})
+        self._forget(endpoint)

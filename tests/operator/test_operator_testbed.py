@@ -1,0 +1,445 @@
+"""The operator end to end on the real-node test bed: `kubectl scale` of an EtcdCluster and a
+ZookeeperCluster while a writer runs, the store's membership equal to the pods after every step,
+no existing pod restarted, and no acknowledged write lost.
+
+The operator runs as `quorumkeeper operator` outside the pods (the test bed has no kube-proxy,
+so nothing in a pod reaches the API server), in a mount namespace of its own whose
+`/etc/resolv.conf` names the test bed's CoreDNS: it resolves members by their pod DNS names as it
+would in a cluster. The test process itself has no cluster DNS; its store clients (the writer,
+the membership checks) resolve pod DNS names through the API server instead
+(`api_resolver`, a fake resolver named as such).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quorumkeeper.model import Endpoint
+from quorumkeeper.runtimes.kubernetes.crd import crds
+from quorumkeeper.runtimes.kubernetes.objects import Names
+from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
+from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
+from quorumkeeper.stores.base import CoordinationStore
+from quorumkeeper.stores.etcd.client import EtcdStore
+from quorumkeeper.stores.zookeeper.client import ZookeeperStore
+from quorumkeeper.versions import ETCD_VERSION, ZOOKEEPER_VERSION
+from testbed.cluster import Cluster
+from testbed.kube import ApiError, Kube, Obj, ns_path
+from testbed.network import BRIDGE_IP
+from tests.acceptance.harness import Writer
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.operator, pytest.mark.testbed]
+
+CLUSTER_DOMAIN_SUFFIX = ".svc.cluster.local"
+STEP_TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="module")
+def crds_installed(testbed_cluster: Cluster) -> None:
+    testbed_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(crds()))
+    testbed_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
+@pytest.fixture
+def bed_namespace(
+    kube: Kube, crds_installed: None, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace on the test bed, deleted afterwards."""
+    name = f"op-{request.node.name[5:30].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    wait_until(
+        lambda: _exists(kube, ns_path(name, "serviceaccounts", "default")), 30, "ServiceAccount"
+    )
+    yield name
+    kube.delete(f"/api/v1/namespaces/{name}")
+
+
+def _exists(kube: Kube, path: str) -> bool:
+    try:
+        kube.get(path)
+    except ApiError:
+        return False
+    return True
+
+
+@pytest.fixture
+def api_resolver(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake resolver for this process only: `<pod>.<service>.<ns>.svc.cluster.local` is the
+    pod's IP as the API server reports it (the test process is outside the cluster's DNS)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(CLUSTER_DOMAIN_SUFFIX):
+            pod, _, rest = host.partition(".")
+            namespace = rest.split(".")[1]
+            try:
+                ip = kube.get(ns_path(namespace, "pods", pod))["status"].get("podIP")
+            except ApiError:
+                ip = None
+            if not ip:
+                raise socket.gaierror(socket.EAI_NONAME, f"no pod IP for {host}")
+            host = ip
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@dataclass
+class OperatorProcess:
+    """`quorumkeeper operator` for one namespace, with the test bed's CoreDNS as its resolver."""
+
+    cluster: Cluster
+    namespace: str
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "operator.log"
+
+    def start(self) -> None:
+        resolv = self.folder / "resolv.conf"
+        resolv.write_text(f"nameserver {BRIDGE_IP}\noptions ndots:1 timeout:1\n")
+        command = (
+            f"mount --bind {resolv} /etc/resolv.conf && exec {sys.executable} -m quorumkeeper "
+            f"operator --namespace {self.namespace}"
+        )
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it by its PID (the `sh` execs the operator, so the PID is the operator's)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def operator(
+    testbed_cluster: Cluster, bed_namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    running = OperatorProcess(testbed_cluster, bed_namespace, tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        print(f"operator log ({running.log}):\n{running.tail(40)}")
+
+
+@dataclass
+class ClusterUnderTest:
+    """One cluster resource on the test bed, as the writer and the checks see it."""
+
+    kube: Kube
+    cluster: Cluster
+    kind: Kind
+    namespace: str
+    name: str
+    password: Callable[[], str]
+
+    @property
+    def placement(self) -> ServiceDnsPlacement:
+        return ServiceDnsPlacement(self.name, Names(self.name).peer_service, self.namespace)
+
+    def endpoints(self, count: int = 6) -> list[Endpoint]:
+        return [self.placement.endpoint(n) for n in range(count)]
+
+    def client(self, timeout: float = 2.0) -> CoordinationStore:
+        if self.kind is Kind.ETCD:
+            return EtcdStore(self.endpoints(), timeout=timeout)
+        return ZookeeperStore(self.endpoints(), password=self.password(), timeout=timeout)
+
+    def resource(self) -> Obj:
+        return self.kube.get(ns_path(self.namespace, self.kind.plural, self.name, API_VERSION))
+
+    def pods(self) -> dict[str, Obj]:
+        pods = self.kube.get(
+            ns_path(self.namespace, "pods"), labelSelector=f"app.kubernetes.io/instance={self.name}"
+        )["items"]
+        return {p["metadata"]["name"]: p for p in pods if "deletionTimestamp" not in p["metadata"]}
+
+    def membership(self) -> set[str]:
+        store = self.client()
+        try:
+            members = store.members()
+        finally:
+            store.close()
+        located = {m.address: self.placement.locate(m.address) for m in members}
+        return {e.name for e in located.values() if e is not None}
+
+    def membership_differs(self, before: set[str]) -> bool:
+        return self.membership() != before
+
+    def settled(self, members: int) -> dict[str, Obj] | None:
+        """The pods once the resource reports `members` ready voters, its step Done, and the
+        pods and the store's membership agree; None until then."""
+        status = self.resource().get("status") or {}
+        if (
+            status.get("readyMembers") != members
+            or (status.get("step") or {}).get("kind") != "Done"
+        ):
+            return None
+        pods = self.pods()
+        ready = {
+            name
+            for name, pod in pods.items()
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in pod["status"].get("conditions") or []
+            )
+        }
+        if len(pods) != members or ready != set(pods):
+            return None
+        if self.membership() != set(pods):
+            return None
+        return pods
+
+    def scale(self, members: int) -> None:
+        self.cluster.kubectl(
+            "scale",
+            "-n",
+            self.namespace,
+            f"{self.kind.short_name}/{self.name}",
+            f"--replicas={members}",
+        )
+
+
+def _identity(pods: dict[str, Obj]) -> dict[str, tuple[str, int]]:
+    """Each pod's UID and its containers' restart count."""
+    return {
+        name: (
+            pod["metadata"]["uid"],
+            sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or []),
+        )
+        for name, pod in pods.items()
+    }
+
+
+def _create(
+    kube: Kube, cluster: Cluster, kind: Kind, namespace: str, members: int
+) -> ClusterUnderTest:
+    name = "orders" if kind is Kind.ETCD else "locks"
+    version = ETCD_VERSION if kind is Kind.ETCD else ZOOKEEPER_VERSION
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": kind.value,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "members": members,
+            "version": version,
+            "storage": {"size": "1Gi"},
+            # Five members on three nodes: spread where possible.
+            "antiAffinity": "Preferred",
+            "pvcRetention": {"whenScaled": "Delete", "whenDeleted": "Delete"},
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
+
+    def password() -> str:
+        import base64
+
+        secret = kube.get(ns_path(namespace, "secrets", Names(name).superuser_secret))
+        return base64.b64decode(secret["data"]["password"]).decode()
+
+    return ClusterUnderTest(kube, cluster, kind, namespace, name, password)
+
+
+def _scale_up_and_down(
+    target: ClusterUnderTest,
+    operator: OperatorProcess,
+    start: int,
+    peak: int,
+    *,
+    kill_midway: bool = False,
+) -> None:
+    """`start` -> `peak` -> `start` by `kubectl scale`, checked after each step. With
+    `kill_midway`, the operator is SIGKILLed as soon as the store's membership first changes in
+    each direction, and started again."""
+    timings: dict[str, float] = {}
+    began = time.monotonic()
+    try:
+        pods = wait_until(lambda: target.settled(start), STEP_TIMEOUT, f"{start} members")
+    except AssertionError:
+        raise AssertionError(f"not settled at {start}; operator log:\n{operator.tail()}") from None
+    timings[f"apply -> {start} settled"] = time.monotonic() - began
+    before = _identity(pods)
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        for members in (peak, start):
+            began = time.monotonic()
+            target.scale(members)
+            if kill_midway:
+                wait_until(
+                    functools.partial(target.membership_differs, set(pods)),
+                    STEP_TIMEOUT,
+                    "the first membership change",
+                )
+                operator.stop(signal.SIGKILL)
+                print(f"operator killed at membership {sorted(target.membership())}")
+                operator.start()
+            try:
+                pods = wait_until(
+                    functools.partial(target.settled, members), STEP_TIMEOUT, f"{members} members"
+                )
+            except AssertionError:
+                raise AssertionError(
+                    f"not settled at {members}; operator log:\n{operator.tail()}"
+                ) from None
+            timings[f"scale -> {members} settled"] = time.monotonic() - began
+            now = _identity(pods)
+            kept = {name: now.get(name) for name in before}
+            assert kept == before, f"existing pods restarted or replaced: {before} -> {kept}"
+    writer.assert_nothing_lost()
+    assert "pass failed" not in operator.log.read_text(), operator.tail()
+    events = target.kube.get(
+        ns_path(target.namespace, "events"), fieldSelector=f"involvedObject.name={target.name}"
+    )["items"]
+    reasons = {event["reason"] for event in events}
+    assert {"AddLearner", "Promote", "RemoveMember"} <= reasons, reasons
+    print(
+        f"{target.kind.value} {start} -> {peak} -> {start}: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        + f"; {len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
+        f"longest gap {writer.longest_gap:.2f}s"
+    )
+
+
+def _deleted_with_its_volumes(target: ClusterUnderTest, operator: OperatorProcess) -> None:
+    """Deleting the resource goes through the operator's finalizer, which applies
+    `pvcRetention.whenDeleted: Delete`: the resource and every member PVC are gone."""
+    target.kube.delete(ns_path(target.namespace, target.kind.plural, target.name, API_VERSION))
+
+    def gone() -> bool:
+        claims = target.kube.get(
+            ns_path(target.namespace, "persistentvolumeclaims"),
+            labelSelector=f"app.kubernetes.io/instance={target.name}",
+        )["items"]
+        path = ns_path(target.namespace, target.kind.plural, target.name, API_VERSION)
+        return not claims and not _exists(target.kube, path)
+
+    try:
+        wait_until(gone, 120, f"{target.name} and its PVCs deleted")
+    except AssertionError:
+        raise AssertionError(f"not deleted; operator log:\n{operator.tail()}") from None
+
+
+def test_etcd_scales_3_5_3_with_kubectl_scale(
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3)
+    _scale_up_and_down(target, operator, 3, 5)
+    _deleted_with_its_volumes(target, operator)
+
+
+def test_zookeeper_scales_2_3_2_with_kubectl_scale(
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, Kind.ZOOKEEPER, bed_namespace, 2)
+    _scale_up_and_down(target, operator, 2, 3)
+    _deleted_with_its_volumes(target, operator)
+
+
+@pytest.mark.parametrize(("kind", "start", "peak"), [(Kind.ETCD, 3, 5), (Kind.ZOOKEEPER, 2, 3)])
+def test_the_operator_killed_in_the_middle_of_scaling_resumes(
+    kind: Kind,
+    start: int,
+    peak: int,
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, kind, bed_namespace, start)
+    _scale_up_and_down(target, operator, start, peak, kill_midway=True)
+
+
+@pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
+def test_a_member_whose_pod_and_pvc_are_deleted_rejoins_under_a_new_identity(
+    kind: Kind,
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, kind, bed_namespace, 3)
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    before = _identity(pods)
+    store = target.client()
+    try:
+        old_ids = {target.placement.locate(m.address): m.id for m in store.members()}
+    finally:
+        store.close()
+    victim = target.placement.endpoint(1)
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        began = time.monotonic()
+        kube.delete(ns_path(bed_namespace, "persistentvolumeclaims", f"data-{victim.name}"))
+        kube.delete(ns_path(bed_namespace, "pods", victim.name))
+
+        def rejoined() -> dict[str, Obj] | None:
+            settled = target.settled(3)
+            if settled is None or settled[victim.name]["metadata"]["uid"] == before[victim.name][0]:
+                return None
+            return settled
+
+        try:
+            pods = wait_until(rejoined, STEP_TIMEOUT, f"{victim.name} replaced")
+        except AssertionError:
+            raise AssertionError(f"not replaced; operator log:\n{operator.tail()}") from None
+        took = time.monotonic() - began
+    writer.assert_nothing_lost()
+    store = target.client()
+    try:
+        new_ids = {target.placement.locate(m.address): m.id for m in store.members()}
+    finally:
+        store.close()
+    assert new_ids[victim] != old_ids[victim], "the wiped member kept its old identity"
+    others = {name: ident for name, ident in _identity(pods).items() if name != victim.name}
+    assert others == {name: i for name, i in before.items() if name != victim.name}
+    print(
+        f"{victim.name} replaced under a new identity in {took:.1f}s; "
+        f"{len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
+        f"longest gap {writer.longest_gap:.2f}s"
+    )
