@@ -103,7 +103,8 @@ class Reconciler:
         self.hold_store = hold_store
         self.spec = source.current()
         self.config = runtime.configure(self.spec)
-        """The fingerprint of the configuration members of `spec` start with."""
+        """The fingerprint of the configuration members of `spec` start with (None: the
+        runtime does not restart members for a new one)."""
         self.last_error: str | None = None
         """The last refusal or failure, until a step goes through."""
         self.last_status: ClusterStatus | None = None

@@ -33,13 +33,14 @@ class Runtime(Protocol):
         well, which its backoff and failed-start count follow."""
         ...
 
-    def configure(self, spec: ClusterSpec) -> str:
+    def configure(self, spec: ClusterSpec) -> str | None:
         """Start members from now on with `spec`'s version and store settings; returns their
         configuration fingerprint: a stable hash of what reaches a member's process, the same
         for the same version and settings whatever the member's place. `observe` reports in
         `Slot.config` the fingerprint each member was last started with, so a member whose
         fingerprint differs is restarted (`planner.RestartMember`: `stop`, then `start`).
-        Raises nothing for a valid spec and touches no member."""
+        None from a runtime that does not restart members for a new configuration: then no
+        member counts as stale. Raises nothing for a valid spec and touches no member."""
         ...
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:

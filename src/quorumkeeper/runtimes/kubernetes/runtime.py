@@ -28,6 +28,7 @@ from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
 from quorumkeeper.runtimes.kubernetes.objects import Membership, placement, selector
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
+from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
 
 FIELD_MANAGER = "quorumkeeper-operator"
@@ -137,6 +138,13 @@ class KubernetesRuntime:
         if owner is None:
             return endpoint.name not in joined  # a joined member's volume was replaced
         return owner == self.identity(endpoint)
+
+    def configure(self, spec: ClusterSpec) -> None:
+        """Every start renders the resource as it is now, so a new member gets its settings at
+        once. Members already running are not restarted for a changed configuration (through
+        the Eviction API, so it shares the PodDisruptionBudget with drains: not built yet), so
+        none counts as stale."""
+        return None
 
     def endpoints(self) -> Iterable[Endpoint]:
         names = set(self._pods())
