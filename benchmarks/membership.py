@@ -95,7 +95,10 @@ class Rollout:
     rollout_max_write_gap_s: float
     """The longest time between two acknowledged writes, in seconds."""
     rollout_duration_s: float
-    """From the change being made to every member running with it and ready, in seconds."""
+    """From the change being made to every member running with it and ready, in seconds:
+    quorumkeeper's from `apply`'s start (CLI start-up included) to its return, every member
+    healthy and caught up; the seed's from its first stop to its last member passing the
+    seed's readiness probe (ZooKeeper's `ruok` passes before the member rejoins)."""
 
 
 ROLLOUT_CHANGES = {
