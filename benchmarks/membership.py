@@ -8,8 +8,10 @@ process start to it voting, from a leader's kill -9 or SIGSTOP to the next ackno
 and for quorumkeeper also from a wiped member's discovery to its replacement being a healthy
 voter, the keeper's RSS, and for etcd the longest write gap of a NOSPACE recovery
 (`measure_nospace_recovery`). `measure_idle` adds what a keeper costs while nothing happens
-(`--idle-only` measures just that). The baseline (`seed_method.py`) does what the seed did: static
-member lists, changed by hand and loaded by restarting every member, one at a time.
+(`--idle-only` measures just that); `measure_rollout` a settings change rolled out to 3 members
+by `quorumkeeper apply` (`--rollout-only` measures just that). The baseline (`seed_method.py`)
+does what the seed did: static member lists, changed by hand and loaded by restarting every
+member, one at a time; settings rolled out as a StatefulSet RollingUpdate, highest ordinal first.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from tests.acceptance.harness import (
     Writer,
     delete_prefix,
     fill_until_nospace,
+    spec_file,
 )
 from tests.polling import loopback_subnet, wait_until
 
@@ -80,6 +83,48 @@ class Idle:
 IDLE_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """A settings change (`ROLLOUT_CHANGES`) rolled out to 3 members with the writer running."""
+
+    rollout_lost_writes: int
+    """Acknowledged writes the cluster no longer holds afterwards."""
+    rollout_failed_writes: int
+    """Writes the store refused or did not answer within the writer's timeout: never
+    acknowledged, so nothing a client was told is kept."""
+    rollout_max_write_gap_s: float
+    """The longest time between two acknowledged writes, in seconds."""
+    rollout_duration_s: float
+    """From the change being made to every member running with it and ready, in seconds:
+    quorumkeeper's from `apply`'s start (CLI start-up included) to its return, every member
+    healthy and caught up; the seed's from its first stop to its last member passing the
+    seed's readiness probe (ZooKeeper's `ruok` passes before the member rejoins)."""
+
+
+ROLLOUT_CHANGES = {
+    "etcd": {"snapshot_count": 5000},
+    "zookeeper": {"max_client_cnxns": 100},
+}
+"""Per store: the settings rolled out (the store's section of a spec), one that every member
+takes only by a restart: etcd's `--snapshot-count` flag, ZooKeeper's zoo.cfg `maxClientCnxns`."""
+
+ROLLOUT_TARGETS = {
+    "etcd": {
+        "rollout_lost_writes": "0",
+        "rollout_failed_writes": "",
+        "rollout_max_write_gap_s": "<= 0.3",
+        "rollout_duration_s": "",
+    },
+    "zookeeper": {
+        "rollout_lost_writes": "0",
+        "rollout_failed_writes": "",
+        "rollout_max_write_gap_s": "<= 1.5",
+        "rollout_duration_s": "",
+    },
+}
+"""ZooKeeper's gap target is wider: its leader's restart costs an election (issue 15)."""
+
+
 IDLE_TARGETS = {
     "idle_keeper_cpu_percent": "<= 1",
     "idle_store_transactions_per_minute": "0",
@@ -100,6 +145,7 @@ TARGETS = {
         "keeper_rss_mb": "<= 60",
         "nospace_recovery_max_write_gap_s": "",
         "nospace_reclaim_command_s": "",
+        **ROLLOUT_TARGETS["etcd"],
         **IDLE_TARGETS,
     },
     "zookeeper": {
@@ -113,6 +159,7 @@ TARGETS = {
         "hung_leader_recovery_tuned_s": "",
         "replace_s": "",
         "keeper_rss_mb": "<= 60",
+        **ROLLOUT_TARGETS["zookeeper"],
         **IDLE_TARGETS,
     },
 }
@@ -200,9 +247,9 @@ def _keeper_leader_fault(cluster: LocalClusterUnderTest, fault: signal.Signals) 
 
 def measure_quorumkeeper(store: str, workdir: Path) -> Figures:
     small = _scale_under_writes(
-        LocalClusterUnderTest(store, "small", "127.0.89", workdir / "small"), 2, 3
+        LocalClusterUnderTest(store, "small", loopback_subnet(89), workdir / "small"), 2, 3
     )
-    cluster = LocalClusterUnderTest(store, "bench", "127.0.90", workdir / "qk")
+    cluster = LocalClusterUnderTest(store, "bench", loopback_subnet(90), workdir / "qk")
     try:
         scaling = _scale_under_writes(cluster, 3, 5)
         cluster.up(3)
@@ -319,7 +366,7 @@ def measure_idle(store: str, workdir: Path) -> Idle:
 def _tuned_hung_leader(workdir: Path) -> float:
     spec_file = workdir / "tuned.yaml"
     spec_file.write_text(TUNED_ZOOKEEPER)
-    cluster = LocalClusterUnderTest("zookeeper", "tuned", "127.0.92", workdir / "tuned")
+    cluster = LocalClusterUnderTest("zookeeper", "tuned", loopback_subnet(92), workdir / "tuned")
     try:
         cluster.up(3, "--spec-file", str(spec_file))
         return round(_keeper_leader_fault(cluster, signal.SIGSTOP), 3)
@@ -358,6 +405,54 @@ def measure_nospace_recovery(workdir: Path) -> tuple[float, float]:
         cluster.destroy()
 
 
+def _rolled_out(cluster: LocalClusterUnderTest, roll_out: Callable[[], object]) -> Rollout:
+    """The writer's figures while `roll_out` runs on a Ready `cluster` and returns once every
+    member runs with the change, and until the store serves writes again after it."""
+    with Writer(cluster) as writer:
+        wait_until(lambda: writer.ack_times, 10, "a first write")
+        started = time.monotonic()
+        roll_out()
+        duration = time.monotonic() - started
+        _first_ack_after(writer, time.monotonic())
+    return Rollout(
+        rollout_lost_writes=len(writer.lost()),
+        rollout_failed_writes=writer.failed,
+        rollout_max_write_gap_s=round(writer.longest_gap, 3),
+        rollout_duration_s=round(duration, 3),
+    )
+
+
+def measure_rollout(store: str, workdir: Path) -> Rollout:
+    """`quorumkeeper apply` of `ROLLOUT_CHANGES` to a Ready 3-member cluster; `apply` waits
+    until every member runs with it (followers first, the leader last)."""
+    cluster = LocalClusterUnderTest(store, "roll", loopback_subnet(96), workdir / "rollout")
+    try:
+        cluster.up(3)
+        cluster.wait_ready(3)
+        change = str(spec_file(cluster, {store: ROLLOUT_CHANGES[store]}))
+        rollout = _rolled_out(
+            cluster, lambda: cluster.cli("apply", cluster.name, "--spec-file", change)
+        )
+        status = cluster.wait_ready(3)
+        configs = [member["config"] for member in status["members"]]
+        assert configs == ["updated"] * 3, f"every member runs with the change: {configs}"
+        return rollout
+    finally:
+        cluster.cli("down", cluster.name, "--purge", check=False)
+        cluster.destroy()
+
+
+def measure_seed_rollout(store: str, workdir: Path) -> Rollout:
+    """The seed's StatefulSet RollingUpdate of `ROLLOUT_CHANGES` on 3 members
+    (`SeedMethod.roll_out`)."""
+    seed = seed_method(store, loopback_subnet(97), workdir / "seed-rollout")
+    try:
+        seed.bootstrap(3)
+        return _rolled_out(seed.cluster, lambda: seed.roll_out(ROLLOUT_CHANGES[store]))
+    finally:
+        seed.stop_all()
+
+
 def _seed_scaling(store: str, subnet: str, workdir: Path, start: int, peak: int) -> Writer:
     seed = seed_method(store, subnet, workdir)
     try:
@@ -372,8 +467,8 @@ def _seed_scaling(store: str, subnet: str, workdir: Path, start: int, peak: int)
 
 
 def measure_seed_method(store: str, workdir: Path) -> Figures:
-    small = _seed_scaling(store, "127.0.93", workdir / "seed-small", 2, 3)
-    seed = seed_method(store, "127.0.91", workdir / "seed")
+    small = _seed_scaling(store, loopback_subnet(93), workdir / "seed-small", 2, 3)
+    seed = seed_method(store, loopback_subnet(91), workdir / "seed")
     try:
         seed.bootstrap(3)
         with Writer(seed.cluster) as scaling:
@@ -409,41 +504,64 @@ def measure_seed_method(store: str, workdir: Path) -> Figures:
         seed.stop_all()
 
 
+def _report(store: str, out: Path, result: dict[str, Any], targets: dict[str, str]) -> None:
+    """Write `result` as JSON to `out` and print `targets`' rows beside the baseline's."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    table = Table(title=f"membership benchmark: {store}, writer every 10 ms")
+    for column in ("figure", "quorumkeeper", "seed method", "target"):
+        table.add_column(column)
+    for key, target in targets.items():
+        theirs = result["baseline"].get(key)
+        table.add_row(key, str(result[key]), "n/a" if theirs is None else str(theirs), target)
+    Console().print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["etcd", "zookeeper"], default="etcd")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--idle-only", action="store_true", help="measure the idle keeper only")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--idle-only", action="store_true", help="measure the idle keeper only")
+    only.add_argument(
+        "--rollout-only", action="store_true", help="measure the settings rollout only"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
-        idle = measure_idle(args.store, Path(work))
+        workdir = Path(work)
+        if args.rollout_only:
+            rollout = {
+                "store": args.store,
+                **asdict(measure_rollout(args.store, workdir)),
+                "baseline": asdict(measure_seed_rollout(args.store, workdir)),
+            }
+            _report(args.store, args.out, rollout, ROLLOUT_TARGETS[args.store])
+            return
+        idle = measure_idle(args.store, workdir)
         if args.idle_only:
             result: dict[str, Any] = {"store": args.store, **asdict(idle)}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2))
             print(json.dumps(result, indent=2))
             return
-        ours = measure_quorumkeeper(args.store, Path(work))
-        baseline = measure_seed_method(args.store, Path(work))
+        ours = {
+            **asdict(measure_quorumkeeper(args.store, workdir)),
+            **asdict(measure_rollout(args.store, workdir)),
+        }
+        baseline = {
+            **asdict(measure_seed_method(args.store, workdir)),
+            **asdict(measure_seed_rollout(args.store, workdir)),
+        }
     result = {
         "store": args.store,
-        **asdict(ours),
+        **ours,
         **{
             f"idle_{key}" if key != "crash_detection_s" else key: value
             for key, value in asdict(idle).items()
         },
-        "baseline": asdict(baseline) if baseline else None,
+        "baseline": baseline,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-
-    table = Table(title=f"membership benchmark: {args.store}, writer every 10 ms")
-    for column in ("figure", "quorumkeeper", "seed method", "target"):
-        table.add_column(column)
-    for key, target in TARGETS[args.store].items():
-        theirs = (result["baseline"] or {}).get(key)
-        table.add_row(key, str(result[key]), "n/a" if theirs is None else str(theirs), target)
-    Console().print(table)
+    _report(args.store, args.out, result, TARGETS[args.store])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The seed's way of changing membership: the benchmark's baseline.
+"""The seed's way of changing membership and settings: the benchmark's baseline.
 
 Every member starts from a static member list. A change is made by hand (etcd: `member add` or
 `member remove`; ZooKeeper has nothing to call, its list lives only in zoo.cfg) and loaded by
 restarting every member, one at a time in ordinal order, with the new list, as a StatefulSet's
-rolling update does.
+rolling update does. A settings change is a StatefulSet RollingUpdate done by hand
+(`roll_out`): highest ordinal first, the leader wherever it falls, each member gated on the
+seed's readiness probe before the next.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import abc
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -119,6 +122,23 @@ class SeedMethod(abc.ABC):
         for endpoint in self.members:
             self.wait_voter(endpoint)
 
+    def roll_out(self, fields: dict[str, Any]) -> None:
+        """A StatefulSet RollingUpdate after the pod template's settings changed to `fields`
+        (the store's section, e.g. `{"snapshot_count": 5000}`): every member restarted with
+        them from the highest ordinal down, whichever one leads, each gated on `wait_ready`.
+        Source: the Kubernetes API's StatefulSetUpdateStrategy (apps/v1): RollingUpdate
+        recreates one pod at a time from the largest ordinal to the smallest and waits for each
+        updated pod to be Running and Ready before the next."""
+        self.change_settings(fields)
+        self.runtime.launcher = self.launcher()
+        for endpoint in reversed(self.members):
+            self._restart(endpoint)
+
+    @abc.abstractmethod
+    def change_settings(self, fields: dict[str, Any]) -> None:
+        """Take `fields` into the settings `launcher` starts members with; raises pydantic's
+        ValidationError on a value the store's settings refuse."""
+
     def _restart(self, endpoint: Endpoint) -> None:
         self.runtime.stop(endpoint)
         self.start(endpoint)
@@ -140,13 +160,17 @@ class EtcdSeedMethod(SeedMethod):
     """etcd with `--initial-cluster` lists, members added and removed by hand."""
 
     store = "etcd"
+    settings = EtcdSettings()
 
     def __init__(self, subnet: str, workdir: Path) -> None:
         super().__init__(subnet, workdir)
         self.http = httpx.Client(timeout=5)
 
     def launcher(self) -> MemberLauncher:
-        return EtcdLauncher(versions.ETCD_VERSION, EtcdSettings(), "seed-baseline")
+        return EtcdLauncher(versions.ETCD_VERSION, self.settings, "seed-baseline")
+
+    def change_settings(self, fields: dict[str, Any]) -> None:
+        self.settings = EtcdSettings.model_validate({**self.settings.model_dump(), **fields})
 
     def register(self, endpoint: Endpoint) -> None:
         def member_add() -> bool:
@@ -203,6 +227,7 @@ class ZookeeperSeedMethod(SeedMethod):
     same way it does against quorumkeeper's clusters."""
 
     store = "zookeeper"
+    settings = ZookeeperSettings()
 
     def register(self, endpoint: Endpoint) -> None:
         """Nothing to call: the list lives only in every server's zoo.cfg."""
@@ -225,7 +250,10 @@ class ZookeeperSeedMethod(SeedMethod):
 
     def launcher(self) -> MemberLauncher:
         password = ensure_secret(self.cluster.paths.root / "superuser")
-        return StaticZookeeperLauncher(versions.ZOOKEEPER_VERSION, ZookeeperSettings(), password)
+        return StaticZookeeperLauncher(versions.ZOOKEEPER_VERSION, self.settings, password)
+
+    def change_settings(self, fields: dict[str, Any]) -> None:
+        self.settings = ZookeeperSettings.model_validate({**self.settings.model_dump(), **fields})
 
 
 def seed_method(store: str, subnet: str, workdir: Path) -> SeedMethod:

@@ -307,13 +307,17 @@ class Writer:
         times = self.ack_times
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
-    def assert_nothing_lost(self) -> None:
+    def lost(self) -> list[str]:
+        """The keys of acknowledged writes that the cluster no longer holds with their value."""
         assert self.acknowledged, "the writer never got a write acknowledged"
         client = self.cluster.client(timeout=5.0)
         try:
-            missing = [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
+            return [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
         finally:
             client.close()
+
+    def assert_nothing_lost(self) -> None:
+        missing = self.lost()
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
 
 
