@@ -35,7 +35,7 @@ from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
 from quorumkeeper.spec import MAX_MEMBERS
-from quorumkeeper.stores.base import CoordinationStore, StoreError
+from quorumkeeper.stores.base import CoordinationStore, StoreError, StoreUnavailable
 from quorumkeeper.stores.etcd.client import EtcdStore
 from quorumkeeper.stores.etcd.client import client_url as etcd_client_url
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
@@ -247,6 +247,9 @@ def spec_file(cluster: LocalClusterUnderTest, fields: dict[str, Any]) -> Path:
     return path
 
 
+LOST_CHECK_SECONDS = 60.0
+
+
 class Writer:
     """Writes `w/<n>` every `interval` seconds until stopped, remembering what was acknowledged.
 
@@ -308,13 +311,21 @@ class Writer:
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def lost(self) -> list[str]:
-        """The keys of acknowledged writes that the cluster no longer holds with their value."""
+        """The keys of acknowledged writes that the cluster no longer holds with their value.
+        Read once a quorum answers: a ZooKeeper ensemble may still be electing a leader right
+        after a change, which is asked again until `LOST_CHECK_SECONDS`, not taken as a loss."""
         assert self.acknowledged, "the writer never got a write acknowledged"
-        client = self.cluster.client(timeout=5.0)
-        try:
-            return [key for key in self.acknowledged if client.read(key) != str(int(key[2:]))]
-        finally:
-            client.close()
+
+        def read_all() -> tuple[list[str]] | None:
+            client = self.cluster.client(timeout=5.0)  # connects on its first request
+            try:
+                return ([k for k in self.acknowledged if client.read(k) != str(int(k[2:]))],)
+            except StoreUnavailable:
+                return None
+            finally:
+                client.close()
+
+        return wait_until(read_all, LOST_CHECK_SECONDS, "a quorum answers the final reads")[0]
 
     def assert_nothing_lost(self) -> None:
         missing = self.lost()
