@@ -413,14 +413,10 @@ def _plan_restart(
             Phase.DEGRADED,
         )
     if target.role is Role.LEADER and desired.rules.transfers_leadership and len(voters) > 1:
-        successor = min(
-            (m for m in healthy_voters if m is not target),
-            key=lambda m: desired.endpoint_of(m).ordinal,
-        )
         return TransferLeadership(
             f"updating: {endpoint.name} leads and restarts last, after handing leadership over",
             target,
-            successor,
+            _successor(desired, healthy_voters, target),
             during=Phase.UPDATING,
         )
     return RestartMember(
@@ -532,6 +528,14 @@ def _stranded_by_damage(held: Sequence[Slot], present: Sequence[Slot]) -> str | 
     )
 
 
+def _successor(desired: Desired, healthy_voters: Sequence[Member], leader: Member) -> Member:
+    """Who takes leadership over from `leader`: the healthy voter with the lowest ordinal."""
+    return min(
+        (m for m in healthy_voters if m is not leader),
+        key=lambda m: desired.endpoint_of(m).ordinal,
+    )
+
+
 def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:
     """Which member goes first on scale-down: a learner, then an unhealthy member, then the
     highest ordinal, so that healthy low ordinals (and the data they hold) stay. A store that
@@ -570,14 +574,10 @@ def _plan_removal(
             Phase.DEGRADED,
         )
     if victim.role is Role.LEADER and desired.rules.transfers_leadership:
-        successor = min(
-            (m for m in healthy_voters if m is not victim),
-            key=lambda m: desired.endpoint_of(m).ordinal,
-        )
         return TransferLeadership(
             f"{endpoint.name} leads: handing leadership over before removing it",
             victim,
-            successor,
+            _successor(desired, healthy_voters, victim),
         )
     return RemoveMember(reason, victim, endpoint, replacing=False)
 

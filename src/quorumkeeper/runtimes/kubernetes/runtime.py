@@ -329,14 +329,16 @@ class KubernetesRuntime:
                 volume, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}}
             )
         self._annotate_claim(claim.metadata.name, {RELEASED: why})
+        self._delete_claim(claim.metadata.name)
+        return f"PersistentVolume {volume or '(unbound)'}, reclaim policy Retain"
+
+    def _delete_claim(self, name: str) -> None:
+        """Delete the PVC `name`; one already gone is no failure."""
         try:
-            self._core.delete_namespaced_persistent_volume_claim(
-                claim.metadata.name, self.namespace
-            )
+            self._core.delete_namespaced_persistent_volume_claim(name, self.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
-        return f"PersistentVolume {volume or '(unbound)'}, reclaim policy Retain"
 
     def _forget(self, endpoint: Endpoint) -> None:
         statefulset = self._statefulset()
@@ -364,13 +366,7 @@ class KubernetesRuntime:
         claim = self._claims().get(claim_name(endpoint))
         if claim is not None:
             if self._resource().spec.pvc_retention.when_scaled == "Delete":
-                try:
-                    self._core.delete_namespaced_persistent_volume_claim(
-                        claim.metadata.name, self.namespace
-                    )
-                except ApiException as error:
-                    if error.status != 404:
-                        raise
+                self._delete_claim(claim.metadata.name)
             else:
                 why = f"{endpoint.name} left the membership; kept by pvcRetention.whenScaled"
                 self._annotate_claim(claim.metadata.name, {RELEASED: why})
