@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Protocol
 
 
@@ -154,19 +155,16 @@ class OrdinalPlacement:
         raise NotImplementedError
 
     def locate(self, address: str) -> Endpoint | None:
-        return self._placed().get(address)
+        return self._placed.get(address)
 
     def named(self, name: str) -> Endpoint | None:
-        return self._placed().get(name)
+        return self._placed.get(name)
 
+    @cached_property
     def _placed(self) -> dict[str, Endpoint]:
         """Every placeable endpoint by address and by name, built once."""
-        table: dict[str, Endpoint] | None = self.__dict__.get("_table")
-        if table is None:
-            endpoints = [self.endpoint(ordinal) for ordinal in range(MAX_ORDINALS)]
-            table = {e.address: e for e in endpoints} | {e.name: e for e in endpoints}
-            self.__dict__["_table"] = table
-        return table
+        endpoints = [self.endpoint(ordinal) for ordinal in range(MAX_ORDINALS)]
+        return {e.address: e for e in endpoints} | {e.name: e for e in endpoints}
 
 
 MAX_FAILED_STARTS = 5
