@@ -11,7 +11,7 @@ from kazoo.exceptions import ConnectionLoss  # type: ignore[import-untyped]
 
 from quorumkeeper import versions
 from quorumkeeper.model import Member, Peer, Role
-from quorumkeeper.stores.base import NotCaughtUp, StoreError
+from quorumkeeper.stores.base import NotCaughtUp, StoreError, StoreUnavailable
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from quorumkeeper.stores.zookeeper.ensemble import next_server_id
 from quorumkeeper.stores.zookeeper.words import ServerState, server_state
@@ -283,3 +283,36 @@ def test_server_ids_count_on_and_wrap_around_the_ones_in_use() -> None:
     assert next_server_id(0, set()) == 1
     with pytest.raises(StoreError, match="all 255"):
         next_server_id(7, set(range(1, 256)))
+
+
+def test_a_connection_loss_while_reading_the_membership_is_retried_then_unavailable(
+    ensemble_factory: Callable[..., Ensemble], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection lost between the config read and the reservations read (a member restarting
+    in a rollout) costs a retry, not the caller's pass; losses past the store timeout read as no
+    quorum (`StoreUnavailable`), the one failure `members()` promises."""
+    ensemble = ensemble_factory()
+    zero, one = ensemble.endpoint(0), ensemble.endpoint(1)
+    ensemble.join(ensemble.bootstrap(), one)
+    store = ensemble.store([zero, one])
+    client = store._connected()
+    real_children = client.get_children_async
+    losses: list[tuple[object, ...]] = []
+
+    def lost_once(*args: object) -> object:
+        if not losses:
+            losses.append(args)
+            raise ConnectionLoss()
+        return real_children(*args)
+
+    monkeypatch.setattr(client, "get_children_async", lost_once)
+    assert {m.address for m in store.members() if m.voter} == {zero.address, one.address}
+    assert len(losses) == 1
+
+    def always_lost(*_: object) -> None:
+        raise ConnectionLoss()
+
+    monkeypatch.setattr(client, "get_children_async", always_lost)
+    store._read = None  # forget the membership read above, as a store made now would have
+    with pytest.raises(StoreUnavailable, match="cannot read /zookeeper/config and"):
+        store.members()

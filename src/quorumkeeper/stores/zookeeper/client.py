@@ -26,7 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from operator import methodcaller
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
@@ -66,6 +66,8 @@ CONFIG_ZNODE = "/zookeeper/config"
 PROBE_ROOT = "/quorumkeeper"
 JOINERS = "/quorumkeeper/joiners"
 LAST_SERVER_ID = "/quorumkeeper/last-server-id"
+
+T = TypeVar("T")
 
 
 class ZookeeperStore(CoordinationStore):
@@ -155,18 +157,38 @@ class ZookeeperStore(CoordinationStore):
         Retries connection losses until `within` seconds (default: the store timeout) pass,
         then raises `StoreUnavailable`.
         """
+        return self._answered(self._read_config, CONFIG_ZNODE, within=within)
+
+    def _committed(self) -> tuple[EnsembleConfig, dict[int, str]]:
+        """The committed config and the reservations, read as one unit: a connection loss
+        between the two reads starts both over (the reservations are read after the config's
+        `sync`), and `StoreUnavailable` comes only once the store timeout has passed."""
+
+        def read() -> tuple[EnsembleConfig, dict[int, str]]:
+            config = self._read_config()
+            return config, self._reservations(config)
+
+        return self._answered(read, f"{CONFIG_ZNODE} and {JOINERS}")
+
+    def _read_config(self) -> EnsembleConfig:
+        self._call(lambda c: c.sync_async(CONFIG_ZNODE), timeout=self._timeout)
+        data, _ = self._call(lambda c: c.get_async(CONFIG_ZNODE), timeout=self._timeout)
+        return parse_config(cast(bytes, data).decode())
+
+    def _answered(self, read: Callable[[], T], what: str, *, within: float | None = None) -> T:
+        """`read()`, asked again after each retryable failure (kazoo reconnects in its own
+        thread) until `within` seconds (default: the store timeout) pass; then
+        `StoreUnavailable`, the one error that means no quorum answered."""
         deadline = time.monotonic() + (within or self._timeout)
         while True:
             try:
-                self._call(lambda c: c.sync_async(CONFIG_ZNODE), timeout=self._timeout)
-                data, _ = self._call(lambda c: c.get_async(CONFIG_ZNODE), timeout=self._timeout)
-                return parse_config(cast(bytes, data).decode())
+                return read()
             except StoreError as error:
                 if not error.retryable:
                     raise
                 if time.monotonic() >= deadline:
-                    raise StoreUnavailable(f"cannot read {CONFIG_ZNODE}: {error}") from error
-                time.sleep(0.05)  # kazoo is reconnecting in its own thread; ask again shortly
+                    raise StoreUnavailable(f"cannot read {what}: {error}") from error
+                time.sleep(0.05)
 
     def _states(self, addresses: Sequence[str]) -> dict[str, ServerState | None]:
         """Each server's state, asked anew; `server_state` is given the last answer of each
@@ -181,7 +203,7 @@ class ZookeeperStore(CoordinationStore):
     def _reservations(self, config: EnsembleConfig) -> dict[int, str]:
         """Server ids reserved by `add_learner` and not committed yet, with their addresses.
 
-        Read after `committed_config`, whose `sync` brought the answering server up to date."""
+        Read after `_read_config`, whose `sync` brought the answering server up to date."""
         try:
             names = self._call(lambda c: c.get_children_async(JOINERS), timeout=self._timeout)
         except NoNodeError:
@@ -253,8 +275,7 @@ class ZookeeperStore(CoordinationStore):
                 return config, reserved, states
         else:  # the servers of the config are not known yet: those we were given
             states = self._states([endpoint.address for endpoint in self.endpoints])
-        config = self.committed_config()
-        reserved = self._reservations(config)
+        config, reserved = self._committed()
         addresses = _addresses(config, reserved)
         known = all(address in states for address in addresses)
         mark = _commit_mark(config, states) if known else None
@@ -269,8 +290,7 @@ class ZookeeperStore(CoordinationStore):
         same id; the loser of a race gets a retryable error. An address that already holds a
         reservation gets that one back.
         """
-        config = self.committed_config()
-        reserved = self._reservations(config)
+        config, reserved = self._committed()
         server = next((sid for sid, a in reserved.items() if a == endpoint.address), None)
         if server is None:
             server = self._reserve(endpoint.address, config, reserved)
