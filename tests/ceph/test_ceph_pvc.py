@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from quorumkeeper.cli.ceph import ceph_app
 from quorumkeeper.model import Endpoint
-from quorumkeeper.stores.base import StoreError
+from quorumkeeper.stores.base import StoreError, StoreUnavailable
 from quorumkeeper.stores.etcd.client import EtcdStore
 from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
@@ -258,8 +258,17 @@ def test_member_data_follows_its_pvc_to_another_node_after_fencing(
         store = EtcdStore(
             [Endpoint(name="etcd-0", ordinal=0, address=moved_pod["status"]["podIP"])]
         )
+
+        def read_back() -> dict[str, str | None] | None:
+            """Every acknowledged key as the moved member serves it; None while a read times
+            out (Ready comes from the probe before a loaded member answers every read)."""
+            try:
+                return {key: store.read(key) for key in writer.acknowledged}
+            except StoreUnavailable:
+                return None
+
         try:
-            found = {key: store.read(key) for key in writer.acknowledged}
+            found = wait_for(read_back, 60, "the moved member to serve its data")
         finally:
             store.close()
         assert found == writer.acknowledged
