@@ -612,8 +612,11 @@ class ClusterSpec(_Strict):
                 f"a {', '.join(versions.SUPPORTED_ETCD_SERIES)} release",
             )
         if store is Store.ZOOKEEPER:
+            # A spec stored before a release was found to lose data still loads, so that the
+            # cluster can be moved off it by a patch upgrade.
+            stored = (info.context or {}).get("stored", False)
             try:
-                versions.check_zookeeper_version(value)
+                versions.check_zookeeper_version(value, known_data_loss=not stored)
             except versions.UnsupportedZookeeperVersion as error:
                 rule = str(error).partition("; fix: ")[0]
                 series = ", ".join(versions.SUPPORTED_ZOOKEEPER_SERIES)
@@ -751,14 +754,15 @@ def _copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def parse_spec(data: object, *, base_dir: Path | None = None) -> ClusterSpec:
+def parse_spec(data: object, *, base_dir: Path | None = None, stored: bool = False) -> ClusterSpec:
     """Validate raw data into a spec; relative paths resolve against `base_dir` (the folder a
-    user's command runs in), and without it they are refused.
+    user's command runs in), and without it they are refused. A `stored` spec (accepted
+    before) may name a release refused since for data loss, so that it can be upgraded off it.
 
     Raises SpecError naming every problem, including those that only show once the first ones
     are fixed, so that its merged `fix` makes the spec valid.
     """
-    context = {"base_dir": base_dir}
+    context = {"base_dir": base_dir, "stored": stored}
     if not isinstance(data, Mapping):
         raise SpecError(
             [

@@ -41,12 +41,37 @@ DEBIAN_ZOOKEEPER_VERSION = "3.8.0"
 """The release Debian 12 packages; selecting it runs Debian's jars instead of Maven's."""
 
 
+ZOOKEEPER_DATA_LOSS = {
+    "3.9.3": (
+        "a follower that synced from the leader keeps a hole in its committed log and, once it "
+        "leads, hands the hole on to other lagging servers, losing committed transactions "
+        "(ZOOKEEPER-4925, fixed in 3.9.4: apache/zookeeper#2254)"
+    ),
+}
+"""ZooKeeper releases with a known loss of committed data: never chosen for a cluster, nor
+installed; a cluster already on one moves off it by a patch upgrade."""
+
+
+def zookeeper_data_loss(version: str) -> str | None:
+    """Why ZooKeeper `version` loses committed data, with the fix; None for other releases."""
+    why = ZOOKEEPER_DATA_LOSS.get(version)
+    if why is None:
+        return None
+    return (
+        f"ZooKeeper {version} is refused: {why}; fix: use {ZOOKEEPER_VERSION} (or 3.9.4 or newer)"
+    )
+
+
 class UnsupportedZookeeperVersion(Refused):
     """A ZooKeeper version the project cannot run; the message says why and what to pick."""
 
 
-def check_zookeeper_version(version: str) -> None:
-    """Refuse versions without what the store needs, with the reason and the fix."""
+def check_zookeeper_version(version: str, *, known_data_loss: bool = True) -> None:
+    """Refuse versions without what the store needs, with the reason and the fix, and (unless
+    `known_data_loss` is False: a spec stored before) the releases of `ZOOKEEPER_DATA_LOSS`."""
+    loss = zookeeper_data_loss(version) if known_data_loss else None
+    if loss is not None:
+        raise UnsupportedZookeeperVersion(loss)
     series = ".".join(version.split(".")[:2])
     if series == "3.4":
         raise UnsupportedZookeeperVersion(

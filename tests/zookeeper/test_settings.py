@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from quorumkeeper import versions
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.state import ensure_secret
-from quorumkeeper.spec import ZookeeperSettings
+from quorumkeeper.spec import SpecError, ZookeeperSettings, apply_fix, parse_spec
 from quorumkeeper.stores.zookeeper.ensemble import parse_config, superuser_digest_flag
 from quorumkeeper.stores.zookeeper.words import four_letter_word
 from tests.zookeeper.conftest import Ensemble
@@ -96,6 +96,19 @@ def test_zookeeper_34_is_refused_for_lack_of_reconfig(version: str) -> None:
         distributions.zookeeper_classpath(version)
     with pytest.raises(versions.UnsupportedZookeeperVersion, match=r"fix: use 3\.9\.5"):
         distributions.fetch_zookeeper(version)
+
+
+def test_a_release_that_loses_data_is_never_installed_nor_chosen_but_a_stored_spec_loads() -> None:
+    with pytest.raises(versions.UnsupportedZookeeperVersion, match=r"ZOOKEEPER-4925.*use 3\.9\.5"):
+        distributions.fetch_zookeeper("3.9.3")
+    with pytest.raises(SpecError, match="ZOOKEEPER-4925") as refused:
+        parse_spec({"name": "x", "store": "zookeeper", "version": "3.9.3"})
+    fixed = apply_fix({"name": "x", "store": "zookeeper", "version": "3.9.3"}, refused.value.fix)
+    assert parse_spec(fixed).version == versions.ZOOKEEPER_VERSION
+    # A cluster created on it before keeps loading, so `apply` can move it to 3.9.4 or newer.
+    stored = {"name": "x", "store": "zookeeper", "version": "3.9.3"}
+    assert parse_spec(stored, stored=True).version == "3.9.3"
+    assert versions.zookeeper_data_loss("3.9.4") is None
 
 
 def test_other_unsupported_series_are_refused() -> None:

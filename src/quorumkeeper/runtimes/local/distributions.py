@@ -102,9 +102,10 @@ def zookeeper_classpath(version: str = ZOOKEEPER_VERSION) -> list[str]:
 
     3.8.0 is Debian's package: its jar's manifest names its dependencies, and slf4j-simple is the
     backend (without one the server logs nothing). Other versions come from the cache that
-    `fetch_zookeeper` fills from Maven Central.
+    `fetch_zookeeper` fills from Maven Central. A release refused since for data loss still runs
+    where it was installed before, until its cluster is upgraded off it.
     """
-    check_zookeeper_version(version)
+    check_zookeeper_version(version, known_data_loss=False)
     if version == DEBIAN_ZOOKEEPER_VERSION:
         jars = [DEBIAN_JAVA_DIR / "zookeeper.jar", DEBIAN_JAVA_DIR / "slf4j-simple.jar"]
         missing = [str(jar) for jar in jars if not jar.is_file()]

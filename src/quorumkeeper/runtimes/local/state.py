@@ -290,7 +290,7 @@ class ClusterPaths:
         generation 1. Raises OSError, or SpecError for a spec that no longer validates."""
         data = yaml.safe_load(self.spec_file.read_text())
         raw = data.pop(_CHANGE_KEY, None) if isinstance(data, dict) else None
-        spec = parse_spec(data)
+        spec = parse_spec(data, stored=True)
         if isinstance(raw, dict):
             change = SpecChange(
                 generation=int(raw["generation"]),
