@@ -9,6 +9,7 @@ from typing import Any
 import psutil
 import pytest
 
+from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.zookeeper.words import four_letter_word
 from tests.acceptance.harness import LocalClusterUnderTest, PidWatch, Writer, spec_file
 from tests.polling import wait_until
@@ -108,6 +109,13 @@ def test_a_field_a_running_cluster_keeps_is_refused_and_changes_nothing(
     status = cluster.wait_ready(1)
     assert cluster.paths.load_stored().change.generation == generation + 1
     _runs_with(cluster, status, "--snapshot-count=5000")
+
+    # null takes a setting back to its default (a JSON merge patch), which reaches the process.
+    default = spec_file(cluster, {"etcd": {"snapshot_count": None}})
+    cluster.cli("apply", cluster.name, "--spec-file", str(default))
+    status = cluster.wait_ready(1)
+    assert cluster.paths.load_stored().spec.etcd.snapshot_count == EtcdSettings().snapshot_count
+    _runs_with(cluster, status, f"--snapshot-count={EtcdSettings().snapshot_count}")
 
 
 @pytest.mark.parametrize("crash_after", [1, 2, 3])

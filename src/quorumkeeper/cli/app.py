@@ -532,11 +532,14 @@ def _field(values: Any, path: str) -> Any:
 
 
 def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` laid over it, nested sections merged key by key: a file that
-    names one setting of a section changes that setting only."""
+    """`base` with `changes` laid over it as a JSON merge patch (RFC 7386): nested sections
+    merge key by key, so a file that names one setting of a section changes that setting only,
+    and a setting given as null goes back to its default."""
     merged = dict(base)
     for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merged(merged[key], value)
         else:
             merged[key] = value
@@ -592,7 +595,7 @@ def apply(
         typer.Option(
             "--spec-file",
             help="YAML with the spec fields to change (as `up --spec-file` takes them), "
-            "e.g. etcd: {snapshot_count: 5000}",
+            "e.g. etcd: {snapshot_count: 5000}; a field set to null goes back to its default",
         ),
     ],
     state_dir: StateDirOption = None,
