@@ -6,7 +6,10 @@ in-pod localhost client listener is left out (127.0.0.1 is shared by every suite
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +21,8 @@ import pytest
 from quorumkeeper.model import Endpoint, Member, Peer
 from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_DATA_DIR, ETCD_METRICS_PORT
 from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
-from quorumkeeper.runtimes.kubernetes.render import cluster_objects
-from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
+from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind, parse_resource
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.stores.base import AddsRefused, NotCaughtUp, StoreUnavailable
 from quorumkeeper.stores.etcd.client import EtcdStore
@@ -61,9 +64,13 @@ class Pods:
     def endpoint(self, ordinal: int) -> Endpoint:
         return Endpoint(f"c-{ordinal}", ordinal, address(ordinal))
 
-    def start(self, ordinal: int, membership: Membership) -> None:
+    def start(self, ordinal: int, membership: Membership, *, sealed: bool = False) -> None:
+        """Start member `ordinal` as its pod would with `membership` in the ConfigMap, or with
+        the ConfigMap sealed after that join (`render.sealed_config`)."""
         objects = cluster_objects(self.resource, membership)
         config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+        if sealed:
+            config = {**config, **sealed_config(Kind.ETCD, config)}
         sts = next(o for o in objects if o["kind"] == "StatefulSet")
         container = sts["spec"]["template"]["spec"]["containers"][0]
         env = {
@@ -79,9 +86,12 @@ class Pods:
             for name, ip in names.items():
                 arg = arg.replace(name, ip)
             argv.append(arg.replace(ETCD_DATA_DIR, str(self.root / f"c-{ordinal}")))
-        log = (self.root / f"c-{ordinal}.log").open("wb")
+        log = (self.root / f"c-{ordinal}.log").open("ab")
         binary = distributions.etcd_binary()
         self.processes.append(subprocess.Popen([binary, *argv], stdout=log, stderr=log))
+
+    def log(self, ordinal: int) -> str:
+        return (self.root / f"c-{ordinal}.log").read_text(errors="replace")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -103,6 +113,10 @@ def retried(step: Callable[[], T]) -> T | None:
         return step()
     except (AddsRefused, NotCaughtUp, StoreUnavailable):
         return None
+
+
+def exited(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is not None
 
 
 def promoted(store: EtcdStore, learner: Member) -> bool:
@@ -144,5 +158,50 @@ def test_the_rendered_args_start_a_member_and_a_learner_is_alive_but_not_ready(
         assert probe(1, "/readyz") == 503  # a learner gets no client traffic
         wait_until(lambda: retried(lambda: promoted(store, learner)), 30, "c-1 promoted")
         wait_until(lambda: probe(1, "/readyz") == 200, 30, "c-1 Ready as a voter")
+    finally:
+        store.close()
+
+
+def test_once_sealed_a_member_restarts_from_its_data_and_none_starts_on_an_empty_volume(
+    pods: Pods,
+) -> None:
+    """After a join the operator seals the ConfigMap: a member restarting from its volume
+    comes back; one whose volume was replaced, the first member included, exits instead of
+    rejoining under its old id with no log or starting a cluster of its own."""
+    first, second = pods.placement.endpoint(0), pods.placement.endpoint(1)
+    bootstrap = Membership((Peer(first, None),), 1, 1, 1, bootstrap=True)
+    pods.start(0, bootstrap)
+    wait_until(lambda: probe(0, "/readyz") == 200, 30, "c-0 Ready")
+    store = EtcdStore([pods.endpoint(0), pods.endpoint(1)])
+    try:
+        learner = wait_until(
+            lambda: retried(lambda: store.add_learner(pods.endpoint(1))), 30, "c-1 added"
+        )
+        leader = next(m for m in store.members() if m.address == address(0))
+        joining = Membership((Peer(first, leader.id), Peer(second, learner.id)), 2, 1, 2)
+        pods.start(1, joining)
+        wait_until(lambda: retried(lambda: promoted(store, learner)), 60, "c-1 promoted")
+
+        # c-1 restarts from its data under the sealed ConfigMap.
+        restarted = pods.processes.pop()
+        restarted.terminate()
+        restarted.wait(timeout=20)
+        pods.start(1, joining, sealed=True)
+        wait_until(lambda: probe(1, "/readyz") == 200, 30, "c-1 Ready again from its data")
+
+        # c-1 on an empty volume, then c-0 (which bootstrapped the cluster), each exit before
+        # reaching a peer: etcd checks its name against the initial cluster first.
+        for ordinal, membership in ((1, joining), (0, bootstrap)):
+            process = pods.processes.pop(ordinal)
+            process.terminate()
+            process.wait(timeout=20)
+            shutil.rmtree(pods.root / f"c-{ordinal}")
+            pods.start(ordinal, membership, sealed=True)
+            wait_until(functools.partial(exited, pods.processes[-1]), 30, f"c-{ordinal} to exit")
+            assert pods.processes[-1].returncode != 0
+            fatal = [json.loads(line) for line in pods.log(ordinal).splitlines() if "fatal" in line]
+            assert fatal[-1]["error"] == (
+                f'couldn\'t find local name "c-{ordinal}" in the initial cluster configuration'
+            )
     finally:
         store.close()

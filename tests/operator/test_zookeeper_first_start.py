@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
-from quorumkeeper.runtimes.kubernetes.render import cluster_objects
-from quorumkeeper.runtimes.kubernetes.resources import parse_resource
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
+from quorumkeeper.runtimes.kubernetes.resources import Kind, parse_resource
 from quorumkeeper.runtimes.kubernetes.zookeeper_pod import ZOOKEEPER_CONFIG_MOUNT, ZOOKEEPER_MOUNT
 
 pytestmark = pytest.mark.operator
@@ -99,3 +99,29 @@ def test_a_member_without_a_server_id_waits_writing_nothing(tmp_path: Path) -> N
     assert joined.returncode == 0, joined.stderr
     assert (volume / "conf" / "zoo.cfg.dynamic").read_text() == grown["zoo.cfg.dynamic"]
     assert (volume / "data" / "myid").read_text() == "4\n"
+
+
+def test_a_sealed_config_map_lets_a_member_restart_but_none_start_on_an_empty_volume(
+    tmp_path: Path,
+) -> None:
+    """After a join the operator seals the ConfigMap (`render.sealed_config`): a member whose
+    volume was replaced finds no server id and waits, instead of rejoining under its old id
+    with an empty log; one restarting from its volume starts as before."""
+    data, init = render(3)
+    config, kept, replaced = tmp_path / "config", tmp_path / "kept", tmp_path / "replaced"
+    project(data, config)
+    assert run_init(init, "c-1", kept, config).returncode == 0
+
+    patch = sealed_config(Kind.ZOOKEEPER, data)
+    assert patch == {key: None for key in data if key.startswith("myid.")} and patch
+    sealed = {key: value for key, value in data.items() if key not in patch}
+    assert sealed_config(Kind.ZOOKEEPER, sealed) == {}  # sealing again changes nothing
+    project(sealed, config)
+
+    restarted = run_init(init, "c-1", kept, config)
+    assert restarted.returncode == 0, restarted.stderr
+    assert (kept / "data" / "myid").read_text() == data["myid.c-1"]
+    refused = run_init(init, "c-1", replaced, config)
+    assert refused.returncode == 1
+    assert "no ZooKeeper server id for c-1" in refused.stderr
+    assert not (replaced / "data" / "myid").exists()

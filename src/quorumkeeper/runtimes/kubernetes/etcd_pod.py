@@ -69,6 +69,16 @@ def etcd_config_data(
     }
 
 
+SEALED_CONFIG = {
+    "initial-cluster": "no-member-joins-now=http://127.0.0.1:1",
+    "initial-cluster-state": "existing",
+}
+"""The ConfigMap's data while no member joins (`render.sealed_config`): a member with data
+ignores both flags and restarts; one on an empty volume finds its name in no initial cluster
+and exits ("couldn't find local name ... in the initial cluster configuration", measured with
+3.7.3) instead of rejoining under its old member id with no log, or, for the first member,
+starting a new cluster of its own."""
+
 _PER_POD_FLAGS = {
     # etcd binds IP addresses only; the advertised URLs keep the pod's DNS name.
     "--listen-client-urls": f"http://$(POD_IP):{etcd.CLIENT_PORT},http://127.0.0.1:{etcd.CLIENT_PORT}",

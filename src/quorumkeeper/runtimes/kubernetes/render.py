@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_UID, etcd_config_data, etcd_container
+from quorumkeeper.runtimes.kubernetes.etcd_pod import (
+    ETCD_UID,
+    SEALED_CONFIG,
+    etcd_config_data,
+    etcd_container,
+)
 from quorumkeeper.runtimes.kubernetes.objects import (
     Membership,
     Names,
@@ -193,6 +198,18 @@ def config_map(resource: ClusterResource, membership: Membership) -> Obj:
         "metadata": object_metadata(resource, Names(resource.name).config_map),
         "data": data,
     }
+
+
+def sealed_config(kind: Kind, data: dict[str, str]) -> dict[str, str | None]:
+    """The merge patch of a ConfigMap holding `data` that lets no member start on an empty
+    volume, written once every started member has joined: etcd's initial cluster names no pod
+    (`etcd_pod.SEALED_CONFIG`), ZooKeeper's server ids go (a member without one waits, writing
+    nothing). Empty when `data` is sealed already."""
+    if kind is Kind.ETCD:
+        wanted: dict[str, str | None] = dict(SEALED_CONFIG)
+    else:
+        wanted = {key: None for key in data if key.startswith("myid.")}
+    return {key: value for key, value in wanted.items() if data.get(key) != value}
 
 
 def cluster_objects(

@@ -25,8 +25,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement, selector
-from quorumkeeper.runtimes.kubernetes.render import cluster_objects
+from quorumkeeper.runtimes.kubernetes.objects import Membership, Names, placement, selector
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
@@ -180,8 +180,24 @@ class KubernetesRuntime:
                     newly_joined.add(endpoint.name)
             slots.append(self._slot(endpoint, pod, status, running, has_data, answered))
         if newly_joined and statefulset is not None:
+            self._seal()  # first: a crash before the joined list is written seals again
             self._set_joined(joined | newly_joined)
         return tuple(slots)
+
+    def _seal(self) -> None:
+        """Once the member started last has joined, the ConfigMap stops offering a join
+        (`render.sealed_config`): a pod that comes back on an empty volume (its PVC replaced)
+        then can't rejoin under its old identity before the operator gives it a new one."""
+        name = Names(self.name).config_map
+        try:
+            config: Any = self._core.read_namespaced_config_map(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        patch = sealed_config(self._resource().kind, dict(config.data or {}))
+        if patch:
+            self._core.patch_namespaced_config_map(name, self.namespace, {"data": patch})
 
     @staticmethod
     def _container_status(pod: Any | None, container: str) -> Any | None:
@@ -264,17 +280,21 @@ class KubernetesRuntime:
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
         """Write the membership `endpoint` joins with into the ConfigMap and raise the
-        StatefulSet's replicas to cover it. A pod the replicas already cover is the
-        kubelet's to restart (its first start's ConfigMap stays as it was); a PVC that is not
-        this member's own is released first, so the pod starts on a fresh volume."""
+        StatefulSet's replicas to cover it. The pod of a member that has joined is the
+        StatefulSet's to make and the kubelet's to restart (it starts from its volume; the
+        ConfigMap is sealed). A joiner's pod that already failed on the sealed ConfigMap (made
+        again by the StatefulSet before this join) is deleted, so its next one starts with the
+        join at once instead of after the kubelet's backoff; a PVC that is not this member's
+        own is released first, so the pod starts on a fresh volume."""
         resource = self._resource()
         claim = self._claims().get(claim_name(endpoint))
         statefulset = self._statefulset()
         joined = self._joined(statefulset)
         replicas = statefulset.spec.replicas or 0 if statefulset is not None else 0
         usable = claim is not None and self._usable(claim, endpoint, joined)
-        if replicas > endpoint.ordinal and (usable or claim is None):
-            return  # its pod is the StatefulSet's to make and the kubelet's to restart
+        covered = replicas > endpoint.ordinal
+        if covered and (usable or claim is None) and endpoint.name in joined:
+            return
         if bootstrap and resource.kind is Kind.ZOOKEEPER:
             # A one-server dynamic config starts a one-voter ensemble as the first server id,
             # as the local launcher does; the store assigns every later id.
@@ -298,6 +318,18 @@ class KubernetesRuntime:
                 self._release(claim, "not this member's data: a fresh volume is made")
             self._delete_pod(endpoint)
             self._forget(endpoint)
+        elif covered and self._failed(self._pods().get(endpoint.name), resource.kind):
+            self._delete_pod(endpoint)
+
+    @staticmethod
+    def _failed(pod: Any | None, kind: Kind) -> bool:
+        """Whether the pod's store container exited and waits for the kubelet to restart it."""
+        status = KubernetesRuntime._container_status(pod, _container(kind))
+        if status is None:
+            return False
+        waiting = status.state.waiting
+        crash_looping = waiting is not None and waiting.reason == "CrashLoopBackOff"
+        return crash_looping or status.state.terminated is not None
 
     def stop(self, endpoint: Endpoint) -> None:
         """Lower the replicas below `endpoint`, which must be the highest pod: a StatefulSet
