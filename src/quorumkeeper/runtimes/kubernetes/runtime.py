@@ -184,20 +184,32 @@ class KubernetesRuntime:
             self._set_joined(joined | newly_joined)
         return tuple(slots)
 
+    def _config_data(self) -> dict[str, str]:
+        """The cluster's ConfigMap data; empty before the first start wrote it."""
+        try:
+            config: Any = self._core.read_namespaced_config_map(
+                Names(self.name).config_map, self.namespace
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        return dict(config.data or {})
+
+    def _sealed(self, kind: Kind) -> bool:
+        return not sealed_config(kind, self._config_data())
+
     def _seal(self) -> None:
         """Once the member started last has joined, the ConfigMap stops offering a join
         (`render.sealed_config`): a pod that comes back on an empty volume (its PVC replaced)
         then can't rejoin under its old identity before the operator gives it a new one."""
-        name = Names(self.name).config_map
-        try:
-            config: Any = self._core.read_namespaced_config_map(name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return
-            raise
-        patch = sealed_config(self._resource().kind, dict(config.data or {}))
+        data = self._config_data()
+        patch = sealed_config(self._resource().kind, data) if data else {}
         if patch:
-            self._core.patch_namespaced_config_map(name, self.namespace, {"data": patch})
+            body = {"data": patch}
+            self._core.patch_namespaced_config_map(
+                Names(self.name).config_map, self.namespace, body
+            )
 
     @staticmethod
     def _container_status(pod: Any | None, container: str) -> Any | None:
@@ -280,12 +292,13 @@ class KubernetesRuntime:
 
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
         """Write the membership `endpoint` joins with into the ConfigMap and raise the
-        StatefulSet's replicas to cover it. The pod of a member that has joined is the
-        StatefulSet's to make and the kubelet's to restart (it starts from its volume; the
-        ConfigMap is sealed). A joiner's pod that already failed on the sealed ConfigMap (made
-        again by the StatefulSet before this join) is deleted, so its next one starts with the
-        join at once instead of after the kubelet's backoff; a PVC that is not this member's
-        own is released first, so the pod starts on a fresh volume."""
+        StatefulSet's replicas to cover it. A pod the replicas already cover is the kubelet's
+        to restart, from its volume or with the join written when it was made, unless the
+        ConfigMap was sealed since and its member has not joined (made again by the StatefulSet
+        on a fresh volume): then the join is written again and a pod that already failed on the
+        sealed ConfigMap is deleted, so the next starts with it at once instead of after the
+        kubelet's backoff. A PVC that is not this member's own is released first, so the pod
+        starts on a fresh volume."""
         resource = self._resource()
         claim = self._claims().get(claim_name(endpoint))
         statefulset = self._statefulset()
@@ -293,7 +306,8 @@ class KubernetesRuntime:
         replicas = statefulset.spec.replicas or 0 if statefulset is not None else 0
         usable = claim is not None and self._usable(claim, endpoint, joined)
         covered = replicas > endpoint.ordinal
-        if covered and (usable or claim is None) and endpoint.name in joined:
+        made = covered and (usable or claim is None)
+        if made and (endpoint.name in joined or not self._sealed(resource.kind)):
             return
         if bootstrap and resource.kind is Kind.ZOOKEEPER:
             # A one-server dynamic config starts a one-voter ensemble as the first server id,
