@@ -111,6 +111,8 @@ class Reconciler:
         """The status of the last pass, recorded or not."""
         self.record_error: OSError | None = None
         """Why the last status could not be recorded, None when it was."""
+        self.acted = False
+        """Whether the last pass's step went through (False when the store refused it)."""
         self.set_aside: str | None = None
         """Where the last data set aside went, for the keeper's log."""
         self._store: CoordinationStore | None = None
@@ -259,6 +261,7 @@ class Reconciler:
         with the failure as its error and the Degraded condition) before the exception goes on
         to the caller. A store's refusal of the step is no failure: it is the next status's
         error."""
+        self.acted = False
         try:
             self.reload()
             snapshot = self.observe(judge=True)
@@ -267,6 +270,7 @@ class Reconciler:
             try:
                 self.act(step, snapshot)
                 self.last_error = None
+                self.acted = True
             except (NotCaughtUp, AddsRefused):
                 pass  # not an error: the next observation shows the condition and the plan waits
             except StoreError as error:

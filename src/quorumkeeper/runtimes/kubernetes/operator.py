@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Step, Wait
 from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
 from quorumkeeper.runtimes.kubernetes.resources import (
     GROUP,
@@ -231,12 +232,21 @@ def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
 class ClusterDaemon:
     """One cluster resource's loop: parse, reconcile one step, sleep until woken."""
 
-    def __init__(self, api: client.ApiClient, kind: Kind, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        metrics: OperatorMetrics,
+    ) -> None:
         self.api = api
         self.source = ResourceSource(api, kind, namespace, name)
         self.sink = ResourceStatusSink(self.source)
         self.reconciler: Reconciler | None = None
         self.wake = WAKES.of(namespace, name)
+        self.metrics = metrics
+        self.key = ClusterKey(namespace, name, kind.value)
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
         if self.reconciler is None:
@@ -258,6 +268,7 @@ class ClusterDaemon:
             LOG.warning(
                 "%s/%s: spec not acted on: %s", self.source.namespace, self.source.name, error
             )
+            self.metrics.passed(self.key, Outcome.INVALID_SPEC)
             try:
                 self.sink.patch(invalid_status(self.source.body, error, self.source.generation))
             except OSError as failed:
@@ -266,10 +277,18 @@ class ClusterDaemon:
         reconciler = self._reconciler(resource)
         try:
             step = reconciler.run_once()
-        except Exception:
+        except Exception as error:
+            self.metrics.failed(self.key, error)
             LOG.exception("%s/%s: pass failed", self.source.namespace, self.source.name)
             return BUSY_INTERVAL
-        if step.changes_membership:
+        changed = step.changes_membership and reconciler.acted
+        self.metrics.passed(
+            self.key,
+            _outcome(step, reconciler.acted),
+            reconciler.last_status,
+            type(step).__name__ if changed else None,
+        )
+        if changed:
             _announce(self.api, self.source.body, step)
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
@@ -289,8 +308,15 @@ class ClusterDaemon:
                 self.wake.wait(interval)
                 self.wake.clear()
         finally:
+            self.metrics.forget(self.key)
             if self.reconciler is not None:
                 self.reconciler.close()
+
+
+def _outcome(step: Step, acted: bool) -> Outcome:
+    if isinstance(step, Done):
+        return Outcome.SETTLED
+    return Outcome.ACTED if acted and not isinstance(step, Wait) else Outcome.WAITING
 
 
 def _api() -> client.ApiClient:
@@ -319,9 +345,9 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def _daemon(kind: Kind) -> None:
     @kopf.daemon(GROUP, VERSION, kind.plural, registry=registry, cancellation_timeout=30)
     def run_cluster(
-        *, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+        *, name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any
     ) -> None:
-        ClusterDaemon(_api(), kind, namespace or "default", name).run(stopped)
+        ClusterDaemon(_api(), kind, namespace or "default", name, memo.metrics).run(stopped)
 
     @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry)
     def retain_or_delete(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
@@ -362,16 +388,24 @@ for _resource in ("pods", "persistentvolumeclaims"):
 kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
 
 
-def run(namespaces: list[str]) -> None:
-    """Run the operator until stopped: every namespace, or only `namespaces`."""
+def run(namespaces: list[str], metrics_port: int) -> None:
+    """Run the operator until stopped: every namespace, or only `namespaces`; `/metrics` on
+    `metrics_port` of every address (0: not served). Raises OSError when the port is taken."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # a line per watch event
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    kopf.run(
-        registry=registry,
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-    )
+    metrics = OperatorMetrics()
+    server = metrics.serve(metrics_port) if metrics_port else None
+    try:
+        kopf.run(
+            registry=registry,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(metrics=metrics),
+        )
+    finally:
+        if server is not None:
+            server.shutdown()

@@ -1,0 +1,183 @@
+"""What the operator tells: status conditions, Events and Prometheus metrics, written to the real
+API server and scraped over HTTP from the real exposition.
+
+The daemon's pass (`ClusterDaemon.pass_once`) runs the shared reconciler on the in-memory fake
+store and fake runtime of `tests/fakes.py` (stand-ins, not end-to-end proofs: no store or pod
+runs here); the resource, its status and its Events are the API server's. The same behaviour on
+real members is the test bed's to prove (`tests/operator/test_operator_testbed.py`).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from quorumkeeper.model import JoinRules
+from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.kubernetes.metrics import OperatorMetrics
+from quorumkeeper.runtimes.kubernetes.objects import placement
+from quorumkeeper.runtimes.kubernetes.operator import ClusterDaemon
+from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind, parse_resource
+from quorumkeeper.runtimes.kubernetes.runtime import kubernetes_rules
+from testbed.kube import ns_path
+from tests.fakes import FakeRuntime, FakeStore, fake_backend
+from tests.operator.conftest import ApiServer
+from tests.polling import loopback_subnet
+
+pytestmark = pytest.mark.operator
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Driven:
+    """One cluster resource on the API server, its daemon, and the fakes under it."""
+
+    api_server: ApiServer
+    namespace: str
+    name: str
+    daemon: ClusterDaemon
+    store: FakeStore
+    runtime: FakeRuntime
+
+    @property
+    def path(self) -> str:
+        return ns_path(self.namespace, Kind.ETCD.plural, self.name, group=API_VERSION)
+
+    def resource(self) -> Obj:
+        return self.api_server.kube.get(self.path)
+
+    def condition(self, kind: str) -> Obj:
+        conditions = self.resource()["status"]["conditions"]
+        return next(c for c in conditions if c["type"] == kind)
+
+    def scale(self, members: int) -> None:
+        self.api_server.kube.patch(
+            self.path, {"spec": {"members": members}}, "application/merge-patch+json"
+        )
+
+    def settle(self, passes: int = 30) -> list[str]:
+        """Run passes until the step is Done, every learner caught up at once; returns the
+        step kinds taken."""
+        kinds = []
+        for _ in range(passes):
+            for address in self.store.entries:
+                self.store.mark_caught_up(address)
+            self.daemon.pass_once()
+            kinds.append(self.resource()["status"]["step"]["kind"])
+            if kinds[-1] == "Done":
+                return kinds
+        raise AssertionError(f"not settled after {passes} passes: {kinds}")
+
+    def events(self) -> list[Obj]:
+        listed = self.api_server.kube.get(
+            ns_path(self.namespace, "events"),
+            fieldSelector=f"involvedObject.name={self.name}",
+        )
+        return cast(list[Obj], listed["items"])
+
+
+@pytest.fixture
+def metrics() -> OperatorMetrics:
+    return OperatorMetrics()
+
+
+@pytest.fixture
+def scrape(metrics: OperatorMetrics) -> Iterator[str]:
+    """The URL of `metrics` served over HTTP on the suite's own loopback address."""
+    address = f"{loopback_subnet(251)}.1"
+    server = metrics.serve(0, address)
+    try:
+        yield f"http://{address}:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of the exposition at `url`, by name and labels."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def create(api_server: ApiServer, namespace: str, name: str, members: int, **spec: Any) -> Obj:
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ETCD.value,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"members": members, "version": "3.7.3", "storage": {"size": "1Gi"}, **spec},
+    }
+    return api_server.kube.create(ns_path(namespace, Kind.ETCD.plural, group=API_VERSION), body)
+
+
+@pytest.fixture
+def driven(installed: ApiServer, namespace: str, metrics: OperatorMetrics) -> Driven:
+    """An etcd cluster resource of 3 members, with no member yet, and its daemon on fakes."""
+    name = "orders"
+    resource = parse_resource(create(installed, namespace, name, 3))
+    daemon = ClusterDaemon(installed.kube.api_client, Kind.ETCD, namespace, name, metrics)
+    store = FakeStore()
+    runtime = FakeRuntime(placement(resource), store)
+    backend = fake_backend(store, kubernetes_rules(JoinRules()))
+    daemon.reconciler = Reconciler(daemon.source, backend, runtime, daemon.sink, hold_store=True)
+    return Driven(installed, namespace, name, daemon, store, runtime)
+
+
+def labels(driven: Driven, **extra: str) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        {
+            "namespace": driven.namespace,
+            "cluster": driven.name,
+            "kind": "EtcdCluster",
+            **extra,
+        }.items()
+    )
+
+
+def test_metrics_count_passes_changes_and_health_and_go_with_the_resource(
+    driven: Driven, scrape: str
+) -> None:
+    driven.settle()
+    seen = samples(scrape)
+    # 1 -> 3 members: two learners added and promoted, each an Event too.
+    for step in ("AddLearner", "Promote"):
+        key = ("quorumkeeper_membership_changes_total", labels(driven, step=step))
+        assert seen[key] == 2
+    reasons = sorted(e["reason"] for e in driven.events())
+    assert reasons == ["AddLearner", "AddLearner", "Promote", "Promote"]
+    assert seen[("quorumkeeper_reconcile_passes_total", labels(driven, outcome="settled"))] == 1
+    assert seen[("quorumkeeper_reconcile_passes_total", labels(driven, outcome="acted"))] >= 5
+    for ordinal in range(3):
+        key = ("quorumkeeper_member_healthy", labels(driven, member=f"orders-{ordinal}"))
+        assert seen[key] == 1
+    ready = seen[("quorumkeeper_phase_seconds", labels(driven, phase="Ready"))]
+    assert 0 <= ready < 60
+
+    driven.runtime.crash(driven.runtime.placement.endpoint(2))
+    driven.daemon.pass_once()
+    seen = samples(scrape)
+    assert seen[("quorumkeeper_member_healthy", labels(driven, member="orders-2"))] == 0
+    assert ("quorumkeeper_phase_seconds", labels(driven, phase="Ready")) not in seen
+    assert ("quorumkeeper_phase_seconds", labels(driven, phase="Healing")) in seen
+
+    driven.runtime.failures["observe"] = OSError("the API server went away")
+    driven.daemon.pass_once()
+    seen = samples(scrape)
+    assert seen[("quorumkeeper_reconcile_failures_total", labels(driven, error="OSError"))] == 1
+    assert seen[("quorumkeeper_reconcile_passes_total", labels(driven, outcome="failed"))] == 1
+
+    driven.api_server.kube.delete(driven.path)
+    # The deleted resource ends the daemon's loop at its next pass (404).
+    driven.daemon.run(cast(kopf.DaemonStopped, False))
+    assert not [key for key in samples(scrape) if ("cluster", driven.name) in key[1]]
