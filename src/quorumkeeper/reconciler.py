@@ -212,7 +212,9 @@ class Reconciler:
             phase=step.phase.value,
             quorum=membership is not None,
             connect_string=self.backend.connect_string([e for e in voters if e is not None]),
-            step=StepStatus(kind=type(step).__name__, reason=step.reason),
+            step=StepStatus(
+                kind=type(step).__name__, reason=step.reason, member=_subject(desired, step)
+            ),
             alarms=[
                 AlarmStatus(member=endpoint.name, alarm=alarm)
                 for m in membership or ()
@@ -358,6 +360,26 @@ class Reconciler:
         }
         peers.setdefault(member, None)
         return [Peer(e, peers[e]) for e in sorted(peers, key=lambda e: e.ordinal)]
+
+
+def _subject(desired: Desired, step: Step) -> str | None:
+    """The name of the member `step` acts on; for a hand-over, the leader's."""
+    match step:
+        case (
+            Bootstrap(endpoint=endpoint)
+            | StartMember(endpoint=endpoint)
+            | StopMember(endpoint=endpoint)
+            | RestartMember(endpoint=endpoint)
+            | SetDataAside(endpoint=endpoint)
+            | DiscardData(endpoint=endpoint)
+            | AddLearner(endpoint=endpoint)
+            | Promote(endpoint=endpoint)
+            | RemoveMember(endpoint=endpoint)
+        ):
+            return endpoint.name
+        case TransferLeadership(leader=leader):
+            return desired.endpoint_of(leader).name
+    return None
 
 
 def _rollout(

@@ -25,10 +25,10 @@ from quorumkeeper.runtimes.kubernetes.objects import placement
 from quorumkeeper.runtimes.kubernetes.operator import ClusterDaemon
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind, parse_resource
 from quorumkeeper.runtimes.kubernetes.runtime import kubernetes_rules
-from testbed.kube import ns_path
+from testbed.kube import ApiError, ns_path
 from tests.fakes import FakeRuntime, FakeStore, fake_backend
 from tests.operator.conftest import ApiServer
-from tests.polling import loopback_subnet
+from tests.polling import loopback_subnet, wait_until
 
 pytestmark = pytest.mark.operator
 
@@ -121,17 +121,23 @@ def create(api_server: ApiServer, namespace: str, name: str, members: int, **spe
     return api_server.kube.create(ns_path(namespace, Kind.ETCD.plural, group=API_VERSION), body)
 
 
-@pytest.fixture
-def driven(installed: ApiServer, namespace: str, metrics: OperatorMetrics) -> Driven:
-    """An etcd cluster resource of 3 members, with no member yet, and its daemon on fakes."""
+def drive(
+    api_server: ApiServer, namespace: str, metrics: OperatorMetrics, members: int, **spec: Any
+) -> Driven:
+    """An etcd cluster resource of `members`, with no member yet, and its daemon on fakes."""
     name = "orders"
-    resource = parse_resource(create(installed, namespace, name, 3))
-    daemon = ClusterDaemon(installed.kube.api_client, Kind.ETCD, namespace, name, metrics)
+    resource = parse_resource(create(api_server, namespace, name, members, **spec))
+    daemon = ClusterDaemon(api_server.kube.api_client, Kind.ETCD, namespace, name, metrics)
     store = FakeStore()
     runtime = FakeRuntime(placement(resource), store)
     backend = fake_backend(store, kubernetes_rules(JoinRules()))
     daemon.reconciler = Reconciler(daemon.source, backend, runtime, daemon.sink, hold_store=True)
-    return Driven(installed, namespace, name, daemon, store, runtime)
+    return Driven(api_server, namespace, name, daemon, store, runtime)
+
+
+@pytest.fixture
+def driven(installed: ApiServer, namespace: str, metrics: OperatorMetrics) -> Driven:
+    return drive(installed, namespace, metrics, 3)
 
 
 def labels(driven: Driven, **extra: str) -> frozenset[tuple[str, str]]:
@@ -181,3 +187,45 @@ def test_metrics_count_passes_changes_and_health_and_go_with_the_resource(
     # The deleted resource ends the daemon's loop at its next pass (404).
     driven.daemon.run(cast(kopf.DaemonStopped, False))
     assert not [key for key in samples(scrape) if ("cluster", driven.name) in key[1]]
+
+
+def test_a_membership_step_stuck_past_its_deadline_is_reported_once_and_recovers(
+    installed: ApiServer, namespace: str, metrics: OperatorMetrics
+) -> None:
+    driven = drive(installed, namespace, metrics, 3, progressDeadlineSeconds=1)
+
+    def stuck() -> Obj | None:
+        driven.daemon.pass_once()  # the learner orders-1 never catches up: Promote again
+        progressing = driven.condition("Progressing")
+        return progressing if progressing["status"] == "False" else None
+
+    progressing = wait_until(stuck, 30, "Progressing False past the deadline")
+    assert progressing["reason"] == "ProgressDeadlineExceeded"
+    assert progressing["message"].startswith("Promote of orders-1 has been in progress for ")
+    assert "longer than progressDeadlineSeconds (1 s)" in progressing["message"]
+    for _ in range(3):
+        driven.daemon.pass_once()
+    again = driven.condition("Progressing")
+    fields = ("status", "reason", "lastTransitionTime")
+    assert [again[f] for f in fields] == [progressing[f] for f in fields]
+    warnings = [e for e in driven.events() if e["type"] == "Warning"]
+    assert [(e["reason"], e["message"][:33]) for e in warnings] == [
+        ("ProgressDeadlineExceeded", "Promote of orders-1 has been in p")
+    ]
+
+    driven.store.mark_caught_up(driven.runtime.placement.endpoint(1).address)
+    driven.daemon.pass_once()  # promoted
+    driven.daemon.pass_once()  # the next step: adding orders-2
+    recovered = driven.condition("Progressing")
+    assert (recovered["status"], recovered["reason"]) == ("True", "AddLearner")
+    assert recovered["lastTransitionTime"] >= progressing["lastTransitionTime"]
+    assert len([e for e in driven.events() if e["type"] == "Warning"]) == 1
+
+
+def test_a_progress_deadline_below_one_second_is_refused_naming_the_field(
+    installed: ApiServer, namespace: str
+) -> None:
+    with pytest.raises(ApiError) as refused:
+        create(installed, namespace, "orders", 3, progressDeadlineSeconds=0)
+    assert refused.value.status == 422
+    assert "spec.progressDeadlineSeconds" in str(refused.value)

@@ -29,6 +29,7 @@ from quorumkeeper.planner import Done, Step, Wait
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
+from quorumkeeper.runtimes.kubernetes.progress import ProgressWatch
 from quorumkeeper.runtimes.kubernetes.resources import (
     GROUP,
     VERSION,
@@ -108,11 +109,13 @@ class ResourceSource:
 
 
 class ResourceStatusSink:
-    """Each pass's status, patched into the resource's `/status` (camelCase)."""
+    """Each pass's status, patched into the resource's `/status` (camelCase), with what the
+    operator remembers across passes (`ProgressWatch`); its Warnings are Events."""
 
     def __init__(self, source: ResourceSource) -> None:
         self.source = source
         self._objects = client.CustomObjectsApi(source._objects.api_client)
+        self.progress = ProgressWatch()
 
     def record(self, status: ClusterStatus) -> None:
         voters = [m for m in status.members if m.role in (Role.LEADER, Role.FOLLOWER)]
@@ -124,7 +127,21 @@ class ResourceStatusSink:
                 "observed_generation": self.source.generation,
             }
         )
+        full, notices = self.progress.judge(
+            full, self.source.parsed().spec.progress_deadline_seconds
+        )
         self.patch(full)
+        for notice in notices:
+            try:
+                _post_event(
+                    self._objects.api_client,
+                    self.source.body,
+                    notice.reason,
+                    notice.message,
+                    "Warning",
+                )
+            except ApiException as error:
+                LOG.warning("%s: Event %s not posted: %s", full.name, notice.reason, error.reason)
 
     def patch(self, status: ResourceStatus) -> None:
         """Raises OSError when the API server refuses it, as the reconciler's sink contract
@@ -205,8 +222,10 @@ def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str
     return base64.b64decode(secret.data["password"]).decode()
 
 
-def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
-    """An Event on the resource for a membership change, reason the step's kind."""
+def _post_event(
+    api: client.ApiClient, body: dict[str, Any], reason: str, message: str, kind: str
+) -> None:
+    """An Event of `kind` (Normal or Warning) on the resource."""
     metadata = body["metadata"]
     now = datetime.now(UTC)
     event = {
@@ -218,9 +237,9 @@ def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
             "namespace": metadata["namespace"],
             "uid": metadata["uid"],
         },
-        "reason": type(step).__name__,
-        "message": step.reason,
-        "type": "Normal",
+        "reason": reason,
+        "message": message,
+        "type": kind,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -289,7 +308,7 @@ class ClusterDaemon:
             type(step).__name__ if changed else None,
         )
         if changed:
-            _announce(self.api, self.source.body, step)
+            _post_event(self.api, self.source.body, type(step).__name__, step.reason, "Normal")
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
         )
