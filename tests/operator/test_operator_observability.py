@@ -229,3 +229,47 @@ def test_a_progress_deadline_below_one_second_is_refused_naming_the_field(
         create(installed, namespace, "orders", 3, progressDeadlineSeconds=0)
     assert refused.value.status == 422
     assert "spec.progressDeadlineSeconds" in str(refused.value)
+
+
+def test_a_spec_change_during_a_membership_step_is_queued_until_the_step_is_done(
+    installed: ApiServer, namespace: str, metrics: OperatorMetrics
+) -> None:
+    driven = drive(installed, namespace, metrics, 3)
+    for _ in range(4):  # Bootstrap, AddLearner orders-1, StartMember, Promote (not caught up)
+        driven.daemon.pass_once()
+    assert driven.resource()["status"]["step"] == {
+        "kind": "Promote",
+        "member": "orders-1",
+        "reason": "orders-1 runs as a learner and is promoted once it has caught up",
+    }
+    assert driven.resource()["status"]["observedGeneration"] == 1
+
+    driven.scale(5)
+    driven.daemon.pass_once()
+    resource = driven.resource()
+    assert resource["metadata"]["generation"] == 2
+    assert resource["status"]["observedGeneration"] == 1
+    progressing = driven.condition("Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "SpecChangeQueued")
+    assert progressing["message"].startswith(
+        "generation 2 (5 members, version 3.7.3) is queued: Promote of orders-1 finishes first"
+    )
+
+    driven.store.mark_caught_up(driven.runtime.placement.endpoint(1).address)
+    driven.daemon.pass_once()  # promoted
+    driven.daemon.pass_once()  # the next step, toward 5 members
+    resource = driven.resource()
+    assert resource["status"]["observedGeneration"] == 2
+    assert resource["status"]["step"]["kind"] == "AddLearner"
+    assert driven.condition("Progressing")["reason"] == "AddLearner"
+
+
+def test_a_spec_change_with_no_membership_step_in_progress_is_acted_on_at_once(
+    driven: Driven,
+) -> None:
+    driven.settle()
+    driven.scale(4)
+    driven.daemon.pass_once()
+    resource = driven.resource()
+    assert resource["status"]["observedGeneration"] == resource["metadata"]["generation"] == 2
+    assert driven.condition("Progressing")["reason"] == "AddLearner"

@@ -128,7 +128,7 @@ class ResourceStatusSink:
             }
         )
         full, notices = self.progress.judge(
-            full, self.source.parsed().spec.progress_deadline_seconds
+            full, self.source.generation, self.source.parsed().spec.progress_deadline_seconds
         )
         self.patch(full)
         for notice in notices:
