@@ -416,6 +416,8 @@ def _conditions(
     degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
     if error:
         degraded_reason, degraded_message = "StepRefused", error
+    elif isinstance(step, Wait) and step.refusal:
+        degraded_reason, degraded_message = step.refusal, step.reason
     elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):
         degraded_reason, degraded_message = step.phase.value, step.reason
     elif unhealthy:

@@ -9,16 +9,22 @@ real members is the test bed's to prove (`tests/operator/test_operator_testbed.p
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from quorumkeeper.model import JoinRules
+from quorumkeeper.model import JoinRules, Slot
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.metrics import OperatorMetrics
 from quorumkeeper.runtimes.kubernetes.objects import placement
@@ -273,3 +279,89 @@ def test_a_spec_change_with_no_membership_step_in_progress_is_acted_on_at_once(
     resource = driven.resource()
     assert resource["status"]["observedGeneration"] == resource["metadata"]["generation"] == 2
     assert driven.condition("Progressing")["reason"] == "AddLearner"
+
+
+def test_a_scale_down_that_would_break_quorum_is_refused_as_degraded(driven: Driven) -> None:
+    driven.settle()
+    changes, actions = list(driven.store.changes), list(driven.runtime.actions)
+    down = driven.runtime.placement.endpoint(1)
+    unschedulable = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules"
+    driven.runtime.seed(Slot(down, running=False, has_data=True, blocked_by=unschedulable))
+    driven.scale(1)
+    driven.daemon.pass_once()
+    degraded = driven.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ScaleDownRefused")
+    assert degraded["message"].endswith(
+        "scale-down from 3 to 1 members refused: removing orders-2 would leave 1 healthy of 2 "
+        "voters, below the quorum of 2 (2 of 3 voters healthy: orders-0, orders-2; unhealthy: "
+        "orders-1); possible once orders-1 is healthy again"
+    )
+    assert unschedulable in degraded["message"]  # why orders-1 is down comes first
+    assert (driven.store.changes, driven.runtime.actions) == (changes, actions)  # nothing done
+
+    driven.runtime.seed(Slot(down, running=True, has_data=True, config=driven.runtime.config))
+    kinds = driven.settle()
+    assert "RemoveMember" in kinds and len(driven.store.entries) == 1
+    assert driven.condition("Degraded")["status"] == "False"
+
+
+def test_the_operator_command_serves_metrics_until_the_resource_is_deleted(
+    installed: ApiServer, namespace: str, tmp_path: Path
+) -> None:
+    """`quorumkeeper operator --metrics-port` end to end on the API server: no node runs a pod
+    here, so the cluster never gets past its first member, but every pass is counted."""
+    address = f"{loopback_subnet(252)}.1"
+    with socket.socket() as probe:  # a free port on our own address
+        probe.bind((address, 0))
+        port = probe.getsockname()[1]
+    url = f"http://{address}:{port}/metrics"
+    create(installed, namespace, "orders", 1)
+    log = tmp_path / "operator.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "quorumkeeper",
+                "operator",
+                "--namespace",
+                namespace,
+                "--metrics-port",
+                str(port),
+                "--metrics-address",
+                address,
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(installed.control_plane.kubeconfig)},
+        )
+    try:
+
+        def passes() -> float | None:
+            try:
+                seen = samples(url)
+            except OSError:
+                return None  # not listening yet
+            counted = [
+                value
+                for (name, labels), value in seen.items()
+                if name == "quorumkeeper_reconcile_passes_total"
+                and ("cluster", "orders") in labels
+                and ("namespace", namespace) in labels
+            ]
+            return sum(counted) or None
+
+        assert wait_until(passes, 60, f"passes counted; log:\n{log.read_text()}") >= 1
+        installed.kube.delete(ns_path(namespace, Kind.ETCD.plural, "orders", group=API_VERSION))
+        wait_until(
+            lambda: not any(("cluster", "orders") in labels for _, labels in samples(url)),
+            60,
+            f"the deleted cluster's series gone; log:\n{log.read_text()}",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

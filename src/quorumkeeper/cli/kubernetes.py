@@ -87,6 +87,9 @@ def run_operator(
             "--metrics-port", min=0, max=65535, help="serve Prometheus /metrics here; 0: off"
         ),
     ] = DEFAULT_METRICS_PORT,
+    metrics_address: Annotated[
+        str, typer.Option("--metrics-address", help="the address /metrics listens on")
+    ] = "0.0.0.0",
 ) -> None:
     """Run the operator: one reconciler per EtcdCluster and ZookeeperCluster, until stopped.
 
@@ -94,7 +97,7 @@ def run_operator(
     """
     from quorumkeeper.runtimes.kubernetes import operator  # kopf only where it runs
 
-    operator.run(namespace or [], metrics_port)
+    operator.run(namespace or [], metrics_port, metrics_address)
 
 
 def register(app: typer.Typer, render_app: typer.Typer) -> None:

@@ -156,7 +156,7 @@ class OperatorMetrics(Collector):
                     phase.add_metric([*key, cluster.phase], now - cluster.phase_since)
         return [passes, failures, changes, healthy, phase]
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> WSGIServer:
+    def serve(self, port: int, address: str) -> WSGIServer:
         """Serve `/metrics` on `address:port` from a daemon thread; the caller shuts the returned
         server down. Raises OSError when the port can't be bound."""
         server, _thread = start_http_server(port, address, registry=self.registry)

@@ -407,16 +407,16 @@ for _resource in ("pods", "persistentvolumeclaims"):
 kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
 
 
-def run(namespaces: list[str], metrics_port: int) -> None:
+def run(namespaces: list[str], metrics_port: int, metrics_address: str) -> None:
     """Run the operator until stopped: every namespace, or only `namespaces`; `/metrics` on
-    `metrics_port` of every address (0: not served). Raises OSError when the port is taken."""
+    `metrics_address:metrics_port` (port 0: not served). Raises OSError when it can't bind."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # a line per watch event
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     metrics = OperatorMetrics()
-    server = metrics.serve(metrics_port) if metrics_port else None
+    server = metrics.serve(metrics_port, metrics_address) if metrics_port else None
     try:
         kopf.run(
             registry=registry,

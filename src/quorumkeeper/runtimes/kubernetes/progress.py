@@ -79,15 +79,15 @@ class ProgressWatch:
         now = self.clock()
         step = membership_step(status)
         conditions = list(status.conditions)
-        if self.generation is not None and generation != self.generation and step is not None:
-            if step == self.step:
-                kind, member = step
-                message = (
-                    f"generation {generation} ({status.desired_members} members, version "
-                    f"{status.version}) is queued: {kind} of {member} finishes first "
-                    f"({status.step.reason})"
-                )
-                conditions = _replaced(conditions, "True", SPEC_CHANGE_QUEUED, message)
+        moved = self.generation is not None and generation != self.generation
+        if moved and step is not None and step == self.step:
+            kind, member = step
+            message = (
+                f"generation {generation} ({status.desired_members} members, version "
+                f"{status.version}) is queued: {kind} of {member} finishes first "
+                f"({status.step.reason})"
+            )
+            conditions = _replaced(conditions, "True", SPEC_CHANGE_QUEUED, message)
         if step != self.step or self.generation is None or step is None:
             self.generation = generation
         if step != self.step:
