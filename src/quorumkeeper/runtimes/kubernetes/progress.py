@@ -54,9 +54,8 @@ def membership_step(status: ResourceStatus) -> tuple[str, str | None] | None:
 class ProgressWatch:
     """One cluster's membership step in progress, pass after pass: since when it is the same
     (kind and member), by `clock` (seconds), the generation it acts on, and the conditions
-    last written, against which
-    transition times are carried (the reconciler carries them against its own, which never
-    held what this adds)."""
+    last written, against which transition times are carried (the reconciler carries them
+    against its own, which never held what this adds)."""
 
     clock: Callable[[], float] = time.monotonic
     generation: int | None = None
@@ -88,8 +87,8 @@ class ProgressWatch:
                 f"({status.step.reason})"
             )
             conditions = _replaced(conditions, "True", SPEC_CHANGE_QUEUED, message)
-        if step != self.step or self.generation is None or step is None:
-            self.generation = generation
+        if step is None or step != self.step or self.generation is None:
+            self.generation = generation  # a new step (or none) acts on the spec as it is now
         if step != self.step:
             self.step, self.since, self.warned = step, now, False
         notices = []
