@@ -316,7 +316,7 @@ def _plan_membership(
     """Promote, remove or add, once every member that can run does."""
 
     if len(membership) > desired.members:
-        return _plan_removal(desired, voters, healthy_voters, membership)
+        return _plan_removal(desired, healthy_voters, membership)
 
     if learners:
         learner = learners[0]
@@ -563,10 +563,7 @@ def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:
 
 
 def _plan_removal(
-    desired: Desired,
-    voters: list[Member],
-    healthy_voters: list[Member],
-    membership: Sequence[Member],
+    desired: Desired, healthy_voters: list[Member], membership: Sequence[Member]
 ) -> Step:
     victim = removal_candidate(desired, membership)
     endpoint = desired.endpoint_of(victim)
@@ -611,6 +608,9 @@ def _scale_down_refusal(
     victim: Member,
     left: int,
 ) -> str:
+    """The reason `scale_down_blocker` gives: removing `victim` from `remaining` would leave
+    `left` healthy voters, below quorum."""
+
     def names(members: Sequence[Member]) -> str:
         return ", ".join(desired.endpoint_of(m).name for m in members) or "none"
 
