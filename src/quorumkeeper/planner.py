@@ -206,11 +206,17 @@ class TransferLeadership(Step):
         return self.during
 
 
+SCALE_DOWN_REFUSED = "ScaleDownRefused"
+
+
 @dataclass(frozen=True)
 class Wait(Step):
-    """Nothing is safe to do now; `reason` says what the planner waits for."""
+    """Nothing is safe to do now; `reason` says what the planner waits for. `refusal` names,
+    as a condition reason (`SCALE_DOWN_REFUSED`), a change the spec asks for that is refused
+    as it stands; None for any other wait."""
 
     blocked_phase: Phase
+    refusal: str | None = None
 
     @property
     def phase(self) -> Phase:
@@ -293,7 +299,8 @@ def plan(desired: Desired, observed: Observation) -> Step:
     if isinstance(step, AddLearner) and observed.adds_refused:
         return Wait(f"adding {step.endpoint.name} waits: {observed.adds_refused}", step.phase)
     if held and isinstance(step, Done | Wait):
-        return Wait("; ".join([*held, step.reason]), Phase.DEGRADED)
+        refusal = step.refusal if isinstance(step, Wait) else None
+        return Wait("; ".join([*held, step.reason]), Phase.DEGRADED, refusal)
     if isinstance(step, Done):
         return _plan_restart(desired, observed, membership, voters, healthy_voters) or step
     return step
@@ -309,7 +316,7 @@ def _plan_membership(
     """Promote, remove or add, once every member that can run does."""
 
     if len(membership) > desired.members:
-        return _plan_removal(desired, voters, healthy_voters, membership)
+        return _plan_removal(desired, healthy_voters, membership)
 
     if learners:
         learner = learners[0]
@@ -556,23 +563,16 @@ def removal_candidate(desired: Desired, membership: Sequence[Member]) -> Member:
 
 
 def _plan_removal(
-    desired: Desired,
-    voters: list[Member],
-    healthy_voters: list[Member],
-    membership: Sequence[Member],
+    desired: Desired, healthy_voters: list[Member], membership: Sequence[Member]
 ) -> Step:
     victim = removal_candidate(desired, membership)
     endpoint = desired.endpoint_of(victim)
     reason = f"{len(membership)} members, {desired.members} wanted: removing {endpoint.name}"
     if victim.role is Role.LEARNER:
         return RemoveMember(reason, victim, endpoint, replacing=False)
-    remaining_healthy = len(healthy_voters) - (1 if victim.healthy else 0)
-    if remaining_healthy < quorum(len(voters) - 1):
-        return Wait(
-            f"removing {endpoint.name} would leave {remaining_healthy} healthy of "
-            f"{len(voters) - 1} voters, below quorum",
-            Phase.DEGRADED,
-        )
+    refused = scale_down_blocker(desired, membership)
+    if refused is not None:
+        return Wait(refused, Phase.DEGRADED, refusal=SCALE_DOWN_REFUSED)
     if victim.role is Role.LEADER and desired.rules.transfers_leadership:
         return TransferLeadership(
             f"{endpoint.name} leads: handing leadership over before removing it",
@@ -585,14 +585,50 @@ def _plan_removal(
 def scale_down_blocker(desired: Desired, membership: Sequence[Member]) -> str | None:
     """Why shrinking `membership` to `desired.members` would pass below quorum, or None.
 
-    Replays the removals the planner would make, one at a time, against today's health.
+    Replays the removals the planner would make, one at a time, against today's health: a
+    scale-down is refused as a whole before its first removal, so that it never stops halfway
+    with fewer members and the same unhealthy ones (less room for one more failure). The reason
+    names the members, how many are healthy and what would let it through.
     """
     remaining = list(membership)
     while len(remaining) > desired.members:
-        voters = [m for m in remaining if m.voter]
-        step = _plan_removal(desired, voters, [m for m in voters if m.healthy], remaining)
-        if isinstance(step, Wait):
-            return step.reason
         victim = removal_candidate(desired, remaining)
+        voters = [m for m in remaining if m.voter]
+        left = sum(m.healthy for m in voters if m is not victim)
+        if victim.voter and left < quorum(len(voters) - 1):
+            return _scale_down_refusal(desired, membership, remaining, victim, left)
         remaining.remove(victim)
     return None
+
+
+def _scale_down_refusal(
+    desired: Desired,
+    membership: Sequence[Member],
+    remaining: Sequence[Member],
+    victim: Member,
+    left: int,
+) -> str:
+    """The reason `scale_down_blocker` gives: removing `victim` from `remaining` would leave
+    `left` healthy voters, below quorum."""
+
+    def names(members: Sequence[Member]) -> str:
+        return ", ".join(desired.endpoint_of(m).name for m in members) or "none"
+
+    voters = [m for m in membership if m.voter]
+    healthy = [m for m in voters if m.healthy]
+    unhealthy = [m for m in voters if not m.healthy]
+    after = sum(m.voter for m in remaining) - 1
+    verb = "are" if len(unhealthy) > 1 else "is"
+    fixes = [
+        f"once {names(unhealthy)} {verb} healthy again"
+        if unhealthy
+        else "once more voters are healthy"
+    ]
+    if len(remaining) < len(membership):
+        fixes.append(f"now with members: {len(remaining)}")
+    return (
+        f"scale-down from {len(membership)} to {desired.members} members refused: removing "
+        f"{desired.endpoint_of(victim).name} would leave {left} healthy of {after} voters, "
+        f"below the quorum of {quorum(after)} ({len(healthy)} of {len(voters)} voters healthy: "
+        f"{names(healthy)}; unhealthy: {names(unhealthy)}); possible {', or '.join(fixes)}"
+    )

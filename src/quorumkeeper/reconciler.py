@@ -111,6 +111,8 @@ class Reconciler:
         """The status of the last pass, recorded or not."""
         self.record_error: OSError | None = None
         """Why the last status could not be recorded, None when it was."""
+        self.acted = False
+        """Whether the last pass's step went through (False when the store refused it)."""
         self.set_aside: str | None = None
         """Where the last data set aside went, for the keeper's log."""
         self._store: CoordinationStore | None = None
@@ -210,7 +212,9 @@ class Reconciler:
             phase=step.phase.value,
             quorum=membership is not None,
             connect_string=self.backend.connect_string([e for e in voters if e is not None]),
-            step=StepStatus(kind=type(step).__name__, reason=step.reason),
+            step=StepStatus(
+                kind=type(step).__name__, reason=step.reason, member=_subject(desired, step)
+            ),
             alarms=[
                 AlarmStatus(member=endpoint.name, alarm=alarm)
                 for m in membership or ()
@@ -259,6 +263,7 @@ class Reconciler:
         with the failure as its error and the Degraded condition) before the exception goes on
         to the caller. A store's refusal of the step is no failure: it is the next status's
         error."""
+        self.acted = False
         try:
             self.reload()
             snapshot = self.observe(judge=True)
@@ -267,6 +272,7 @@ class Reconciler:
             try:
                 self.act(step, snapshot)
                 self.last_error = None
+                self.acted = True
             except (NotCaughtUp, AddsRefused):
                 pass  # not an error: the next observation shows the condition and the plan waits
             except StoreError as error:
@@ -356,6 +362,26 @@ class Reconciler:
         return [Peer(e, peers[e]) for e in sorted(peers, key=lambda e: e.ordinal)]
 
 
+def _subject(desired: Desired, step: Step) -> str | None:
+    """The name of the member `step` acts on; for a hand-over, the leader's."""
+    match step:
+        case (
+            Bootstrap(endpoint=endpoint)
+            | StartMember(endpoint=endpoint)
+            | StopMember(endpoint=endpoint)
+            | RestartMember(endpoint=endpoint)
+            | SetDataAside(endpoint=endpoint)
+            | DiscardData(endpoint=endpoint)
+            | AddLearner(endpoint=endpoint)
+            | Promote(endpoint=endpoint)
+            | RemoveMember(endpoint=endpoint)
+        ):
+            return endpoint.name
+        case TransferLeadership(leader=leader):
+            return desired.endpoint_of(leader).name
+    return None
+
+
 def _rollout(
     desired: Desired, observed: Observation, members: list[MemberStatus], step: Step
 ) -> RolloutStatus | None:
@@ -390,6 +416,8 @@ def _conditions(
     degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
     if error:
         degraded_reason, degraded_message = "StepRefused", error
+    elif isinstance(step, Wait) and step.refusal:
+        degraded_reason, degraded_message = step.refusal, step.reason
     elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):
         degraded_reason, degraded_message = step.phase.value, step.reason
     elif unhealthy:

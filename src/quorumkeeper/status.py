@@ -88,8 +88,12 @@ class RolloutStatus(BaseModel):
 
 
 class StepStatus(_StatusModel):
+    """The step planned next: its kind (the planner's class name), why, and the member it acts
+    on (for a hand-over, the leader); unset for a Wait or Done."""
+
     kind: str
     reason: str
+    member: str | None = None
 
 
 class AlarmStatus(_StatusModel):

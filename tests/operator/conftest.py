@@ -7,6 +7,7 @@ test bed or another suite's API server.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -18,8 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quorumkeeper.runtimes.kubernetes.crd import crds
+from quorumkeeper.runtimes.kubernetes.resources import GROUP, Kind
 from testbed.controlplane import ControlPlane
 from testbed.kube import Kube
+from testbed.procs import wait_for
 from testbed.versions import Binaries
 from tests.polling import loopback_subnet
 
@@ -76,3 +80,22 @@ def namespace(api_server: ApiServer) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
     api_server.kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
     return name
+
+
+@pytest.fixture(scope="session")
+def installed(api_server: ApiServer) -> ApiServer:
+    """The CRDs applied and established."""
+    result = api_server.apply(crds())
+    assert result.returncode == 0, result.stderr
+    for kind in Kind:
+        name = f"{kind.plural}.{GROUP}"
+        wait_for(functools.partial(established, api_server, name), 30, f"{name} established")
+    return api_server
+
+
+def established(api_server: ApiServer, name: str) -> bool:
+    crd = api_server.kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    return any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in crd.get("status", {}).get("conditions", [])
+    )

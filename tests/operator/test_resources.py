@@ -4,13 +4,11 @@ accepted as they are, invalid ones are refused naming the field, and `kubectl sc
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
 import pytest
 
-from quorumkeeper.runtimes.kubernetes.crd import crds
 from quorumkeeper.runtimes.kubernetes.install import operator_objects
 from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
@@ -23,7 +21,6 @@ from quorumkeeper.runtimes.kubernetes.resources import (
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.status import Condition, ConditionType, MemberStatus, StepStatus
 from testbed.kube import ApiError, ns_path
-from testbed.procs import wait_for
 from tests.operator.conftest import ApiServer
 
 pytestmark = pytest.mark.operator
@@ -31,25 +28,6 @@ pytestmark = pytest.mark.operator
 Obj = dict[str, Any]
 GROUP = "quorumkeeper.io"
 VERSIONS = {Kind.ETCD: "3.7.3", Kind.ZOOKEEPER: "3.9.5"}
-
-
-@pytest.fixture(scope="module")
-def installed(api_server: ApiServer) -> ApiServer:
-    """The CRDs applied and established."""
-    result = api_server.apply(crds())
-    assert result.returncode == 0, result.stderr
-    for kind in Kind:
-        name = f"{kind.plural}.{GROUP}"
-        wait_for(functools.partial(established, api_server, name), 30, f"{name} established")
-    return api_server
-
-
-def established(api_server: ApiServer, name: str) -> bool:
-    crd = api_server.kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-    return any(
-        c["type"] == "Established" and c["status"] == "True"
-        for c in crd.get("status", {}).get("conditions", [])
-    )
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from quorumkeeper.model import (
     Slot,
 )
 from quorumkeeper.planner import (
+    SCALE_DOWN_REFUSED,
     AddLearner,
     Bootstrap,
     Desired,
@@ -610,3 +611,61 @@ def test_the_next_restart_waits_for_the_last_one_to_catch_up() -> None:
 def test_a_single_member_restarts_in_place() -> None:
     step = _rollout_step(ETCD_RULES, ("old",))
     assert isinstance(step, RestartMember) and step.endpoint.ordinal == 0
+
+
+def test_a_scale_down_that_would_break_quorum_is_refused_naming_members_and_the_way_out() -> None:
+    """3 -> 1 on a StatefulSet while c-1 runs unhealthy: removing c-2 first would leave one healthy
+    voter of two."""
+    rules = HIGHEST_ONLY[0]
+    membership = (_member(0, Role.LEADER), _member(1, healthy=False), _member(2))
+    step = plan(_desired(1, rules), Observation(membership, _running(0, 1, 2)))
+    assert isinstance(step, Wait) and step.refusal == SCALE_DOWN_REFUSED
+    assert step.phase is Phase.DEGRADED and not step.changes_membership
+    assert step.reason == (
+        "scale-down from 3 to 1 members refused: removing c-2 would leave 1 healthy of 2 "
+        "voters, below the quorum of 2 (2 of 3 voters healthy: c-0, c-2; unhealthy: c-1); "
+        "possible once c-1 is healthy again"
+    )
+    healed = (_member(0, Role.LEADER), _member(1), _member(2))
+    removal = plan(_desired(1, rules), Observation(healed, _running(0, 1, 2)))
+    assert isinstance(removal, RemoveMember) and removal.endpoint.name == "c-2"
+
+
+def test_a_scale_down_is_refused_as_a_whole_before_its_first_removal() -> None:
+    """5 -> 1 while c-1 runs unhealthy: the first two removals would keep a quorum, the third
+    not; nothing is removed, and the size the message offers is accepted."""
+    rules = HIGHEST_ONLY[1]
+    membership = (_member(0, Role.LEADER), _member(1, healthy=False), *map(_member, (2, 3, 4)))
+    observed = Observation(membership, _running(0, 1, 2, 3, 4))
+    step = plan(_desired(1, rules), observed)
+    assert isinstance(step, Wait) and step.refusal == SCALE_DOWN_REFUSED
+    assert step.reason.endswith("possible once c-1 is healthy again, or now with members: 3")
+    offered = plan(_desired(3, rules), observed)
+    assert isinstance(offered, RemoveMember) and offered.endpoint.name == "c-4"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(observations(), st.sampled_from([ETCD_RULES, ZOOKEEPER_RULES, *HIGHEST_ONLY]))
+def test_a_voter_leaves_only_when_the_whole_scale_down_keeps_a_quorum(
+    case: tuple[Desired, Observation], rules: JoinRules
+) -> None:
+    """A scale-down starts (a voter removed, or leadership handed over to remove it) only when
+    every removal down to the spec keeps a quorum with today's health; otherwise it is refused
+    as ScaleDownRefused, and the size it offers instead is one that is not refused."""
+    desired, observed = case
+    desired = replace(desired, rules=rules)
+    step = plan(desired, observed)
+    membership = observed.membership or ()
+    scaling_down = (
+        isinstance(step, RemoveMember) and not step.replacing and step.member.voter
+    ) or (isinstance(step, TransferLeadership) and step.phase is Phase.SCALING)
+    if scaling_down:
+        assert scale_down_blocker(desired, membership) is None
+    if isinstance(step, Wait) and step.refusal == SCALE_DOWN_REFUSED:
+        assert len(membership) > desired.members
+        blocker = scale_down_blocker(desired, membership)
+        assert blocker is not None and step.reason.endswith(blocker)  # after members held
+        if "now with members: " in step.reason:
+            offered = int(step.reason.rsplit("now with members: ", 1)[1])
+            assert desired.members < offered < len(membership)
+            assert scale_down_blocker(replace(desired, members=offered), membership) is None

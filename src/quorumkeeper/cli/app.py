@@ -468,7 +468,7 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
             dataclasses.replace(cluster.reconciler.desired, members=members), membership
         )
         if blocker:
-            raise _fail(f"refused: {blocker}; fix: heal the cluster first, or scale down less")
+            raise _fail(blocker)
     joining = [
         n for n in range(members) if spec.local.address(n) not in {m.address for m in membership}
     ]

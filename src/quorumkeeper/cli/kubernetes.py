@@ -12,6 +12,7 @@ import yaml
 
 from quorumkeeper.errors import Refused
 from quorumkeeper.runtimes.kubernetes.install import DEFAULT_NAMESPACE, operator_objects
+from quorumkeeper.runtimes.kubernetes.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import Kind, parse_resource
@@ -80,6 +81,15 @@ def run_operator(
         list[str] | None,
         typer.Option("--namespace", "-n", help="watch only this namespace (repeatable)"),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="serve Prometheus /metrics here; 0: off"
+        ),
+    ] = DEFAULT_METRICS_PORT,
+    metrics_address: Annotated[
+        str, typer.Option("--metrics-address", help="the address /metrics listens on")
+    ] = "0.0.0.0",
 ) -> None:
     """Run the operator: one reconciler per EtcdCluster and ZookeeperCluster, until stopped.
 
@@ -87,7 +97,7 @@ def run_operator(
     """
     from quorumkeeper.runtimes.kubernetes import operator  # kopf only where it runs
 
-    operator.run(namespace or [])
+    operator.run(namespace or [], metrics_port, metrics_address)
 
 
 def register(app: typer.Typer, render_app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 from quorumkeeper.runtimes.kubernetes.crd import crds
+from quorumkeeper.runtimes.kubernetes.metrics import DEFAULT_PORT as METRICS_PORT
 from quorumkeeper.runtimes.kubernetes.resources import GROUP, Kind
 
 Obj = dict[str, Any]
@@ -96,6 +97,13 @@ def operator_objects(namespace: str = DEFAULT_NAMESPACE, image: str | None = Non
                             "name": "operator",
                             "image": image or default_image(),
                             "args": ["operator"],
+                            "ports": [
+                                {
+                                    "name": "metrics",
+                                    "containerPort": METRICS_PORT,
+                                    "protocol": "TCP",
+                                }
+                            ],
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "64Mi"},
                                 "limits": {"memory": "256Mi"},

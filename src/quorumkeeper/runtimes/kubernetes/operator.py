@@ -27,7 +27,9 @@ from kubernetes.client.exceptions import ApiException
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Step, Wait
 from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
+from quorumkeeper.runtimes.kubernetes.progress import ProgressWatch
 from quorumkeeper.runtimes.kubernetes.resources import (
     GROUP,
     VERSION,
@@ -107,11 +109,13 @@ class ResourceSource:
 
 
 class ResourceStatusSink:
-    """Each pass's status, patched into the resource's `/status` (camelCase)."""
+    """Each pass's status, patched into the resource's `/status` (camelCase), with what the
+    operator remembers across passes (`ProgressWatch`); its Warnings are Events."""
 
     def __init__(self, source: ResourceSource) -> None:
         self.source = source
         self._objects = client.CustomObjectsApi(source._objects.api_client)
+        self.progress = ProgressWatch()
 
     def record(self, status: ClusterStatus) -> None:
         voters = [m for m in status.members if m.role in (Role.LEADER, Role.FOLLOWER)]
@@ -123,7 +127,21 @@ class ResourceStatusSink:
                 "observed_generation": self.source.generation,
             }
         )
+        full, notices = self.progress.judge(
+            full, self.source.generation, self.source.parsed().spec.progress_deadline_seconds
+        )
         self.patch(full)
+        for notice in notices:
+            try:
+                _post_event(
+                    self._objects.api_client,
+                    self.source.body,
+                    notice.reason,
+                    notice.message,
+                    "Warning",
+                )
+            except ApiException as error:
+                LOG.warning("%s: Event %s not posted: %s", full.name, notice.reason, error.reason)
 
     def patch(self, status: ResourceStatus) -> None:
         """Raises OSError when the API server refuses it, as the reconciler's sink contract
@@ -204,8 +222,10 @@ def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str
     return base64.b64decode(secret.data["password"]).decode()
 
 
-def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
-    """An Event on the resource for a membership change, reason the step's kind."""
+def _post_event(
+    api: client.ApiClient, body: dict[str, Any], reason: str, message: str, kind: str
+) -> None:
+    """An Event of `kind` (Normal or Warning) on the resource."""
     metadata = body["metadata"]
     now = datetime.now(UTC)
     event = {
@@ -217,9 +237,9 @@ def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
             "namespace": metadata["namespace"],
             "uid": metadata["uid"],
         },
-        "reason": type(step).__name__,
-        "message": step.reason,
-        "type": "Normal",
+        "reason": reason,
+        "message": message,
+        "type": kind,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -231,12 +251,21 @@ def _announce(api: client.ApiClient, body: dict[str, Any], step: Step) -> None:
 class ClusterDaemon:
     """One cluster resource's loop: parse, reconcile one step, sleep until woken."""
 
-    def __init__(self, api: client.ApiClient, kind: Kind, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        metrics: OperatorMetrics,
+    ) -> None:
         self.api = api
         self.source = ResourceSource(api, kind, namespace, name)
         self.sink = ResourceStatusSink(self.source)
         self.reconciler: Reconciler | None = None
         self.wake = WAKES.of(namespace, name)
+        self.metrics = metrics
+        self.key = ClusterKey(namespace, name, kind.value)
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
         if self.reconciler is None:
@@ -258,6 +287,7 @@ class ClusterDaemon:
             LOG.warning(
                 "%s/%s: spec not acted on: %s", self.source.namespace, self.source.name, error
             )
+            self.metrics.passed(self.key, Outcome.INVALID_SPEC)
             try:
                 self.sink.patch(invalid_status(self.source.body, error, self.source.generation))
             except OSError as failed:
@@ -266,11 +296,19 @@ class ClusterDaemon:
         reconciler = self._reconciler(resource)
         try:
             step = reconciler.run_once()
-        except Exception:
+        except Exception as error:
+            self.metrics.failed(self.key, error)
             LOG.exception("%s/%s: pass failed", self.source.namespace, self.source.name)
             return BUSY_INTERVAL
-        if step.changes_membership:
-            _announce(self.api, self.source.body, step)
+        changed = step.changes_membership and reconciler.acted
+        self.metrics.passed(
+            self.key,
+            _outcome(step, reconciler.acted),
+            reconciler.last_status,
+            type(step).__name__ if changed else None,
+        )
+        if changed:
+            _post_event(self.api, self.source.body, type(step).__name__, step.reason, "Normal")
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
         )
@@ -289,8 +327,15 @@ class ClusterDaemon:
                 self.wake.wait(interval)
                 self.wake.clear()
         finally:
+            self.metrics.forget(self.key)
             if self.reconciler is not None:
                 self.reconciler.close()
+
+
+def _outcome(step: Step, acted: bool) -> Outcome:
+    if isinstance(step, Done):
+        return Outcome.SETTLED
+    return Outcome.ACTED if acted and not isinstance(step, Wait) else Outcome.WAITING
 
 
 def _api() -> client.ApiClient:
@@ -319,9 +364,9 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def _daemon(kind: Kind) -> None:
     @kopf.daemon(GROUP, VERSION, kind.plural, registry=registry, cancellation_timeout=30)
     def run_cluster(
-        *, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+        *, name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any
     ) -> None:
-        ClusterDaemon(_api(), kind, namespace or "default", name).run(stopped)
+        ClusterDaemon(_api(), kind, namespace or "default", name, memo.metrics).run(stopped)
 
     @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry)
     def retain_or_delete(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
@@ -362,16 +407,24 @@ for _resource in ("pods", "persistentvolumeclaims"):
 kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
 
 
-def run(namespaces: list[str]) -> None:
-    """Run the operator until stopped: every namespace, or only `namespaces`."""
+def run(namespaces: list[str], metrics_port: int, metrics_address: str) -> None:
+    """Run the operator until stopped: every namespace, or only `namespaces`; `/metrics` on
+    `metrics_address:metrics_port` (port 0: not served). Raises OSError when it can't bind."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # a line per watch event
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    kopf.run(
-        registry=registry,
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-    )
+    metrics = OperatorMetrics()
+    server = metrics.serve(metrics_port, metrics_address) if metrics_port else None
+    try:
+        kopf.run(
+            registry=registry,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(metrics=metrics),
+        )
+    finally:
+        if server is not None:
+            server.shutdown()

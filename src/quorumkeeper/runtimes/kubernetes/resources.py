@@ -225,6 +225,16 @@ class ClusterResourceSpec(_Resource):
     annotations: dict[str, str] = Field(
         default={}, description="extra annotations on every object of the cluster and its pods"
     )
+    progress_deadline_seconds: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            description="seconds one membership step (same kind and member) may stay in "
+            "progress before Progressing turns False with reason ProgressDeadlineExceeded, as "
+            "a Deployment's; 600 when unset",
+        ),
+    ] = 600
     pod_template: dict[str, Any] = Field(
         default={},
         description="merged into the rendered pod template (a PodTemplateSpec): mappings "
