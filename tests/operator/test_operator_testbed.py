@@ -117,7 +117,7 @@ class OperatorProcess:
         resolv.write_text(f"nameserver {BRIDGE_IP}\noptions ndots:1 timeout:1\n")
         command = (
             f"mount --bind {resolv} /etc/resolv.conf && exec {sys.executable} -m quorumkeeper "
-            f"operator --namespace {self.namespace}"
+            f"operator --namespace {self.namespace} --metrics-port 0"  # scraped elsewhere
         )
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         with self.log.open("ab") as log:
