@@ -56,6 +56,8 @@ from quorumkeeper.stores.base import (
     StoreUnavailable,
 )
 
+VOTER_ROLES = (Role.LEADER, Role.FOLLOWER)
+
 
 class DesiredSource(Protocol):
     """Where the spec comes from (a spec file, a custom resource)."""
@@ -310,6 +312,7 @@ class Reconciler:
 
     def act(self, step: Step, snapshot: Snapshot) -> None:
         runtime = self.runtime
+        self._limit_disruptions(step, snapshot.observation.membership)
         match step:
             case Bootstrap(endpoint=endpoint):
                 runtime.start(endpoint, [Peer(endpoint, member_id=None)], bootstrap=True)
@@ -336,6 +339,20 @@ class Reconciler:
                 )
             case Wait() | Done():
                 pass
+
+    def _limit_disruptions(self, step: Step, membership: tuple[Member, ...] | None) -> None:
+        """Tell the runtime how many voters there are now and after `step` (and after the
+        change under way, the spec's member count) before taking it: a removal then never runs
+        while a drain may take more members than leave the smaller membership a quorum, and the
+        allowance rises only once a promotion shows in the membership. Without a quorum there
+        is no membership to size it by, and none changes."""
+        if membership is None:
+            return
+        voters = sum(1 for m in membership if m.role in VOTER_ROLES)
+        after = voters
+        if isinstance(step, RemoveMember) and step.member.role in VOTER_ROLES:
+            after -= 1
+        self.runtime.limit_disruptions(voters, min(after, self.spec.members))
 
     def _with_store(
         self, snapshot: Snapshot, operation: Callable[[CoordinationStore], object]
@@ -380,7 +397,7 @@ def _conditions(
 ) -> list[Condition]:
     """Available, Progressing and Degraded for a pass whose next step is `step`; transition
     times are filled in by `carry_transitions`."""
-    voters = [m for m in members if m.role in (Role.LEADER, Role.FOLLOWER)]
+    voters = [m for m in members if m.role in VOTER_ROLES]
     unhealthy = [
         m.name
         for m in members

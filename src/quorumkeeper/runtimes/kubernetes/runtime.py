@@ -25,8 +25,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement, selector
-from quorumkeeper.runtimes.kubernetes.render import cluster_objects
+from quorumkeeper.runtimes.kubernetes.objects import (
+    Membership,
+    max_unavailable,
+    placement,
+    selector,
+)
+from quorumkeeper.runtimes.kubernetes.render import cluster_objects, disruption_budget
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
@@ -86,6 +91,7 @@ class KubernetesRuntime:
         self._password = superuser_password
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
+        self._policy = client.PolicyV1Api(api)
         first = resource()
         self.namespace = first.namespace
         self.name = first.name
@@ -256,7 +262,7 @@ class KubernetesRuntime:
         elif kind == "Service":
             self._core.patch_namespaced_service(name, self.namespace, obj, **arguments)
         elif kind == "PodDisruptionBudget":
-            client.PolicyV1Api(self._apps.api_client).patch_namespaced_pod_disruption_budget(
+            self._policy.patch_namespaced_pod_disruption_budget(
                 name, self.namespace, obj, **arguments
             )
         elif kind != "Secret":  # the superuser Secret is created once, never rewritten
@@ -290,6 +296,8 @@ class KubernetesRuntime:
             bootstrap=bootstrap,
         )
         for obj in cluster_objects(resource, membership, self._password):
+            if obj["kind"] == "PodDisruptionBudget" and not bootstrap:
+                continue  # `limit_disruptions` sizes it before every step; a start never raises it
             if obj["kind"] == "ConfigMap":
                 obj["data"] = _only_joiner_ids(obj["data"], endpoint)
             self._apply(obj)
@@ -298,6 +306,25 @@ class KubernetesRuntime:
                 self._release(claim, "not this member's data: a fresh volume is made")
             self._delete_pod(endpoint)
             self._forget(endpoint)
+
+    def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
+        """Put the PodDisruptionBudget's `maxUnavailable` for these voters in force before the
+        step: written only when it differs (one read per pass otherwise), and made again if it
+        is missing. The Eviction API refuses every eviction while the budget's status has not
+        caught up with its new generation (`pkg/registry/core/pod/storage/eviction.go`), so no
+        drain evicts by the old number once this returns. Raises `ApiException` when the API
+        server refuses: the reconciler then takes no step."""
+        wanted = max_unavailable(voters_now, voters_after)
+        try:
+            current: Any = self._policy.read_namespaced_pod_disruption_budget(
+                self.name, self.namespace
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            current = None
+        if current is None or current.spec.max_unavailable != wanted:
+            self._apply(disruption_budget(self._resource(), voters_now, voters_after))
 
     def stop(self, endpoint: Endpoint) -> None:
         """Lower the replicas below `endpoint`, which must be the highest pod: a StatefulSet
