@@ -245,6 +245,7 @@ class Reconciler:
             restart_in_seconds=round(slot.held_back, 1) or None,
             last_error=slot.last_error,
             blocked_by=slot.blocked_by,
+            blocked_reason=slot.blocked_reason,
             data_position=position.label if position else None,
             data_damage=position.damage if position else None,
             stale_leader=member.stale_leader if member else False,
@@ -405,8 +406,12 @@ def _conditions(
     ]  # a learner joining is not news until it fails to start or is blocked
     progressing = not isinstance(step, Wait | Done)
     degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
+    blocked = [m for m in members if m.blocked_reason and not m.healthy]
     if error:
         degraded_reason, degraded_message = "StepRefused", error
+    elif blocked:  # the cause a person can act on, ahead of what it leads to
+        degraded_reason = str(blocked[0].blocked_reason)
+        degraded_message = "; ".join(f"{m.name}: {m.blocked_by}" for m in blocked)
     elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):
         degraded_reason, degraded_message = step.phase.value, step.reason
     elif unhealthy:

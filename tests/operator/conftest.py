@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes import client, config
 
 from testbed.controlplane import ControlPlane
 from testbed.kube import Kube
@@ -76,3 +77,13 @@ def namespace(api_server: ApiServer) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
     api_server.kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
     return name
+
+
+@pytest.fixture
+def api(api_server: ApiServer) -> Iterator[client.ApiClient]:
+    """A Kubernetes client of the API server, as the operator makes one."""
+    made = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(api_server.control_plane.kubeconfig)
+    )
+    yield made
+    made.close()

@@ -11,33 +11,27 @@ runtime relies on (a pod above the replicas goes away).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from quorumkeeper.model import JoinRules, Member
 from quorumkeeper.reconciler import Reconciler
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement, selector
+from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
-from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
 from quorumkeeper.runtimes.kubernetes.runtime import (
-    IDENTITY,
     KubernetesRuntime,
-    claim_name,
     kubernetes_rules,
 )
 from quorumkeeper.spec import ClusterSpec
 from testbed.kube import Kube, ns_path
 from tests.fakes import FakeSource, FakeStore, ListSink, fake_backend
 from tests.operator.conftest import ApiServer
+from tests.operator.members import NAME, etcd_resource, put_member
 
 pytestmark = pytest.mark.operator
 
-NAME = "c"
 PASSES = 20
 """Far more passes than a two-step change needs; a loop that never settles fails the test."""
 
@@ -63,71 +57,6 @@ class BudgetReadingStore(FakeStore):
     def promote(self, member: Member) -> None:
         self.at_promote.append(self.budget())
         super().promote(member)
-
-
-@pytest.fixture
-def api(api_server: ApiServer) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(api_server.control_plane.kubeconfig)
-    )
-    yield api
-    api.close()
-
-
-def etcd_resource(namespace: str, members: int) -> ClusterResource:
-    return parse_resource(
-        {
-            "apiVersion": "quorumkeeper.io/v1alpha1",
-            "kind": "EtcdCluster",
-            "metadata": {"name": NAME, "namespace": namespace, "uid": str(uuid.uuid4())},
-            "spec": {"members": members, "version": "3.7.3", "storage": {"size": "1Gi"}},
-        }
-    )
-
-
-def run_member(kube: Kube, resource: ClusterResource, ordinal: int) -> None:
-    """Member `ordinal`'s pod, its container running as the kubelet reports it, and its PVC
-    carrying the identity the runtime writes once the member has joined."""
-    pod = f"{NAME}-{ordinal}"
-    namespace = resource.namespace
-    labels = selector(resource)
-    kube.create(
-        ns_path(namespace, "pods"),
-        {
-            "metadata": {"name": pod, "labels": labels},
-            "spec": {"containers": [{"name": "etcd", "image": "registry.k8s.io/etcd:3.6.0-0"}]},
-        },
-    )
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {
-        "phase": "Running",
-        "containerStatuses": [
-            {
-                "name": "etcd",
-                "ready": True,
-                "restartCount": 0,
-                "image": "registry.k8s.io/etcd:3.6.0-0",
-                "imageID": "",
-                "state": {"running": {"startedAt": now}},
-            }
-        ],
-    }
-    kube.patch(ns_path(namespace, "pods", pod) + "/status", {"status": status})
-    endpoint = placement(resource).endpoint(ordinal)
-    kube.create(
-        ns_path(namespace, "persistentvolumeclaims"),
-        {
-            "metadata": {
-                "name": claim_name(endpoint),
-                "labels": labels,
-                "annotations": {IDENTITY: f"{resource.uid}/{pod}"},
-            },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
 
 
 def remove_pods_above_replicas(kube: Kube, namespace: str) -> None:
@@ -163,7 +92,7 @@ def cluster(
     store = BudgetReadingStore(kube, namespace)
     runtime = KubernetesRuntime(api, lambda: resource)
     for ordinal in range(members):
-        run_member(kube, resource, ordinal)
+        put_member(kube, resource, ordinal)
         address = runtime.placement.endpoint(ordinal).address
         store.enlist(address, voter=ordinal < voters, started=True)
         store.process_started(address, bootstrap=False)

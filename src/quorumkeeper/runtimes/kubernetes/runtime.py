@@ -33,6 +33,7 @@ from quorumkeeper.runtimes.kubernetes.objects import (
 )
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects, disruption_budget
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
+from quorumkeeper.runtimes.kubernetes.volume_locks import REASON, announce, volume_lock
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
 
@@ -165,8 +166,11 @@ class KubernetesRuntime:
         self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool
     ) -> tuple[Slot, ...]:
         """Running = the store's container is running in a pod not being deleted; has_data =
-        the PVC holds this member's own data. With `judge`, a member the store saw healthy
-        gets its identity written on its PVC and joins the StatefulSet's joined list."""
+        the PVC holds this member's own data. A pod that can't mount its volume because
+        another Ceph client holds the image's lock is blocked by it (`volume_locks`). With
+        `judge`, a member the store saw healthy gets its identity written on its PVC and joins
+        the StatefulSet's joined list, and each such lock gets one Warning Event on the
+        resource with the command that fences its holder."""
         pods, claims = self._pods(), self._claims()
         statefulset = self._statefulset()
         joined = self._joined(statefulset)
@@ -184,7 +188,13 @@ class KubernetesRuntime:
                     self._annotate_claim(claim.metadata.name, {IDENTITY: self.identity(endpoint)})
                 if endpoint.name not in joined:
                     newly_joined.add(endpoint.name)
-            slots.append(self._slot(endpoint, pod, status, running, has_data, answered))
+            slot = self._slot(endpoint, pod, status, running, has_data, answered)
+            lock = volume_lock(self._core, pod, claim) if pod is not None and not running else None
+            if lock is not None:
+                slot = dataclasses.replace(slot, blocked_by=lock.describe(), blocked_reason=REASON)
+                if judge:
+                    announce(self._core, self._resource(), lock)
+            slots.append(slot)
         if newly_joined and statefulset is not None:
             self._set_joined(joined | newly_joined)
         return tuple(slots)
