@@ -195,20 +195,38 @@ def test_a_volume_locked_by_a_dead_client_is_reported_with_the_fence_command(
     assert parameters["fence"] is True
 
 
-def test_a_mounted_volume_reports_no_lock(
+@pytest.mark.parametrize(
+    "container",
+    [
+        {"state": {"running": {"startedAt": "2026-12-01T05:00:00Z"}}, "ready": True},
+        {
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {
+                "terminated": {
+                    "exitCode": 1,
+                    "startedAt": "2026-12-01T05:00:00Z",
+                    "finishedAt": "2026-12-01T05:00:01Z",
+                }
+            },
+            "ready": False,
+        },
+    ],
+    ids=["running", "crash-looping"],
+)
+def test_a_pod_that_has_mounted_its_volume_reports_no_lock(
     api_server: ApiServer,
     locked_cluster: tuple[ClusterResource, KubernetesRuntime, FakeStore, Reconciler],
+    container: dict[str, Any],
 ) -> None:
+    """The lock Event stays after the volume was mounted; a container that has started shows
+    the volume is mounted, so it is no longer reported."""
     resource, runtime, _, _ = locked_cluster
     pod = ns_path(resource.namespace, "pods", f"{NAME}-2")
-    started = {"running": {"startedAt": rfc3339(datetime.now(UTC))}}
-    api_server.kube.patch(
-        pod + "/status",
-        {"status": {"containerStatuses": [{**CONTAINER, "state": started, "ready": True}]}},
-    )
+    statuses = [{**CONTAINER, **container}]
+    api_server.kube.patch(pod + "/status", {"status": {"containerStatuses": statuses}})
     endpoints = [runtime.placement.endpoint(n) for n in range(3)]
 
-    slots = runtime.observe(endpoints, set(endpoints), quorum=True, judge=True)
+    slots = runtime.observe(endpoints, set(endpoints[:2]), quorum=True, judge=True)
 
     assert [s.blocked_by for s in slots] == [None, None, None]
     assert resource_events(api_server.kube, resource) == []

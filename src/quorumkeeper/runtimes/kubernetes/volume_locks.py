@@ -113,11 +113,26 @@ def _when(event: Any) -> datetime:
     return datetime.min.replace(tzinfo=UTC)
 
 
+def _never_started(pod: Any) -> bool:
+    """No container of `pod` has started yet, init containers included: its volumes are mounted
+    before the first one starts, so a pod that ran one has mounted them."""
+    status = pod.status
+    statuses = [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+    return all(
+        s.state.running is None
+        and s.state.terminated is None
+        and (s.last_state is None or s.last_state.terminated is None)
+        for s in statuses
+    )
+
+
 def volume_lock(core: client.CoreV1Api, pod: Any, claim: Any | None) -> VolumeLock | None:
-    """The lock keeping `pod` (scheduled, not being deleted, its containers not started) from
-    mounting its volume, from the newest FailedMount Event on it that names one; None if none
-    does. One API request per such pod; raises `ApiException` if the API server refuses it."""
-    if pod.metadata.deletion_timestamp is not None or not pod.spec.node_name:
+    """The lock keeping `pod` from mounting its volume, from the newest FailedMount Event on it
+    that names one; None if none does, and without asking when the pod is not waiting for its
+    volumes (not bound to a node, being deleted, or a container of it has started). One API
+    request per pod that waits; raises `ApiException` if the API server refuses it."""
+    waiting = pod.metadata.deletion_timestamp is None and pod.spec.node_name
+    if not waiting or pod.status is None or not _never_started(pod):
         return None
     events: Any = core.list_namespaced_event(
         pod.metadata.namespace,
