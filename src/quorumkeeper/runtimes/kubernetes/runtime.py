@@ -4,7 +4,8 @@
 cluster's objects (`render.cluster_objects`) and applies them server-side, raises or lowers the
 StatefulSet's replicas, and reads pods and PVCs back. It decides nothing: the planner picks each
 step. A StatefulSet only ever adds or removes its highest ordinal, which the planner is told
-through `JoinRules.removes_highest_ordinal_only` (`kubernetes_rules`).
+through `JoinRules.removes_highest_ordinal_only` (`kubernetes_rules`). The PodDisruptionBudget
+is sized before every step by `limit_disruptions`, never by a start after the bootstrap's.
 
 Data identity: once a member has joined (the store saw it healthy), its PVC gets the annotation
 `quorumkeeper.io/identity` = `<cluster uid>/<pod>` and the StatefulSet lists the pod under
