@@ -405,8 +405,12 @@ def _conditions(
         if not m.healthy and (m.role != Role.LEARNER or m.failed_starts or m.blocked_by)
     ]  # a learner joining is not news until it fails to start or is blocked
     progressing = not isinstance(step, Wait | Done)
-    degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
     blocked = [m for m in members if m.blocked_reason and not m.healthy]
+    degraded = (
+        step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE)
+        or bool(unhealthy or blocked)
+        or bool(error)
+    )
     if error:
         degraded_reason, degraded_message = "StepRefused", error
     elif blocked:  # the cause a person can act on, ahead of what it leads to

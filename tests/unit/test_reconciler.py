@@ -832,3 +832,27 @@ def test_no_restart_while_the_membership_changes_and_a_joiner_starts_updated(
     assert kinds(steps) == [*joining, *restarts, "Done"]
     restarted = [a.member for a in fx.runtime.actions if a.kind == "stop"]
     assert restarted == ["c-1", "c-2", "c-0"], "a member that joined after the change is not"
+
+
+def test_a_member_blocked_for_a_named_reason_makes_that_the_degraded_reason(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    why = "pod c-2 can't mount its volume: RBD image k8s/v is locked by other nodes"
+    fx.runtime.seed(
+        Slot(
+            fx.endpoint(2),
+            running=False,
+            has_data=True,
+            blocked_by=why,
+            blocked_reason="VolumeLockedByDeadClient",
+        )
+    )
+
+    fx.reconciler.run_once()
+
+    status = fx.sink.last
+    assert conditions(status)["Degraded"] == ("True", "VolumeLockedByDeadClient")
+    assert message(status, "Degraded") == f"c-2: {why}"
+    assert status.members[2].blocked_reason == "VolumeLockedByDeadClient"
+    assert fx.store.changes == []  # blocked is not data lost: nothing is replaced
