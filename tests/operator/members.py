@@ -1,6 +1,7 @@
-"""Member pods and PVCs on an API server without nodes: what the kubelet and the StatefulSet
-controller would write, written by the test, so a real `KubernetesRuntime` reads them as it
-reads a real cluster's."""
+"""Member pods and PVCs on an API server without nodes or controllers: the pods' status as the
+kubelet would write it and the PVCs as the StatefulSet controller and the runtime would leave
+them, written by the test, so a real `KubernetesRuntime` reads them as it reads a real
+cluster's."""
 
 from __future__ import annotations
 
