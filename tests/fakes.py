@@ -263,7 +263,8 @@ class FakeRuntime:
     succeeds at once: the member runs and has data. `set_aside` keeps what it moved in
     `set_aside_data` (never deletes); `discard` forgets the slot. `failures` maps an operation's
     name ("observe", "start", ...) to the exception it raises instead of acting. `seed` and
-    `crash` change slots without counting as actions.
+    `crash` change slots without counting as actions. `disruption_limits` keeps each
+    (voters now, voters after) the reconciler sized disruptions by.
     """
 
     def __init__(self, placement: Placement, store: FakeStore | None = None) -> None:
@@ -274,6 +275,7 @@ class FakeRuntime:
         self.set_aside_data: dict[str, str] = {}
         self.failures: dict[str, Exception] = {}
         self.config: str | None = None
+        self.disruption_limits: list[tuple[int, int]] = []
 
     def seed(self, slot: Slot) -> None:
         """Put `slot` in place, as if the runtime had found it so."""
@@ -303,6 +305,9 @@ class FakeRuntime:
         text = f"{spec.version} {settings.model_dump_json()}"
         self.config = hashlib.sha256(text.encode()).hexdigest()[:16]
         return self.config
+
+    def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
+        self.disruption_limits.append((voters_now, voters_after))
 
     def observe(
         self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool

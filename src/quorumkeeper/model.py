@@ -184,9 +184,11 @@ class Slot:
     `held_back` the seconds its next start must still wait (exponential backoff), `last_error`
     the last error line its process printed, `unusable_data` that line when it is one of the
     store's known unusable-data errors, `blocked_by` a cause outside its data, such as another
-    program holding its port, `pid` its process id where the runtime has one, and `config` the
-    configuration fingerprint its process was last started with (`Runtime.configure`), None when
-    the runtime does not know it (a process started before fingerprints were recorded).
+    program holding its port, `blocked_reason` that cause as one CamelCase word for a
+    condition's reason (None where the runtime has none), `pid` its process id where the runtime
+    has one, and `config` the configuration fingerprint its process was last started with
+    (`Runtime.configure`), None when the runtime does not know it (a process started before
+    fingerprints were recorded).
     """
 
     endpoint: Endpoint
@@ -200,6 +202,7 @@ class Slot:
     last_error: str | None = None
     unusable_data: str | None = None
     blocked_by: str | None = None
+    blocked_reason: str | None = None
     pid: int | None = None
     config: str | None = None
 

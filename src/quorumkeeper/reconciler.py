@@ -56,6 +56,8 @@ from quorumkeeper.stores.base import (
     StoreUnavailable,
 )
 
+VOTER_ROLES = (Role.LEADER, Role.FOLLOWER)
+
 
 class DesiredSource(Protocol):
     """Where the spec comes from (a spec file, a custom resource)."""
@@ -247,6 +249,7 @@ class Reconciler:
             restart_in_seconds=round(slot.held_back, 1) or None,
             last_error=slot.last_error,
             blocked_by=slot.blocked_by,
+            blocked_reason=slot.blocked_reason,
             data_position=position.label if position else None,
             data_damage=position.damage if position else None,
             stale_leader=member.stale_leader if member else False,
@@ -316,6 +319,7 @@ class Reconciler:
 
     def act(self, step: Step, snapshot: Snapshot) -> None:
         runtime = self.runtime
+        self._limit_disruptions(step, snapshot.observation.membership)
         match step:
             case Bootstrap(endpoint=endpoint):
                 runtime.start(endpoint, [Peer(endpoint, member_id=None)], bootstrap=True)
@@ -342,6 +346,20 @@ class Reconciler:
                 )
             case Wait() | Done():
                 pass
+
+    def _limit_disruptions(self, step: Step, membership: tuple[Member, ...] | None) -> None:
+        """Tell the runtime how many voters there are now and after `step` (and after the
+        change under way, the spec's member count) before taking it: a removal then never runs
+        while a drain may take more members than leave the smaller membership a quorum, and the
+        allowance rises only once a promotion shows in the membership. Without a quorum there
+        is no membership to size it by, and none changes."""
+        if membership is None:
+            return
+        voters = sum(1 for m in membership if m.role in VOTER_ROLES)
+        after = voters
+        if isinstance(step, RemoveMember) and step.member.role in VOTER_ROLES:
+            after -= 1
+        self.runtime.limit_disruptions(voters, min(after, self.spec.members))
 
     def _with_store(
         self, snapshot: Snapshot, operation: Callable[[CoordinationStore], object]
@@ -406,16 +424,24 @@ def _conditions(
 ) -> list[Condition]:
     """Available, Progressing and Degraded for a pass whose next step is `step`; transition
     times are filled in by `carry_transitions`."""
-    voters = [m for m in members if m.role in (Role.LEADER, Role.FOLLOWER)]
+    voters = [m for m in members if m.role in VOTER_ROLES]
     unhealthy = [
         m.name
         for m in members
         if not m.healthy and (m.role != Role.LEARNER or m.failed_starts or m.blocked_by)
     ]  # a learner joining is not news until it fails to start or is blocked
     progressing = not isinstance(step, Wait | Done)
-    degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
+    blocked = [m for m in members if m.blocked_reason and not m.healthy]
+    degraded = (
+        step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE)
+        or bool(unhealthy or blocked)
+        or bool(error)
+    )
     if error:
         degraded_reason, degraded_message = "StepRefused", error
+    elif blocked:  # the cause a person can act on, ahead of what it leads to
+        degraded_reason = str(blocked[0].blocked_reason)
+        degraded_message = "; ".join(f"{m.name}: {m.blocked_by}" for m in blocked)
     elif isinstance(step, Wait) and step.refusal:
         degraded_reason, degraded_message = step.refusal, step.reason
     elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):

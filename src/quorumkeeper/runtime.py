@@ -43,6 +43,15 @@ class Runtime(Protocol):
         member counts as stale. Raises nothing for a valid spec and touches no member."""
         ...
 
+    def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
+        """Called before every step taken with a quorum, a removal above all: from now on let
+        whatever else stops members (a node drain through Kubernetes' Eviction API) stop no
+        more at once than leaves a quorum of the smaller of `voters_now` (the store's voters)
+        and `voters_after` (its voters once this step and the change under way are done). A
+        runtime nothing else stops members of does nothing. Raises when the limit can't be
+        put in force: the step is not taken."""
+        ...
+
     def start(self, endpoint: Endpoint, peers: list[Peer], *, bootstrap: bool) -> None:
         """Start `endpoint`'s member with `peers` (itself included) as its membership and the
         configuration `configure` last gave; `bootstrap` starts a new one-member cluster. A

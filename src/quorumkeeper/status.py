@@ -65,6 +65,8 @@ class MemberStatus(_StatusModel):
     restart_in_seconds: float | None = None
     last_error: str | None = None
     blocked_by: str | None = None
+    blocked_reason: str | None = None
+    """`blocked_by` as one CamelCase word (`VolumeLockedByDeadClient`), the Degraded reason."""
     data_position: str | None = None
     data_damage: str | None = None
     stale_leader: bool = False

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes import client, config
 
 from quorumkeeper.runtimes.kubernetes.crd import crds
 from quorumkeeper.runtimes.kubernetes.resources import GROUP, Kind
@@ -99,3 +100,13 @@ def established(api_server: ApiServer, name: str) -> bool:
         c["type"] == "Established" and c["status"] == "True"
         for c in crd.get("status", {}).get("conditions", [])
     )
+
+
+@pytest.fixture
+def api(api_server: ApiServer) -> Iterator[client.ApiClient]:
+    """A Kubernetes client of the API server, as the operator makes one."""
+    made = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(api_server.control_plane.kubeconfig)
+    )
+    yield made
+    made.close()

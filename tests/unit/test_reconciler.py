@@ -290,6 +290,8 @@ def test_remove_member_on_scale_down_removes_before_it_stops(placement: Placemen
 
     assert fx.reconciler.run_once() == StopMember("c-3 is no longer a member", fx.endpoint(3))
     assert fx.runtime.actions == [Action("stop", "c-3")]
+    # Sized for 3 voters before the removal (4 -> 3), and again once it showed.
+    assert fx.runtime.disruption_limits == [(4, 3), (3, 3)]
 
 
 def test_remove_member_replaces_a_member_whose_data_is_gone(placement: Placement) -> None:
@@ -312,6 +314,16 @@ def test_remove_member_replaces_a_member_whose_data_is_gone(placement: Placement
     # The new identity joins by the scale-up path, at the same place.
     assert fx.reconciler.run_once() == AddLearner("2 of 3 members: adding c-2", fx.endpoint(2))
     assert fx.member(2).id != status.members[2].id
+    # The removal left two voters: it ran, and the learner is added, with none to spare.
+    assert fx.runtime.disruption_limits == [(3, 2), (2, 2)]
+
+
+def test_no_disruption_limit_is_set_without_a_quorum(placement: Placement) -> None:
+    fx = fakes(placement, desired=3)
+
+    assert isinstance(fx.reconciler.run_once(), Bootstrap)
+
+    assert fx.runtime.disruption_limits == []  # no membership answered to size it by
 
 
 def test_transfer_leadership_before_the_leader_is_removed(placement: Placement) -> None:
@@ -820,3 +832,27 @@ def test_no_restart_while_the_membership_changes_and_a_joiner_starts_updated(
     assert kinds(steps) == [*joining, *restarts, "Done"]
     restarted = [a.member for a in fx.runtime.actions if a.kind == "stop"]
     assert restarted == ["c-1", "c-2", "c-0"], "a member that joined after the change is not"
+
+
+def test_a_member_blocked_for_a_named_reason_makes_that_the_degraded_reason(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    why = "pod c-2 can't mount its volume: RBD image k8s/v is locked by other nodes"
+    fx.runtime.seed(
+        Slot(
+            fx.endpoint(2),
+            running=False,
+            has_data=True,
+            blocked_by=why,
+            blocked_reason="VolumeLockedByDeadClient",
+        )
+    )
+
+    fx.reconciler.run_once()
+
+    status = fx.sink.last
+    assert conditions(status)["Degraded"] == ("True", "VolumeLockedByDeadClient")
+    assert message(status, "Degraded") == f"c-2: {why}"
+    assert status.members[2].blocked_reason == "VolumeLockedByDeadClient"
+    assert fx.store.changes == []  # blocked is not data lost: nothing is replaced

@@ -55,7 +55,8 @@ def cluster_role() -> Obj:
             # A member's data set aside: its volume is kept (reclaim policy Retain) when the
             # PVC is released.
             _rule("", ["persistentvolumes"], ["get", "patch"]),
-            _rule("", ["events"], ["create", "patch"]),
+            # Created for membership changes; listed for the kubelet's FailedMount on a pod.
+            _rule("", ["events"], ["create", "patch", "list"]),
             _rule("events.k8s.io", ["events"], ["create", "patch"]),
             # kopf discovers its resources and watches them in every namespace.
             _rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),

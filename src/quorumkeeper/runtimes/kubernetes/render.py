@@ -69,13 +69,15 @@ def services(resource: ClusterResource) -> list[Obj]:
     return [peer, client]
 
 
-def disruption_budget(resource: ClusterResource, membership: Membership) -> Obj:
+def disruption_budget(resource: ClusterResource, voters_now: int, voters_after: int) -> Obj:
+    """The PodDisruptionBudget over every member pod: a drain may evict no more at once than
+    leaves a quorum of the smaller of the two memberships (`max_unavailable`)."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": object_metadata(resource, resource.name),
         "spec": {
-            "maxUnavailable": max_unavailable(membership.voters_now, membership.voters_after),
+            "maxUnavailable": max_unavailable(voters_now, voters_after),
             "selector": {"matchLabels": selector(resource)},
             # A crash-looping member must not block node drains (KEP-3017).
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
@@ -222,7 +224,7 @@ def cluster_objects(
     objects = [
         *services(resource),
         config_map(resource, membership),
-        disruption_budget(resource, membership),
+        disruption_budget(resource, membership.voters_now, membership.voters_after),
     ]
     if resource.kind is Kind.ZOOKEEPER:
         if not superuser_password:

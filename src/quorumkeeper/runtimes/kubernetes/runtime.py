@@ -4,7 +4,8 @@
 cluster's objects (`render.cluster_objects`) and applies them server-side, raises or lowers the
 StatefulSet's replicas, and reads pods and PVCs back. It decides nothing: the planner picks each
 step. A StatefulSet only ever adds or removes its highest ordinal, which the planner is told
-through `JoinRules.removes_highest_ordinal_only` (`kubernetes_rules`).
+through `JoinRules.removes_highest_ordinal_only` (`kubernetes_rules`). The PodDisruptionBudget
+is sized before every step by `limit_disruptions`, never by a start after the bootstrap's.
 
 Data identity: once a member has joined (the store saw it healthy), its PVC gets the annotation
 `quorumkeeper.io/identity` = `<cluster uid>/<pod>` and the StatefulSet lists the pod under
@@ -25,9 +26,20 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
-from quorumkeeper.runtimes.kubernetes.objects import Membership, Names, placement, selector
-from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
+from quorumkeeper.runtimes.kubernetes.objects import (
+    Membership,
+    Names,
+    max_unavailable,
+    placement,
+    selector,
+)
+from quorumkeeper.runtimes.kubernetes.render import (
+    cluster_objects,
+    disruption_budget,
+    sealed_config,
+)
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
+from quorumkeeper.runtimes.kubernetes.volume_locks import REASON, announce, volume_lock
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
 
@@ -86,6 +98,7 @@ class KubernetesRuntime:
         self._password = superuser_password
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
+        self._policy = client.PolicyV1Api(api)
         first = resource()
         self.namespace = first.namespace
         self.name = first.name
@@ -159,8 +172,11 @@ class KubernetesRuntime:
         self, endpoints: Sequence[Endpoint], answered: Set[Endpoint], *, quorum: bool, judge: bool
     ) -> tuple[Slot, ...]:
         """Running = the store's container is running in a pod not being deleted; has_data =
-        the PVC holds this member's own data. With `judge`, a member the store saw healthy
-        gets its identity written on its PVC and joins the StatefulSet's joined list."""
+        the PVC holds this member's own data. A pod that can't mount its volume because
+        another Ceph client holds the image's lock is blocked by it (`volume_locks`). With
+        `judge`, a member the store saw healthy gets its identity written on its PVC and joins
+        the StatefulSet's joined list, and each such lock gets one Warning Event on the
+        resource with the command that fences its holder."""
         pods, claims = self._pods(), self._claims()
         statefulset = self._statefulset()
         joined = self._joined(statefulset)
@@ -178,7 +194,13 @@ class KubernetesRuntime:
                     self._annotate_claim(claim.metadata.name, {IDENTITY: self.identity(endpoint)})
                 if endpoint.name not in joined:
                     newly_joined.add(endpoint.name)
-            slots.append(self._slot(endpoint, pod, status, running, has_data, answered))
+            slot = self._slot(endpoint, pod, status, running, has_data, answered)
+            lock = volume_lock(self._core, pod, claim) if pod is not None and not running else None
+            if lock is not None:
+                slot = dataclasses.replace(slot, blocked_by=lock.describe(), blocked_reason=REASON)
+                if judge:
+                    announce(self._core, self._resource(), lock)
+            slots.append(slot)
         if newly_joined and statefulset is not None:
             self._seal()  # first: a crash before the joined list is written seals again
             self._set_joined(joined | newly_joined)
@@ -284,7 +306,7 @@ class KubernetesRuntime:
         elif kind == "Service":
             self._core.patch_namespaced_service(name, self.namespace, obj, **arguments)
         elif kind == "PodDisruptionBudget":
-            client.PolicyV1Api(self._apps.api_client).patch_namespaced_pod_disruption_budget(
+            self._policy.patch_namespaced_pod_disruption_budget(
                 name, self.namespace, obj, **arguments
             )
         elif kind != "Secret":  # the superuser Secret is created once, never rewritten
@@ -324,6 +346,8 @@ class KubernetesRuntime:
             bootstrap=bootstrap,
         )
         for obj in cluster_objects(resource, membership, self._password):
+            if obj["kind"] == "PodDisruptionBudget" and not bootstrap:
+                continue  # `limit_disruptions` sizes it before every step; a start never raises it
             if obj["kind"] == "ConfigMap":
                 obj["data"] = _only_joiner_ids(obj["data"], endpoint)
             self._apply(obj)
@@ -344,6 +368,25 @@ class KubernetesRuntime:
         waiting = status.state.waiting
         crash_looping = waiting is not None and waiting.reason == "CrashLoopBackOff"
         return crash_looping or status.state.terminated is not None
+
+    def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
+        """Put the PodDisruptionBudget's `maxUnavailable` for these voters in force before the
+        step: written only when it differs (one read per pass otherwise), and made again if it
+        is missing. The Eviction API refuses every eviction while the budget's status has not
+        caught up with its new generation (`pkg/registry/core/pod/storage/eviction.go`), so no
+        drain evicts by the old number once this returns. Raises `ApiException` when the API
+        server refuses: the reconciler then takes no step."""
+        wanted = max_unavailable(voters_now, voters_after)
+        try:
+            current: Any = self._policy.read_namespaced_pod_disruption_budget(
+                self.name, self.namespace
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            current = None
+        if current is None or current.spec.max_unavailable != wanted:
+            self._apply(disruption_budget(self._resource(), voters_now, voters_after))
 
     def stop(self, endpoint: Endpoint) -> None:
         """Lower the replicas below `endpoint`, which must be the highest pod: a StatefulSet

@@ -143,6 +143,9 @@ class LocalRuntime:
         self.keep_removed_data = spec.local.keep_removed_data
         return self.launcher.fingerprint()
 
+    def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
+        """Nothing but this keeper stops a local member."""
+
     def endpoints(self) -> list[Endpoint]:
         """The members whose folders are present, whether or not they still belong."""
         return [e for e in map(self.placement.named, self.member_names()) if e is not None]
