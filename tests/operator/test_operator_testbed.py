@@ -339,8 +339,9 @@ class Stopwatch:
         now = time.monotonic() - self.began
         if self.available is None and self.target.condition("Available") == "True":
             self.available = now
-        for name in self.target.voters() - self.known - self.voting.keys():
-            self.voting[name] = now
+        if self.available is not None:  # before, even the store's Secret may not exist yet
+            for name in self.target.voters() - self.known - self.voting.keys():
+                self.voting[name] = now
         return self.target.settled(members)
 
     def wait(self, members: int, operator: OperatorProcess) -> dict[str, Obj]:
@@ -634,6 +635,7 @@ def test_losing_a_members_node_degrades_the_cluster_until_the_node_is_back(
                 f"conditions {status['conditions']}, "
                 f"{victim}: {next(m for m in status['members'] if m['name'] == victim)}"
             )
+            assert status["phase"] == "Degraded"
             assert status["readyMembers"] == 2
             assert target.condition("Available") == "True"
         finally:
