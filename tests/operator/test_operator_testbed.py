@@ -409,8 +409,7 @@ def _scale_through(
     print(
         f"{target.kind.value} {' -> '.join(map(str, sizes))}: "
         + "; ".join(timings)
-        + f"; {len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
-        f"longest gap {writer.longest_gap:.2f}s"
+        + f"; {_writes(writer)}"
     )
 
 
