@@ -588,7 +588,11 @@ def test_a_leader_pod_deleted_on_a_cordoned_node_comes_back_elsewhere_with_its_r
 
     def released() -> bool:  # while the StorageClass's Secret exists to delete the images with
         volumes = kube.get("/api/v1/persistentvolumes")["items"]
-        return not [v for v in volumes if v["spec"]["claimRef"]["namespace"] == bed_namespace]
+        return not [
+            v
+            for v in volumes
+            if (v["spec"].get("claimRef") or {}).get("namespace") == bed_namespace
+        ]
 
     wait_until(released, 120, "the RBD volumes deleted")
 
