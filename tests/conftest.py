@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # imported lazily: suites without the test bed skip the Kuber
     from testbed.cluster import Cluster
     from testbed.kube import Kube
 
+# Ceph's fixtures serve the `ceph` suite and the operator's tests on RBD volumes alike.
+pytest_plugins = ["tests.ceph.fixtures"]
+
 logging.getLogger("kazoo").setLevel(logging.ERROR)  # reconnects during fault tests are expected
 
 _LAST_USER = pytest.StashKey[str]()

@@ -21,7 +21,7 @@ from quorumkeeper.cli.ceph import ceph_app
 from testbed.cluster import Cluster
 from testbed.kube import ApiError, Kube, ns_path
 from testbed.procs import wait_for
-from tests.ceph.conftest import POOL, CsiStorageClass
+from tests.ceph.fixtures import POOL, CsiStorageClass
 from tests.ceph.minicluster import MiniCluster
 
 pytestmark = [pytest.mark.ceph, pytest.mark.testbed]

@@ -29,7 +29,7 @@ from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
 from testbed.network import node_ip
 from testbed.procs import wait_for
-from tests.ceph.conftest import POOL, CsiStorageClass
+from tests.ceph.fixtures import POOL, CsiStorageClass
 from tests.ceph.minicluster import MiniCluster
 from tests.testbed.test_testbed import apply, ready_pods
 

@@ -1,4 +1,6 @@
-"""Fixtures for the `ceph` suite: one mini cluster per session, fresh users and images per test."""
+"""Ceph fixtures, a plugin of the whole test session (`tests/conftest.py`): one mini cluster
+per session, fresh users and images per test, and a ceph-csi StorageClass on the test bed that
+the `ceph` suite and the operator's end-to-end tests both put volumes on."""
 
 from __future__ import annotations
 
@@ -76,8 +78,15 @@ class CsiStorageClass:
 
 
 @pytest.fixture
+def csi_namespace(namespace: str) -> str:
+    """Where `csi_storage_class` puts its ConfigMap and Secret: the test's namespace. A suite
+    with namespaces of its own overrides this fixture."""
+    return namespace
+
+
+@pytest.fixture
 def csi_storage_class(
-    ceph_cluster: MiniCluster, kube: Kube, namespace: str, unique: str
+    ceph_cluster: MiniCluster, kube: Kube, csi_namespace: str, unique: str
 ) -> Iterator[CsiStorageClass]:
     """The csi ConfigMap, Secret and StorageClass exactly as `render ceph` writes them, for a
     fresh least-privilege user on the `k8s` pool; the StorageClass is deleted afterwards (the
@@ -89,12 +98,12 @@ def csi_storage_class(
         cluster_id=ceph_cluster.fsid,
         user=user.name,
         key=user.key,
-        namespace=namespace,
+        namespace=csi_namespace,
         storage_class=f"ceph-rbd-{unique}",
     )
     config_map, secret, storage_class = manifests(spec)
-    kube.create(f"/api/v1/namespaces/{namespace}/configmaps", config_map)
-    kube.create(f"/api/v1/namespaces/{namespace}/secrets", secret)  # stringData, encoded by it
+    kube.create(f"/api/v1/namespaces/{csi_namespace}/configmaps", config_map)
+    kube.create(f"/api/v1/namespaces/{csi_namespace}/secrets", secret)  # stringData, encoded by it
     kube.create("/apis/storage.k8s.io/v1/storageclasses", storage_class)
     yield CsiStorageClass(spec.storage_class, user)
     kube.delete(f"/apis/storage.k8s.io/v1/storageclasses/{spec.storage_class}")
