@@ -445,7 +445,9 @@ def _conditions(
     elif isinstance(step, Wait) and step.refusal:
         degraded_reason, degraded_message = step.refusal, step.reason
     elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):
-        degraded_reason, degraded_message = step.phase.value, step.reason
+        # The step may be about something else ("cluster matches its spec"): name who is down.
+        down = f"unhealthy: {', '.join(unhealthy)}; " if unhealthy else ""
+        degraded_reason, degraded_message = step.phase.value, f"{down}{step.reason}"
     elif unhealthy:
         degraded_reason, degraded_message = "MemberUnhealthy", f"unhealthy: {', '.join(unhealthy)}"
     else:

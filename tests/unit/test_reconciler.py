@@ -412,6 +412,7 @@ def test_wait_while_a_member_is_held_back_reports_degraded(placement: Placement)
         "Progressing": ("False", "Wait"),
         "Degraded": ("True", "Degraded"),
     }
+    assert message(status, "Degraded").startswith("unhealthy: c-2; "), "names who is down"
     assert fx.store.changes == [] and fx.runtime.actions == []
 
 
