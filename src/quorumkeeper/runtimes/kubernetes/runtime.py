@@ -50,6 +50,9 @@ RELEASED = "quorumkeeper.io/released"
 """On a PVC whose member left or lost it: why. Such a PVC is never started on again."""
 JOINED = "quorumkeeper.io/joined"
 """On the StatefulSet: the pods whose member has joined, comma-separated."""
+RESYNC = "quorumkeeper.io/resync"
+"""On the StatefulSet: when the operator last woke its controller (`_resync`)."""
+RESYNC_SECONDS = 10.0
 CLAIM_TEMPLATE = "data"
 BOOT_GRACE_SECONDS = 30.0
 """A container started this recently that does not answer yet is still loading its data."""
@@ -328,6 +331,8 @@ class KubernetesRuntime:
         replicas = statefulset.spec.replicas or 0 if statefulset is not None else 0
         usable = claim is not None and self._usable(claim, endpoint, joined)
         covered = replicas > endpoint.ordinal
+        if covered and statefulset is not None and endpoint.name not in self._pods():
+            self._resync(statefulset)
         made = covered and (usable or claim is None)
         if made and (endpoint.name in joined or not self._sealed(resource.kind)):
             return
@@ -358,6 +363,22 @@ class KubernetesRuntime:
             self._forget(endpoint)
         elif covered and self._failed(self._pods().get(endpoint.name), resource.kind):
             self._delete_pod(endpoint)
+
+    def _resync(self, statefulset: Any) -> None:
+        """Wake the StatefulSet controller when it has seen the replicas that cover a member
+        but made no pod for it: on the test bed its sync once stopped for minutes after a
+        failed stale-cache check ("read version ... is not as new as written version"), and any
+        update of the StatefulSet queues it again. At most once per `RESYNC_SECONDS`."""
+        observed = statefulset.status.observed_generation if statefulset.status else None
+        made = statefulset.status.replicas or 0 if statefulset.status else 0
+        if observed != statefulset.metadata.generation or made >= statefulset.spec.replicas:
+            return  # the controller has not seen the change yet, or made every pod
+        now = datetime.now(UTC)
+        last = _annotations(statefulset).get(RESYNC)
+        if last and (now - datetime.fromisoformat(last)).total_seconds() < RESYNC_SECONDS:
+            return
+        body = {"metadata": {"annotations": {RESYNC: now.isoformat()}}}
+        self._apps.patch_namespaced_stateful_set(self.name, self.namespace, body)
 
     @staticmethod
     def _failed(pod: Any | None, kind: Kind) -> bool:
