@@ -35,7 +35,7 @@ from quorumkeeper.planner import (
     plan,
     restart_candidate,
 )
-from quorumkeeper.runtime import Runtime
+from quorumkeeper.runtime import DisruptionRefused, Runtime
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.status import (
     AlarmStatus,
@@ -55,6 +55,7 @@ from quorumkeeper.stores.base import (
     StoreError,
     StoreUnavailable,
 )
+from quorumkeeper.upgrades import UpgradeRefused
 
 
 class DesiredSource(Protocol):
@@ -102,9 +103,14 @@ class Reconciler:
         self.sink = sink
         self.hold_store = hold_store
         self.spec = source.current()
-        self.config = runtime.configure(self.spec)
+        """The spec as last accepted by the runtime (a version it refused is not taken)."""
+        self.config: str | None = None
         """The fingerprint of the configuration members of `spec` start with (None: the
-        runtime does not restart members for a new one)."""
+        runtime does not restart members for a new one, or refused the first spec)."""
+        self.refused: str | None = None
+        """Why the runtime refused the source's spec (`upgrades.UpgradeRefused`), until it
+        takes one."""
+        self._configure(self.spec)
         self.last_error: str | None = None
         """The last refusal or failure, until a step goes through."""
         self.last_status: ClusterStatus | None = None
@@ -121,8 +127,19 @@ class Reconciler:
         members started from now on get its settings."""
         spec = self.source.current()
         if spec is not self.spec:
+            self._configure(spec)
+
+    def _configure(self, spec: ClusterSpec) -> None:
+        """Hand `spec` to the runtime. A version off the checked upgrade path is refused there
+        and changes nothing: the spec and configuration accepted before stay (a refused first
+        spec gives no configuration, so no member restarts), and the status says why."""
+        try:
             self.config = self.runtime.configure(spec)
-            self.spec = spec
+        except UpgradeRefused as error:
+            self.refused = str(error)
+            return
+        self.spec = spec
+        self.refused = None
 
     @property
     def desired(self) -> Desired:
@@ -217,8 +234,10 @@ class Reconciler:
                 if (endpoint := placement.locate(m.address))
                 for alarm in m.alarms
             ],
-            error=self.last_error,
-            conditions=_conditions(step, membership is not None, members, self.last_error),
+            error=self.refused or self.last_error,
+            conditions=_conditions(
+                step, membership is not None, members, self.last_error, self.refused
+            ),
             rollout=_rollout(desired, snapshot.observation, members, step),
         )
 
@@ -269,7 +288,7 @@ class Reconciler:
                 self.last_error = None
             except (NotCaughtUp, AddsRefused):
                 pass  # not an error: the next observation shows the condition and the plan waits
-            except StoreError as error:
+            except (StoreError, DisruptionRefused) as error:
                 self.last_error = f"{type(step).__name__}: {error}"
         except Exception as error:
             self._record_failure(f"pass failed: {type(error).__name__}: {error}")
@@ -318,8 +337,7 @@ class Reconciler:
             case StopMember(endpoint=endpoint):
                 runtime.stop(endpoint)
             case RestartMember(endpoint=endpoint):
-                runtime.stop(endpoint)  # a crash here leaves it down: the next pass starts it
-                runtime.start(endpoint, self._peers(snapshot, endpoint), bootstrap=False)
+                runtime.restart(endpoint, self._peers(snapshot, endpoint))
             case SetDataAside(endpoint=endpoint, reason=reason):
                 self.set_aside = runtime.set_aside(endpoint, reason)
             case DiscardData(endpoint=endpoint):
@@ -376,10 +394,15 @@ def _rollout(
 
 
 def _conditions(
-    step: Step, quorum: bool, members: list[MemberStatus], error: str | None
+    step: Step,
+    quorum: bool,
+    members: list[MemberStatus],
+    error: str | None,
+    refused: str | None = None,
 ) -> list[Condition]:
-    """Available, Progressing and Degraded for a pass whose next step is `step`; transition
-    times are filled in by `carry_transitions`."""
+    """Available, Progressing and Degraded for a pass whose next step is `step`, `error` the
+    last step's failure and `refused` why the runtime refused the spec; transition times are
+    filled in by `carry_transitions`."""
     voters = [m for m in members if m.role in (Role.LEADER, Role.FOLLOWER)]
     unhealthy = [
         m.name
@@ -387,8 +410,15 @@ def _conditions(
         if not m.healthy and (m.role != Role.LEARNER or m.failed_starts or m.blocked_by)
     ]  # a learner joining is not news until it fails to start or is blocked
     progressing = not isinstance(step, Wait | Done)
-    degraded = step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE) or bool(unhealthy) or bool(error)
-    if error:
+    degraded = (
+        step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE)
+        or bool(unhealthy)
+        or bool(error)
+        or bool(refused)
+    )
+    if refused:
+        degraded_reason, degraded_message = "UpgradeRefused", refused
+    elif error:
         degraded_reason, degraded_message = "StepRefused", error
     elif step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE):
         degraded_reason, degraded_message = step.phase.value, step.reason
