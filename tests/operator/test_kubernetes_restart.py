@@ -12,13 +12,10 @@ answers to an eviction is then its own, real answer).
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubernetes import client, config
 
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtime import DisruptionRefused
@@ -32,6 +29,7 @@ from quorumkeeper.runtimes.kubernetes.render import (
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
 from quorumkeeper.runtimes.kubernetes.runtime import KubernetesRuntime
 from quorumkeeper.upgrades import UpgradeRefused
+from testbed.kube import MERGE_PATCH, Kube, ns_path
 from tests.operator.conftest import ApiServer
 
 pytestmark = pytest.mark.operator
@@ -59,77 +57,64 @@ def resource(kind: str, namespace: str, **spec: Any) -> ClusterResource:
 
 @dataclass
 class Bed:
-    """A rendered, settled 3-member cluster on the API server, and a runtime on it whose
-    resource is `current` (change it to edit the resource)."""
+    """Cluster `c` in `namespace` on the API server, and runtimes on it whose resource is
+    `current` (change it to edit the resource)."""
 
-    api: client.ApiClient
+    kube: Kube
     namespace: str
     current: ClusterResource
 
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
     def runtime(self) -> KubernetesRuntime:
         """A fresh runtime, as an operator (re)started now makes one."""
-        return KubernetesRuntime(self.api, lambda: self.current, PASSWORD)
+        return KubernetesRuntime(self.kube.api_client, lambda: self.current, PASSWORD)
 
-    def statefulset(self) -> Any:
-        return client.AppsV1Api(self.api).read_namespaced_stateful_set("c", self.namespace)
+    def configure(self, runtime: KubernetesRuntime) -> str:
+        return runtime.configure(self.current.spec.cluster_spec("c"))
 
-    def config_map(self) -> dict[str, str]:
-        name = Names("c").config_map
-        return dict(self.core.read_namespaced_config_map(name, self.namespace).data or {})
+    def get(self, resource: str, name: str = "c", group: str = "") -> Obj:
+        return self.kube.get(ns_path(self.namespace, resource, name, group))
 
-    def config_map_version(self) -> str:
-        config_map = self.core.read_namespaced_config_map(Names("c").config_map, self.namespace)
-        return str(config_map.metadata.resource_version)
+    def statefulset(self) -> Obj:
+        return self.get("statefulsets", group="apps/v1")
+
+    def annotations(self) -> dict[str, str]:
+        """The StatefulSet's pod template's annotations."""
+        return dict(self.statefulset()["spec"]["template"]["metadata"]["annotations"])
+
+    def config_map(self) -> Obj:
+        return self.get("configmaps", Names("c").config_map)
 
     def make_pod(self, ordinal: int, *, ready: bool) -> None:
-        """Pod `c-<ordinal>` from the StatefulSet's template, as its controller would make it;
-        `ready`: running and Ready, as the kubelet would report it."""
-        template = self.api.sanitize_for_serialization(self.statefulset().spec.template)
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {**copy.deepcopy(template["metadata"]), "name": f"c-{ordinal}"},
-            "spec": template["spec"],
+        """Pod `c-<ordinal>` from the StatefulSet's template, as its controller would make it
+        (with the `default` service account its controller would have made); `ready`: running
+        and Ready, as the kubelet would report it."""
+        template = self.statefulset()["spec"]["template"]
+        claim = {"claimName": f"data-c-{ordinal}"}  # from the volume claim template
+        spec = {
+            **template["spec"],
+            "volumes": [
+                *template["spec"].get("volumes", []),
+                {"name": "data", "persistentVolumeClaim": claim},
+            ],
         }
-        claim = {"claimName": f"data-c-{ordinal}"}  # the controller's volume claim template
-        pod["spec"].setdefault("volumes", []).append(
-            {"name": "data", "persistentVolumeClaim": claim}
+        metadata = {**template["metadata"], "name": f"c-{ordinal}"}
+        self.kube.ensure(
+            ns_path(self.namespace, "serviceaccounts"), {"metadata": {"name": "default"}}
         )
-        accounts = self.core.list_namespaced_service_account(self.namespace).items
-        if not accounts:  # what the service account controller would have made
-            account = {"metadata": {"name": "default"}}
-            self.core.create_namespaced_service_account(self.namespace, account)
-        self.core.create_namespaced_pod(self.namespace, pod)
+        self.kube.create(ns_path(self.namespace, "pods"), {"metadata": metadata, "spec": spec})
         if ready:
-            status = {
-                "status": {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                }
-            }
-            self.core.patch_namespaced_pod_status(f"c-{ordinal}", self.namespace, status)
+            status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+            path = ns_path(self.namespace, "pods", f"c-{ordinal}") + "/status"
+            self.kube.patch(path, {"status": status}, MERGE_PATCH)
 
     def pods(self) -> set[str]:
-        pods = self.core.list_namespaced_pod(self.namespace)
-        return {p.metadata.name for p in pods.items if p.metadata.deletion_timestamp is None}
+        pods = self.get("pods", "")["items"]
+        return {p["metadata"]["name"] for p in pods if "deletionTimestamp" not in p["metadata"]}
 
 
-@pytest.fixture
-def api(api_server: ApiServer) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(api_server.control_plane.kubeconfig))
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-def settled(api_server: ApiServer, api: client.ApiClient, namespace: str, kind: str) -> Bed:
+def settled(api_server: ApiServer, namespace: str, kind: str, **spec: Any) -> Bed:
     """Cluster `c` rendered as a settled 3-member cluster (`Membership.steady`)."""
-    bed = Bed(api, namespace, resource(kind, namespace))
+    bed = Bed(api_server.kube, namespace, resource(kind, namespace, **spec))
     objects = cluster_objects(bed.current, Membership.steady(placement(bed.current), 3), PASSWORD)
     applied = api_server.apply(objects)
     assert applied.returncode == 0, applied.stderr
@@ -142,48 +127,53 @@ def endpoint(ordinal: int) -> Endpoint:
 
 @pytest.mark.parametrize("kind", ["EtcdCluster", "ZookeeperCluster"])
 def test_configure_writes_the_new_template_and_settings_once_and_pods_read_back_theirs(
-    api_server: ApiServer, api: client.ApiClient, namespace: str, kind: str
+    api_server: ApiServer, namespace: str, kind: str
 ) -> None:
-    bed = settled(api_server, api, namespace, kind)
+    bed = settled(api_server, namespace, kind)
     before = fingerprint(bed.current)
-    assert bed.runtime().configure(bed.current.spec.cluster_spec("c")) == before
-    written = bed.statefulset()
-    assert written.spec.template.metadata.annotations[CONFIG_ANNOTATION] == before
+    assert bed.configure(bed.runtime()) == before
+    assert bed.annotations()[CONFIG_ANNOTATION] == before
     bed.make_pod(0, ready=False)
-    membership = {k: v for k, v in bed.config_map().items() if k not in ("zoo.cfg", "logback.xml")}
+    settings_keys = ("zoo.cfg", "logback.xml")
+    joins = {k: v for k, v in bed.config_map()["data"].items() if k not in settings_keys}
 
     # The settings change: a restart-worthy configuration, written before any pod restarts.
     settings = {"etcd": {"snapshot_count": 5000}} if kind == "EtcdCluster" else {}
     settings = settings or {"zookeeper": {"max_client_cnxns": 100}}
     bed.current = resource(kind, namespace, **settings)
     runtime = bed.runtime()
-    after = runtime.configure(bed.current.spec.cluster_spec("c"))
+    after = bed.configure(runtime)
 
     assert after == fingerprint(bed.current) and after != before
     statefulset = bed.statefulset()
-    template = statefulset.spec.template
-    assert template.metadata.annotations[CONFIG_ANNOTATION] == after
-    assert template.metadata.annotations[VERSION_ANNOTATION] == bed.current.spec.version
-    assert statefulset.spec.replicas == 3
-    data = bed.config_map()
+    template = statefulset["spec"]["template"]
+    assert template["metadata"]["annotations"][CONFIG_ANNOTATION] == after
+    assert template["metadata"]["annotations"][VERSION_ANNOTATION] == bed.current.spec.version
+    assert statefulset["spec"]["replicas"] == 3
+    config_map = bed.config_map()
     if kind == "EtcdCluster":
-        assert "--snapshot-count=5000" in template.spec.containers[0].args
+        assert "--snapshot-count=5000" in template["spec"]["containers"][0]["args"]
     else:
-        assert "maxClientCnxns=100\n" in data["zoo.cfg"]
-    assert {k: v for k, v in data.items() if k in membership} == membership, "joins' keys kept"
+        assert "maxClientCnxns=100\n" in config_map["data"]["zoo.cfg"]
+    kept = {k: v for k, v in config_map["data"].items() if k not in settings_keys}
+    assert kept == joins, "what the joins set stays"
     bed.make_pod(1, ready=False)
-    slots = runtime.observe(
-        [endpoint(0), endpoint(1), endpoint(2)], set(), quorum=True, judge=False
-    )
+    three = [endpoint(0), endpoint(1), endpoint(2)]
+    slots = runtime.observe(three, set(), quorum=True, judge=False)
     assert [s.config for s in slots] == [before, after, None]  # c-2 has no pod
 
     # Idempotent: the same resource again, by this runtime or a fresh one, writes nothing.
-    version = statefulset.metadata.resource_version
-    config_map_version = bed.config_map_version()
-    assert runtime.configure(bed.current.spec.cluster_spec("c")) == after
-    assert bed.runtime().configure(bed.current.spec.cluster_spec("c")) == after
-    assert bed.statefulset().metadata.resource_version == version
-    assert bed.config_map_version() == config_map_version
+    assert bed.configure(runtime) == after
+    assert bed.configure(bed.runtime()) == after
+    versions = (
+        statefulset["metadata"]["resourceVersion"],
+        config_map["metadata"]["resourceVersion"],
+    )
+    now = (
+        bed.statefulset()["metadata"]["resourceVersion"],
+        bed.config_map()["metadata"]["resourceVersion"],
+    )
+    assert now == versions
 
 
 def test_a_scale_changes_no_fingerprint(namespace: str) -> None:
@@ -195,31 +185,29 @@ def test_a_scale_changes_no_fingerprint(namespace: str) -> None:
 
 
 def test_a_version_off_the_upgrade_path_writes_nothing(
-    api_server: ApiServer, api: client.ApiClient, namespace: str
+    api_server: ApiServer, namespace: str
 ) -> None:
-    bed = Bed(api, namespace, resource("EtcdCluster", namespace, version="3.5.10"))
-    objects = cluster_objects(bed.current, Membership.steady(placement(bed.current), 3))
-    assert api_server.apply(objects).returncode == 0
+    bed = settled(api_server, namespace, "EtcdCluster", version="3.5.10")
     bed.make_pod(0, ready=True)
-    version = bed.statefulset().metadata.resource_version
+    written = bed.statefulset()["metadata"]["resourceVersion"]
     runtime = bed.runtime()
-    runtime.configure(bed.current.spec.cluster_spec("c"))
+    bed.configure(runtime)
 
     bed.current = resource("EtcdCluster", namespace, version="3.6.16")
     with pytest.raises(UpgradeRefused, match=r"etcd 3\.5\.10 -> 3\.6\.16: every member must run"):
-        runtime.configure(bed.current.spec.cluster_spec("c"))
+        bed.configure(runtime)
 
-    assert bed.statefulset().metadata.resource_version == version
-    assert bed.statefulset().spec.template.metadata.annotations[VERSION_ANNOTATION] == "3.5.10"
+    assert bed.statefulset()["metadata"]["resourceVersion"] == written
+    assert bed.annotations()[VERSION_ANNOTATION] == "3.5.10"
     bed.current = resource("EtcdCluster", namespace, version="3.5.26")
-    runtime.configure(bed.current.spec.cluster_spec("c"))  # the stop-over passes
-    assert bed.statefulset().spec.template.metadata.annotations[VERSION_ANNOTATION] == "3.5.26"
+    bed.configure(runtime)  # the stop-over passes
+    assert bed.annotations()[VERSION_ANNOTATION] == "3.5.26"
 
 
 def test_a_restart_is_an_eviction_the_disruption_budget_allows_or_refuses(
-    api_server: ApiServer, api: client.ApiClient, namespace: str
+    api_server: ApiServer, namespace: str
 ) -> None:
-    bed = settled(api_server, api, namespace, "EtcdCluster")
+    bed = settled(api_server, namespace, "EtcdCluster")
     runtime = bed.runtime()
     for ordinal in range(3):
         bed.make_pod(ordinal, ready=True)
@@ -230,26 +218,24 @@ def test_a_restart_is_an_eviction_the_disruption_budget_allows_or_refuses(
     assert bed.pods() == {"c-0", "c-1", "c-2"}
 
     # The status a disruption controller writes for 3 healthy pods and maxUnavailable 1.
-    policy = client.PolicyV1Api(api)
-    budget = policy.read_namespaced_pod_disruption_budget("c", namespace)
-    assert budget.spec.max_unavailable == 1
+    budget = bed.get("poddisruptionbudgets", group="policy/v1")
+    assert budget["spec"]["maxUnavailable"] == 1
     status = {
-        "status": {
-            "observedGeneration": budget.metadata.generation,
-            "disruptionsAllowed": 1,
-            "currentHealthy": 3,
-            "desiredHealthy": 2,
-            "expectedPods": 3,
-        }
+        "observedGeneration": budget["metadata"]["generation"],
+        "disruptionsAllowed": 1,
+        "currentHealthy": 3,
+        "desiredHealthy": 2,
+        "expectedPods": 3,
     }
-    policy.patch_namespaced_pod_disruption_budget_status("c", namespace, status)
+    path = ns_path(namespace, "poddisruptionbudgets", "c", "policy/v1") + "/status"
+    api_server.kube.patch(path, {"status": status}, MERGE_PATCH)
 
     runtime.restart(endpoint(1), [])
 
     assert bed.pods() == {"c-0", "c-2"}
-    budget = policy.read_namespaced_pod_disruption_budget("c", namespace)
-    assert budget.status.disruptions_allowed == 0
-    assert set(budget.status.disrupted_pods or {}) == {"c-1"}
+    budget = bed.get("poddisruptionbudgets", group="policy/v1")
+    assert budget["status"]["disruptionsAllowed"] == 0
+    assert set(budget["status"]["disruptedPods"]) == {"c-1"}
     with pytest.raises(DisruptionRefused, match="c-2: the PodDisruptionBudget c allows no"):
         runtime.restart(endpoint(2), [])
     assert bed.pods() == {"c-0", "c-2"}
