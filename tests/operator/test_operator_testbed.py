@@ -614,3 +614,17 @@ def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(
     wait_until(lambda: target.resource()["status"]["updatedAt"] > updated + 5, 60, "more passes")
     assert _identity(target.pods()) == before, "a pod restarted for a refused version"
     assert _template_config(target) == config
+
+    # The stop-over the refusal names passes the resource's rules and the operator's.
+    testbed_cluster.kubectl(
+        "patch",
+        "-n",
+        bed_namespace,
+        f"etcdc/{target.name}",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"version": "3.5.26"}}),
+    )
+    wait_until(lambda: _template_config(target) != config, 60, "the stop-over taken")
+    degraded = next(c for c in target.resource()["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] != "UpgradeRefused", degraded
