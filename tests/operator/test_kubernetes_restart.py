@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from quorumkeeper.model import Endpoint
+from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.runtime import DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.objects import Membership, Names, placement
 from quorumkeeper.runtimes.kubernetes.render import (
@@ -125,6 +125,10 @@ def endpoint(ordinal: int) -> Endpoint:
     return Endpoint(f"c-{ordinal}", ordinal, f"c-{ordinal}")
 
 
+PEERS = [Peer(endpoint(n), str(n + 1)) for n in range(3)]
+"""The members that have joined, as the reconciler hands them to `restart`."""
+
+
 @pytest.mark.parametrize("kind", ["EtcdCluster", "ZookeeperCluster"])
 def test_configure_writes_the_new_template_and_settings_once_and_pods_read_back_theirs(
     api_server: ApiServer, namespace: str, kind: str
@@ -208,16 +212,20 @@ def test_a_restart_is_an_eviction_the_disruption_budget_allows_or_refuses(
     api_server: ApiServer, namespace: str
 ) -> None:
     bed = settled(api_server, namespace, "EtcdCluster")
+    # The last join leaves the budget sized to the 2 voters it started from: no disruption.
+    budget_path = ns_path(namespace, "poddisruptionbudgets", "c", "policy/v1")
+    api_server.kube.patch(budget_path, {"spec": {"maxUnavailable": 0}}, MERGE_PATCH)
     runtime = bed.runtime()
     for ordinal in range(3):
         bed.make_pod(ordinal, ready=True)
 
     # No disruption controller has computed the budget's status: the API server refuses.
     with pytest.raises(DisruptionRefused, match="c-1: the PodDisruptionBudget c allows no"):
-        runtime.restart(endpoint(1), [])
+        runtime.restart(endpoint(1), PEERS)
     assert bed.pods() == {"c-0", "c-1", "c-2"}
 
-    # The status a disruption controller writes for 3 healthy pods and maxUnavailable 1.
+    # The restart sized the budget to the 3 voters that joined: one may be disrupted. The
+    # status a disruption controller then writes for 3 healthy pods:
     budget = bed.get("poddisruptionbudgets", group="policy/v1")
     assert budget["spec"]["maxUnavailable"] == 1
     status = {
@@ -227,16 +235,15 @@ def test_a_restart_is_an_eviction_the_disruption_budget_allows_or_refuses(
         "desiredHealthy": 2,
         "expectedPods": 3,
     }
-    path = ns_path(namespace, "poddisruptionbudgets", "c", "policy/v1") + "/status"
-    api_server.kube.patch(path, {"status": status}, MERGE_PATCH)
+    api_server.kube.patch(budget_path + "/status", {"status": status}, MERGE_PATCH)
 
-    runtime.restart(endpoint(1), [])
+    runtime.restart(endpoint(1), PEERS)
 
     assert bed.pods() == {"c-0", "c-2"}
     budget = bed.get("poddisruptionbudgets", group="policy/v1")
     assert budget["status"]["disruptionsAllowed"] == 0
     assert set(budget["status"]["disruptedPods"]) == {"c-1"}
     with pytest.raises(DisruptionRefused, match="c-2: the PodDisruptionBudget c allows no"):
-        runtime.restart(endpoint(2), [])
+        runtime.restart(endpoint(2), PEERS)
     assert bed.pods() == {"c-0", "c-2"}
-    runtime.restart(endpoint(1), [])  # already gone: nothing to do
+    runtime.restart(endpoint(1), PEERS)  # already gone: nothing to do

@@ -38,6 +38,7 @@ from quorumkeeper.runtimes.kubernetes.render import (
     CONFIG_ANNOTATION,
     VERSION_ANNOTATION,
     cluster_objects,
+    disruption_budget,
     fingerprint,
     settings_data,
     statefulset,
@@ -386,8 +387,14 @@ class KubernetesRuntime:
         """Evict the member's pod (policy/v1 Eviction on its `eviction` subresource): the API
         server deletes it only while the PodDisruptionBudget allows a disruption, as it does for
         a node drain, and the StatefulSet makes it again from the template `configure` wrote.
-        `peers` are not needed: the member restarts from its own data. A pod already gone is
-        no failure; the budget refusing (429 Too Many Requests) raises `DisruptionRefused`."""
+        The member restarts from its own data; `peers` (the members that have joined) size the
+        budget first: the last join left it sized to the smaller membership it started from,
+        which allows no disruption in a 3-member cluster. A pod already gone is no failure; the
+        budget refusing (429 Too Many Requests) raises `DisruptionRefused`."""
+        resource = self._accepted or self._resource()
+        joined = max(1, len(peers))
+        voters = Membership((), joined, voters_now=joined, voters_after=resource.spec.members)
+        self._apply(disruption_budget(resource, voters))
         body = client.V1Eviction(
             metadata=client.V1ObjectMeta(name=endpoint.name, namespace=self.namespace)
         )
