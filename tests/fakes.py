@@ -301,6 +301,7 @@ class FakeRuntime:
         return list(self.slots)
 
     def configure(self, spec: ClusterSpec) -> str:
+        self._may("configure")
         settings = spec.etcd if spec.store is Store.ETCD else spec.zookeeper
         text = f"{spec.version} {settings.model_dump_json()}"
         self.config = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -342,6 +343,12 @@ class FakeRuntime:
         self.slots[endpoint] = replace(self.slot(endpoint), running=False, pid=None)
         if self.store is not None:
             self.store.process_stopped(endpoint.address)
+
+    def restart(self, endpoint: Endpoint, peers: list[Peer]) -> None:
+        """`stop`, then `start`, as the local runtime does: each is an action of its own."""
+        self._may("restart")
+        self.stop(endpoint)
+        self.start(endpoint, peers, bootstrap=False)
 
     def set_aside(self, endpoint: Endpoint, why: str) -> str:
         self._may("set_aside")

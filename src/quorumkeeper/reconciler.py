@@ -35,7 +35,7 @@ from quorumkeeper.planner import (
     plan,
     restart_candidate,
 )
-from quorumkeeper.runtime import Runtime
+from quorumkeeper.runtime import DisruptionRefused, Runtime
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.status import (
     AlarmStatus,
@@ -55,6 +55,7 @@ from quorumkeeper.stores.base import (
     StoreError,
     StoreUnavailable,
 )
+from quorumkeeper.upgrades import UpgradeRefused
 
 VOTER_ROLES = (Role.LEADER, Role.FOLLOWER)
 
@@ -104,9 +105,14 @@ class Reconciler:
         self.sink = sink
         self.hold_store = hold_store
         self.spec = source.current()
-        self.config = runtime.configure(self.spec)
+        """The spec as last accepted by the runtime (a version it refused is not taken)."""
+        self.config: str | None = None
         """The fingerprint of the configuration members of `spec` start with (None: the
-        runtime does not restart members for a new one)."""
+        runtime does not restart members for a new one, or refused the first spec)."""
+        self.refused: str | None = None
+        """Why the runtime refused the source's spec (`upgrades.UpgradeRefused`), until it
+        takes one."""
+        self._configure(self.spec)
         self.last_error: str | None = None
         """The last refusal or failure, until a step goes through."""
         self.last_status: ClusterStatus | None = None
@@ -125,8 +131,19 @@ class Reconciler:
         members started from now on get its settings."""
         spec = self.source.current()
         if spec is not self.spec:
+            self._configure(spec)
+
+    def _configure(self, spec: ClusterSpec) -> None:
+        """Hand `spec` to the runtime. A version off the checked upgrade path is refused there
+        and changes nothing: the spec and configuration accepted before stay (a refused first
+        spec gives no configuration, so no member restarts), and the status says why."""
+        try:
             self.config = self.runtime.configure(spec)
-            self.spec = spec
+        except UpgradeRefused as error:
+            self.refused = str(error)
+            return
+        self.spec = spec
+        self.refused = None
 
     @property
     def desired(self) -> Desired:
@@ -223,8 +240,10 @@ class Reconciler:
                 if (endpoint := placement.locate(m.address))
                 for alarm in m.alarms
             ],
-            error=self.last_error,
-            conditions=_conditions(step, membership is not None, members, self.last_error),
+            error=self.refused or self.last_error,
+            conditions=_conditions(
+                step, membership is not None, members, self.last_error, self.refused
+            ),
             rollout=_rollout(desired, snapshot.observation, members, step),
         )
 
@@ -278,7 +297,7 @@ class Reconciler:
                 self.acted = True
             except (NotCaughtUp, AddsRefused):
                 pass  # not an error: the next observation shows the condition and the plan waits
-            except StoreError as error:
+            except (StoreError, DisruptionRefused) as error:
                 self.last_error = f"{type(step).__name__}: {error}"
         except Exception as error:
             self._record_failure(f"pass failed: {type(error).__name__}: {error}")
@@ -328,8 +347,7 @@ class Reconciler:
             case StopMember(endpoint=endpoint):
                 runtime.stop(endpoint)
             case RestartMember(endpoint=endpoint):
-                runtime.stop(endpoint)  # a crash here leaves it down: the next pass starts it
-                runtime.start(endpoint, self._peers(snapshot, endpoint), bootstrap=False)
+                runtime.restart(endpoint, self._peers(snapshot, endpoint))
             case SetDataAside(endpoint=endpoint, reason=reason):
                 self.set_aside = runtime.set_aside(endpoint, reason)
             case DiscardData(endpoint=endpoint):
@@ -420,10 +438,15 @@ def _rollout(
 
 
 def _conditions(
-    step: Step, quorum: bool, members: list[MemberStatus], error: str | None
+    step: Step,
+    quorum: bool,
+    members: list[MemberStatus],
+    error: str | None,
+    refused: str | None = None,
 ) -> list[Condition]:
-    """Available, Progressing and Degraded for a pass whose next step is `step`; transition
-    times are filled in by `carry_transitions`."""
+    """Available, Progressing and Degraded for a pass whose next step is `step`, `error` the
+    last step's failure and `refused` why the runtime refused the spec; transition times are
+    filled in by `carry_transitions`."""
     voters = [m for m in members if m.role in VOTER_ROLES]
     unhealthy = [
         m.name
@@ -436,8 +459,11 @@ def _conditions(
         step.phase in (Phase.DEGRADED, Phase.UNAVAILABLE)
         or bool(unhealthy or blocked)
         or bool(error)
+        or bool(refused)
     )
-    if error:
+    if refused:
+        degraded_reason, degraded_message = "UpgradeRefused", refused
+    elif error:
         degraded_reason, degraded_message = "StepRefused", error
     elif blocked:  # the cause a person can act on, ahead of what it leads to
         degraded_reason = str(blocked[0].blocked_reason)

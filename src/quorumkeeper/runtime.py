@@ -10,6 +10,12 @@ from quorumkeeper.model import Endpoint, Peer, Placement, Slot
 from quorumkeeper.spec import ClusterSpec
 
 
+class DisruptionRefused(Exception):
+    """The runtime may not take `endpoint`'s member down now (Kubernetes: its
+    PodDisruptionBudget allows no disruption); retryable: nothing changed, the reconciler
+    reports it and the next pass plans the restart again."""
+
+
 class Runtime(Protocol):
     """Where a cluster's members run and keep their data.
 
@@ -38,9 +44,12 @@ class Runtime(Protocol):
         configuration fingerprint: a stable hash of what reaches a member's process, the same
         for the same version and settings whatever the member's place. `observe` reports in
         `Slot.config` the fingerprint each member was last started with, so a member whose
-        fingerprint differs is restarted (`planner.RestartMember`: `stop`, then `start`).
+        fingerprint differs is restarted (`planner.RestartMember`: `restart`).
         None from a runtime that does not restart members for a new configuration: then no
-        member counts as stale. Raises nothing for a valid spec and touches no member."""
+        member counts as stale. Touches no running member. Raises `upgrades.UpgradeRefused`
+        (`upgrades.check_upgrade`) for a version the members it knows of may not move to, and
+        then changes nothing; a runtime whose caller checks the path first raises nothing for
+        a valid spec."""
         ...
 
     def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
@@ -60,6 +69,13 @@ class Runtime(Protocol):
 
     def stop(self, endpoint: Endpoint) -> None:
         """Stop `endpoint`'s member; its data stays."""
+        ...
+
+    def restart(self, endpoint: Endpoint, peers: list[Peer]) -> None:
+        """Restart `endpoint`'s running member with the configuration `configure` last gave,
+        `peers` as `start` takes them. A crash between the stop and the start leaves the member
+        down, which the next pass starts. Raises `DisruptionRefused` when the member may not go
+        down now (nothing changed then)."""
         ...
 
     def set_aside(self, endpoint: Endpoint, why: str) -> str:

@@ -15,6 +15,7 @@ the membership checks) resolve pod DNS names through the API server instead
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -34,13 +36,16 @@ from quorumkeeper.model import Endpoint, Member
 from quorumkeeper.runtimes.kubernetes.crd import crds
 from quorumkeeper.runtimes.kubernetes.objects import Names
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
+from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
+from quorumkeeper.stores import etcd
 from quorumkeeper.stores.base import CoordinationStore, StoreUnavailable
 from quorumkeeper.stores.etcd.client import EtcdStore
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
+from quorumkeeper.stores.zookeeper.words import four_letter_word
 from quorumkeeper.versions import ETCD_VERSION, ZOOKEEPER_VERSION
 from testbed.cluster import Cluster
-from testbed.kube import ApiError, Kube, Obj, ns_path
+from testbed.kube import ApiError, Kube, Obj, condition_true, ns_path
 from testbed.network import BRIDGE_IP
 from tests.acceptance.harness import Writer
 from tests.ceph.fixtures import CsiStorageClass
@@ -291,9 +296,11 @@ def _create(
     namespace: str,
     members: int,
     storage_class: str | None = None,
+    **spec: Any,
 ) -> ClusterUnderTest:
-    """Apply a cluster resource of `members` members on `storage_class` (the test bed's default,
-    node-independent local volumes, when None)."""
+    """Cluster `orders` (etcd) or `locks` (ZooKeeper) of `members` at the pinned version on
+    `storage_class` (the test bed's default, node-independent local volumes, when None), `spec`
+    overriding or adding fields of its spec."""
     name = "orders" if kind is Kind.ETCD else "locks"
     version = ETCD_VERSION if kind is Kind.ETCD else ZOOKEEPER_VERSION
     storage: dict[str, str] = {"size": "1Gi"}
@@ -310,6 +317,7 @@ def _create(
             # Five members on three nodes: spread where possible.
             "antiAffinity": "Preferred",
             "pvcRetention": {"whenScaled": "Delete", "whenDeleted": "Delete"},
+            **spec,
         },
     }
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
@@ -657,3 +665,172 @@ def test_losing_a_members_node_degrades_the_cluster_until_the_node_is_back(
     writer.assert_nothing_lost()
     assert _member_ids(target) == old_ids, "a member was replaced instead of rejoining"
     assert pods[victim]["spec"]["nodeName"] == node
+
+
+ROLLOUT_SETTINGS = {
+    Kind.ETCD: ({"etcd": {"snapshot_count": 5000}}, "--snapshot-count=5000"),
+    Kind.ZOOKEEPER: ({"zookeeper": {"max_client_cnxns": 100}}, "maxClientCnxns=100"),
+}
+"""A settings change per store, and how it reads in a running member: etcd's command line
+(`/debug/vars`, Go's expvar `cmdline`), ZooKeeper's `conf` four-letter word."""
+
+
+def _template_config(target: ClusterUnderTest) -> str | None:
+    statefulset = target.kube.get(ns_path(target.namespace, "statefulsets", target.name, "apps/v1"))
+    annotations = statefulset["spec"]["template"]["metadata"].get("annotations") or {}
+    return annotations.get(CONFIG_ANNOTATION)
+
+
+def _running_setting(target: ClusterUnderTest, pod: Obj) -> str:
+    """What the member in `pod` runs with, as its process reports it."""
+    ip = pod["status"]["podIP"]
+    if target.kind is Kind.ETCD:
+        answer = httpx.get(f"http://{ip}:{etcd.CLIENT_PORT}/debug/vars", timeout=5.0)
+        return " ".join(answer.json()["cmdline"])
+    return four_letter_word(ip, "conf", 5.0)
+
+
+@dataclass
+class _RolloutWatch:
+    """Polled through a rollout: the order the pods were replaced in, and the most members down
+    at once (a pod missing, being deleted, or replaced and not Ready yet; a ZooKeeper follower
+    not Ready while its ensemble elects is not down)."""
+
+    target: ClusterUnderTest
+    before: dict[str, tuple[str, int]]
+    config: str
+    order: list[str] = field(default_factory=list)
+    most_down: int = 0
+
+    def finished(self) -> dict[str, Obj] | None:
+        pods = self.target.pods()
+        replaced = {n for n, p in pods.items() if p["metadata"]["uid"] != self.before[n][0]}
+        for name in sorted(replaced - set(self.order)):
+            self.order.append(name)
+        down = [n for n in self.before if n not in pods]
+        down += [n for n in replaced if not condition_true(pods[n], "Ready")]
+        self.most_down = max(self.most_down, len(down))
+        if len(self.order) < len(self.before):
+            return None
+        settled = self.target.settled(len(self.before))
+        if settled is None or any(
+            (p["metadata"].get("annotations") or {}).get(CONFIG_ANNOTATION) != self.config
+            for p in settled.values()
+        ):
+            return None
+        return settled
+
+
+@pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
+def test_a_settings_change_restarts_pods_one_at_a_time_by_eviction_leader_last(
+    kind: Kind,
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    target = _create(kube, testbed_cluster, kind, bed_namespace, 3)
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    before = _identity(pods)
+    leader = target.resource()["status"]["leader"]
+    old_config = _template_config(target)
+    assert old_config is not None
+    assert all(p["metadata"]["annotations"][CONFIG_ANNOTATION] == old_config for p in pods.values())
+    settings, live = ROLLOUT_SETTINGS[kind]
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        began = time.monotonic()
+        testbed_cluster.kubectl(
+            "patch",
+            "-n",
+            bed_namespace,
+            f"{kind.short_name}/{target.name}",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": settings}),
+        )
+        config = wait_until(
+            lambda: (c := _template_config(target)) != old_config and c, 60, "the new template"
+        )
+        watch = _RolloutWatch(target, before, str(config))
+        try:
+            pods = wait_until(watch.finished, STEP_TIMEOUT, "every pod restarted")
+        except AssertionError:
+            raise AssertionError(f"rollout unfinished; operator log:\n{operator.tail()}") from None
+        took = time.monotonic() - began
+    writer.assert_nothing_lost()
+    assert watch.most_down <= 1, f"{watch.most_down} members down at once"
+    assert watch.order[-1] == leader, f"restarted {watch.order}, leader {leader} not last"
+    for name, pod in pods.items():
+        assert live in _running_setting(target, pod), f"{name} runs without {live}"
+    status = target.resource()["status"]
+    assert status.get("rollout") is None and status["phase"] == "Ready", status
+    assert "pass failed" not in operator.log.read_text(), operator.tail()
+    print(
+        f"{kind.value} settings rollout of 3 in {took:.1f}s, order {watch.order} (leader "
+        f"{leader}); {len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
+        f"longest gap {writer.longest_gap:.2f}s"
+    )
+
+
+def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    """etcd 3.5.10 -> 3.6.16 passes the resource's CEL rules (one minor forward) and is refused
+    by the operator: 3.6 needs every member on 3.5.26 first. The test bed holds the pinned
+    release's image only, so the image tag stands in for the older release the spec names."""
+    old = "3.5.10"
+    target = _create(
+        kube,
+        testbed_cluster,
+        Kind.ETCD,
+        bed_namespace,
+        3,
+        version=old,
+        image={"tag": f"v{ETCD_VERSION}"},
+    )
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    before = _identity(pods)
+    config = _template_config(target)
+    testbed_cluster.kubectl(
+        "patch",
+        "-n",
+        bed_namespace,
+        f"etcdc/{target.name}",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"version": "3.6.16"}}),
+    )
+
+    def refused() -> Obj | None:
+        status = target.resource()["status"]
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        return status if degraded["reason"] == "UpgradeRefused" else None
+
+    status = wait_until(refused, 60, "the refusal in status")
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert "etcd 3.5.10 -> 3.6.16: every member must run 3.5.26" in degraded["message"]
+    assert status["version"] == old
+    updated = status["updatedAt"]
+    wait_until(lambda: target.resource()["status"]["updatedAt"] > updated + 5, 60, "more passes")
+    assert _identity(target.pods()) == before, "a pod restarted for a refused version"
+    assert _template_config(target) == config
+
+    # The stop-over the refusal names passes the resource's rules and the operator's.
+    testbed_cluster.kubectl(
+        "patch",
+        "-n",
+        bed_namespace,
+        f"etcdc/{target.name}",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"version": "3.5.26"}}),
+    )
+    wait_until(lambda: _template_config(target) != config, 60, "the stop-over taken")
+    wait_until(lambda: refused() is None, 60, "the refusal cleared from status")

@@ -20,7 +20,7 @@ from quorumkeeper.runtimes.kubernetes.resources import (
 )
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.status import Condition, ConditionType, MemberStatus, StepStatus
-from testbed.kube import ApiError, ns_path
+from testbed.kube import MERGE_PATCH, ApiError, ns_path
 from tests.operator.conftest import ApiServer
 
 pytestmark = pytest.mark.operator
@@ -226,6 +226,43 @@ def test_invalid_changes_are_refused_naming_the_field(
     assert f"{field}: Forbidden: " in result.stderr and words in result.stderr, result.stderr
     allowed = installed.apply([manifest(Kind.ETCD, "x", namespace, version="3.8.0")])
     assert allowed.returncode == 0, allowed.stderr  # one minor forward is a valid change
+
+
+def test_a_version_the_operator_refused_can_be_moved_back_to_its_stop_over(
+    installed: ApiServer, namespace: str
+) -> None:
+    """The operator refused 3.5.10 -> 3.6.16 (3.6 needs 3.5.26 first) and its status keeps the
+    version the cluster runs: the spec may go back to the stop-over the refusal names, never
+    below nor more than a minor past what runs."""
+    created = installed.apply([manifest(Kind.ETCD, "x", namespace, version="3.5.10")])
+    assert created.returncode == 0, created.stderr
+    path = ns_path(namespace, Kind.ETCD.plural, "x", group=f"{GROUP}/v1alpha1")
+    status = ResourceStatus(
+        name="x",
+        store="etcd",
+        version="3.5.10",
+        members=[],
+        desired_members=3,
+        phase="Ready",
+        quorum=True,
+        connect_string="",
+        step=StepStatus(kind="Done", reason="in shape"),
+    )
+    body = {"status": status.model_dump(mode="json", by_alias=True)}
+    installed.kube.patch(path + "/status", body, MERGE_PATCH)
+    refused_by_the_operator = installed.apply(
+        [manifest(Kind.ETCD, "x", namespace, version="3.6.16")]
+    )
+    assert refused_by_the_operator.returncode == 0, refused_by_the_operator.stderr
+
+    back = installed.apply([manifest(Kind.ETCD, "x", namespace, version="3.5.26")])
+
+    assert back.returncode == 0, back.stderr
+    below = installed.apply([manifest(Kind.ETCD, "x", namespace, version="3.5.9")])
+    assert below.returncode != 0 and "may not go back" in below.stderr, below.stderr
+    skip = installed.apply([manifest(Kind.ETCD, "x", namespace, version="3.7.0")])
+    assert skip.returncode != 0 and "at most one minor release" in skip.stderr, skip.stderr
+    assert installed.kube.get(path)["spec"]["version"] == "3.5.26"
 
 
 def test_kubectl_scale_changes_members(installed: ApiServer, namespace: str) -> None:

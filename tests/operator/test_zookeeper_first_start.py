@@ -1,6 +1,6 @@
 """The ZooKeeper pod's init container, run by real bash on the files the kubelet would project
 from the ConfigMap: a member's first start gets the operator's membership and server id; later
-starts leave zoo.cfg and myid to ZooKeeper."""
+starts keep their membership and server id and take the ConfigMap's settings."""
 
 from __future__ import annotations
 
@@ -21,14 +21,20 @@ pytestmark = pytest.mark.operator
 Obj = dict[str, Any]
 
 
-def render(members: int) -> tuple[Obj, Obj]:
-    """(ConfigMap data, init container) of a `members`-member ZooKeeper cluster `c`."""
+def render(members: int, **settings: object) -> tuple[Obj, Obj]:
+    """(ConfigMap data, init container) of a `members`-member ZooKeeper cluster `c` with
+    `settings` under `zookeeper:`."""
     resource = parse_resource(
         {
             "apiVersion": "quorumkeeper.io/v1alpha1",
             "kind": "ZookeeperCluster",
             "metadata": {"name": "c", "namespace": "apps"},
-            "spec": {"members": 3, "version": "3.9.5", "storage": {"size": "1Gi"}},
+            "spec": {
+                "members": 3,
+                "version": "3.9.5",
+                "storage": {"size": "1Gi"},
+                "zookeeper": settings,
+            },
         }
     )
     objects = cluster_objects(resource, Membership.steady(placement(resource), members), "pw")
@@ -72,14 +78,22 @@ def test_first_start_writes_the_operators_files_and_later_starts_keep_zookeepers
     assert "admin.enableServer=false" in data["zoo.cfg"]
     assert f"dynamicConfigFile={ZOOKEEPER_MOUNT}/conf/zoo.cfg.dynamic" in data["zoo.cfg"]
 
-    # A later membership change rewrites the ConfigMap; a restart of this member must not
-    # take it: ZooKeeper rewrote its own zoo.cfg at the reconfig.
-    (conf / "zoo.cfg").write_text(data["zoo.cfg"] + "# rewritten by ZooKeeper\n")
-    grown, _ = render(5)
+    # A reconfig makes ZooKeeper point zoo.cfg at its committed dynamic file (it drops the
+    # line and appends its own, `QuorumPeerConfig.editStaticConfig`). A later membership and
+    # settings change rewrites the ConfigMap: a restart of this member takes the settings and
+    # keeps the membership ZooKeeper committed.
+    committed = f"dynamicConfigFile={ZOOKEEPER_MOUNT}/conf/zoo.cfg.dynamic.100000003"
+    kept = [line for line in data["zoo.cfg"].splitlines() if "dynamicConfigFile" not in line]
+    (conf / "zoo.cfg").write_text("\n".join([*kept, committed]) + "\n")
+    grown, _ = render(5, max_client_cnxns=100)
     project({**grown, "logback.xml": "<configuration/>\n"}, config)
     again = run_init(init, "c-1", volume, config)
     assert again.returncode == 0, again.stderr
-    assert (conf / "zoo.cfg").read_text().endswith("# rewritten by ZooKeeper\n")
+    rewritten = (conf / "zoo.cfg").read_text().splitlines()
+    settings = [line for line in grown["zoo.cfg"].splitlines() if "dynamicConfigFile" not in line]
+    assert rewritten == [*settings, committed]
+    assert "maxClientCnxns=100" in rewritten
+    assert not list(conf.glob("zoo.cfg.next"))
     assert (conf / "zoo.cfg.dynamic").read_text() == data["zoo.cfg.dynamic"]
     assert (volume / "data" / "myid").read_text() == "2\n"
     assert (conf / "logback.xml").read_text() == "<configuration/>\n"

@@ -29,11 +29,13 @@ from quorumkeeper.planner import (
     TransferLeadership,
     Wait,
 )
+from quorumkeeper.runtime import DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.spec import Store
 from quorumkeeper.status import ClusterStatus, rfc3339
 from quorumkeeper.stores.base import StoreError
+from quorumkeeper.upgrades import UpgradeRefused
 from tests.fakes import Action, Fakes, fakes
 
 ADDS_REFUSED = "etcd refuses member adds until every voter has been connected for 5 s"
@@ -818,6 +820,52 @@ def test_a_restart_cut_short_after_the_stop_resumes_as_a_start_with_the_new_sett
     assert fx.runtime.slot(fx.endpoint(1)).config == fx.reconciler.config
     after = drive(fx)
     assert kinds(after) == ["RestartMember", "TransferLeadership", "RestartMember", "Done"]
+
+
+def test_a_version_the_runtime_refuses_restarts_nothing_and_degrades_with_the_reason(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    assert isinstance(fx.reconciler.run_once(), Done)
+    accepted, config = fx.reconciler.spec, fx.reconciler.config
+    refusal = "version: etcd 3.7.3 -> 3.6.16 is a downgrade; fix: keep version 3.7.3"
+    fx.runtime.failures["configure"] = UpgradeRefused(refusal)
+    fx.source.change(version="3.6.16", **settings_change(Store.ETCD))
+
+    step = fx.reconciler.run_once()
+
+    assert isinstance(step, Done) and fx.runtime.actions == []
+    assert (fx.reconciler.spec, fx.reconciler.config) == (accepted, config)
+    status = fx.sink.last
+    assert conditions(status)["Degraded"] == ("True", "UpgradeRefused")
+    assert message(status, "Degraded") == refusal and status.error == refusal
+    assert configs(fx) == ["updated"] * 3
+
+    del fx.runtime.failures["configure"]
+    fx.reconciler.run_once()
+    assert conditions(fx.sink.last)["Degraded"][0] == "False"
+    assert fx.reconciler.spec.version == "3.6.16"
+
+
+def test_a_restart_the_runtime_may_not_make_now_is_reported_and_planned_again(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    fx.source.change(**settings_change(Store.ETCD))
+    refusal = "c-1: the PodDisruptionBudget allows no disruption now (429); retried"
+    fx.runtime.failures["restart"] = DisruptionRefused(refusal)
+
+    step = fx.reconciler.run_once()
+
+    assert isinstance(step, RestartMember) and fx.runtime.actions == []
+    assert fx.reconciler.last_error == f"RestartMember: {refusal}"
+    fx.reconciler.run_once()
+    assert conditions(fx.sink.last)["Degraded"] == ("True", "StepRefused")
+    del fx.runtime.failures["restart"]
+    again = fx.reconciler.run_once()
+    assert isinstance(again, RestartMember) and again.endpoint.name == "c-1"
+    assert [a.kind for a in fx.runtime.actions] == ["stop", "start"]
+    assert fx.reconciler.last_error is None
 
 
 def test_no_restart_while_the_membership_changes_and_a_joiner_starts_updated(

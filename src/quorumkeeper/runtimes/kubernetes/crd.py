@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from quorumkeeper.runtimes.kubernetes.resources import GROUP, VERSION, Kind, ResourceStatus
+from quorumkeeper.runtimes.kubernetes.resources import (
+    GROUP,
+    VERSION,
+    VERSION_RULES,
+    Kind,
+    ResourceStatus,
+)
 from quorumkeeper.spec import DNS_LABEL, MAX_NAME
 
 Schema = dict[str, Any]
@@ -131,7 +137,7 @@ def crd(kind: Kind) -> Schema:
                         "openAPIV3Schema": {
                             "type": "object",
                             "required": ["spec"],
-                            "x-kubernetes-validations": [NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE, *VERSION_RULES],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -11,6 +11,8 @@ Standard. Pure functions: nothing here talks to the API server.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from quorumkeeper.runtimes.kubernetes.etcd_pod import (
@@ -40,7 +42,15 @@ from quorumkeeper.runtimes.kubernetes.zookeeper_pod import (
     superuser_secret,
     zookeeper_config_data,
     zookeeper_containers,
+    zookeeper_settings_data,
 )
+
+CONFIG_ANNOTATION = "quorumkeeper.io/config"
+"""On the pod template, so on every pod made from it: the configuration fingerprint
+(`fingerprint`) the pod's member starts with."""
+VERSION_ANNOTATION = "quorumkeeper.io/version"
+"""On the pod template and its pods: the store release the spec asked for when the template was
+written, for the upgrade check (`upgrades.check_upgrade`) of the next version."""
 
 
 def services(resource: ClusterResource) -> list[Obj]:
@@ -156,8 +166,34 @@ def pod_template(resource: ClusterResource) -> Obj:
     return merged
 
 
-def statefulset(resource: ClusterResource, membership: Membership) -> Obj:
+def settings_data(resource: ClusterResource) -> dict[str, str]:
+    """The ConfigMap's keys every member starts with, whatever the membership (ZooKeeper's
+    zoo.cfg and logging; none for etcd, whose settings are all flags in the pod template)."""
     spec = resource.spec
+    if isinstance(spec, ZookeeperClusterSpec):
+        return zookeeper_settings_data(spec)
+    return {}
+
+
+def fingerprint(resource: ClusterResource) -> str:
+    """The configuration every member of `resource` starts with, as 16 hex digits: a hash of
+    the version, the pod template (image, flags, JVM options, resources, overrides) and the
+    ConfigMap's settings. The membership a joiner starts with and the replicas are not in it,
+    so a scale never makes a member stale."""
+    text = json.dumps(
+        [resource.spec.version, pod_template(resource), settings_data(resource)], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def statefulset(resource: ClusterResource, replicas: int) -> Obj:
+    """The StatefulSet with `replicas` pods, its pod template annotated with the configuration
+    `fingerprint` and the version."""
+    spec = resource.spec
+    template = pod_template(resource)
+    template["metadata"].setdefault("annotations", {}).update(
+        {CONFIG_ANNOTATION: fingerprint(resource), VERSION_ANNOTATION: spec.version}
+    )
     claim: Obj = {
         "metadata": {"name": "data", "labels": {**spec.labels, **selector(resource)}},
         "spec": {
@@ -173,7 +209,7 @@ def statefulset(resource: ClusterResource, membership: Membership) -> Obj:
         "metadata": object_metadata(resource, resource.name),
         "spec": {
             "serviceName": Names(resource.name).peer_service,
-            "replicas": membership.replicas,
+            "replicas": replicas,
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "OnDelete"},
             "persistentVolumeClaimRetentionPolicy": {
@@ -181,7 +217,7 @@ def statefulset(resource: ClusterResource, membership: Membership) -> Obj:
                 "whenDeleted": spec.pvc_retention.when_deleted,
             },
             "selector": {"matchLabels": selector(resource)},
-            "template": pod_template(resource),
+            "template": template,
             "volumeClaimTemplates": [claim],
         },
     }
@@ -230,4 +266,4 @@ def cluster_objects(
         if not superuser_password:
             raise ValueError("a ZooKeeper cluster needs its superuser's password")
         objects.append(superuser_secret(resource, superuser_password))
-    return [*objects, statefulset(resource, membership)]
+    return [*objects, statefulset(resource, membership.replicas)]

@@ -178,21 +178,34 @@ class Toleration(_Resource):
     toleration_seconds: int | None = None
 
 
-_VERSION_RULES: list[dict[str, str]] = [
+_RUNS = (
+    "(has(oldSelf.status) && has(oldSelf.status.version) && isSemver(oldSelf.status.version) "
+    "? oldSelf.status.version : oldSelf.spec.version)"
+)
+"""CEL for the version the cluster runs: the one the operator last accepted (`status.version`),
+else the spec's before this change. A version the operator refused (`UpgradeRefused`) is in the
+old spec but never ran, so the rules below let the user move from it back to the stop-over the
+refusal names."""
+_UNCHANGED = "self.spec.version == oldSelf.spec.version"
+VERSION_RULES: list[dict[str, str]] = [
     {
-        "rule": "semver(self).compareTo(semver(oldSelf)) >= 0",
+        "rule": f"{_UNCHANGED} || semver(self.spec.version).compareTo(semver({_RUNS})) >= 0",
         "message": "version may not go back: a store's data format only moves forward; set "
-        "the version the cluster runs now or a later one",
+        "the version the cluster runs now (status.version) or a later one",
+        "fieldPath": ".spec.version",
         "reason": "FieldValueForbidden",
     },
     {
-        "rule": "semver(self).major() == semver(oldSelf).major() && "
-        "semver(self).minor() <= semver(oldSelf).minor() + 1",
-        "message": "version may move forward by at most one minor release at a time (both "
-        "stores upgrade only between adjacent minors); set the next minor first",
+        "rule": f"{_UNCHANGED} || (semver(self.spec.version).major() == semver({_RUNS}).major() "
+        f"&& semver(self.spec.version).minor() <= semver({_RUNS}).minor() + 1)",
+        "message": "version may move forward by at most one minor release at a time from the "
+        "version the cluster runs (status.version; both stores upgrade only between adjacent "
+        "minors); set the next minor first",
+        "fieldPath": ".spec.version",
         "reason": "FieldValueForbidden",
     },
 ]
+"""Rules on the whole resource (they compare the spec with the status): the CRD's root."""
 
 
 class ClusterResourceSpec(_Resource):
@@ -208,7 +221,6 @@ class ClusterResourceSpec(_Resource):
             max_length=32,
             description="the store's release, MAJOR.MINOR.PATCH; required, so an operator "
             "upgrade never upgrades a cluster",
-            json_schema_extra={"x-kubernetes-validations": _VERSION_RULES},
         ),
     ]
     image: Image = Image()

@@ -13,11 +13,18 @@ Data identity: once a member has joined (the store saw it healthy), its PVC gets
 joined, is a member whose data is gone (replaced under a new identity); a pod restart keeps both
 and reads as data kept. A PVC annotated for another cluster UID (left from an older cluster of the
 same name) or marked released by this one is never started on: `start` releases it first.
+
+Configuration: `configure` writes the rendered pod template (annotated with the configuration
+fingerprint and the version) and the ConfigMap's settings before any member restarts; the
+StatefulSet is `OnDelete`, so that restarts no pod. `restart` evicts a stale member's pod through
+the Eviction API, so a rolling restart and a node drain share the PodDisruptionBudget, and the
+StatefulSet makes the pod again from the new template.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
+from quorumkeeper.runtime import DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.objects import (
     Membership,
     Names,
@@ -34,14 +42,20 @@ from quorumkeeper.runtimes.kubernetes.objects import (
     selector,
 )
 from quorumkeeper.runtimes.kubernetes.render import (
+    CONFIG_ANNOTATION,
+    VERSION_ANNOTATION,
     cluster_objects,
     disruption_budget,
+    fingerprint,
     sealed_config,
+    settings_data,
+    statefulset,
 )
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
 from quorumkeeper.runtimes.kubernetes.volume_locks import REASON, announce, volume_lock
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID
+from quorumkeeper.upgrades import check_upgrade
 
 FIELD_MANAGER = "quorumkeeper-operator"
 IDENTITY = "quorumkeeper.io/identity"
@@ -77,6 +91,18 @@ def _annotations(obj: Any) -> dict[str, str]:
     return dict(obj.metadata.annotations or {})
 
 
+def _template_annotations(statefulset: Any) -> dict[str, str]:
+    return dict(statefulset.spec.template.metadata.annotations or {})
+
+
+def _message(error: ApiException) -> str:
+    """The API server's own words in an error's Status body (its `message`), else the reason."""
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(error.reason)
+
+
 def _only_joiner_ids(data: dict[str, str], endpoint: Endpoint) -> dict[str, str]:
     """The ConfigMap's data with ZooKeeper's server id (`myid.<pod>`) for the starting member
     alone: a member that has joined keeps its id on its volume, so a pod whose volume was
@@ -106,6 +132,10 @@ class KubernetesRuntime:
         self.namespace = first.namespace
         self.name = first.name
         self.placement: Placement = placement(first)
+        self._accepted: ClusterResource | None = None
+        """The resource as `configure` last took it: what members start from."""
+        self._written: str | None = None
+        """The fingerprint `configure` last found or wrote on the StatefulSet."""
 
     # What is there.
 
@@ -155,12 +185,45 @@ class KubernetesRuntime:
             return endpoint.name not in joined  # a joined member's volume was replaced
         return owner == self.identity(endpoint)
 
-    def configure(self, spec: ClusterSpec) -> None:
-        """Every start renders the resource as it is now, so a new member gets its settings at
-        once. Members already running are not restarted for a changed configuration (through
-        the Eviction API, so it shares the PodDisruptionBudget with drains: not built yet), so
-        none counts as stale."""
-        return None
+    def configure(self, spec: ClusterSpec) -> str:
+        """Take the resource as last parsed (`spec` is its store-level part) and return its
+        configuration fingerprint (`render.fingerprint`). For a cluster whose StatefulSet
+        exists, first the ConfigMap's settings then the pod template with the fingerprint are
+        written, unless already there (`OnDelete`: no pod restarts); a new cluster gets them
+        with its first `start`.
+
+        Raises `upgrades.UpgradeRefused` for a version off the checked path from any version
+        its pods or template were written for (`VERSION_ANNOTATION`), writing nothing; pods
+        without that annotation (made before it existed) are not checked."""
+        resource = self._resource()
+        wanted = fingerprint(resource)
+        if wanted != self._written:
+            current = self._statefulset()
+            if current is not None:
+                self._check_upgrade(resource, current)
+                if _template_annotations(current).get(CONFIG_ANNOTATION) != wanted:
+                    self._write_configuration(resource, current.spec.replicas or 0)
+                self._written = wanted
+        self._accepted = resource
+        return wanted
+
+    def _check_upgrade(self, resource: ClusterResource, current: Any) -> None:
+        versions = {_template_annotations(current).get(VERSION_ANNOTATION)}
+        versions.update(_annotations(pod).get(VERSION_ANNOTATION) for pod in self._pods().values())
+        running = {version for version in versions if version}
+        check_upgrade(resource.spec.store, running, resource.spec.version)
+
+    def _write_configuration(self, resource: ClusterResource, replicas: int) -> None:
+        """The ConfigMap's settings (a merge of those keys alone: the membership keys stay as
+        the last join set them), then the StatefulSet's template, so a pod made from the new
+        template reads the new settings."""
+        settings = settings_data(resource)
+        if settings:
+            body = {"data": settings}
+            self._core.patch_namespaced_config_map(
+                Names(resource.name).config_map, self.namespace, body
+            )
+        self._apply(statefulset(resource, replicas))
 
     def endpoints(self) -> Iterable[Endpoint]:
         names = set(self._pods())
@@ -203,6 +266,8 @@ class KubernetesRuntime:
                 slot = dataclasses.replace(slot, blocked_by=lock.describe(), blocked_reason=REASON)
                 if judge:
                     announce(self._core, self._resource(), lock)
+            if pod is not None:
+                slot = dataclasses.replace(slot, config=_annotations(pod).get(CONFIG_ANNOTATION))
             slots.append(slot)
         if newly_joined and statefulset is not None:
             self._seal()  # first: a crash before the joined list is written seals again
@@ -323,8 +388,9 @@ class KubernetesRuntime:
         on a fresh volume): then the join is written again and a pod that already failed on the
         sealed ConfigMap is deleted, so the next starts with it at once instead of after the
         kubelet's backoff. A PVC that is not this member's own is released first, so the pod
-        starts on a fresh volume."""
-        resource = self._resource()
+        starts on a fresh volume. Renders the resource as `configure` last took it (a refused
+        version never reaches a pod)."""
+        resource = self._accepted or self._resource()
         claim = self._claims().get(claim_name(endpoint))
         statefulset = self._statefulset()
         joined = self._joined(statefulset)
@@ -422,6 +488,28 @@ class KubernetesRuntime:
             )
         body = {"spec": {"replicas": endpoint.ordinal}}
         self._apps.patch_namespaced_stateful_set(self.name, self.namespace, body)
+
+    def restart(self, endpoint: Endpoint, peers: list[Peer]) -> None:
+        """Evict the member's pod (policy/v1 Eviction on its `eviction` subresource): the API
+        server deletes it only while the PodDisruptionBudget allows a disruption, as it does for
+        a node drain, and the StatefulSet makes it again from the template `configure` wrote.
+        The member restarts from its own data (`peers` are not needed: its pod starts from its
+        volume), under the budget `limit_disruptions` sized for the voters before this step. A
+        pod already gone is no failure; the budget refusing (429 Too Many Requests) raises
+        `DisruptionRefused`."""
+        body = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=endpoint.name, namespace=self.namespace)
+        )
+        try:
+            self._core.create_namespaced_pod_eviction(endpoint.name, self.namespace, body)
+        except ApiException as error:
+            if error.status == 429:
+                raise DisruptionRefused(
+                    f"{endpoint.name}: the PodDisruptionBudget {self.name} allows no "
+                    f"disruption now ({_message(error)}); retried on the next pass"
+                ) from None
+            if error.status != 404:
+                raise
 
     def _delete_pod(self, endpoint: Endpoint) -> None:
         try:

@@ -37,16 +37,25 @@ def zookeeper_paths(spec: ZookeeperClusterSpec) -> tuple[str, str]:
     return f"{ZOOKEEPER_MOUNT}/{settings.data_dir}", f"{ZOOKEEPER_MOUNT}/{settings.data_log_dir}"
 
 
-def zookeeper_config_data(spec: ZookeeperClusterSpec, membership: Membership) -> dict[str, str]:
-    """The ConfigMap's data: zoo.cfg and the dynamic file a member's first start copies, each
-    member's server id (`myid.<pod>`), and the logging configuration."""
+def zookeeper_settings_data(spec: ZookeeperClusterSpec) -> dict[str, str]:
+    """The ConfigMap's keys every member starts with, whatever the membership: zoo.cfg (every
+    start copies it, keeping the dynamic file ZooKeeper last pointed it at) and the logging
+    configuration."""
     snapshots, txn_logs = zookeeper_paths(spec)
     dynamic_file = f"{ZOOKEEPER_CONF_DIR}/zoo.cfg.dynamic"
     settings = zookeeper_config.server_config(spec.zookeeper, snapshots, txn_logs, dynamic_file)
     return {
         "zoo.cfg": zookeeper_config.zoo_cfg(settings),
-        "zoo.cfg.dynamic": ensemble.dynamic_config(list(membership.peers)),
         "logback.xml": zookeeper_config.logback_xml(spec.zookeeper),
+    }
+
+
+def zookeeper_config_data(spec: ZookeeperClusterSpec, membership: Membership) -> dict[str, str]:
+    """The ConfigMap's data: the settings (`zookeeper_settings_data`), the dynamic file a
+    member's first start copies, and each member's server id (`myid.<pod>`)."""
+    return {
+        **zookeeper_settings_data(spec),
+        "zoo.cfg.dynamic": ensemble.dynamic_config(list(membership.peers)),
         **{
             f"myid.{peer.endpoint.name}": f"{peer.member_id}\n"
             for peer in membership.peers
@@ -65,14 +74,26 @@ if [ ! -f "$ZOO_DATA_DIR/myid" ]; then
   cp {config}/zoo.cfg.dynamic "$ZOO_CONF_DIR/zoo.cfg.dynamic"
   cp {config}/zoo.cfg "$ZOO_CONF_DIR/zoo.cfg"
   cp "{config}/myid.$POD_NAME" "$ZOO_DATA_DIR/myid"
+else
+  key='^[[:space:]]*dynamicConfigFile[[:space:]]*='
+  dynamic="$(grep -E "$key" "$ZOO_CONF_DIR/zoo.cfg" || true)"
+  if [ -n "$dynamic" ]; then
+    next="$ZOO_CONF_DIR/zoo.cfg.next"
+    grep -vE "$key" {config}/zoo.cfg > "$next"
+    printf '%s\\n' "$dynamic" >> "$next"
+    mv "$next" "$ZOO_CONF_DIR/zoo.cfg"
+  fi
 fi
 cp {config}/logback.xml "$ZOO_CONF_DIR/logback.xml"
 """
 """Our zoo.cfg, its dynamic file and myid in place before the image's entrypoint runs (which
 writes its own only where they are absent). A member without `myid` has never started on this
 volume: it gets the membership and server id the operator set for its join, `myid` written last
-so an interrupted copy is redone. Once `myid` exists, zoo.cfg belongs to ZooKeeper (reconfig
-rewrites it) and is never touched again."""
+so an interrupted copy is redone. A member with `myid` keeps its membership: ZooKeeper's
+reconfig rewrites zoo.cfg only to point `dynamicConfigFile` at the committed dynamic file
+(`QuorumPeerConfig.editStaticConfig`, which drops membership lines, never ours), so its zoo.cfg is
+the ConfigMap's settings with that one line kept, renamed into place whole: a pod restarted for
+new settings starts with them, as the local launcher's `refresh` does."""
 
 
 _FOUR_LETTER_WORD = (

@@ -413,6 +413,12 @@ class LocalRuntime:
             history.judged = True
             self.save_history(endpoint, history)
 
+    def restart(self, endpoint: Endpoint, peers: list[Peer]) -> None:
+        """`stop`, then `start` with the configuration `configure` last gave: nothing on this
+        machine limits how many members may be down at once, the planner does."""
+        self.stop(endpoint)
+        self.start(endpoint, peers, bootstrap=False)
+
     def set_aside(self, endpoint: Endpoint, why: str) -> str:
         """Move a member's data where no start finds it, with a note saying why; returns where.
         The data is never deleted: a person decides what happens to it."""
