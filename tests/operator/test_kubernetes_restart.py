@@ -218,14 +218,15 @@ def test_a_restart_is_an_eviction_the_disruption_budget_allows_or_refuses(
     runtime = bed.runtime()
     for ordinal in range(3):
         bed.make_pod(ordinal, ready=True)
+    runtime.limit_disruptions(3, 3)  # what the reconciler does before every step
 
     # No disruption controller has computed the budget's status: the API server refuses.
     with pytest.raises(DisruptionRefused, match="c-1: the PodDisruptionBudget c allows no"):
         runtime.restart(endpoint(1), PEERS)
     assert bed.pods() == {"c-0", "c-1", "c-2"}
 
-    # The restart sized the budget to the 3 voters that joined: one may be disrupted. The
-    # status a disruption controller then writes for 3 healthy pods:
+    # The budget sized for 3 voters lets one be disrupted. The status a disruption controller
+    # then writes for 3 healthy pods:
     budget = bed.get("poddisruptionbudgets", group="policy/v1")
     assert budget["spec"]["maxUnavailable"] == 1
     status = {
