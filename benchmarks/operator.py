@@ -73,7 +73,7 @@ from tests.polling import wait_until
 
 START, PEAK = 3, 5
 WRITE_INTERVAL = 0.02
-STEP_TIMEOUT = 300.0
+STEP_TIMEOUT = 180.0
 """How long a step may take before its figure is given up as n/a."""
 SEED_JOIN_TIMEOUT = 90.0
 """How long the seed's new etcd members get to vote: they crash at start, retried by the kubelet
@@ -252,6 +252,10 @@ def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path) -> Fig
         target = create_cluster(kube, bed, kind, namespace, START)
         available = timed(lambda: _condition(target.resource(), "Available"), began, STEP_TIMEOUT)
         all_voting = timed(lambda: target.settled(START), began, STEP_TIMEOUT)
+        if all_voting is None:
+            events = bed.kubectl("get", "events", "-n", namespace, check=False).stdout
+            print(f"events in {namespace}:\n{events[-4000:]}")
+            return _unsettled(available)
         names = [target.placement.endpoint(n).name for n in range(START, PEAK)]
         figures = _scale_through(
             target,
@@ -265,14 +269,26 @@ def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path) -> Fig
         figures.apply_available_s, figures.apply_all_voting_s = available, all_voting
         victim = target.placement.endpoint(1).name
         figures.pod_deleted_voting_s = pod_deleted_voting(target, kube, namespace, victim)
-        for key, value in asdict(figures).items():
-            if value is None:
-                figures.notes[key] = f"not reached within {STEP_TIMEOUT:.0f} s"
         _delete_resource(target)
-        return figures
+        return _noted(figures, f"not reached within {STEP_TIMEOUT:.0f} s")
     finally:
         operator.stop()
         print(f"operator log ({operator.log}):\n{operator.tail(15)}")
+
+
+def _noted(figures: Figures, reason: str) -> Figures:
+    """`figures` with `reason` noted for each figure that has none and no note yet."""
+    for key, value in asdict(figures).items():
+        if value is None:
+            figures.notes.setdefault(key, reason)
+    return figures
+
+
+def _unsettled(available: float | None) -> Figures:
+    """The figures of a cluster that never had all its first members voting: the later steps
+    are not measured (they would time the same failure again)."""
+    reason = f"never {START} members voting within {STEP_TIMEOUT:.0f} s of the apply"
+    return _noted(Figures(apply_available_s=available), reason)
 
 
 def _delete_resource(target: ClusterUnderTest) -> None:
@@ -619,6 +635,8 @@ def measure_seed(bed: Cluster, kube: Kube, store: str) -> Figures:
     majority = START // 2 + 1
     available = timed(lambda: len(voting(seed)) >= majority, began, STEP_TIMEOUT)
     all_voting = timed(lambda: seed.settled(START), began, STEP_TIMEOUT)
+    if all_voting is None:
+        return _unsettled(available)
     names = [seed.placement.endpoint(n).name for n in range(START, PEAK)]
     if store == "etcd":
         figures = _seed_etcd_scaling(seed, names)
@@ -658,11 +676,8 @@ def measure_seed(bed: Cluster, kube: Kube, store: str) -> Figures:
     figures.notes["apply_available_s"] = "no Available condition: a majority of 3 voting"
     victim = seed.placement.endpoint(1).name
     figures.pod_deleted_voting_s = pod_deleted_voting(seed, kube, namespace, victim)
-    for key, value in asdict(figures).items():
-        if value is None and key not in figures.notes:
-            figures.notes[key] = f"not reached within {STEP_TIMEOUT:.0f} s"
     seed.kubectl("delete", "statefulset", seed.name, "--wait=false")
-    return figures
+    return _noted(figures, f"not reached within {STEP_TIMEOUT:.0f} s")
 
 
 def _seed_etcd_scaling(seed: SeedStatefulSet, names: list[str]) -> Figures:
