@@ -78,6 +78,7 @@ STEP_TIMEOUT = 180.0
 SEED_JOIN_TIMEOUT = 90.0
 """How long the seed's new etcd members get to vote: they crash at start, retried by the kubelet
 with a back-off, so a longer wait only sees more of the same crash."""
+MEMBER_ADD_SECONDS = 20.0
 STEADY_SECONDS = 15.0
 """The fleet's RSS is sampled this long once every cluster has settled."""
 
@@ -579,17 +580,30 @@ def seed_manifests(seed: SeedStatefulSet, members: int) -> list[Obj]:
     return _seed_etcd(seed, members) if seed.store == "etcd" else _seed_zookeeper(seed, members)
 
 
-def _etcd_member_add(seed: SeedStatefulSet, pod: str) -> None:
+def _etcd_member_add(seed: SeedStatefulSet, pod: str) -> str | None:
     """`etcdctl member add <pod> --peer-urls=...`, through etcd-0's v3 HTTP gateway (etcd's
-    `/v3/cluster/member/add`, api/etcdserverpb/rpc.proto MemberAdd)."""
+    `/v3/cluster/member/add`, api/etcdserverpb/rpc.proto MemberAdd), tried again for up to
+    `MEMBER_ADD_SECONDS` as a person would. None once etcd took it, else its last answer."""
     address = seed.placement.endpoint(0).address
     endpoint = next(e for e in seed.endpoints() if e.name == pod)
-    reply = httpx.post(
-        f"{client_url(address)}/v3/cluster/member/add",
-        json={"peerURLs": [peer_url(endpoint.address)]},
-        timeout=10,
-    )
-    reply.raise_for_status()
+
+    def add() -> str | None:
+        try:
+            reply = httpx.post(
+                f"{client_url(address)}/v3/cluster/member/add",
+                json={"peerURLs": [peer_url(endpoint.address)]},
+                timeout=10,
+            )
+        except httpx.HTTPError as error:
+            return f"{type(error).__name__}: {error}"
+        return None if reply.is_success else f"HTTP {reply.status_code}: {reply.text.strip()}"
+
+    deadline = time.monotonic() + MEMBER_ADD_SECONDS
+    answer = add()
+    while answer is not None and time.monotonic() < deadline:
+        time.sleep(1)
+        answer = add()
+    return answer
 
 
 def _etcd_member_remove(seed: SeedStatefulSet, pod: str) -> None:
@@ -684,13 +698,16 @@ def _seed_etcd_scaling(seed: SeedStatefulSet, names: list[str]) -> Figures:
     """`kubectl scale` 3 -> 5 then `member add` (the seed's order: add after increasing); then
     `member remove` of what was added and `kubectl scale` back to 3."""
     added: list[str] = []
+    refused: list[str] = []
 
     def scale_up() -> None:
         seed.kubectl("scale", "statefulset", seed.name, f"--replicas={PEAK}")
         for pod in names:
-            with contextlib.suppress(httpx.HTTPError):
-                _etcd_member_add(seed, pod)
+            answer = _etcd_member_add(seed, pod)
+            if answer is None:
                 added.append(pod)
+            else:
+                refused.append(f"member add of {pod} refused: {answer}")
 
     reasons: list[str] = []
 
@@ -710,11 +727,9 @@ def _seed_etcd_scaling(seed: SeedStatefulSet, names: list[str]) -> Figures:
         lambda: seed.settled(START),
         SEED_JOIN_TIMEOUT,
     )
-    refused = [f"member add refused for {pod}" for pod in names if pod not in added]
     if reasons or refused:
-        why = "; ".join([*reasons, *refused])
-        figures.notes["scale_up_voting_s"] = why
-        figures.notes["scale_up_settled_s"] = why
+        figures.notes["scale_up_voting_s"] = "; ".join([*reasons, *refused])
+        figures.notes["scale_up_settled_s"] = f"never {PEAK} members voting: scale_up_voting_s"
         figures.scale_up_voting_s = figures.scale_up_voting_s or None
     return figures
 
