@@ -109,7 +109,12 @@ TARGETS = {
 """Issue 14's targets; its "0 failed acknowledged writes" is `lost_writes` (a write that failed
 was never acknowledged, so a client was told nothing)."""
 
-FLEET_TARGETS = {"all_settled_s": "", "operator_rss_mb": "<= 100", "operator_peak_rss_mb": "<= 100"}
+FLEET_TARGETS = {
+    "all_settled_s": "",
+    "settled_clusters": "",
+    "operator_rss_mb": "<= 100",
+    "operator_peak_rss_mb": "<= 100",
+}
 
 
 @dataclass
@@ -139,7 +144,10 @@ class Figures:
 class Fleet:
     clusters: int
     all_settled_s: float | None
-    """From the first `kubectl apply` to every cluster settled with its one member."""
+    """From the first `kubectl apply` to every cluster settled with its one member; None if
+    not all had within `2 * STEP_TIMEOUT`."""
+    settled_clusters: int
+    """How many had settled when the RSS was taken."""
     operator_rss_mb: float
     """The operator's RSS after `STEADY_SECONDS` with every cluster settled."""
     operator_peak_rss_mb: float
@@ -764,6 +772,7 @@ def measure_fleet(bed: Cluster, kube: Kube, kind: Kind, clusters: int, workdir: 
         )
         stop.wait(STEADY_SECONDS)  # the measurement itself: a steady period of fixed length
         steady = process.memory_info().rss / 2**20
+        settled_clusters = sum(1 for target in targets if target.settled(1))
     finally:
         stop.set()
         sampler.join(timeout=5)
@@ -772,6 +781,7 @@ def measure_fleet(bed: Cluster, kube: Kube, kind: Kind, clusters: int, workdir: 
     return Fleet(
         clusters=clusters,
         all_settled_s=settled,
+        settled_clusters=settled_clusters,
         operator_rss_mb=round(steady, 1),
         operator_peak_rss_mb=round(max(samples, default=steady), 1),
     )
