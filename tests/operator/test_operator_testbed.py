@@ -4,63 +4,52 @@ members) with the store's membership equal to the pods after every step and no e
 restarted; the operator killed mid-scale; a member's pod and PVC deleted; a member's pod deleted
 off a cordoned node, its data following it on a Ceph RBD volume; a member's node lost.
 
-The operator runs as `quorumkeeper operator` outside the pods (the test bed has no kube-proxy,
-so nothing in a pod reaches the API server), in a mount namespace of its own whose
-`/etc/resolv.conf` names the test bed's CoreDNS: it resolves members by their pod DNS names as it
-would in a cluster. The test process itself has no cluster DNS; its store clients (the writer,
-the membership checks) resolve pod DNS names through the API server instead
-(`api_resolver`, a fake resolver named as such).
+How the operator and this process reach the test bed: `tests/operator/harness.py`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from quorumkeeper.model import Endpoint, Member
-from quorumkeeper.runtimes.kubernetes.crd import crds
-from quorumkeeper.runtimes.kubernetes.objects import Names
-from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
 from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
 from quorumkeeper.stores import etcd
-from quorumkeeper.stores.base import CoordinationStore, StoreUnavailable
-from quorumkeeper.stores.etcd.client import EtcdStore
-from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from quorumkeeper.stores.zookeeper.words import four_letter_word
-from quorumkeeper.versions import ETCD_VERSION, ZOOKEEPER_VERSION
+from quorumkeeper.versions import ETCD_VERSION
 from testbed.cluster import Cluster
-from testbed.kube import ApiError, Kube, Obj, condition_true, ns_path
-from testbed.network import BRIDGE_IP
+from testbed.kube import Kube, Obj, condition_true, ns_path
 from tests.acceptance.harness import Writer
 from tests.ceph.fixtures import CsiStorageClass
+from tests.operator.harness import (
+    ClusterUnderTest,
+    OperatorProcess,
+    api_getaddrinfo,
+    create_namespace,
+    install_crds,
+)
+from tests.operator.harness import create_cluster as _create
+from tests.operator.harness import exists as _exists
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.operator, pytest.mark.testbed]
 
-CLUSTER_DOMAIN_SUFFIX = ".svc.cluster.local"
 STEP_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="module")
 def crds_installed(testbed_cluster: Cluster) -> None:
-    testbed_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(crds()))
-    testbed_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    install_crds(testbed_cluster)
 
 
 @pytest.fixture
@@ -69,20 +58,9 @@ def bed_namespace(
 ) -> Iterator[str]:
     """A fresh namespace on the test bed, deleted afterwards."""
     name = f"op-{request.node.name[5:30].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
-    kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    wait_until(
-        lambda: _exists(kube, ns_path(name, "serviceaccounts", "default")), 30, "ServiceAccount"
-    )
+    create_namespace(kube, name)
     yield name
     kube.delete(f"/api/v1/namespaces/{name}")
-
-
-def _exists(kube: Kube, path: str) -> bool:
-    try:
-        kube.get(path)
-    except ApiError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -95,68 +73,7 @@ def csi_namespace(bed_namespace: str) -> str:
 def api_resolver(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fake resolver for this process only: `<pod>.<service>.<ns>.svc.cluster.local` is the
     pod's IP as the API server reports it (the test process is outside the cluster's DNS)."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(CLUSTER_DOMAIN_SUFFIX):
-            pod, _, rest = host.partition(".")
-            namespace = rest.split(".")[1]
-            try:
-                ip = kube.get(ns_path(namespace, "pods", pod))["status"].get("podIP")
-            except ApiError:
-                ip = None
-            if not ip:
-                raise socket.gaierror(socket.EAI_NONAME, f"no pod IP for {host}")
-            host = ip
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-@dataclass
-class OperatorProcess:
-    """`quorumkeeper operator` for one namespace, with the test bed's CoreDNS as its resolver."""
-
-    cluster: Cluster
-    namespace: str
-    folder: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "operator.log"
-
-    def start(self) -> None:
-        resolv = self.folder / "resolv.conf"
-        resolv.write_text(f"nameserver {BRIDGE_IP}\noptions ndots:1 timeout:1\n")
-        command = (
-            f"mount --bind {resolv} /etc/resolv.conf && exec {sys.executable} -m quorumkeeper "
-            f"operator --namespace {self.namespace} --metrics-port 0"  # scraped elsewhere
-        )
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop it by its PID (the `sh` execs the operator, so the PID is the operator's)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+    monkeypatch.setattr(socket, "getaddrinfo", api_getaddrinfo(kube))
 
 
 @pytest.fixture
@@ -172,112 +89,6 @@ def operator(
         print(f"operator log ({running.log}):\n{running.tail(40)}")
 
 
-@dataclass
-class ClusterUnderTest:
-    """One cluster resource on the test bed, as the writer and the checks see it."""
-
-    kube: Kube
-    cluster: Cluster
-    kind: Kind
-    namespace: str
-    name: str
-    password: Callable[[], str]
-
-    @property
-    def placement(self) -> ServiceDnsPlacement:
-        return ServiceDnsPlacement(self.name, Names(self.name).peer_service, self.namespace)
-
-    def endpoints(self, count: int = 6) -> list[Endpoint]:
-        return [self.placement.endpoint(n) for n in range(count)]
-
-    def client(
-        self, timeout: float = 2.0, endpoints: list[Endpoint] | None = None
-    ) -> CoordinationStore:
-        """A store client for `endpoints` (by default every ordinal the tests may create)."""
-        endpoints = endpoints or self.endpoints()
-        if self.kind is Kind.ETCD:
-            return EtcdStore(endpoints, timeout=timeout)
-        return ZookeeperStore(endpoints, password=self.password(), timeout=timeout)
-
-    def resource(self) -> Obj:
-        return self.kube.get(ns_path(self.namespace, self.kind.plural, self.name, API_VERSION))
-
-    def pods(self) -> dict[str, Obj]:
-        pods = self.kube.get(
-            ns_path(self.namespace, "pods"), labelSelector=f"app.kubernetes.io/instance={self.name}"
-        )["items"]
-        return {p["metadata"]["name"]: p for p in pods if "deletionTimestamp" not in p["metadata"]}
-
-    def members(self) -> dict[str, Member]:
-        """The store's members by pod name; raises `StoreUnavailable` while no quorum answers."""
-        store = self.client()
-        try:
-            members = store.members()
-        finally:
-            store.close()
-        located = [(self.placement.locate(m.address), m) for m in members]
-        return {e.name: m for e, m in located if e is not None}
-
-    def membership(self) -> set[str]:
-        return set(self.members())
-
-    def voters(self) -> set[str]:
-        """Members the store counts as healthy voters; empty while no quorum answers."""
-        try:
-            members = self.members()
-        except StoreUnavailable:
-            return set()
-        return {name for name, m in members.items() if m.voter and m.healthy}
-
-    def condition(self, kind: str) -> str | None:
-        """The status ("True", "False", "Unknown") of the resource's condition `kind`."""
-        conditions = (self.resource().get("status") or {}).get("conditions") or []
-        return next((c["status"] for c in conditions if c["type"] == kind), None)
-
-    def membership_differs(self, before: set[str]) -> bool:
-        """Whether the store's membership is no longer `before`; false while no quorum answers
-        (a ZooKeeper ensemble elects after its leader leaves: polled again, not a failure)."""
-        try:
-            return self.membership() != before
-        except StoreUnavailable:
-            return False
-
-    def settled(self, members: int) -> dict[str, Obj] | None:
-        """The pods once the resource reports `members` ready voters, its step Done, and the
-        pods and the store's membership agree; None until then."""
-        status = self.resource().get("status") or {}
-        if (
-            status.get("readyMembers") != members
-            or (status.get("step") or {}).get("kind") != "Done"
-        ):
-            return None
-        pods = self.pods()
-        ready = {
-            name
-            for name, pod in pods.items()
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in pod["status"].get("conditions") or []
-            )
-        }
-        if len(pods) != members or ready != set(pods):
-            return None
-        try:
-            membership = self.membership()
-        except StoreUnavailable:
-            return None  # Ready lags an election by a probe period: asked again next poll
-        return pods if membership == set(pods) else None
-
-    def scale(self, members: int) -> None:
-        self.cluster.kubectl(
-            "scale",
-            "-n",
-            self.namespace,
-            f"{self.kind.short_name}/{self.name}",
-            f"--replicas={members}",
-        )
-
-
 def _identity(pods: dict[str, Obj]) -> dict[str, tuple[str, int]]:
     """Each pod's UID and its containers' restart count."""
     return {
@@ -287,48 +98,6 @@ def _identity(pods: dict[str, Obj]) -> dict[str, tuple[str, int]]:
         )
         for name, pod in pods.items()
     }
-
-
-def _create(
-    kube: Kube,
-    cluster: Cluster,
-    kind: Kind,
-    namespace: str,
-    members: int,
-    storage_class: str | None = None,
-    **spec: Any,
-) -> ClusterUnderTest:
-    """Cluster `orders` (etcd) or `locks` (ZooKeeper) of `members` at the pinned version on
-    `storage_class` (the test bed's default, node-independent local volumes, when None), `spec`
-    overriding or adding fields of its spec."""
-    name = "orders" if kind is Kind.ETCD else "locks"
-    version = ETCD_VERSION if kind is Kind.ETCD else ZOOKEEPER_VERSION
-    storage: dict[str, str] = {"size": "1Gi"}
-    if storage_class is not None:
-        storage["className"] = storage_class
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": kind.value,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "members": members,
-            "version": version,
-            "storage": storage,
-            # Five members on three nodes: spread where possible.
-            "antiAffinity": "Preferred",
-            "pvcRetention": {"whenScaled": "Delete", "whenDeleted": "Delete"},
-            **spec,
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
-
-    def password() -> str:
-        import base64
-
-        secret = kube.get(ns_path(namespace, "secrets", Names(name).superuser_secret))
-        return base64.b64decode(secret["data"]["password"]).decode()
-
-    return ClusterUnderTest(kube, cluster, kind, namespace, name, password)
 
 
 @dataclass
