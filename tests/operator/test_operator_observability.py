@@ -9,6 +9,7 @@ real members is the test bed's to prove (`tests/operator/test_operator_testbed.p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -305,18 +306,14 @@ def test_a_scale_down_that_would_break_quorum_is_refused_as_degraded(driven: Dri
     assert driven.condition("Degraded")["status"] == "False"
 
 
-def test_the_operator_command_serves_metrics_until_the_resource_is_deleted(
-    installed: ApiServer, namespace: str, tmp_path: Path
-) -> None:
-    """`quorumkeeper operator --metrics-port` end to end on the API server: no node runs a pod
-    here, so the cluster never gets past its first member, but every pass is counted."""
+@contextlib.contextmanager
+def operator_command(installed: ApiServer, namespace: str, log: Path) -> Iterator[str]:
+    """`quorumkeeper operator` for `namespace` against the API server, its metrics on a free
+    port of the suite's own address; yields the metrics URL, stops the process by its PID."""
     address = f"{loopback_subnet(252)}.1"
     with socket.socket() as probe:  # a free port on our own address
         probe.bind((address, 0))
         port = probe.getsockname()[1]
-    url = f"http://{address}:{port}/metrics"
-    create(installed, namespace, "orders", 1)
-    log = tmp_path / "operator.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
             [
@@ -336,28 +333,7 @@ def test_the_operator_command_serves_metrics_until_the_resource_is_deleted(
             env={**os.environ, "KUBECONFIG": str(installed.control_plane.kubeconfig)},
         )
     try:
-
-        def passes() -> float | None:
-            try:
-                seen = samples(url)
-            except OSError:
-                return None  # not listening yet
-            counted = [
-                value
-                for (name, labels), value in seen.items()
-                if name == "quorumkeeper_reconcile_passes_total"
-                and ("cluster", "orders") in labels
-                and ("namespace", namespace) in labels
-            ]
-            return sum(counted) or None
-
-        assert wait_until(passes, 60, f"passes counted; log:\n{log.read_text()}") >= 1
-        installed.kube.delete(ns_path(namespace, Kind.ETCD.plural, "orders", group=API_VERSION))
-        wait_until(
-            lambda: not any(("cluster", "orders") in labels for _, labels in samples(url)),
-            60,
-            f"the deleted cluster's series gone; log:\n{log.read_text()}",
-        )
+        yield f"http://{address}:{port}/metrics"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -365,3 +341,56 @@ def test_the_operator_command_serves_metrics_until_the_resource_is_deleted(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def passes_by_cluster(url: str, namespace: str) -> dict[str, float]:
+    """Reconcile passes counted per cluster of `namespace`; empty while nothing listens yet."""
+    try:
+        seen = samples(url)
+    except OSError:
+        return {}
+    counted: dict[str, float] = {}
+    for (name, labels), value in seen.items():
+        if name == "quorumkeeper_reconcile_passes_total" and ("namespace", namespace) in labels:
+            cluster = dict(labels)["cluster"]
+            counted[cluster] = counted.get(cluster, 0.0) + value
+    return counted
+
+
+def test_the_operator_command_serves_metrics_until_the_resource_is_deleted(
+    installed: ApiServer, namespace: str, tmp_path: Path
+) -> None:
+    """`quorumkeeper operator --metrics-port` end to end on the API server: no node runs a pod
+    here, so the cluster never gets past its first member, but every pass is counted."""
+    create(installed, namespace, "orders", 1)
+    log = tmp_path / "operator.log"
+    with operator_command(installed, namespace, log) as url:
+        counted = wait_until(
+            lambda: passes_by_cluster(url, namespace).get("orders"),
+            60,
+            f"passes counted; log:\n{log.read_text()}",
+        )
+        assert counted >= 1
+        installed.kube.delete(ns_path(namespace, Kind.ETCD.plural, "orders", group=API_VERSION))
+        wait_until(
+            lambda: not any(("cluster", "orders") in labels for _, labels in samples(url)),
+            60,
+            f"the deleted cluster's series gone; log:\n{log.read_text()}",
+        )
+
+
+def test_one_operator_reconciles_more_clusters_than_kopfs_default_thread_pool(
+    installed: ApiServer, namespace: str, tmp_path: Path
+) -> None:
+    """Each cluster's daemon holds a thread for its life: with kopf's default pool (6 threads
+    on 2 cores) a 7th cluster was never reconciled."""
+    names = [f"fleet-{n}" for n in range(10)]
+    for name in names:
+        create(installed, namespace, name, 1)
+    log = tmp_path / "operator.log"
+    with operator_command(installed, namespace, log) as url:
+        wait_until(
+            lambda: set(passes_by_cluster(url, namespace)) >= set(names) or None,
+            90,
+            f"every cluster reconciled; log:\n{log.read_text()}",
+        )
