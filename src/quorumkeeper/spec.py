@@ -620,7 +620,10 @@ class ClusterSpec(_Strict):
             except versions.UnsupportedZookeeperVersion as error:
                 rule = str(error).partition("; fix: ")[0]
                 series = ", ".join(versions.SUPPORTED_ZOOKEEPER_SERIES)
-                raise _refuse(rule, pinned, f"a {series} release") from None
+                other = f"a {series} release"
+                if value in versions.ZOOKEEPER_DATA_LOSS:
+                    other = "a release without it (3.9.4 or newer)"
+                raise _refuse(rule, pinned, other) from None
         return value
 
     @field_validator("data_dir")

@@ -103,6 +103,7 @@ def test_a_release_that_loses_data_is_never_installed_nor_chosen_but_a_stored_sp
         distributions.fetch_zookeeper("3.9.3")
     with pytest.raises(SpecError, match="ZOOKEEPER-4925") as refused:
         parse_spec({"name": "x", "store": "zookeeper", "version": "3.9.3"})
+    assert "3.9.4 or newer" in str(refused.value)
     fixed = apply_fix({"name": "x", "store": "zookeeper", "version": "3.9.3"}, refused.value.fix)
     assert parse_spec(fixed).version == versions.ZOOKEEPER_VERSION
     # A cluster created on it before keeps loading, so `apply` can move it to 3.9.4 or newer.
