@@ -11,6 +11,7 @@ store's own rules is a warning (`ClusterSpec.warnings`), never a refusal.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -684,6 +685,24 @@ def _field_default(location: Sequence[str | int]) -> object:
     return default.value if isinstance(default, StrEnum) else default
 
 
+def _closest_choice(location: Sequence[str | int], value: object, default: str) -> str:
+    """Of the choices of the enum field at `location`, the one `value` most looks like a
+    misspelling of; `default` when none is close."""
+    model: type[BaseModel] = ClusterSpec
+    annotation: object = None
+    for part in location:
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return default
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    if not (isinstance(annotation, type) and issubclass(annotation, StrEnum)):
+        return default
+    close = difflib.get_close_matches(str(value), [m.value for m in annotation], n=1)
+    return close[0] if close else default
+
+
 def _whole(value: object) -> int | None:
     if isinstance(value, str) and _is_whole(value.strip()):
         return int(value)
@@ -732,6 +751,8 @@ def problems_of(error: ErrorDetails) -> list[Problem]:
     else:
         whole = _whole(error["input"]) if kind == "int_type" else None
         fix = whole if whole is not None else _field_default(location)
+        if isinstance(fix, str) and kind == "enum":  # a misspelt choice: its closest one
+            fix = _closest_choice(location, error["input"], fix)
     value = None if kind == "missing" else error["input"]
     return [Problem(name, value, rule, {name: fix})]
 

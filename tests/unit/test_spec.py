@@ -126,6 +126,8 @@ def test_fixes_reach_cross_field_rules_a_first_fix_reveals() -> None:
         ({"colour": "blue"}, ["not a field", "fix: remove colour"]),
         ({"name": "Bad_Name"}, ["DNS-1123", "fix: set name: bad-name"]),
         ({"version": "3.4.23"}, ["3.5, 3.6, 3.7"]),
+        ({"store": "zookeper"}, ["'etcd' or 'zookeeper'", "fix: set store: zookeeper"]),
+        ({"store": "redis"}, ["fix: set store: etcd"]),
         ({"store": "zookeeper", "version": "3.4.14"}, ["dynamic reconfig", "version: 3.9.5"]),
     ],
 )
