@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
@@ -669,17 +670,27 @@ def _pinned(store: object) -> str:
     return versions.ZOOKEEPER_VERSION if zookeeper else versions.ETCD_VERSION
 
 
-def _field_default(location: Sequence[str | int]) -> object:
-    """The default of the field at `location`, or REMOVE when it has none (or is unknown)."""
+def _field_info(location: Sequence[str | int]) -> FieldInfo | None:
+    """The spec field at `location` (dotted through the nested settings models), or None when
+    there is none."""
     model: type[BaseModel] = ClusterSpec
-    default: object = REMOVE
+    info = None
     for part in location:
         info = model.model_fields.get(str(part))
         if info is None:
-            return REMOVE
+            return None
         default = info.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
             model = type(default)
+    return info
+
+
+def _field_default(location: Sequence[str | int]) -> object:
+    """The default of the field at `location`, or REMOVE when it has none (or is unknown)."""
+    info = _field_info(location)
+    if info is None:
+        return REMOVE
+    default = info.get_default(call_default_factory=True)
     if isinstance(default, BaseModel | Path):
         return REMOVE
     return default.value if isinstance(default, StrEnum) else default
@@ -688,18 +699,11 @@ def _field_default(location: Sequence[str | int]) -> object:
 def _closest_choice(location: Sequence[str | int], value: object, default: str) -> str:
     """Of the choices of the enum field at `location`, the one `value` most looks like a
     misspelling of; `default` when none is close."""
-    model: type[BaseModel] = ClusterSpec
-    annotation: object = None
-    for part in location:
-        info = model.model_fields.get(str(part))
-        if info is None:
-            return default
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-    if not (isinstance(annotation, type) and issubclass(annotation, StrEnum)):
+    info = _field_info(location)
+    choices = info.annotation if info is not None else None
+    if not (isinstance(choices, type) and issubclass(choices, StrEnum)):
         return default
-    close = difflib.get_close_matches(str(value), [m.value for m in annotation], n=1)
+    close = difflib.get_close_matches(str(value), [m.value for m in choices], n=1)
     return close[0] if close else default
 
 
