@@ -397,7 +397,8 @@ class KubernetesRuntime:
         replicas = statefulset.spec.replicas or 0 if statefulset is not None else 0
         usable = claim is not None and self._usable(claim, endpoint, joined)
         covered = replicas > endpoint.ordinal
-        if covered and statefulset is not None and endpoint.name not in self._pods():
+        pod = self._pods().get(endpoint.name) if covered else None
+        if covered and statefulset is not None and pod is None:
             self._resync(statefulset)
         made = covered and (usable or claim is None)
         if made and (endpoint.name in joined or not self._sealed(resource.kind)):
@@ -427,7 +428,7 @@ class KubernetesRuntime:
                 self._release(claim, "not this member's data: a fresh volume is made")
             self._delete_pod(endpoint)
             self._forget(endpoint)
-        elif covered and self._failed(self._pods().get(endpoint.name), resource.kind):
+        elif covered and self._failed(pod, resource.kind):
             self._delete_pod(endpoint)
 
     def _resync(self, statefulset: Any) -> None:
