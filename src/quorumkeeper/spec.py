@@ -579,6 +579,16 @@ class ClusterSpec(_Strict):
         description="where member data lives, absolute; default <state-dir>/<name>/members. "
         "A relative path given to `up` is taken from the folder `up` runs in",
     )
+    tls: bool = Field(
+        default=True,
+        description="TLS for clients and between members, with certificates from the "
+        "cluster's own CA; false sends everything in plain text",
+    )
+    auth: bool = Field(
+        default=True,
+        description="clients authenticate (etcd users, ZooKeeper digest) and the keeper alone "
+        "holds the administrator's credentials; false lets any client that connects act",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -586,6 +596,15 @@ class ClusterSpec(_Strict):
         """Without a version, a cluster runs the pinned release of its own store."""
         if isinstance(data, dict) and "version" not in data:
             return {**data, "version": _pinned(data.get("store"))}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_security(cls, data: object, info: ValidationInfo) -> object:
+        """A spec stored before `tls` and `auth` existed describes a cluster that runs without
+        them: it keeps running as it was until a person applies the change."""
+        if isinstance(data, dict) and (info.context or {}).get("stored", False):
+            return {"tls": False, "auth": False, **data}
         return data
 
     @field_validator("name")
@@ -662,7 +681,23 @@ class ClusterSpec(_Strict):
         """Risks of settings the store accepts, each with its fix; `up` prints them."""
         settings = self.etcd if self.store is Store.ETCD else self.zookeeper
         found = [self.even_count_warning] if self.even_count_warning else []
-        return [*found, *settings.warnings]
+        return [*found, *self.security_warnings, *settings.warnings]
+
+    @property
+    def security_warnings(self) -> list[str]:
+        """What an opt-out of TLS or authentication leaves open, each with its fix."""
+        found = []
+        if not self.tls:
+            found.append(
+                "tls: false: clients and members talk in plain text that anyone on the network "
+                "can read and alter; fix: tls: true"
+            )
+        if not self.auth:
+            found.append(
+                "auth: false: any client that can connect may read, write and delete every key; "
+                "fix: auth: true"
+            )
+        return found
 
 
 def _pinned(store: object) -> str:

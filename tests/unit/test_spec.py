@@ -304,3 +304,23 @@ def test_bounds_reach_the_json_schema_of_the_custom_resources() -> None:
     ) == (1, 9)
     election = schema["$defs"]["EtcdSettings"]["properties"]["election_timeout_ms"]
     assert election["maximum"] == 50000
+
+
+def test_new_clusters_are_secure_and_an_opt_out_is_warned() -> None:
+    spec = parse_spec({"name": "orders"})
+    assert (spec.tls, spec.auth) == (True, True)
+    assert not any(w.startswith(("tls:", "auth:")) for w in spec.warnings)
+    open_spec = parse_spec({"name": "orders", "tls": False, "auth": False})
+    warned = [w for w in open_spec.warnings if w.startswith(("tls:", "auth:"))]
+    assert [w.split(":")[0] for w in warned] == ["tls", "auth"]
+    assert all("fix: tls: true" in w or "fix: auth: true" in w for w in warned)
+
+
+def test_a_spec_stored_before_security_keeps_its_cluster_as_it_runs() -> None:
+    stored = parse_spec({"name": "orders", "store": "etcd"}, stored=True)
+    assert (stored.tls, stored.auth) == (False, False)
+    kept = parse_spec({"name": "orders", "tls": True, "auth": False}, stored=True)
+    assert (kept.tls, kept.auth) == (True, False)
+    # Once written back, the choice is explicit and survives another load.
+    reloaded = parse_spec(yaml.safe_load(dump_spec(stored)), stored=True)
+    assert (reloaded.tls, reloaded.auth) == (False, False)

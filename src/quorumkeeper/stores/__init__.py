@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint, JoinRules
 from quorumkeeper.spec import ClusterSpec, Store
 from quorumkeeper.stores.base import CoordinationStore
@@ -21,7 +22,8 @@ class Backend:
     `connect(endpoints)` opens the store on the known endpoints; `client_url` and
     `connect_string` say what a client is given for one member and for several; `answers`
     tells whether a member has loaded its data and answers, with or without a quorum; `ports`
-    are those every member binds.
+    are those every member binds. `tls` is the client certificate the keeper connects with
+    (None: the cluster speaks plain text) and `auth` whether clients must authenticate.
     """
 
     rules: JoinRules
@@ -30,6 +32,8 @@ class Backend:
     connect: Callable[[list[Endpoint]], CoordinationStore]
     answers: Callable[[Endpoint], bool]
     ports: tuple[int, ...]
+    tls: TlsFiles | None = None
+    auth: bool = False
 
 
 def member_ports(store: Store) -> tuple[int, ...]:
@@ -39,9 +43,10 @@ def member_ports(store: Store) -> tuple[int, ...]:
     return (ensemble.CLIENT_PORT, ensemble.QUORUM_PORT, ensemble.ELECTION_PORT)
 
 
-def backend_for(spec: ClusterSpec, secret: str) -> Backend:
+def backend_for(spec: ClusterSpec, secret: str, tls: TlsFiles | None = None) -> Backend:
     """The backend of `spec.store`. `secret` is the cluster's own secret, kept by its runtime:
-    etcd's cluster token suffix, ZooKeeper's superuser password."""
+    etcd's cluster token suffix, ZooKeeper's superuser password. `tls` is the keeper's client
+    certificate when `spec.tls` is on, None otherwise."""
     if spec.store is Store.ETCD:
 
         def etcd_url(endpoint: Endpoint) -> str:
@@ -51,9 +56,11 @@ def backend_for(spec: ClusterSpec, secret: str) -> Backend:
             rules=JoinRules(transfers_leadership=True),
             client_url=etcd_url,
             connect_string=lambda endpoints: ",".join(map(etcd_url, endpoints)),
-            connect=etcd.EtcdStore,
+            connect=lambda endpoints: etcd.EtcdStore(endpoints, tls=tls),
             answers=lambda endpoint: etcd.answers(endpoint.address),
             ports=member_ports(spec.store),
+            tls=tls,
+            auth=spec.auth,
         )
 
     def zookeeper_address(endpoint: Endpoint) -> str:
@@ -63,7 +70,9 @@ def backend_for(spec: ClusterSpec, secret: str) -> Backend:
         rules=JoinRules(transfers_leadership=False),
         client_url=zookeeper_address,
         connect_string=lambda endpoints: ",".join(map(zookeeper_address, endpoints)),
-        connect=lambda endpoints: ZookeeperStore(endpoints, password=secret),
+        connect=lambda endpoints: ZookeeperStore(endpoints, password=secret, tls=tls),
         answers=lambda endpoint: words.server_state(endpoint.client_host, 0.5) is not None,
         ports=member_ports(spec.store),
+        tls=tls,
+        auth=spec.auth,
     )

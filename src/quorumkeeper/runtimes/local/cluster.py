@@ -4,6 +4,7 @@ desired state and status.json as its status."""
 from __future__ import annotations
 
 from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import LocalRuntime
@@ -57,11 +58,19 @@ def secret(paths: ClusterPaths, store: Store) -> str:
     return ensure_secret(paths.root / "superuser")
 
 
-def launcher_for(spec: ClusterSpec, cluster_secret: str) -> MemberLauncher:
-    """The local launcher of `spec.store`."""
+def launcher_for(
+    spec: ClusterSpec, cluster_secret: str, authority: LocalAuthority | None
+) -> MemberLauncher:
+    """The local launcher of `spec.store`; `authority` issues the members' certificates, None
+    for a plain-text cluster."""
     if spec.store is Store.ETCD:
-        return EtcdLauncher(spec.version, spec.etcd, cluster_secret)
-    return ZookeeperLauncher(spec.version, spec.zookeeper, cluster_secret)
+        return EtcdLauncher(spec.version, spec.etcd, cluster_secret, authority)
+    return ZookeeperLauncher(spec.version, spec.zookeeper, cluster_secret, authority)
+
+
+def authority_for(paths: ClusterPaths, spec: ClusterSpec) -> LocalAuthority | None:
+    """The cluster's certificate authority when `spec.tls` is on."""
+    return LocalAuthority(paths.tls_dir, spec.name) if spec.tls else None
 
 
 class LocalCluster:
@@ -73,10 +82,12 @@ class LocalCluster:
         source = SpecFile(paths)
         spec = source.current()
         cluster_secret = secret(paths, spec.store)
-        backend = backend_for(spec, cluster_secret)
+        authority = authority_for(paths, spec)
+        keeper_tls = authority.client(KEEPER) if authority else None
+        backend = backend_for(spec, cluster_secret, keeper_tls)
         self.runtime = LocalRuntime(
             paths.members_root(spec),
-            launcher_for(spec, cluster_secret),
+            launcher_for(spec, cluster_secret, authority),
             LoopbackPlacement(spec.name, spec.local.subnet),
             answers=backend.answers,
             ports=backend.ports,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from quorumkeeper.model import DataPosition, Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.authority import LocalAuthority
 from quorumkeeper.runtimes.local.state import write_atomically
 from quorumkeeper.spec import ClusterSpec, EtcdSettings, ZookeeperSettings
 from quorumkeeper.stores.base import unusable_data_line
@@ -97,12 +98,20 @@ class MemberLauncher(abc.ABC):
 class EtcdLauncher(MemberLauncher):
     """The etcd command line of one member of the local runtime."""
 
-    def __init__(self, version: str, settings: EtcdSettings, cluster_token: str) -> None:
+    def __init__(
+        self,
+        version: str,
+        settings: EtcdSettings,
+        cluster_token: str,
+        authority: LocalAuthority | None = None,
+    ) -> None:
         """The binary of `version` is looked up when a member starts: observing and stopping
-        members needs none, so `status` and `down` work with an empty cache."""
+        members needs none, so `status` and `down` work with an empty cache. `authority`
+        issues the members' certificates; None starts them in plain text."""
         self.version = version
         self.settings = settings
         self.cluster_token = cluster_token
+        self.authority = authority
 
     def configure(self, spec: ClusterSpec) -> None:
         self.version, self.settings = spec.version, spec.etcd
@@ -152,11 +161,19 @@ class ZookeeperLauncher(MemberLauncher):
     and the snapshot and transaction-log directories of the settings (with `myid`).
     """
 
-    def __init__(self, version: str, settings: ZookeeperSettings, password: str) -> None:
-        """The jars of `version` are looked up when a member starts (see `EtcdLauncher`)."""
+    def __init__(
+        self,
+        version: str,
+        settings: ZookeeperSettings,
+        password: str,
+        authority: LocalAuthority | None = None,
+    ) -> None:
+        """The jars of `version` are looked up when a member starts (see `EtcdLauncher`);
+        `authority` as there."""
         self.version = version
         self.settings = settings
         self.password = password
+        self.authority = authority
 
     def configure(self, spec: ClusterSpec) -> None:
         self.version, self.settings = spec.version, spec.zookeeper

@@ -251,6 +251,11 @@ class ClusterPaths:
     def connect_string_file(self) -> Path:
         return self.root / "connect-string"
 
+    @property
+    def tls_dir(self) -> Path:
+        """The cluster's CA and certificates (`runtimes.local.authority`)."""
+        return self.root / "tls"
+
     OWN_FILES = (
         "spec.yaml",
         "status.json",
@@ -449,6 +454,8 @@ _TEMPORARY = re.compile(
 )
 """Temporaries of `write_atomically` and `ensure_secret` that a crash left behind."""
 _PURGED = frozenset(ClusterPaths.OWN_FILES) - {OWNER_MARKER}
+_TLS_FILE = re.compile(r"^\.?[a-z0-9-]+\.(crt|key|pem|lock)(\.[a-z0-9_]{8}\.tmp)?$")
+"""What `runtimes.local.authority` writes into the TLS folder, and its temporaries."""
 
 
 def purge_cluster(paths: ClusterPaths, spec: ClusterSpec) -> list[Path]:
@@ -468,6 +475,11 @@ def purge_cluster(paths: ClusterPaths, spec: ClusterSpec) -> list[Path]:
     with suppress(OSError):
         removed.rmdir()
     _remove_marked_folder(members_root)
+    for child in _children(paths.tls_dir):
+        if _TLS_FILE.match(child.name) and child.is_file():
+            child.unlink()
+    with suppress(OSError):
+        paths.tls_dir.rmdir()
     for child in _children(paths.root):
         ours = child.name in _PURGED or _TEMPORARY.match(child.name)
         if ours and child.is_file():

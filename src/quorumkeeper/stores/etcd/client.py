@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.stores.base import (
     AddsRefused,
@@ -163,9 +164,16 @@ class EtcdStore(CoordinationStore):
     """Membership of one etcd cluster, asked of whichever member answers first."""
 
     def __init__(
-        self, endpoints: list[Endpoint], *, timeout: float = 2.0, probe_timeout: float = 0.5
+        self,
+        endpoints: list[Endpoint],
+        *,
+        tls: TlsFiles | None = None,
+        timeout: float = 2.0,
+        probe_timeout: float = 0.5,
     ) -> None:
+        """`tls`: the client certificate to connect with; None for a plain-text cluster."""
         super().__init__(endpoints)
+        self._tls = tls
         self._http = Connections(timeout)
         self._probes = Connections(probe_timeout)
         """For `member_status` alone, so a member that does not answer costs the probe timeout

@@ -45,6 +45,7 @@ from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-un
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 from kazoo.security import READ_ACL_UNSAFE  # type: ignore[import-untyped]
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.stores.base import (
     CoordinationStore,
@@ -78,10 +79,14 @@ class ZookeeperStore(CoordinationStore):
         endpoints: list[Endpoint],
         *,
         password: str,
+        tls: TlsFiles | None = None,
         timeout: float = 2.0,
         probe_timeout: float = 0.5,
     ) -> None:
+        """`password` is the superuser's; `tls` the client certificate to connect with, None
+        for a plain-text ensemble."""
         super().__init__(endpoints)
+        self._tls = tls
         self._password = password
         self._timeout = timeout
         self._probe_timeout = probe_timeout
