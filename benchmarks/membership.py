@@ -393,7 +393,7 @@ def measure_nospace_recovery(workdir: Path) -> tuple[float, float]:
         with Writer(cluster) as writer:
             wait_until(lambda: writer.ack_times, 10, "a first write")
             fill_until_nospace(cluster)
-            delete_prefix(leader["address"], FILLER)
+            delete_prefix(cluster.paths, leader["address"], FILLER)
             started = time.monotonic()
             cluster.cli("maintenance", "reclaim-space", cluster.name)
             command_s = time.monotonic() - started

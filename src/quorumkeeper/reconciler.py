@@ -125,6 +125,8 @@ class Reconciler:
         """Where the last data set aside went, for the keeper's log."""
         self._store: CoordinationStore | None = None
         self._store_endpoints: tuple[Endpoint, ...] = ()
+        self.secured = False
+        """Whether this reconciler has seen the store's authentication on (`secure`)."""
 
     def reload(self) -> None:
         """Take the spec as its source has it now; a changed spec reaches the runtime, so that
@@ -132,6 +134,11 @@ class Reconciler:
         spec = self.source.current()
         if spec is not self.spec:
             self._configure(spec)
+
+    def reconfigure(self) -> None:
+        """Hand the current spec to the runtime again, for a configuration that changed
+        outside the spec (reissued certificates): members restart onto it in order."""
+        self._configure(self.spec)
 
     def _configure(self, spec: ClusterSpec) -> None:
         """Hand `spec` to the runtime. A version off the checked upgrade path is refused there
@@ -241,10 +248,30 @@ class Reconciler:
                 for alarm in m.alarms
             ],
             error=self.refused or self.last_error,
-            conditions=_conditions(
-                step, membership is not None, members, self.last_error, self.refused
-            ),
+            conditions=[
+                *_conditions(step, membership is not None, members, self.last_error, self.refused),
+                self._secured_condition(),
+            ],
             rollout=_rollout(desired, snapshot.observation, members, step),
+        )
+
+    def _secured_condition(self) -> Condition:
+        """Secured: True when clients and members use TLS and clients authenticate; False
+        names what is open (`PlainText`, `NoAuth`) or that authentication is not on yet."""
+        if self.backend.tls is None:
+            reason, message = "PlainText", "clients and members talk in plain text (tls: false)"
+        elif not self.backend.auth:
+            reason, message = "NoAuth", "any client with a certificate may act (auth: false)"
+        elif not self.secured:
+            reason, message = "AuthPending", "authentication is turned on once a quorum answers"
+        else:
+            reason, message = "TlsAndAuth", "TLS for clients and members; clients authenticate"
+        return Condition(
+            type=ConditionType.SECURED,
+            status="True" if reason == "TlsAndAuth" else "False",
+            reason=reason,
+            message=message,
+            last_transition_time="",
         )
 
     def _member_status(
@@ -292,6 +319,7 @@ class Reconciler:
             step = plan(self.desired, snapshot.observation)
             self._record(self.report(snapshot, step))
             try:
+                self._secure(snapshot)
                 self.act(step, snapshot)
                 self.last_error = None
                 self.acted = True
@@ -364,6 +392,14 @@ class Reconciler:
                 )
             case Wait() | Done():
                 pass
+
+    def _secure(self, snapshot: Snapshot) -> None:
+        """Once a quorum answers, have the store turn its authentication on (`secure`, which
+        is idempotent, so a reconciler that restarts asks again and nothing changes). Until
+        then the first member serves without it: a bootstrapping cluster is open for one pass."""
+        if self.backend.auth and not self.secured and snapshot.observation.membership:
+            self.store(snapshot.endpoints).secure()
+            self.secured = True
 
     def _limit_disruptions(self, step: Step, membership: tuple[Member, ...] | None) -> None:
         """Tell the runtime how many voters there are now and after `step` (and after the

@@ -25,6 +25,8 @@ class ConditionType(StrEnum):
     """The reconciler is taking steps toward the spec."""
     DEGRADED = "Degraded"
     """Something needs attention: a member down, an alarm, a change that can't go on."""
+    SECURED = "Secured"
+    """Clients and members use TLS and clients authenticate; False says what is open."""
 
 
 class Condition(BaseModel):

@@ -28,16 +28,17 @@ import httpx
 import psutil
 import yaml
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint
 from quorumkeeper.planner import Desired
 from quorumkeeper.runtimes.local import keeper
+from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
 from quorumkeeper.spec import MAX_MEMBERS
 from quorumkeeper.stores.base import CoordinationStore, StoreError, StoreUnavailable
-from quorumkeeper.stores.etcd.client import EtcdStore
-from quorumkeeper.stores.etcd.client import client_url as etcd_client_url
+from quorumkeeper.stores.etcd.client import ROOT, Connections, EtcdStore, Tokens
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.polling import wait_until
 
@@ -114,7 +115,14 @@ class LocalClusterUnderTest:
     def client(self, timeout: float) -> CoordinationStore:
         """A store client over every address the cluster may use, for writers and checks."""
         if self.store == "etcd":
-            return EtcdStore(self.all_endpoints(), timeout=timeout, probe_timeout=timeout)
+            tls, password = etcd_access(self.paths)
+            return EtcdStore(
+                self.all_endpoints(),
+                tls=tls,
+                root_password=password,
+                timeout=timeout,
+                probe_timeout=timeout,
+            )
         password = (self.paths.root / "superuser").read_text().strip()
         return ZookeeperStore(self.all_endpoints(), password=password, timeout=timeout)
 
@@ -387,17 +395,42 @@ def fill_until_nospace(cluster: LocalClusterUnderTest) -> int:
     raise AssertionError("etcd accepted 500 MiB without raising NOSPACE")
 
 
-def delete_prefix(address: str, prefix: str) -> int:
-    """`etcdctl del --prefix` through the member on `address` (etcd serves deletes during
-    NOSPACE); returns how many keys went."""
+def etcd_access(paths: ClusterPaths) -> tuple[TlsFiles | None, str | None]:
+    """How a test connects to the local etcd cluster at `paths` as its keeper does: the
+    keeper's client certificate (None for a `tls: false` cluster) and the root password (None
+    for an `auth: false` one)."""
+    tls = None
+    if (paths.tls_dir / "ca.crt").is_file():
+        tls = LocalAuthority(paths.tls_dir, paths.name).client(KEEPER)
+    password_file = paths.root / "root-password"
+    password = password_file.read_text().strip() if password_file.is_file() else None
+    return tls, password
+
+
+def etcd_post(
+    paths: ClusterPaths, address: str, path: str, body: dict[str, Any], timeout: float = 10.0
+) -> tuple[int, dict[str, Any]]:
+    """POST `body` to `path` on the member at `address` of the local etcd cluster at `paths`,
+    with its keeper's certificate and root token (`etcd_access`): (HTTP status, JSON answer)."""
+    tls, password = etcd_access(paths)
+    tokens = Tokens(ROOT, password) if password is not None else None
+    connections = Connections(timeout, tls.client_context() if tls else None, tokens)
+    try:
+        status, answer = connections.post(address, path, json.dumps(body).encode())
+    finally:
+        connections.close()
+    document: dict[str, Any] = json.loads(answer)
+    return status, document
+
+
+def delete_prefix(paths: ClusterPaths, address: str, prefix: str) -> int:
+    """`etcdctl del --prefix` through the member on `address` of the cluster at `paths` (etcd
+    serves deletes during NOSPACE); returns how many keys went."""
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    response = httpx.post(
-        f"{etcd_client_url(address)}/v3/kv/deleterange",
-        json={"key": _base64(prefix), "range_end": _base64(end)},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return int(response.json().get("deleted", 0))
+    body = {"key": _base64(prefix), "range_end": _base64(end)}
+    status, answer = etcd_post(paths, address, "/v3/kv/deleterange", body)
+    assert status == 200, answer
+    return int(answer.get("deleted", 0))
 
 
 def _base64(text: str) -> str:

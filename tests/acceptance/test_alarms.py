@@ -72,7 +72,10 @@ def test_etcd_nospace_is_shown_as_an_alarm_and_reclaim_space_recovers(tmp_path: 
             wait_until(lambda: writer.failed > 0, 10, "the small writes refused as well")
 
             # what a user does first: `etcdctl del --prefix big/`
-            assert delete_prefix(cluster.member(status, "leader")["address"], FILLER) > 0
+            assert (
+                delete_prefix(cluster.paths, cluster.member(status, "leader")["address"], FILLER)
+                > 0
+            )
             result = cluster.cli("maintenance", "reclaim-space", cluster.name)
             lines = result.stdout.splitlines()
             steps = [

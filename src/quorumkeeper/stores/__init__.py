@@ -43,24 +43,35 @@ def member_ports(store: Store) -> tuple[int, ...]:
     return (ensemble.CLIENT_PORT, ensemble.QUORUM_PORT, ensemble.ELECTION_PORT)
 
 
-def backend_for(spec: ClusterSpec, secret: str, tls: TlsFiles | None = None) -> Backend:
+def backend_for(
+    spec: ClusterSpec,
+    secret: str,
+    tls: TlsFiles | None = None,
+    *,
+    root_password: str | None = None,
+) -> Backend:
     """The backend of `spec.store`. `secret` is the cluster's own secret, kept by its runtime:
     etcd's cluster token suffix, ZooKeeper's superuser password. `tls` is the keeper's client
-    certificate when `spec.tls` is on, None otherwise."""
+    certificate when `spec.tls` is on, None otherwise. `root_password` is etcd's root user's,
+    which the runtime keeps when `spec.auth` is on (None: no authentication to use or turn on).
+    Raises OSError or `ssl.SSLError` for TLS files that can't be read."""
     if spec.store is Store.ETCD:
+        context = tls.client_context() if tls else None
 
         def etcd_url(endpoint: Endpoint) -> str:
-            return etcd.client_url(endpoint.client_host)
+            return etcd.client_url(endpoint.client_host, tls=tls is not None)
 
         return Backend(
             rules=JoinRules(transfers_leadership=True),
             client_url=etcd_url,
             connect_string=lambda endpoints: ",".join(map(etcd_url, endpoints)),
-            connect=lambda endpoints: etcd.EtcdStore(endpoints, tls=tls),
-            answers=lambda endpoint: etcd.answers(endpoint.address),
+            connect=lambda endpoints: etcd.EtcdStore(
+                endpoints, tls=tls, root_password=root_password
+            ),
+            answers=lambda endpoint: etcd.answers(endpoint.address, context=context),
             ports=member_ports(spec.store),
             tls=tls,
-            auth=spec.auth,
+            auth=root_password is not None,
         )
 
     def zookeeper_address(endpoint: Endpoint) -> str:

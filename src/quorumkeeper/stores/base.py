@@ -124,6 +124,11 @@ class CoordinationStore(abc.ABC):
         """Hand leadership from `leader` to the voter `successor`, so a removal or restart of the
         old leader costs no election timeout."""
 
+    def secure(self) -> None:  # noqa: B027 (a default, not a stub)
+        """Turn the store's client authentication on with the administrator's credentials
+        this client holds, idempotently (the reconciler calls it once a quorum answers). A
+        store that needs no step for it does nothing."""
+
     @abc.abstractmethod
     def write_probe(self, key: str, value: str) -> None:
         """Write one key with a short timeout; used by health checks and benchmarks."""

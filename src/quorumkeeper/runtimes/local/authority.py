@@ -5,6 +5,7 @@
         trust.pem                   the CA certificates members and clients trust
         member-<member>.crt/.key    a member's certificate, for its server and its peers
         client-<user>.crt/.key      a client's certificate; `client-keeper` is the keeper's
+        renewed                     when `renew` last reissued certificates ahead of their end
 
 Keys are written 0600 and only ever replaced whole (`write_atomically`). Certificates are made on
 first use and made again when they come within `RENEW_BEFORE` of their end, when the CA that
@@ -81,7 +82,7 @@ class LocalAuthority:
         return self._leaf(f"client-{user}", common_name, [], server=False)
 
     def _leaf(self, stem: str, common_name: str, hosts: Sequence[str], *, server: bool) -> TlsFiles:
-        files = TlsFiles(self.trust, self.folder / f"{stem}.crt", self.folder / f"{stem}.key")
+        files = self._files(stem)
         authority = self.authority()
         if self._current(files, authority, hosts):
             return files
@@ -111,6 +112,43 @@ class LocalAuthority:
         if certificate.not_valid_after_utc - RENEW_BEFORE <= datetime.now(UTC):
             return False
         return _hosts(certificate) == set(hosts)
+
+    def generation(self) -> str:
+        """What members' certificates come from now: the CA's fingerprint and when `renew`
+        last reissued any. Launchers put it in their fingerprint, so a new CA or a renewal is
+        rolled out by ordered restarts, while a new member's first certificate changes nothing."""
+        renewed = self.folder / "renewed"
+        mark = renewed.read_text().strip() if renewed.is_file() else "never"
+        return f"{self.authority().fingerprint()[:16]} renewed {mark}"
+
+    def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
+        """Reissue the keeper's certificate and those of `endpoints` that have one but can't be
+        served as they are (within `RENEW_BEFORE` of their end, from another CA, for other
+        addresses), and record the renewal (`generation`). Returns the names of the
+        certificate files reissued, none when all were current."""
+        authority = self.authority()
+        due = [
+            endpoint
+            for endpoint in endpoints
+            if (self.folder / f"member-{endpoint.name}.crt").is_file()
+            and not self._current(
+                self._files(f"member-{endpoint.name}"),
+                authority,
+                [endpoint.address, endpoint.client_host],
+            )
+        ]
+        keeper_due = not self._current(self._files(f"client-{KEEPER}"), authority, [])
+        for endpoint in due:
+            self.member(endpoint)
+        if keeper_due:
+            self.client(KEEPER)
+        renewed = [f"member-{e.name}.crt" for e in due] + ([f"client-{KEEPER}.crt"] * keeper_due)
+        if due:
+            write_atomically(self.folder / "renewed", f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n")
+        return renewed
+
+    def _files(self, stem: str) -> TlsFiles:
+        return TlsFiles(self.trust, self.folder / f"{stem}.crt", self.folder / f"{stem}.key")
 
     def expiring(self, now: datetime) -> list[tuple[str, datetime]]:
         """The certificates of this folder (file name, end of validity) that end within

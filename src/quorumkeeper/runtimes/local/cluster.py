@@ -73,6 +73,14 @@ def authority_for(paths: ClusterPaths, spec: ClusterSpec) -> LocalAuthority | No
     return LocalAuthority(paths.tls_dir, spec.name) if spec.tls else None
 
 
+def root_password(paths: ClusterPaths, spec: ClusterSpec) -> str | None:
+    """etcd's root password, made at its first use into `root-password` (0600), which only
+    the keeper and the commands read; None for ZooKeeper or with `auth: false`."""
+    if spec.store is Store.ETCD and spec.auth:
+        return ensure_secret(paths.root / "root-password")
+    return None
+
+
 class LocalCluster:
     """One local cluster: its paths, its runtime and the reconciler that drives it."""
 
@@ -82,9 +90,11 @@ class LocalCluster:
         source = SpecFile(paths)
         spec = source.current()
         cluster_secret = secret(paths, spec.store)
-        authority = authority_for(paths, spec)
+        self.authority = authority = authority_for(paths, spec)
         keeper_tls = authority.client(KEEPER) if authority else None
-        backend = backend_for(spec, cluster_secret, keeper_tls)
+        backend = backend_for(
+            spec, cluster_secret, keeper_tls, root_password=root_password(paths, spec)
+        )
         self.runtime = LocalRuntime(
             paths.members_root(spec),
             launcher_for(spec, cluster_secret, authority),
@@ -100,3 +110,16 @@ class LocalCluster:
     @property
     def spec(self) -> ClusterSpec:
         return self.reconciler.spec
+
+    def renew_certificates(self) -> list[str]:
+        """Reissue the certificates within `RENEW_BEFORE` of their end (members with a folder,
+        and the keeper's) and, when any was, have members restart onto them in order (the
+        launcher's fingerprint holds the authority's `generation`). Returns the files
+        reissued. The keeper's own connections keep the certificate they were opened with
+        until its next start."""
+        if self.authority is None:
+            return []
+        renewed = self.authority.renew(self.runtime.endpoints())
+        if renewed:
+            self.reconciler.reconfigure()
+        return renewed

@@ -31,6 +31,10 @@ IDLE_INTERVAL = 0.25
 PROMOTE_INTERVAL = 0.05
 """Seconds between promote attempts: a learner is often promotable within 0.1-0.3 s."""
 
+RENEWAL_INTERVAL = 10.0
+"""Seconds between checks for certificates to renew (reading each certificate file costs
+about 0.1 ms, too much for every idle pass; a renewal is due weeks ahead)."""
+
 CRASH_AFTER_ENV = "QUORUMKEEPER_KEEPER_CRASH_AFTER"
 """Fault injection for tests: the keeper kills itself with SIGKILL after this many actions."""
 
@@ -143,7 +147,9 @@ def _loop(paths: ClusterPaths) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # members are reaped by the kernel
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0"))
-    reconciler = LocalCluster(paths, hold_store=True).reconciler
+    cluster = LocalCluster(paths, hold_store=True)
+    reconciler = cluster.reconciler
+    renewals_due = 0.0
     actions = 0
     last_logged: tuple[str, str | None] = ("", None)
     health: dict[str, bool] = {}
@@ -151,6 +157,10 @@ def _loop(paths: ClusterPaths) -> int:
     status_writes = _Repeats("status.json not written, the cluster is still looked after")
     while not stop.requested:
         try:
+            if time.monotonic() >= renewals_due:
+                renewals_due = time.monotonic() + RENEWAL_INTERVAL
+                if renewed := cluster.renew_certificates():
+                    log.info("certificates reissued: %s", ", ".join(renewed))
             step = reconciler.run_once()
         except Exception as error:
             failed_passes.seen(f"{type(error).__name__}: {error}", "\n" + traceback.format_exc())

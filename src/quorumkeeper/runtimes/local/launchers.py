@@ -117,7 +117,10 @@ class EtcdLauncher(MemberLauncher):
         self.version, self.settings = spec.version, spec.etcd
 
     def rendered(self) -> list[str]:
-        return setting_flags(self.settings)
+        """The settings' flags, and with TLS the authority's `generation`: a new CA or a
+        renewal of member certificates changes it, so members restart onto them in order."""
+        tls = [f"tls {self.authority.generation()}"] if self.authority else []
+        return [*setting_flags(self.settings), *tls]
 
     def argv(
         self,
@@ -127,11 +130,11 @@ class EtcdLauncher(MemberLauncher):
         *,
         bootstrap: bool,
     ) -> list[str]:
-        return [
-            str(distributions.etcd_binary(self.version)),
-            self.process_marker(data_dir),
-            *member_flags(endpoint, peers, self.settings, self.cluster_token, bootstrap=bootstrap),
-        ]
+        tls = self.authority.member(endpoint) if self.authority else None
+        flags = member_flags(
+            endpoint, peers, self.settings, self.cluster_token, bootstrap=bootstrap, tls=tls
+        )
+        return [str(distributions.etcd_binary(self.version)), self.process_marker(data_dir), *flags]
 
     def process_marker(self, data_dir: Path) -> str:
         return f"--data-dir={data_dir}"

@@ -265,6 +265,7 @@ class ClusterPaths:
         "connect-string",
         "superuser",
         "cluster-token",
+        "root-password",
         OWNER_MARKER,
     )
     """Every file quorumkeeper writes directly into a cluster's state folder."""
@@ -450,12 +451,15 @@ def _remove_marked_folder(folder: Path) -> None:
 
 _OWN_NAMES = "|".join(map(re.escape, ClusterPaths.OWN_FILES))
 _TEMPORARY = re.compile(
-    rf"^\.({_OWN_NAMES})\.[a-z0-9_]{{8}}\.tmp$|^\.(superuser|cluster-token)\.\d+$"
+    rf"^\.({_OWN_NAMES})\.[a-z0-9_]{{8}}\.tmp$|^\.(superuser|cluster-token|root-password)\.\d+$"
 )
 """Temporaries of `write_atomically` and `ensure_secret` that a crash left behind."""
 _PURGED = frozenset(ClusterPaths.OWN_FILES) - {OWNER_MARKER}
-_TLS_FILE = re.compile(r"^\.?[a-z0-9-]+\.(crt|key|pem|lock)(\.[a-z0-9_]{8}\.tmp)?$")
-"""What `runtimes.local.authority` writes into the TLS folder, and its temporaries."""
+_TLS_FILE = re.compile(
+    r"^\.?([a-z0-9-]+\.(crt|key|pem|lock|password)|renewed)(\.[a-z0-9_]{8}\.tmp|\.\d+)?$"
+)
+"""What `runtimes.local.authority` writes into the TLS folder (and users' passwords), and their
+temporaries."""
 
 
 def purge_cluster(paths: ClusterPaths, spec: ClusterSpec) -> list[Path]:

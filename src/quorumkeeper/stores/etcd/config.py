@@ -4,6 +4,7 @@ Kubernetes, where the image has no shell to expand anything else)."""
 
 from __future__ import annotations
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.etcd.client import client_url, peer_url
@@ -16,23 +17,46 @@ def member_flags(
     cluster_token: str,
     *,
     bootstrap: bool,
+    tls: TlsFiles | None = None,
 ) -> list[str]:
     """The flags of `endpoint` starting with `peers` (itself included) as its membership.
 
     etcd names peers, not member IDs, in `--initial-cluster`; it learns IDs itself. `bootstrap`
     starts a new cluster of this one member; otherwise it joins a membership that lists it.
+    `tls` is the member's certificate: with it every URL is https and `tls_flags` are added.
     """
-    initial = ",".join(f"{peer.endpoint.name}={peer_url(peer.endpoint.address)}" for peer in peers)
+    secure = tls is not None
+    initial = ",".join(
+        f"{peer.endpoint.name}={peer_url(peer.endpoint.address, tls=secure)}" for peer in peers
+    )
     return [
         f"--name={endpoint.name}",
-        f"--listen-client-urls={client_url(endpoint.client_host)}",
-        f"--advertise-client-urls={client_url(endpoint.client_host)}",
-        f"--listen-peer-urls={peer_url(endpoint.address)}",
-        f"--initial-advertise-peer-urls={peer_url(endpoint.address)}",
+        f"--listen-client-urls={client_url(endpoint.client_host, tls=secure)}",
+        f"--advertise-client-urls={client_url(endpoint.client_host, tls=secure)}",
+        f"--listen-peer-urls={peer_url(endpoint.address, tls=secure)}",
+        f"--initial-advertise-peer-urls={peer_url(endpoint.address, tls=secure)}",
         f"--initial-cluster={initial}",
         f"--initial-cluster-state={'new' if bootstrap else 'existing'}",
         f"--initial-cluster-token={cluster_token}",
+        *(tls_flags(tls) if tls else []),
         *setting_flags(settings),
+    ]
+
+
+def tls_flags(tls: TlsFiles) -> list[str]:
+    """Client and peer TLS with the member's certificate, each side asking the other for a
+    certificate of the cluster's CA (`--client-cert-auth`, `--peer-client-cert-auth`), so a
+    client without one is refused at the handshake. A reissued certificate is taken up at
+    the member's next start, which the launcher's fingerprint brings about."""
+    return [
+        f"--cert-file={tls.certificate}",
+        f"--key-file={tls.key}",
+        f"--trusted-ca-file={tls.trust}",
+        "--client-cert-auth",
+        f"--peer-cert-file={tls.certificate}",
+        f"--peer-key-file={tls.key}",
+        f"--peer-trusted-ca-file={tls.trust}",
+        "--peer-client-cert-auth",
     ]
 
 
