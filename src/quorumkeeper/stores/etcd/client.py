@@ -129,7 +129,10 @@ class Connections:
         A kept-alive connection that the member closed (it restarted) fails at once with a
         connection error: the request is then made once more on a new connection, so a member
         that is back answers at once. A timeout is not retried. A member that refuses the
-        token (`TOKEN_REFUSED`) is asked for a new one and the request made once more. Raises
+        token (`TOKEN_REFUSED`), or fails a request sent without one (authentication may have
+        been turned on since: the gateway then answers as the user of its own certificate's
+        common name, "user name not found"), is asked for a token and the request made once
+        more. Raises
         OSError (`ssl.SSLError` included) or `http.client.HTTPException` when the member does
         not answer."""
         tokens = self.tokens
@@ -137,8 +140,10 @@ class Connections:
             return self._send(address, path, body, timeout, {})
         if address not in tokens.by_address:
             self._authenticate(address, timeout)
+        without = not tokens.by_address.get(address)
         status, answer = self._send(address, path, body, timeout, self._header(address))
-        if status in (400, 401) and any(text.encode() in answer for text in TOKEN_REFUSED):
+        refused = any(text.encode() in answer for text in TOKEN_REFUSED)
+        if status != 200 and (refused or without):
             self._authenticate(address, timeout)
             status, answer = self._send(address, path, body, timeout, self._header(address))
         return status, answer
