@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from contextlib import suppress
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,9 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from quorumkeeper import upgrades, versions
+from quorumkeeper.certificates import RENEW_BEFORE
 from quorumkeeper.cli import kubernetes
 from quorumkeeper.cli.ceph import ceph_app, render_app
 from quorumkeeper.cli.maintenance import maintenance_app
+from quorumkeeper.cli.security import connect, user_app
 from quorumkeeper.errors import ExitCode, Refused
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
@@ -64,6 +67,8 @@ app.add_typer(ceph_app, name="ceph")
 app.add_typer(render_app, name="render")
 kubernetes.register(app, render_app)
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(user_app, name="user")
+app.command()(connect)
 
 out = Console(width=None if sys.stdout.isatty() else 200)
 """Piped or logged output is not cut to 80 columns: status rows stay whole."""
@@ -210,6 +215,7 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
     ]
     if status["problems"] and status["phase"] == Phase.READY:
         status["phase"] = Phase.DEGRADED.value
+    _security(cluster, status, recorded)
     status["keeper_pid"] = cluster.paths.keeper_pid()
     if status["keeper_pid"] is None:
         status["problems"].append(
@@ -220,6 +226,25 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
         if not any(member["pid"] for member in status["members"]):
             status["phase"] = "Stopped"
     return status
+
+
+def _security(cluster: LocalCluster, status: dict[str, Any], recorded: dict[str, Any]) -> None:
+    """The keeper's Secured condition (only it turns authentication on, so a one-off
+    observation can't tell), and a warning per certificate within `RENEW_BEFORE` of its end
+    (`certificates_expiring`: file, not_after), which the keeper renews within seconds."""
+    kept = [c for c in recorded.get("conditions", []) if c.get("type") == "Secured"]
+    if kept:
+        others = [c for c in status["conditions"] if c["type"] != "Secured"]
+        status["conditions"] = [*others, *kept]
+    expiring = cluster.authority.expiring(datetime.now(UTC)) if cluster.authority else []
+    status["certificates_expiring"] = [
+        {"file": file, "not_after": end.isoformat()} for file, end in expiring
+    ]
+    status["warnings"] = [
+        f"certificate {file} ends {end:%Y-%m-%d %H:%M} UTC (within {RENEW_BEFORE.days} days): "
+        "the keeper reissues it and restarts the members onto it one at a time"
+        for file, end in expiring
+    ]
 
 
 def _stale(age: float | None, keeper_pid: int | None) -> bool:
@@ -346,13 +371,28 @@ def up(
     subnet: Annotated[
         str | None, typer.Option(help="loopback /24 for the members, e.g. 127.0.5")
     ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option("--tls/--no-tls", help="TLS for clients and members [default: on]"),
+    ] = None,
+    auth: Annotated[
+        bool | None,
+        typer.Option("--auth/--no-auth", help="clients authenticate [default: on]"),
+    ] = None,
     state_dir: StateDirOption = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 120.0,
 ) -> None:
     """Create a cluster: it starts as one member and grows to --members by live scale-up."""
     data = _spec_file(spec_file) if spec_file else {}
-    flags = {"name": name, "store": store, "members": members, "version": version}
+    flags = {
+        "name": name,
+        "store": store,
+        "members": members,
+        "version": version,
+        "tls": tls,
+        "auth": auth,
+    }
     data.update({key: value for key, value in flags.items() if value is not None})
     if subnet:
         data["local"] = {**data.get("local", {}), "subnet": subnet}
@@ -520,6 +560,8 @@ IMMUTABLE_FIELDS = {
     "data_dir": "the members' data lives there",
     "zookeeper.data_dir": "the members' snapshots live there",
     "zookeeper.data_log_dir": "the members' transaction logs live there",
+    "tls": "members know each other by their peer URLs, https or http, in the membership",
+    "auth": "the keeper turns authentication on when a cluster is created, not later",
 }
 """Spec fields a running cluster keeps for its life, with why."""
 
@@ -717,6 +759,11 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         out.print(f"[bold red]keeper's last refusal:[/] {status['error']}", highlight=False)
     for problem in status.get("problems", []):
         out.print(f"[bold red]{problem}[/]", highlight=False)
+    for warning in status.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    secured = next((c for c in status["conditions"] if c["type"] == "Secured"), None)
+    if secured and secured["status"] != "True":
+        out.print(f"[yellow]open:[/] {secured['message']}", highlight=False)
 
 
 def _member_notes(member: dict[str, Any]) -> list[str]:

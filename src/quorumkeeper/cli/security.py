@@ -1,0 +1,181 @@
+"""`quorumkeeper user add` and `quorumkeeper connect`: least-privilege etcd users, and how a
+client connects to a secured cluster.
+
+A user gets a role of its own name with read and write on one key prefix and nothing else, a
+generated password (`<state>/<name>/tls/<user>.password`, 0600) and a client certificate with
+its name as common name (`tls/client-<user>.crt`), which etcd takes as the user over gRPC, so
+`etcdctl` works with the certificate alone. The root user's password stays the keeper's.
+
+Exit codes: 0 done, 1 the store failed (running again is safe: every step is idempotent), 2
+refused (bad input, a cluster without etcd, TLS or authentication), nothing changed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from quorumkeeper.certificates import TlsFiles
+from quorumkeeper.runtimes.local.authority import KEEPER
+from quorumkeeper.runtimes.local.cluster import LocalCluster
+from quorumkeeper.runtimes.local.state import (
+    ClusterPaths,
+    cluster_names,
+    default_state_dir,
+    ensure_secret,
+)
+from quorumkeeper.spec import Store
+from quorumkeeper.stores.base import StoreError
+from quorumkeeper.stores.etcd.client import ROOT, EtcdStore, client_url
+
+user_app = typer.Typer(help="Least-privilege etcd users for a key prefix.", no_args_is_help=True)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+RESERVED_USERS = (ROOT, KEEPER)
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="where clusters live [env QUORUMKEEPER_STATE_DIR; ~/.local/share/quorumkeeper]",
+        show_default=False,
+    ),
+]
+
+
+@user_app.callback()
+def _user_group() -> None:
+    """Keeps `user` a command group while it has one subcommand."""
+
+
+def _refuse(message: str) -> typer.Exit:
+    err.print(f"[bold red]refused:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _cluster(state_dir: Path | None, name: str) -> LocalCluster:
+    paths = ClusterPaths(state_dir or default_state_dir(), name)
+    if not paths.exists():
+        known = ", ".join(cluster_names(paths.state_dir)) or "none"
+        raise _refuse(
+            f"name: no cluster {name!r} in {paths.state_dir} (clusters there: {known}); "
+            "fix: check the name with `quorumkeeper list`"
+        )
+    cluster = LocalCluster(paths)
+    if cluster.spec.store is not Store.ETCD:
+        raise _refuse(
+            f"cluster {name} runs {cluster.spec.store}: users for a key prefix are etcd's; "
+            "fix: name an etcd cluster"
+        )
+    return cluster
+
+
+def _password_file(paths: ClusterPaths, user: str) -> Path:
+    return paths.tls_dir / f"{user}.password"
+
+
+def _check_user(user: str) -> None:
+    if not USER_NAME.match(user) or user in RESERVED_USERS:
+        raise _refuse(
+            f"user: {user!r}; rule: a lowercase letter, then up to 62 lowercase letters, digits "
+            f"or '-', not {' or '.join(RESERVED_USERS)} (the keeper's own); fix: e.g. `orders-app`"
+        )
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="etcd cluster name")],
+    user: Annotated[str, typer.Argument(help="user (and role) name, e.g. orders-app")],
+    prefix: Annotated[str, typer.Option(help="the key prefix the user reads and writes")],
+    state_dir: StateDir = None,
+) -> None:
+    """Create (or bring up to date) USER with read and write on the keys under --prefix only,
+    a generated password and a client certificate; then print how to connect."""
+    _check_user(user)
+    if not prefix:
+        raise _refuse(
+            "prefix: ''; rule: a user is limited to a non-empty key prefix (an empty one is "
+            "every key); fix: --prefix orders/"
+        )
+    cluster = _cluster(state_dir, name)
+    spec = cluster.spec
+    if not (spec.tls and spec.auth):
+        off = " and ".join(
+            f"{field}: false" for field in ("tls", "auth") if not getattr(spec, field)
+        )
+        raise _refuse(
+            f"cluster {name} runs with {off}: a user's password and certificate protect "
+            "nothing there; fix: create the cluster with the defaults (TLS and auth on)"
+        )
+    assert cluster.authority is not None  # tls is on
+    password = ensure_secret(_password_file(cluster.paths, user))
+    cluster.authority.client(user)
+    endpoints = [cluster.reconciler.desired.endpoint(n) for n in range(spec.members)]
+    store = cluster.reconciler.backend.connect(endpoints)
+    assert isinstance(store, EtcdStore)  # the spec says etcd
+    try:
+        store.grant_prefix(user, password, prefix)
+    except (StoreError, OSError, http.client.HTTPException) as error:
+        err.print(f"[bold red]error:[/] {error}; running the command again is safe")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    err.print(
+        f"user {user}: read and write on keys starting with {prefix!r}, nothing else; "
+        f"password in {_password_file(cluster.paths, user)}",
+        highlight=False,
+    )
+    _print_connect(cluster, user, env=False)
+
+
+def connect(
+    name: Annotated[str, typer.Argument(help="etcd cluster name")],
+    user: Annotated[str | None, typer.Option(help="a user made by `quorumkeeper user add`")] = None,
+    env: Annotated[
+        bool, typer.Option("--env", help="print ETCDCTL_* environment lines instead of flags")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Print how to connect etcdctl to the cluster: flags (`etcdctl $(quorumkeeper connect
+    NAME --user USER) get --prefix KEY`) or, with --env, export lines."""
+    cluster = _cluster(state_dir, name)
+    spec = cluster.spec
+    if user is not None:
+        _check_user(user)
+        if not _password_file(cluster.paths, user).is_file():
+            raise _refuse(
+                f"user: no user {user!r} in cluster {name}; fix: `quorumkeeper user add {name} "
+                f"{user} --prefix PREFIX`"
+            )
+    elif spec.auth:
+        raise _refuse(
+            f"user: cluster {name} asks clients to authenticate and its root user is the "
+            f"keeper's alone; fix: `quorumkeeper user add {name} USER --prefix PREFIX`, then "
+            f"`quorumkeeper connect {name} --user USER`"
+        )
+    _print_connect(cluster, user, env=env)
+
+
+def _print_connect(cluster: LocalCluster, user: str | None, *, env: bool) -> None:
+    spec = cluster.spec
+    endpoints = [cluster.reconciler.desired.endpoint(n) for n in range(spec.members)]
+    urls = ",".join(client_url(e.client_host, tls=spec.tls) for e in endpoints)
+    settings = {"endpoints": urls}
+    if cluster.authority is not None:
+        files: TlsFiles = cluster.authority.client(user or KEEPER)
+        settings |= {"cacert": str(files.trust), "cert": str(files.certificate)}
+        settings["key"] = str(files.key)
+    if env:
+        for key, value in settings.items():
+            out.print(f"export ETCDCTL_{key.upper()}={shlex.quote(value)}", highlight=False)
+        return
+    out.print(" ".join(f"--{key}={shlex.quote(value)}" for key, value in settings.items()))
