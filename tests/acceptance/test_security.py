@@ -1,0 +1,234 @@
+"""etcd secure by default, on real processes: TLS for clients and peers with the cluster's own
+CA, authentication with a root user only the keeper holds, least-privilege users, membership
+changes and certificate renewal with a writer running, and the visible plain-text opt-out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import ssl
+import stat
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from quorumkeeper.certificates import TlsFiles, issue, new_authority
+from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.authority import LocalAuthority
+from quorumkeeper.stores.etcd.client import Connections, Tokens
+from tests.acceptance.harness import (
+    LocalClusterUnderTest,
+    PidWatch,
+    Writer,
+    etcd_access,
+    etcd_post,
+    spec_file,
+)
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.parametrize("store", ["etcd"])]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _put(address: str, key: str, context: ssl.SSLContext | None, tokens: Tokens | None) -> int:
+    """A put through the gateway of the member at `address`: its HTTP status."""
+    connections = Connections(5.0, context, tokens)
+    try:
+        body = json.dumps({"key": _b64(key), "value": _b64("v")}).encode()
+        status, _ = connections.post(address, "/v3/kv/put", body)
+    finally:
+        connections.close()
+    return status
+
+
+def _etcdctl(
+    cluster: LocalClusterUnderTest, user: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    flags = cluster.cli("connect", cluster.name, "--user", user).stdout.split()
+    etcdctl = distributions.etcd_binary(cluster.status()["version"]).with_name("etcdctl")
+    return subprocess.run(
+        [str(etcdctl), *flags, "--command-timeout=5s", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _renewed(cluster: LocalClusterUnderTest, watch: PidWatch) -> dict[str, Any] | None:
+    """The status once no certificate is near its end and every member restarted onto it."""
+    status = cluster.status()
+    done = not status["certificates_expiring"] and status["rollout"] is None
+    return status if done and len(watch.changed) == 3 and status["phase"] == "Ready" else None
+
+
+def _secured(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Secured")
+
+
+def test_strangers_are_refused_and_a_user_reaches_its_prefix_only(
+    cluster: LocalClusterUnderTest, tmp_path: Path
+) -> None:
+    cluster.up(3)
+
+    def secured() -> dict[str, Any] | None:
+        status = cluster.wait_ready(3)
+        return status if _secured(status)["status"] == "True" else None
+
+    status = wait_until(secured, 30, "the keeper turns authentication on")
+    assert all(m["client_url"].startswith("https://") for m in status["members"]), status
+    assert all(url.startswith("https://") for url in status["connect_string"].split(","))
+    root_password = cluster.paths.root / "root-password"
+    assert stat.S_IMODE(root_password.stat().st_mode) == 0o600
+    keys = sorted(cluster.paths.tls_dir.glob("*.key"))
+    assert keys and all(stat.S_IMODE(key.stat().st_mode) == 0o600 for key in keys)
+    address = cluster.member(status, "leader")["address"]
+    keeper_tls, password = etcd_access(cluster.paths)
+    assert keeper_tls is not None and password is not None
+
+    # Plain text: the TLS listener answers no gateway call.
+    try:
+        plain = httpx.post(f"http://{address}:2379/v3/kv/put", json={"key": _b64("p")}, timeout=5)
+        assert plain.status_code != 200, plain.text
+    except httpx.HTTPError:
+        pass
+    # No certificate, and a certificate of another CA: refused at the handshake.
+    foreign_ca = new_authority("elsewhere", now=datetime.now(UTC))
+    foreign = issue(
+        foreign_ca, common_name="", hosts=[], server=False, client=True, now=datetime.now(UTC)
+    )
+    (tmp_path / "foreign.crt").write_bytes(foreign.certificate)
+    (tmp_path / "foreign.key").write_bytes(foreign.key)
+    foreign_files = TlsFiles(keeper_tls.trust, tmp_path / "foreign.crt", tmp_path / "foreign.key")
+    no_certificate = ssl.create_default_context(cafile=str(keeper_tls.trust))
+    for context in (no_certificate, foreign_files.client_context()):
+        with pytest.raises(OSError):
+            _put(address, "stranger", context, None)
+    # The cluster's certificate without a user: refused by authentication.
+    assert _put(address, "anonymous", keeper_tls.client_context(), None) == 400
+    _, found = etcd_post(cluster.paths, address, "/v3/kv/range", {"key": _b64("anonymous")})
+    assert "kvs" not in found, found
+
+    cluster.cli("user", "add", cluster.name, "orders", "--prefix", "orders/")
+    # By certificate (etcdctl, gRPC: the common name is the user) ...
+    assert _etcdctl(cluster, "orders", "put", "orders/1", "a").returncode == 0
+    outside = _etcdctl(cluster, "orders", "put", "billing/1", "a")
+    assert outside.returncode != 0 and "permission denied" in outside.stderr, outside.stderr
+    got = _etcdctl(cluster, "orders", "get", "orders/1", "--print-value-only")
+    assert got.stdout.strip() == "a", got
+    # ... and by password through the gateway.
+    user_password = (cluster.paths.tls_dir / "orders.password").read_text().strip()
+    user_files = LocalAuthority(cluster.paths.tls_dir, cluster.name).client("orders")
+    tokens = Tokens("orders", user_password)
+    assert _put(address, "orders/2", user_files.client_context(), tokens) == 200
+    assert _put(address, "billing/2", user_files.client_context(), tokens) == 403
+    # Adding the user again changes nothing it had.
+    cluster.cli("user", "add", cluster.name, "orders", "--prefix", "orders/")
+    assert _etcdctl(cluster, "orders", "put", "orders/3", "a").returncode == 0
+
+
+def test_scale_replace_and_roll_out_with_tls_and_auth_lose_nothing(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(3)
+    cluster.wait_ready(3)
+    with Writer(cluster) as writer:
+        cluster.scale(5)
+        cluster.wait_ready(5)
+        cluster.scale(3)
+        status = cluster.wait_ready(3)
+        victim = cluster.member(status, "follower")
+        cluster.kill_keeper()
+        os.kill(victim["pid"], signal.SIGKILL)
+        shutil.rmtree(cluster.member_data(victim["name"]))
+        cluster.spawn_keeper()
+        status = cluster.wait_ready(3)
+        assert cluster.named(status, victim["name"])["id"] != victim["id"]
+        changes = spec_file(cluster, {"etcd": {"snapshot_count": 5000}})
+        cluster.cli("apply", cluster.name, "--spec-file", str(changes))
+        status = cluster.wait_ready(3)
+    assert [m["config"] for m in status["members"]] == ["updated"] * 3
+    assert _secured(status)["status"] == "True"
+    print(
+        f"etcd with TLS and auth: {writer.failed} failed writes, longest gap "
+        f"{writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
+    )
+    writer.assert_nothing_lost()
+
+
+def test_a_certificate_near_its_end_is_warned_about_then_renewed_by_ordered_restarts(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(3)
+    before = cluster.wait_ready(3)
+    leader = cluster.member(before, "leader")["name"]
+    follower = cluster.member(before, "follower")["name"]
+    authority = LocalAuthority(cluster.paths.tls_dir, cluster.name)
+    endpoint = next(e for e in map(cluster.desired(3).endpoint, range(3)) if e.name == follower)
+    files = authority.member(endpoint)
+    short = issue(
+        authority.authority(),
+        common_name=follower,
+        hosts=[endpoint.address, endpoint.client_host],
+        server=True,
+        client=True,
+        now=datetime.now(UTC),
+        lifetime=timedelta(days=10),
+    )
+    keeper = cluster.freeze_keeper()  # the warning shows before the keeper renews it
+    try:
+        files.key.write_bytes(short.key)
+        files.certificate.write_bytes(short.certificate)
+        warned = cluster.status()
+        assert [e["file"] for e in warned["certificates_expiring"]] == [files.certificate.name]
+        table = cluster.cli("status", cluster.name).stdout
+        assert f"warning: certificate {files.certificate.name} ends" in " ".join(table.split())
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+    watch = PidWatch(cluster, cluster.pids(before))
+    with Writer(cluster) as writer, watch.running():
+        status = wait_until(lambda: _renewed(cluster, watch), 120, "the renewal rolled out")
+    assert watch.changed[-1] == leader, f"the leader {leader} restarts last: {watch.changed}"
+    assert watch.most_down <= 1, "never two members down at once"
+    assert authority.member(endpoint) == files
+    assert short.certificate != files.certificate.read_bytes(), "the certificate was reissued"
+    assert "certificates reissued: member-" in cluster.paths.keeper_log.read_text()
+    print(
+        f"renewal: restart order {watch.changed}, {writer.failed} failed writes, longest gap "
+        f"{writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
+    )
+    assert writer.failed == 0
+    writer.assert_nothing_lost()
+    assert [m["config"] for m in status["members"]] == ["updated"] * 3
+
+
+def test_plain_text_is_an_explicit_warned_opt_out(cluster: LocalClusterUnderTest) -> None:
+    result = cluster.cli(
+        "up", cluster.name, "--members", "1", "--subnet", cluster.subnet, "--no-tls", "--no-auth"
+    )
+    said = " ".join(result.stderr.split())
+    assert "warning: tls: false: clients and members talk in plain text" in said
+    assert "warning: auth: false:" in said
+    status = cluster.wait_ready(1)
+    assert status["members"][0]["client_url"].startswith("http://")
+    secured = _secured(status)
+    assert (secured["status"], secured["reason"]) == ("False", "PlainText")
+    assert "open: clients and members talk in plain text" in " ".join(
+        cluster.cli("status", cluster.name).stdout.split()
+    )
+    assert not cluster.paths.tls_dir.exists()
+    assert not (cluster.paths.root / "root-password").exists()
+    address = status["members"][0]["address"]
+    answer = httpx.post(
+        f"http://{address}:2379/v3/kv/put", json={"key": _b64("open"), "value": _b64("v")}
+    )
+    assert answer.status_code == 200, answer.text
