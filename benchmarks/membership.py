@@ -9,7 +9,10 @@ and for quorumkeeper also from a wiped member's discovery to its replacement bei
 voter, the keeper's RSS, and for etcd the longest write gap of a NOSPACE recovery
 (`measure_nospace_recovery`). `measure_idle` adds what a keeper costs while nothing happens
 (`--idle-only` measures just that); `measure_rollout` a settings change rolled out to 3 members
-by `quorumkeeper apply` (`--rollout-only` measures just that). The baseline (`seed_method.py`)
+by `quorumkeeper apply` (`--rollout-only` measures just that); `measure_security` etcd with
+TLS and authentication on (the default) beside both off: failed writes and gaps while scaling
+3 -> 5 -> 3 and the writer's latency on a steady cluster (`--security-only` measures just
+that, `--security on|off` one side). The baseline (`seed_method.py`)
 does what the seed did: static member lists, changed by hand and loaded by restarting every
 member, one at a time; settings rolled out as a StatefulSet RollingUpdate, highest ordinal first.
 """
@@ -202,8 +205,10 @@ def _voters(cluster: LocalClusterUnderTest) -> dict[str, str]:
         store.close()
 
 
-def _scale_under_writes(cluster: LocalClusterUnderTest, start: int, peak: int) -> Writer:
-    cluster.up(start)
+def _scale_under_writes(
+    cluster: LocalClusterUnderTest, start: int, peak: int, *up_flags: str
+) -> Writer:
+    cluster.up(start, *up_flags)
     cluster.wait_ready(start)
     with Writer(cluster) as writer:
         for target in (peak, start):
@@ -316,7 +321,8 @@ def _log_position(cluster: LocalClusterUnderTest, addresses: list[str]) -> int:
             state = server_state(address, 1.0)
             positions.append(state.zxid if state and state.zxid else 0)
             continue
-        store = EtcdStore([])
+        store = cluster.client(timeout=1.0)
+        assert isinstance(store, EtcdStore)
         try:
             status = store.member_status(address)
         finally:
@@ -504,6 +510,66 @@ def measure_seed_method(store: str, workdir: Path) -> Figures:
         seed.stop_all()
 
 
+SECURITY_FLAGS = {"on": (), "off": ("--no-tls", "--no-auth")}
+"""`up`'s flags per side of `measure_security`: the default, and both opt-outs."""
+
+STEADY_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Security:
+    """One side of `measure_security`: etcd 3 -> 5 -> 3 under the writer (every 10 ms), and the
+    writer's latency on a steady, Ready 3-member cluster over `STEADY_SECONDS`."""
+
+    failed_writes: int
+    max_write_gap_s: float
+    write_latency_median_ms: float
+    write_latency_p99_ms: float
+    writes: int
+
+
+def measure_security(workdir: Path, side: str) -> Security:
+    """`Security` for etcd with TLS and auth `side` ("on": the default, "off": both opted
+    out). The writer's latency is a put's round trip from the client, one kept-alive
+    connection per member (the TLS handshake and the token are paid once per connection)."""
+    flags = SECURITY_FLAGS[side]
+    cluster = LocalClusterUnderTest("etcd", f"sec-{side}", loopback_subnet(91), workdir / side)
+    try:
+        cluster.up(3, *flags)
+        cluster.wait_ready(3)
+        with Writer(cluster) as steady:
+            time.sleep(STEADY_SECONDS)  # a measuring window, not a wait for a condition
+        steady.assert_nothing_lost()
+        cluster.cli("down", cluster.name, "--purge")
+        latencies = sorted(
+            ack - issued for issued, ack in zip(steady.issue_times, steady.ack_times, strict=True)
+        )
+        scaling = _scale_under_writes(cluster, 3, 5, *flags)
+    finally:
+        cluster.cli("down", cluster.name, "--purge", check=False)
+        cluster.destroy()
+    return Security(
+        failed_writes=scaling.failed,
+        max_write_gap_s=round(scaling.longest_gap, 3),
+        write_latency_median_ms=round(1000 * latencies[len(latencies) // 2], 2),
+        write_latency_p99_ms=round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+        writes=len(latencies),
+    )
+
+
+def _report_security(out: Path, sides: dict[str, Security]) -> None:
+    result = {side: asdict(figures) for side, figures in sides.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"store": "etcd", "security": result}, indent=2))
+    table = Table(title="membership benchmark: etcd, TLS and auth on (default) and off")
+    table.add_column("figure")
+    for side in sides:
+        table.add_column(f"security {side}")
+    for key in asdict(next(iter(sides.values()))):
+        table.add_row(key, *(str(result[side][key]) for side in sides))
+    Console().print(table)
+
+
 def _report(store: str, out: Path, result: dict[str, Any], targets: dict[str, str]) -> None:
     """Write `result` as JSON to `out` and print `targets`' rows beside the baseline's."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -526,9 +592,26 @@ def main() -> None:
     only.add_argument(
         "--rollout-only", action="store_true", help="measure the settings rollout only"
     )
+    only.add_argument(
+        "--security-only",
+        action="store_true",
+        help="etcd only: scaling and writer latency with TLS and auth on and off, side by side",
+    )
+    parser.add_argument(
+        "--security",
+        choices=["on", "off", "both"],
+        default="both",
+        help="with --security-only: measure one side, or both (default)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
         workdir = Path(work)
+        if args.security_only:
+            if args.store != "etcd":
+                parser.error("--security-only: etcd only for now; fix: --store etcd")
+            sides = ["on", "off"] if args.security == "both" else [args.security]
+            _report_security(args.out, {side: measure_security(workdir, side) for side in sides})
+            return
         if args.rollout_only:
             rollout = {
                 "store": args.store,
