@@ -81,6 +81,8 @@ class FakeStore(CoordinationStore):
         self.data: dict[str, str] = {}
         self.applied = 0
         self.lag: dict[str, int] = {}
+        self.secured = 0
+        """How many times `secure` was called."""
         self._refused_add: str | None = None
         self._next_id = 1
 
@@ -94,6 +96,9 @@ class FakeStore(CoordinationStore):
 
     def close(self) -> None:
         self.closes += 1
+
+    def secure(self) -> None:
+        self.secured += 1
 
     # What the processes of the runtime do to the store.
 

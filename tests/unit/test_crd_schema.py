@@ -92,7 +92,7 @@ def test_status_is_camel_case_like_the_rest_of_kubernetes() -> None:
     member = status["members"]["items"]["properties"]
     assert "clientUrl" in member and member["id"]["nullable"] is True
     condition = status["conditions"]["items"]["properties"]
-    assert condition["type"]["enum"] == ["Available", "Progressing", "Degraded"]
+    assert condition["type"]["enum"] == ["Available", "Progressing", "Degraded", "Secured"]
 
 
 def test_a_union_the_api_server_cannot_take_is_refused_by_name() -> None:

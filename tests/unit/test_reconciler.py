@@ -8,11 +8,14 @@ proofs: the real stores and runtimes run in the acceptance and store suites.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import time_machine
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import JoinRules, Peer, Placement, Role, Slot
 from quorumkeeper.planner import (
     AddLearner,
@@ -55,8 +58,8 @@ def placement(request: pytest.FixtureRequest) -> Placement:
 
 
 def conditions(status: ClusterStatus) -> dict[str, tuple[str, str]]:
-    """Each condition's (status, reason) by type."""
-    return {c.type.value: (c.status, c.reason) for c in status.conditions}
+    """Each condition's (status, reason) by type, but Secured (`test_secured_...` below)."""
+    return {c.type.value: (c.status, c.reason) for c in status.conditions if c.type != "Secured"}
 
 
 def message(status: ClusterStatus, kind: str) -> str:
@@ -617,7 +620,9 @@ def test_last_transition_time_moves_only_when_a_condition_changes(
     start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
     def times(status: ClusterStatus) -> dict[str, str]:
-        return {c.type.value: c.last_transition_time for c in status.conditions}
+        return {
+            c.type.value: c.last_transition_time for c in status.conditions if c.type != "Secured"
+        }
 
     with time_machine.travel(start, tick=False) as traveller:
         fx.reconciler.run_once()
@@ -905,3 +910,25 @@ def test_a_member_blocked_for_a_named_reason_makes_that_the_degraded_reason(
     assert message(status, "Degraded") == f"c-2: {why}"
     assert status.members[2].blocked_reason == "VolumeLockedByDeadClient"
     assert fx.store.changes == []  # blocked is not data lost: nothing is replaced
+
+
+def test_secured_says_what_is_open_and_authentication_is_turned_on_once(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=0, desired=1)
+    fx.reconciler.run_once()
+    secured = {c.type.value: (c.status, c.reason) for c in fx.sink.last.conditions}["Secured"]
+    assert secured == ("False", "PlainText")
+
+    files = TlsFiles(Path("trust.pem"), Path("keeper.crt"), Path("keeper.key"))
+    fx = fakes(placement, running=0, desired=1)
+    fx.reconciler.backend = dataclasses.replace(fx.reconciler.backend, tls=files, auth=True)
+    fx.reconciler.run_once()  # bootstraps: no quorum answered yet
+    assert fx.store.secured == 0
+    first = {c.type.value: (c.status, c.reason) for c in fx.sink.last.conditions}["Secured"]
+    assert first == ("False", "AuthPending")
+    for _ in range(3):
+        fx.reconciler.run_once()
+    assert fx.store.secured == 1, "asked once per reconciler, as soon as a quorum answers"
+    last = {c.type.value: (c.status, c.reason) for c in fx.sink.last.conditions}["Secured"]
+    assert last == ("True", "TlsAndAuth")
