@@ -137,7 +137,8 @@ class LocalAuthority:
                 [endpoint.address, endpoint.client_host],
             )
         ]
-        keeper_due = not self._current(self._files(f"client-{KEEPER}"), authority, [])
+        keeper = self._files(f"client-{KEEPER}")
+        keeper_due = keeper.certificate.is_file() and not self._current(keeper, authority, [])
         for endpoint in due:
             self.member(endpoint)
         if keeper_due:
