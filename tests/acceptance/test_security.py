@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 
 from quorumkeeper.certificates import TlsFiles, issue, new_authority
 from quorumkeeper.runtimes.local import distributions
@@ -232,3 +233,36 @@ def test_plain_text_is_an_explicit_warned_opt_out(cluster: LocalClusterUnderTest
         f"http://{address}:2379/v3/kv/put", json={"key": _b64("open"), "value": _b64("v")}
     )
     assert answer.status_code == 200, answer.text
+
+
+def _pem_certificates(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_with_zero_failed_writes(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(3)
+    before = cluster.wait_ready(3)
+    cluster.cli("user", "add", cluster.name, "orders", "--prefix", "orders/")
+    tls_dir = cluster.paths.tls_dir
+    old_ca = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
+    watch = PidWatch(cluster, cluster.pids(before))
+    with Writer(cluster) as writer, watch.running():
+        cluster.cli("rotate-ca", cluster.name, "--timeout", "400", timeout=420)
+        status = cluster.wait_ready(3)
+    new_ca = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
+    assert new_ca.subject != old_ca.subject
+    assert [c.subject for c in _pem_certificates(tls_dir / "trust.pem")] == [new_ca.subject]
+    leaves = sorted(tls_dir.glob("member-*.crt")) + sorted(tls_dir.glob("client-*.crt"))
+    assert all(_pem_certificates(leaf)[0].issuer == new_ca.subject for leaf in leaves), leaves
+    assert [m["starts"] for m in status["members"]] == [4, 4, 4], "three rounds of restarts"
+    assert watch.most_down <= 1, "never two members down at once"
+    assert "CA rotation: done" in cluster.paths.keeper_log.read_text()
+    assert _etcdctl(cluster, "orders", "put", "orders/after", "a").returncode == 0
+    print(
+        f"CA rotation: {writer.failed} failed writes, longest gap {writer.longest_gap:.2f}s "
+        f"over {len(writer.acknowledged)} writes"
+    )
+    assert writer.failed == 0
+    writer.assert_nothing_lost()

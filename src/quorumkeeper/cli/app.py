@@ -27,7 +27,7 @@ from quorumkeeper.certificates import RENEW_BEFORE
 from quorumkeeper.cli import kubernetes
 from quorumkeeper.cli.ceph import ceph_app, render_app
 from quorumkeeper.cli.maintenance import maintenance_app
-from quorumkeeper.cli.security import connect, user_app
+from quorumkeeper.cli.security import connect, rotate_ca, user_app
 from quorumkeeper.errors import ExitCode, Refused
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
@@ -69,6 +69,7 @@ kubernetes.register(app, render_app)
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(user_app, name="user")
 app.command()(connect)
+app.command(name="rotate-ca")(rotate_ca)
 
 out = Console(width=None if sys.stdout.isatty() else 200)
 """Piped or logged output is not cut to 80 columns: status rows stay whole."""
@@ -240,6 +241,7 @@ def _security(cluster: LocalCluster, status: dict[str, Any], recorded: dict[str,
     status["certificates_expiring"] = [
         {"file": file, "not_after": end.isoformat()} for file, end in expiring
     ]
+    status["ca_rotation"] = cluster.authority.rotation() if cluster.authority else None
     status["warnings"] = [
         f"certificate {file} ends {end:%Y-%m-%d %H:%M} UTC (within {RENEW_BEFORE.days} days): "
         "the keeper reissues it and restarts the members onto it one at a time"
@@ -761,6 +763,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
         out.print(f"[bold red]{problem}[/]", highlight=False)
     for warning in status.get("warnings", []):
         out.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if status.get("ca_rotation"):
+        out.print(f"CA rotation under way: phase {status['ca_rotation']}", highlight=False)
     secured = next((c for c in status["conditions"] if c["type"] == "Secured"), None)
     if secured and secured["status"] != "True":
         out.print(f"[yellow]open:[/] {secured['message']}", highlight=False)

@@ -1,5 +1,5 @@
-"""`quorumkeeper user add` and `quorumkeeper connect`: least-privilege etcd users, and how a
-client connects to a secured cluster.
+"""`quorumkeeper user add`, `connect` and `rotate-ca`: least-privilege etcd users, how a client
+connects to a secured cluster, and a new certificate authority for it.
 
 A user gets a role of its own name with read and write on one key prefix and nothing else, a
 generated password (`<state>/<name>/tls/<user>.password`, 0600) and a client certificate with
@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import re
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -179,3 +180,41 @@ def _print_connect(cluster: LocalCluster, user: str | None, *, env: bool) -> Non
             out.print(f"export ETCDCTL_{key.upper()}={shlex.quote(value)}", highlight=False)
         return
     out.print(" ".join(f"--{key}={shlex.quote(value)}" for key, value in settings.items()))
+
+
+def rotate_ca(
+    name: Annotated[str, typer.Argument(help="etcd cluster name")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="return once the rotation is over")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
+    state_dir: StateDir = None,
+) -> None:
+    """Replace the cluster's certificate authority without downtime. The keeper restarts the
+    members one at a time (the leader last) three times: trusting the old and the new CA,
+    then serving certificates of the new one (the keeper's and the users' reissued too), then
+    trusting the new one alone. Users' certificate files are rewritten in place."""
+    cluster = _cluster(state_dir, name)
+    authority = cluster.authority
+    if authority is None:
+        raise _refuse(
+            f"cluster {name} runs with tls: false: it has no certificate authority to rotate"
+        )
+    if not authority.start_rotation():
+        raise _refuse(
+            f"a CA rotation of {name} is under way (phase {authority.rotation()}); fix: wait "
+            f"until `quorumkeeper status {name}` no longer shows it"
+        )
+    err.print(f"CA rotation of {name} started: the keeper rolls it out", highlight=False)
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while authority.rotation() is not None:
+        if time.monotonic() > deadline:
+            err.print(
+                f"[bold red]error:[/] the rotation is still in phase {authority.rotation()} "
+                f"after {timeout:.0f}s; the keeper goes on (see `quorumkeeper status {name}`)"
+            )
+            raise typer.Exit(1)
+        time.sleep(1.0)  # the keeper advances a phase at most every 10 s
+    err.print(f"CA rotation of {name} done: members trust the new CA only", highlight=False)

@@ -56,7 +56,7 @@ def backend_for(
     which the runtime keeps when `spec.auth` is on (None: no authentication to use or turn on).
     Raises OSError or `ssl.SSLError` for TLS files that can't be read."""
     if spec.store is Store.ETCD:
-        context = tls.client_context() if tls else None
+        contexts = etcd.ReloadingContext(tls) if tls else None
 
         def etcd_url(endpoint: Endpoint) -> str:
             return etcd.client_url(endpoint.client_host, tls=tls is not None)
@@ -68,7 +68,9 @@ def backend_for(
             connect=lambda endpoints: etcd.EtcdStore(
                 endpoints, tls=tls, root_password=root_password
             ),
-            answers=lambda endpoint: etcd.answers(endpoint.address, context=context),
+            answers=lambda endpoint: etcd.answers(
+                endpoint.address, context=contexts.get() if contexts else None
+            ),
             ports=member_ports(spec.store),
             tls=tls,
             auth=root_password is not None,

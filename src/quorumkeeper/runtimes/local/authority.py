@@ -6,6 +6,7 @@
         member-<member>.crt/.key    a member's certificate, for its server and its peers
         client-<user>.crt/.key      a client's certificate; `client-keeper` is the keeper's
         renewed                     when `renew` last reissued certificates ahead of their end
+        rotation, ca-next.*, ca-previous.crt   a CA rotation under way (`start_rotation`)
 
 Keys are written 0600 and only ever replaced whole (`write_atomically`). Certificates are made on
 first use and made again when they come within `RENEW_BEFORE` of their end, when the CA that
@@ -16,6 +17,7 @@ fingerprint includes it).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,12 +116,77 @@ class LocalAuthority:
         return _hosts(certificate) == set(hosts)
 
     def generation(self) -> str:
-        """What members' certificates come from now: the CA's fingerprint and when `renew`
-        last reissued any. Launchers put it in their fingerprint, so a new CA or a renewal is
-        rolled out by ordered restarts, while a new member's first certificate changes nothing."""
+        """What members' certificates come from now: the CA's fingerprint, the trust bundle's
+        digest and when `renew` last reissued any. Launchers put it in their fingerprint, so a
+        new CA, a changed trust bundle or a renewal is rolled out by ordered restarts, while a
+        new member's first certificate changes nothing."""
         renewed = self.folder / "renewed"
         mark = renewed.read_text().strip() if renewed.is_file() else "never"
-        return f"{self.authority().fingerprint()[:16]} renewed {mark}"
+        ca = self.authority().fingerprint()[:16]
+        trust = hashlib.sha256(self.trust.read_bytes()).hexdigest()[:16]
+        return f"{ca} trust {trust} renewed {mark}"
+
+    # CA rotation: trust old and new, then serve certificates of the new, then trust it alone.
+
+    ROTATION_PHASES = ("trusting-both", "new-certificates")
+    """A rotation's phases, in order, as `rotation` holds them; each is rolled out to every
+    member by ordered restarts before `advance_rotation` moves to the next."""
+
+    @property
+    def _rotation(self) -> Path:
+        return self.folder / "rotation"
+
+    def rotation(self) -> str | None:
+        """The phase of the CA rotation under way, None when there is none."""
+        return self._rotation.read_text().strip() if self._rotation.is_file() else None
+
+    def start_rotation(self) -> bool:
+        """Begin a CA rotation: a new CA (`ca-next.*`), and `trust.pem` holding the old and the
+        new, so members restarted onto it accept certificates of either. False (and nothing
+        changed) when a rotation is under way already."""
+        with self._lock():
+            if self.rotation() is not None:
+                return False
+            current = self.authority()
+            made = new_authority(self.cluster, now=datetime.now(UTC))
+            write_atomically(self.folder / "ca-next.key", made.key.decode(), mode=0o600)
+            write_atomically(self.folder / "ca-next.crt", made.certificate.decode())
+            bundle = current.certificate.decode() + made.certificate.decode()
+            write_atomically(self.trust, bundle)
+            write_atomically(self._rotation, f"{self.ROTATION_PHASES[0]}\n")
+        return True
+
+    def advance_rotation(self, endpoints: Sequence[Endpoint]) -> str | None:
+        """Move the rotation under way one phase on, once every member runs with the last:
+        from trusting both to the new CA signing (every certificate of `endpoints`, the
+        keeper's and the users' reissued by it), then to trusting the new CA alone, which ends
+        it. Returns the phase entered ("done" at the end), None when there is no rotation."""
+        phase = self.rotation()
+        if phase is None:
+            return None
+        with self._lock():
+            if phase == self.ROTATION_PHASES[0]:
+                previous = self.folder / "ca.crt"
+                write_atomically(self.folder / "ca-previous.crt", previous.read_text())
+                nxt = self.folder / "ca-next.crt", self.folder / "ca-next.key"
+                write_atomically(self.folder / "ca.key", nxt[1].read_text(), mode=0o600)
+                write_atomically(previous, nxt[0].read_text())
+                write_atomically(self._rotation, f"{self.ROTATION_PHASES[1]}\n")
+                for path in nxt:
+                    path.unlink()
+                entered = self.ROTATION_PHASES[1]
+            else:
+                write_atomically(self.trust, (self.folder / "ca.crt").read_text())
+                (self.folder / "ca-previous.crt").unlink(missing_ok=True)
+                self._rotation.unlink()
+                entered = "done"
+        if entered == self.ROTATION_PHASES[1]:
+            for endpoint in endpoints:
+                if (self.folder / f"member-{endpoint.name}.crt").is_file():
+                    self.member(endpoint)
+            for client in sorted(self.folder.glob("client-*.crt")):
+                self.client(client.stem.removeprefix("client-"))
+        return entered
 
     def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
         """Reissue the keeper's certificate and those of `endpoints` that have one but can't be

@@ -112,14 +112,33 @@ class LocalCluster:
         return self.reconciler.spec
 
     def renew_certificates(self) -> list[str]:
-        """Reissue the certificates within `RENEW_BEFORE` of their end (members with a folder,
-        and the keeper's) and, when any was, have members restart onto them in order (the
-        launcher's fingerprint holds the authority's `generation`). Returns the files
-        reissued. The keeper's own connections keep the certificate they were opened with
-        until its next start."""
-        if self.authority is None:
+        """Keep the members' certificates current: reissue those within `RENEW_BEFORE` of
+        their end (members with a folder, and the keeper's), take a certificate authority
+        changed on disk (`rotate-ca`), and move a CA rotation on once every member runs with
+        its phase. Any of these changes the launcher's fingerprint (the authority's
+        `generation`): members then restart onto it in order, and the keeper's store client
+        connects again with the files now on disk. Returns what changed, for the log: the
+        certificate files reissued and the rotation phase entered."""
+        authority = self.authority
+        if authority is None:
             return []
-        renewed = self.authority.renew(self.runtime.endpoints())
-        if renewed:
+        endpoints = self.runtime.endpoints()
+        changed = authority.renew(endpoints)
+        current = self.runtime.launcher.fingerprint() == self.reconciler.config
+        if not changed and current and authority.rotation() is not None and self._rolled_out():
+            changed = [f"CA rotation: {authority.advance_rotation(endpoints)}"]
+        if changed or self.runtime.launcher.fingerprint() != self.reconciler.config:
             self.reconciler.reconfigure()
-        return renewed
+            self.reconciler.close()
+        return changed
+
+    def _rolled_out(self) -> bool:
+        """Whether the last pass saw every wanted member running the current configuration."""
+        last = self.reconciler.last_status
+        return (
+            last is not None
+            and last.phase == "Ready"
+            and last.rollout is None
+            and len(last.members) == last.desired_members
+            and all(member.config == "updated" for member in last.members)
+        )

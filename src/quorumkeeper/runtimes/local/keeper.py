@@ -159,8 +159,8 @@ def _loop(paths: ClusterPaths) -> int:
         try:
             if time.monotonic() >= renewals_due:
                 renewals_due = time.monotonic() + RENEWAL_INTERVAL
-                if renewed := cluster.renew_certificates():
-                    log.info("certificates reissued: %s", ", ".join(renewed))
+                if changed := cluster.renew_certificates():
+                    log.info("certificates reissued: %s", ", ".join(changed))
             step = reconciler.run_once()
         except Exception as error:
             failed_passes.seen(f"{type(error).__name__}: {error}", "\n" + traceback.format_exc())
