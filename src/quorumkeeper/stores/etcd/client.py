@@ -50,8 +50,11 @@ USER_EXISTS = "etcdserver: user name already exists"
 ROLE_EXISTS = "etcdserver: role name already exists"
 TOKEN_REFUSED = ("etcdserver: invalid auth token", "etcdserver: user name is empty")
 """What a member answers a request without a token it knows once authentication is on: every
-gateway call (member list, status and alarms included, measured on etcd 3.6.16 and 3.7.3)
-answers "user name is empty" without one, and a member's simple tokens live in its memory only,
+gateway call the keeper makes needs one (status and move-leader: `authMaintenanceServer` in
+server/etcdserver/api/v3rpc/maintenance.go checks `isPermitted`, admin only; member
+add/promote/remove: `checkMembershipOperationPermission`; member list, alarms and kv: a user;
+measured on etcd 3.6.16 and 3.7.3, which answer "user name is empty" without one), and a
+member's simple tokens live in its memory only,
 so a token from another member, or from before its restart, is "invalid"."""
 
 
