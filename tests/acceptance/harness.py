@@ -273,6 +273,8 @@ class Writer:
         self.timeout = timeout
         self.acknowledged: list[str] = []
         self.failed = 0
+        self.failures: list[str] = []
+        """Why each failed write failed, for a test's message."""
         self.ack_times: list[float] = []
         self.issue_times: list[float] = []
         """When each acknowledged write was sent, aligned with `ack_times`."""
@@ -296,8 +298,9 @@ class Writer:
                 issued = time.monotonic()
                 try:
                     client.write_probe(key, str(sequence))
-                except (StoreError, httpx.HTTPError):
+                except (StoreError, httpx.HTTPError) as error:
                     self.failed += 1
+                    self.failures.append(f"{time.monotonic():.1f} {error}")
                 else:
                     self.acknowledged.append(key)
                     self.issue_times.append(issued)

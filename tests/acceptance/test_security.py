@@ -207,7 +207,7 @@ def test_a_certificate_near_its_end_is_warned_about_then_renewed_by_ordered_rest
         f"renewal: restart order {watch.changed}, {writer.failed} failed writes, longest gap "
         f"{writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
     )
-    assert writer.failed == 0
+    assert writer.failed == 0, writer.failures[:5]
     writer.assert_nothing_lost()
     assert [m["config"] for m in status["members"]] == ["updated"] * 3
 
@@ -264,5 +264,5 @@ def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_with_zero_failed_writes
         f"CA rotation: {writer.failed} failed writes, longest gap {writer.longest_gap:.2f}s "
         f"over {len(writer.acknowledged)} writes"
     )
-    assert writer.failed == 0
+    assert writer.failed == 0, writer.failures[:5]
     writer.assert_nothing_lost()

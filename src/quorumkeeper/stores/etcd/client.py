@@ -199,7 +199,9 @@ class Connections:
         headers: dict[str, str],
     ) -> tuple[int, bytes]:
         connection = self._open.get(address)
-        if connection is None:
+        if connection is None or connection.sock is None:
+            # A closed connection would reconnect with the context it was made with: a new one
+            # takes the certificate files as they are now.
             context = self.context
             if isinstance(context, ReloadingContext):
                 context = context.get()
