@@ -23,7 +23,9 @@ class Backend:
     `connect_string` say what a client is given for one member and for several; `answers`
     tells whether a member has loaded its data and answers, with or without a quorum; `ports`
     are those every member binds. `tls` is the client certificate the keeper connects with
-    (None: the cluster speaks plain text) and `auth` whether clients must authenticate.
+    (None: the cluster speaks plain text) and `auth` whether clients must authenticate (for
+    etcd: whether the keeper holds the root password, with which the reconciler turns
+    authentication on, `CoordinationStore.secure`).
     """
 
     rules: JoinRules
