@@ -15,7 +15,7 @@ previous() { .venv/bin/python -c "from quorumkeeper import versions; print(versi
 # shellcheck source=lib.sh
 source scripts/lib.sh
 # Debian's ZooKeeper 3.8 package: the suite checks that selecting version 3.8.0 runs it.
-apt_install zookeeper libslf4j-java
+apt_install zookeeper libslf4j-java libnetty-java
 bash scripts/install-ceph.sh
 bash scripts/build-kubernetes.sh
 
