@@ -169,14 +169,20 @@ def _zoo_cfg(cluster: LocalClusterUnderTest, name: str) -> str:
     return (cluster.member_data(name) / "conf" / "zoo.cfg").read_text()
 
 
-def test_scale_replace_and_roll_out_with_tls_and_auth(tmp_path: Path) -> None:
+@pytest.mark.parametrize("secure", [True, False], ids=["tls-auth", "plain"])
+def test_scale_replace_and_roll_out_with_tls_and_auth(tmp_path: Path, secure: bool) -> None:
     """The keeper's every membership step and a settings rollout on a cluster made with the
-    defaults (TLS and authentication on), a writer running throughout."""
-    cluster = LocalClusterUnderTest("zookeeper", "zks", loopback_subnet(141), tmp_path / "state")
+    defaults (TLS and authentication on), a writer running throughout; and the same with both
+    turned off, for the cost of security side by side."""
+    subnet = loopback_subnet(141 if secure else 142)
+    cluster = LocalClusterUnderTest("zookeeper", "zks", subnet, tmp_path / "state")
+    opt_out = tmp_path / "plain.yaml"
+    opt_out.write_text("tls: false\nauth: false\n")
+    port_key = "secureClientPort" if secure else "clientPort"
     try:
-        cluster.up(3)
+        cluster.up(3, *([] if secure else ["--spec-file", str(opt_out)]))
         status = cluster.wait_ready(3)
-        assert all("secureClientPort" in _zoo_cfg(cluster, m["name"]) for m in status["members"])
+        assert all(port_key in _zoo_cfg(cluster, m["name"]) for m in status["members"])
         with Writer(cluster) as writer:
             cluster.scale(5)
             cluster.wait_ready(5)
@@ -191,7 +197,7 @@ def test_scale_replace_and_roll_out_with_tls_and_auth(tmp_path: Path) -> None:
             replaced = wait_until(
                 lambda: _replaced(cluster, victim), 120, f"{victim['name']} replaced"
             )
-            assert "secureClientPort" in _zoo_cfg(cluster, victim["name"])
+            assert port_key in _zoo_cfg(cluster, victim["name"])
 
             watch = PidWatch(cluster, cluster.pids(replaced))
             change = spec_file(cluster, {"zookeeper": {"max_client_cnxns": 100}})
@@ -202,12 +208,17 @@ def test_scale_replace_and_roll_out_with_tls_and_auth(tmp_path: Path) -> None:
         assert [m["config"] for m in rolled["members"]] == ["updated"] * 3
         for member in rolled["members"]:
             text = _zoo_cfg(cluster, member["name"])
-            assert "maxClientCnxns=100" in text and "sslQuorum=true" in text
-        assert _refuses_session(Endpoint("x", 0, rolled["members"][0]["address"]), None)
+            assert "maxClientCnxns=100" in text and ("sslQuorum=true" in text) == secure
+        first = Endpoint("x", 0, rolled["members"][0]["address"])
+        assert _refuses_session(first, None) == secure
         writer.assert_nothing_lost()
+        latencies = sorted(b - a for a, b in zip(writer.issue_times, writer.ack_times, strict=True))
         print(
-            f"zookeeper with TLS and auth: {len(writer.acknowledged)} writes acked, "
-            f"{writer.failed} failed, longest gap {writer.longest_gap:.2f}s"
+            f"zookeeper {'with TLS and auth' if secure else 'plain'}: "
+            f"{len(writer.acknowledged)} writes acked, {writer.failed} failed, longest gap "
+            f"{writer.longest_gap:.2f}s, write latency median "
+            f"{latencies[len(latencies) // 2] * 1000:.1f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"
         )
     finally:
         cluster.destroy()
