@@ -49,7 +49,10 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     ReconfigInProcessError,
     SessionExpiredError,
 )
-from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
+from kazoo.handlers.threading import (  # type: ignore[import-untyped]
+    KazooTimeoutError,
+    SequentialThreadingHandler,
+)
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 from kazoo.security import make_digest_acl  # type: ignore[import-untyped]
 
@@ -126,11 +129,14 @@ class ZookeeperStore(CoordinationStore):
         """
         if self._client is None:
             hosts = ",".join(client_address(e.address) for e in self.endpoints)
+            session_timeout = max(4.0, self._timeout * 2)
+            handshake = max(MIN_HANDSHAKE_TIMEOUT, session_timeout / max(1, len(self.endpoints)))
             client = KazooClient(
                 hosts=hosts,
-                timeout=max(4.0, self._timeout * 2),
+                timeout=session_timeout,
                 auth_data=[("digest", f"{SUPERUSER}:{self._password}")],
                 connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5),
+                handler=BoundedHandshakes(handshake) if self._tls else None,
                 **kazoo_tls(self._tls),
             )
             try:
@@ -495,6 +501,30 @@ class ZookeeperStore(CoordinationStore):
             self._call(lambda c: c.create_async(prefix, b"", acl=acl), timeout=self._timeout)
         except NodeExistsError:
             self._call(lambda c: c.set_acls_async(prefix, acl), timeout=self._timeout)
+
+
+MIN_HANDSHAKE_TIMEOUT = 1.0
+"""Seconds a TLS connection and handshake with one server may take at least; a JVM's first
+handshakes after its start take a few hundred ms on a loaded machine."""
+
+
+class BoundedHandshakes(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler with each TLS connection and handshake bounded by `timeout`
+    seconds.
+
+    kazoo gives a TLS connection the whole session timeout for its handshake, so a socket that
+    accepts and says nothing (a process holding a member's port, a stopped server) held every
+    new session past `start`'s deadline, where a plain connection moves on to the next server
+    after the session timeout divided among the servers (`ConnectionHandler._connect`)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.handshake_timeout = timeout
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        given = kwargs.get("timeout")
+        kwargs["timeout"] = min(given, self.handshake_timeout) if given else self.handshake_timeout
+        return super().create_connection(*args, **kwargs)
 
 
 def kazoo_tls(tls: TlsFiles | None) -> dict[str, Any]:
