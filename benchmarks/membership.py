@@ -47,6 +47,7 @@ from tests.acceptance.harness import (
     delete_prefix,
     fill_until_nospace,
     spec_file,
+    zookeeper_words_tls,
 )
 from tests.polling import loopback_subnet, wait_until
 
@@ -318,7 +319,7 @@ def _log_position(cluster: LocalClusterUnderTest, addresses: list[str]) -> int:
     positions = []
     for address in addresses:
         if cluster.store == "zookeeper":
-            state = server_state(address, 1.0)
+            state = server_state(address, 1.0, tls=zookeeper_words_tls(cluster.paths))
             positions.append(state.zxid if state and state.zxid else 0)
             continue
         store = cluster.client(timeout=1.0)

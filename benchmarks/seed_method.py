@@ -213,7 +213,9 @@ class StaticZookeeperLauncher(ZookeeperLauncher):
             for peer in peers
         }
         config = {
-            **self.server_config(data_dir, endpoint.ordinal + 1, dynamic_file=None),
+            **self.server_config(
+                data_dir, endpoint.ordinal + 1, dynamic_file=None, address=endpoint.address
+            ),
             "clientPortAddress": endpoint.address,
             "clientPort": ensemble.CLIENT_PORT,
             **servers,

@@ -9,8 +9,8 @@
 #   Debian root file system (mmdebstrap)     -> ${CACHE}/images/debian-${DEBIAN_SUITE}-rootfs.tar
 #   OCI image archives (testbed/versions.py names them), in ${CACHE}/images/:
 #     registry.k8s.io/pause, docker.io/library/busybox, quay.io/coreos/etcd (also
-#     gcr.io/etcd-development/etcd), docker.io/library/zookeeper,
-#     docker.io/quorumkeeper/testbed-toolbox
+#     gcr.io/etcd-development/etcd), docker.io/library/zookeeper (the pinned release of each
+#     store and the previous one, for upgrades), docker.io/quorumkeeper/testbed-toolbox
 #   the nodes' image store, every archive imported once, earlier builds removed
 #   (testbed/imagestore.py)
 #   Python gRPC stubs of the CSI spec and kubelet's plugin registration API, both at the versions
@@ -164,13 +164,23 @@ build_debian() {
     mv "${DEBIAN_ROOTFS}.partial" "${DEBIAN_ROOTFS}"
 }
 
+# The image of each etcd release the test bed runs: the pinned one and the one the upgrade tests
+# start from.
 build_etcd_image() {
-    [[ -f "${ETCD_ARCHIVE}" ]] && return
-    local dir b
+    local version
+    for version in "${ETCD_VERSION}" "${ETCD_PREVIOUS_VERSION}"; do etcd_image "${version}"; done
+}
+
+# etcd_image VERSION: the upstream image's layout (etcd's Dockerfile): distroless static (root and
+# nonroot users, CA certificates, /tmp), the binaries in /usr/local/bin, working dirs /var/etcd
+# and /var/lib/etcd, ports 2379 and 2380, etcd as the default command, and no shell. etcdutl is
+# built for the pinned release only; an older release's image goes without it.
+etcd_image() {
+    local key="${1//./_}" dir b
+    local archive_var="ETCD_ARCHIVE_${key}" dir_var="ETCD_DIR_${key}" images_var="ETCD_IMAGES_${key}"
+    [[ -f "${!archive_var}" ]] && return
+    [[ -x "${!dir_var}/etcd" ]] || "${ROOT}/.venv/bin/quorumkeeper" install etcd --version "$1"
     dir="$(mktemp -d)"
-    # The upstream image's layout (etcd's Dockerfile): distroless static (root and nonroot users,
-    # CA certificates, /tmp), the three binaries in /usr/local/bin, working dirs /var/etcd and
-    # /var/lib/etcd, ports 2379 and 2380, etcd as the default command, and no shell.
     mkdir -p "${dir}/usr/local/bin" "${dir}/etc/ssl/certs" "${dir}/tmp" "${dir}/var/etcd" \
         "${dir}/var/lib/etcd" "${dir}/home/nonroot" "${dir}/root"
     chmod 1777 "${dir}/tmp"
@@ -178,11 +188,11 @@ build_etcd_image() {
         >"${dir}/etc/passwd"
     printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"${dir}/etc/group"
     cp /etc/ssl/certs/ca-certificates.crt "${dir}/etc/ssl/certs/"
-    for b in etcd etcdctl; do cp "${ETCD_DIR}/${b}" "${dir}/usr/local/bin/"; done
-    cp "${ETCDUTL}" "${dir}/usr/local/bin/"
+    for b in etcd etcdctl; do cp "${!dir_var}/${b}" "${dir}/usr/local/bin/"; done
+    if [[ "$1" == "${ETCD_VERSION}" ]]; then cp "${ETCDUTL}" "${dir}/usr/local/bin/"; fi
     local names=() name
-    for name in ${ETCD_IMAGES}; do names+=(--name "${name}"); done
-    image "${ETCD_ARCHIVE}" "${names[@]}" --layer "${dir}" --cmd '["/usr/local/bin/etcd"]' \
+    for name in ${!images_var}; do names+=(--name "${name}"); done
+    image "${!archive_var}" "${names[@]}" --layer "${dir}" --cmd '["/usr/local/bin/etcd"]' \
         --workdir /var/lib/etcd/ --expose 2379/tcp --expose 2380/tcp \
         --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
@@ -228,16 +238,28 @@ module_dir() {
     (cd "${CACHE}" && "${GO}" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 }
 
+# The image of each ZooKeeper release the test bed runs, as for etcd.
 build_zookeeper_image() {
-    [[ -f "${ZOOKEEPER_ARCHIVE}" ]] && return
-    local dir home="apache-zookeeper-${ZOOKEEPER_VERSION}-bin" source="${ROOT}/testbed/zookeeper-image"
+    local version
+    for version in "${ZOOKEEPER_VERSION}" "${ZOOKEEPER_PREVIOUS_VERSION}"; do
+        zookeeper_image "${version}"
+    done
+}
+
+zookeeper_image() {
+    local key="${1//./_}"
+    local archive_var="ZOOKEEPER_ARCHIVE_${key}" lib_var="ZOOKEEPER_LIB_${key}"
+    local image_var="ZOOKEEPER_IMAGE_${key}"
+    [[ -f "${!archive_var}" ]] && return
+    [[ -d "${!lib_var}" ]] || "${ROOT}/.venv/bin/quorumkeeper" install zookeeper --version "$1"
+    local dir home="apache-zookeeper-$1-bin" source="${ROOT}/testbed/zookeeper-image"
     dir="$(mktemp -d)"
     # The official image's layout (docker-library "zookeeper"): the release in /${home} with its
     # bin/ on PATH, configuration in /conf, data in /data and /datalog, logs in /logs, all owned
     # by zookeeper (1000:1000), /docker-entrypoint.sh as entrypoint, zkServer.sh as command.
     mkdir -p "${dir}/${home}/bin" "${dir}/${home}/lib" "${dir}/conf" "${dir}/data" \
         "${dir}/datalog" "${dir}/logs" "${dir}/etc"
-    cp "${ZOOKEEPER_LIB}"/*.jar "${dir}/${home}/lib/"
+    cp "${!lib_var}"/*.jar "${dir}/${home}/lib/"
     install -m 755 "${source}/zkServer.sh" "${dir}/${home}/bin/zkServer.sh"
     install -m 755 "${source}/docker-entrypoint.sh" "${dir}/docker-entrypoint.sh"
     cp "${source}/logback.xml" "${dir}/conf/"
@@ -254,7 +276,7 @@ build_zookeeper_image() {
     local args=() setting port
     for setting in "${env[@]}"; do args+=(--env "${setting}"); done
     for port in 2181 2888 3888 8080; do args+=(--expose "${port}/tcp"); done
-    image "${ZOOKEEPER_ARCHIVE}" --name "${ZOOKEEPER_IMAGE}" --layer "${DEBIAN_ROOTFS}" \
+    image "${!archive_var}" --name "${!image_var}" --layer "${DEBIAN_ROOTFS}" \
         --layer "${dir}" --keep-owners "${args[@]}" --workdir "/${home}" \
         --entrypoint '["/docker-entrypoint.sh"]' --cmd '["zkServer.sh", "start-foreground"]'
     rm -rf "${dir}"

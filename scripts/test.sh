@@ -15,7 +15,7 @@ previous() { .venv/bin/python -c "from quorumkeeper import versions; print(versi
 # shellcheck source=lib.sh
 source scripts/lib.sh
 # Debian's ZooKeeper 3.8 package: the suite checks that selecting version 3.8.0 runs it.
-apt_install zookeeper libslf4j-java
+apt_install zookeeper libslf4j-java libnetty-java
 bash scripts/install-ceph.sh
 bash scripts/build-kubernetes.sh
 
@@ -27,4 +27,24 @@ bash scripts/build-kubernetes.sh
 
 basetemp="$(mktemp -d /tmp/quorumkeeper-tests.XXXXXX)"
 trap 'rm -rf "$basetemp"' EXIT
-.venv/bin/pytest --basetemp="$basetemp" -p no:cacheprovider "$@"
+if (($#)); then
+    exec .venv/bin/pytest --basetemp="$basetemp" -p no:cacheprovider "$@"
+fi
+
+# The whole suite as two groups at once, each on its own loopback network
+# (QUORUMKEEPER_TEST_NETWORK): the tests on the Kubernetes test bed spend most of their time
+# waiting for pods, and the rest (local processes, Ceph, a lone API server) fill that time.
+# Both groups write their output as they go; the test bed's is printed when both are done.
+testbed_log="$basetemp/testbed.log"
+QUORUMKEEPER_TEST_NETWORK=2 .venv/bin/pytest --basetemp="$basetemp/testbed" \
+    -p no:cacheprovider -m testbed >"$testbed_log" 2>&1 &
+testbed_pid=$!
+local_status=0
+QUORUMKEEPER_TEST_NETWORK=1 .venv/bin/pytest --basetemp="$basetemp/local" \
+    -p no:cacheprovider -m "not testbed" || local_status=$?
+testbed_status=0
+wait "$testbed_pid" || testbed_status=$?
+echo "=== tests on the Kubernetes test bed (pytest -m testbed) ==="
+cat "$testbed_log"
+echo "=== exit status: $local_status without the test bed, $testbed_status on it ==="
+((local_status == 0 && testbed_status == 0))

@@ -67,13 +67,26 @@ def _toolbox_tag() -> str:
 
 PAUSE_IMAGE = f"registry.k8s.io/pause:{_PINS['PAUSE_VERSION']}"
 BUSYBOX_IMAGE = f"docker.io/library/busybox:{_PINS['BUSYBOX_VERSION']}"
-# Upstream publishes etcd under both names; pods may use either.
-ETCD_IMAGES = (
-    f"quay.io/coreos/etcd:v{versions.ETCD_VERSION}",
-    f"gcr.io/etcd-development/etcd:v{versions.ETCD_VERSION}",
-)
+
+
+def etcd_images(version: str) -> tuple[str, str]:
+    """Upstream publishes etcd under both names; pods may use either."""
+    return (f"quay.io/coreos/etcd:v{version}", f"gcr.io/etcd-development/etcd:v{version}")
+
+
+def zookeeper_image(version: str) -> str:
+    return f"docker.io/library/zookeeper:{version}"
+
+
+ETCD_IMAGES = etcd_images(versions.ETCD_VERSION)
 TOOLBOX_IMAGE = f"docker.io/quorumkeeper/testbed-toolbox:{_toolbox_tag()}"
-ZOOKEEPER_IMAGE = f"docker.io/library/zookeeper:{versions.ZOOKEEPER_VERSION}"
+ZOOKEEPER_IMAGE = zookeeper_image(versions.ZOOKEEPER_VERSION)
+UPGRADED_FROM = {
+    "etcd": versions.ETCD_PREVIOUS_VERSION,
+    "zookeeper": versions.ZOOKEEPER_PREVIOUS_VERSION,
+}
+"""The releases the upgrade tests start from, beside the pinned ones on every node (the
+previous minor of each store, `quorumkeeper.versions`)."""
 
 
 def _archive(image: str) -> Path:
@@ -89,8 +102,10 @@ IMAGE_ARCHIVES: dict[Path, tuple[str, ...]] = {
         (PAUSE_IMAGE,),
         (BUSYBOX_IMAGE,),
         ETCD_IMAGES,
+        etcd_images(UPGRADED_FROM["etcd"]),
         (TOOLBOX_IMAGE,),
         (ZOOKEEPER_IMAGE,),
+        (zookeeper_image(UPGRADED_FROM["zookeeper"]),),
     )
 }
 
@@ -103,18 +118,25 @@ def shell_assignments() -> str:
         "BUSYBOX_IMAGE": BUSYBOX_IMAGE,
         "BUSYBOX_ARCHIVE": _archive(BUSYBOX_IMAGE),
         "ETCD_VERSION": versions.ETCD_VERSION,
-        "ETCD_DIR": distributions.etcd_dir(),
-        "ETCD_IMAGES": " ".join(ETCD_IMAGES),
-        "ETCD_ARCHIVE": _archive(ETCD_IMAGES[0]),
+        "ETCD_PREVIOUS_VERSION": UPGRADED_FROM["etcd"],
         "ETCDUTL": etcdutl(),
         "DEBIAN_ROOTFS": debian_rootfs(),
         "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
         "TOOLBOX_ARCHIVE": _archive(TOOLBOX_IMAGE),
         "ZOOKEEPER_VERSION": versions.ZOOKEEPER_VERSION,
-        "ZOOKEEPER_LIB": distributions.zookeeper_lib_dir(),
-        "ZOOKEEPER_IMAGE": ZOOKEEPER_IMAGE,
-        "ZOOKEEPER_ARCHIVE": _archive(ZOOKEEPER_IMAGE),
+        "ZOOKEEPER_PREVIOUS_VERSION": UPGRADED_FROM["zookeeper"],
     }
+    # Per release: VAR_<version with _ for .>, so the script builds each image the same way.
+    for version in (versions.ETCD_VERSION, UPGRADED_FROM["etcd"]):
+        key = version.replace(".", "_")
+        values[f"ETCD_DIR_{key}"] = distributions.etcd_dir(version)
+        values[f"ETCD_IMAGES_{key}"] = " ".join(etcd_images(version))
+        values[f"ETCD_ARCHIVE_{key}"] = _archive(etcd_images(version)[0])
+    for version in (versions.ZOOKEEPER_VERSION, UPGRADED_FROM["zookeeper"]):
+        key = version.replace(".", "_")
+        values[f"ZOOKEEPER_LIB_{key}"] = distributions.zookeeper_lib_dir(version)
+        values[f"ZOOKEEPER_IMAGE_{key}"] = zookeeper_image(version)
+        values[f"ZOOKEEPER_ARCHIVE_{key}"] = _archive(zookeeper_image(version))
     return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
 

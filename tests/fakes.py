@@ -83,6 +83,8 @@ class FakeStore(CoordinationStore):
         self.lag: dict[str, int] = {}
         self.secured = 0
         """How many times `secure` was called."""
+        self.releases: dict[str, str] = {}
+        """The release each member reports it runs, by address (none reported when absent)."""
         self._refused_add: str | None = None
         self._next_id = 1
 
@@ -148,6 +150,7 @@ class FakeStore(CoordinationStore):
                 started=entry.started,
                 alarms=entry.alarms,
                 applied_index=self.applied - self.lag.get(entry.address, 0),
+                version=self.releases.get(entry.address),
             )
             for entry in self.entries.values()
         ]
@@ -280,6 +283,8 @@ class FakeRuntime:
         self.set_aside_data: dict[str, str] = {}
         self.failures: dict[str, Exception] = {}
         self.config: str | None = None
+        self.reported: Set[str] = frozenset()
+        """The releases the reconciler last said the members run (`configure`)."""
         self.disruption_limits: list[tuple[int, int]] = []
 
     def seed(self, slot: Slot) -> None:
@@ -305,8 +310,9 @@ class FakeRuntime:
     def endpoints(self) -> Iterable[Endpoint]:
         return list(self.slots)
 
-    def configure(self, spec: ClusterSpec) -> str:
+    def configure(self, spec: ClusterSpec, reported: Set[str] = frozenset()) -> str:
         self._may("configure")
+        self.reported = reported
         settings = spec.etcd if spec.store is Store.ETCD else spec.zookeeper
         text = f"{spec.version} {settings.model_dump_json()}"
         self.config = hashlib.sha256(text.encode()).hexdigest()[:16]

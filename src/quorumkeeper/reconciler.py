@@ -112,11 +112,11 @@ class Reconciler:
         self.refused: str | None = None
         """Why the runtime refused the source's spec (`upgrades.UpgradeRefused`), until it
         takes one."""
+        self.last_status: ClusterStatus | None = None
+        """The status of the last pass, recorded or not."""
         self._configure(self.spec)
         self.last_error: str | None = None
         """The last refusal or failure, until a step goes through."""
-        self.last_status: ClusterStatus | None = None
-        """The status of the last pass, recorded or not."""
         self.record_error: OSError | None = None
         """Why the last status could not be recorded, None when it was."""
         self.acted = False
@@ -141,11 +141,14 @@ class Reconciler:
         self._configure(self.spec)
 
     def _configure(self, spec: ClusterSpec) -> None:
-        """Hand `spec` to the runtime. A version off the checked upgrade path is refused there
-        and changes nothing: the spec and configuration accepted before stay (a refused first
-        spec gives no configuration, so no member restarts), and the status says why."""
+        """Hand `spec` to the runtime, with the releases the members reported at the last
+        pass. A version off the checked upgrade path is refused there and changes nothing:
+        the spec and configuration accepted before stay (a refused first spec gives no
+        configuration, so no member restarts), and the status says why."""
+        members = self.last_status.members if self.last_status else []
+        reported = frozenset(m.version for m in members if m.version)
         try:
-            self.config = self.runtime.configure(spec)
+            self.config = self.runtime.configure(spec, reported)
         except UpgradeRefused as error:
             self.refused = str(error)
             return

@@ -39,7 +39,7 @@ class Runtime(Protocol):
         well, which its backoff and failed-start count follow."""
         ...
 
-    def configure(self, spec: ClusterSpec) -> str | None:
+    def configure(self, spec: ClusterSpec, reported: Set[str] = frozenset()) -> str | None:
         """Start members from now on with `spec`'s version and store settings; returns their
         configuration fingerprint: a stable hash of what reaches a member's process, the same
         for the same version and settings whatever the member's place. `observe` reports in
@@ -47,9 +47,10 @@ class Runtime(Protocol):
         fingerprint differs is restarted (`planner.RestartMember`: `restart`).
         None from a runtime that does not restart members for a new configuration: then no
         member counts as stale. Touches no running member. Raises `upgrades.UpgradeRefused`
-        (`upgrades.check_upgrade`) for a version the members it knows of may not move to, and
-        then changes nothing; a runtime whose caller checks the path first raises nothing for
-        a valid spec."""
+        (`upgrades.check_upgrade`) for a version the members may not move to, judged from the
+        releases they `reported` running at the last observation ("3.6.16") as well as from
+        what the runtime wrote, and then changes nothing; a runtime whose caller checks the
+        path first raises nothing for a valid spec."""
         ...
 
     def limit_disruptions(self, voters_now: int, voters_after: int) -> None:

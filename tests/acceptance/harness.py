@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from quorumkeeper.model import Endpoint
 from quorumkeeper.planner import Desired
 from quorumkeeper.runtimes.local import keeper
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
+from quorumkeeper.runtimes.local.cluster import SpecFile
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
@@ -41,6 +43,27 @@ from quorumkeeper.stores.base import CoordinationStore, StoreError, StoreUnavail
 from quorumkeeper.stores.etcd.client import ROOT, Connections, EtcdStore, Tokens
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
 from tests.polling import wait_until
+
+
+def zookeeper_tls(paths: ClusterPaths) -> TlsFiles | None:
+    """The keeper's client certificate of the ZooKeeper cluster in `paths`, as the keeper
+    connects; None when its spec has `tls: false`."""
+    spec = SpecFile(paths).current()
+    return LocalAuthority(paths.tls_dir, spec.name).client(KEEPER) if spec.tls else None
+
+
+def zookeeper_words_tls(paths: ClusterPaths) -> ssl.SSLContext | None:
+    """What the four-letter words of the cluster in `paths` are asked with (None: plain)."""
+    tls = zookeeper_tls(paths)
+    return tls.client_context() if tls else None
+
+
+def zookeeper_client(
+    paths: ClusterPaths, endpoints: list[Endpoint], timeout: float
+) -> ZookeeperStore:
+    """A superuser client of the ZooKeeper cluster in `paths`, over TLS when it runs TLS."""
+    password = (paths.root / "superuser").read_text().strip()
+    return ZookeeperStore(endpoints, password=password, tls=zookeeper_tls(paths), timeout=timeout)
 
 
 @dataclass
@@ -123,8 +146,7 @@ class LocalClusterUnderTest:
                 timeout=timeout,
                 probe_timeout=timeout,
             )
-        password = (self.paths.root / "superuser").read_text().strip()
-        return ZookeeperStore(self.all_endpoints(), password=password, timeout=timeout)
+        return zookeeper_client(self.paths, self.all_endpoints(), timeout)
 
     def member(self, status: dict[str, Any], role: str) -> dict[str, Any]:
         return next(m for m in status["members"] if m["role"] == role)

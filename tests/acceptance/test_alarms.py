@@ -30,6 +30,7 @@ from tests.acceptance.harness import (
     Writer,
     delete_prefix,
     fill_until_nospace,
+    zookeeper_words_tls,
 )
 from tests.polling import loopback_subnet, wait_until
 
@@ -132,12 +133,13 @@ def _partition_and_sample(
     finally:
         os.kill(old["pid"], signal.SIGCONT)
     samples = []
+    words_tls = zookeeper_words_tls(cluster.paths)
     resumed = time.monotonic()
     while time.monotonic() - resumed < 4:
         claims = [
             e.address
             for e in endpoints
-            if (state := server_state(e.address, 0.3)) and state.mode == "leader"
+            if (state := server_state(e.address, 0.3, tls=words_tls)) and state.mode == "leader"
         ]
         samples.append((claims, _members_or_none(store)))
         time.sleep(0.05)

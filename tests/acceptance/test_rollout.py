@@ -11,7 +11,13 @@ import pytest
 
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.zookeeper.words import four_letter_word
-from tests.acceptance.harness import LocalClusterUnderTest, PidWatch, Writer, spec_file
+from tests.acceptance.harness import (
+    LocalClusterUnderTest,
+    PidWatch,
+    Writer,
+    spec_file,
+    zookeeper_words_tls,
+)
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -32,7 +38,7 @@ def _runs_with(cluster: LocalClusterUnderTest, status: dict[str, Any], setting: 
             continue
         zoo_cfg = cluster.member_data(member["name"]) / "conf" / "zoo.cfg"
         assert setting in zoo_cfg.read_text().splitlines(), member["name"]
-        conf = four_letter_word(member["address"], "conf", timeout=5.0)
+        conf = four_letter_word(member["address"], "conf", 5.0, zookeeper_words_tls(cluster.paths))
         assert setting in conf.splitlines(), f"{member['name']} serves with:\n{conf}"
 
 

@@ -26,7 +26,12 @@ from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
 from quorumkeeper.stores import etcd
 from quorumkeeper.stores.zookeeper.words import four_letter_word
-from quorumkeeper.versions import ETCD_VERSION
+from quorumkeeper.versions import (
+    ETCD_PREVIOUS_VERSION,
+    ETCD_VERSION,
+    ZOOKEEPER_PREVIOUS_VERSION,
+    ZOOKEEPER_VERSION,
+)
 from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
 from tests.acceptance.harness import Writer
@@ -603,3 +608,64 @@ def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(
     )
     wait_until(lambda: _template_config(target) != config, 60, "the stop-over taken")
     wait_until(lambda: refused() is None, 60, "the refusal cleared from status")
+
+
+UPGRADES = {
+    Kind.ETCD: (ETCD_PREVIOUS_VERSION, ETCD_VERSION),
+    Kind.ZOOKEEPER: (ZOOKEEPER_PREVIOUS_VERSION, ZOOKEEPER_VERSION),
+}
+"""One minor forward per store, both releases' official images on every node (build-node.sh)."""
+
+
+@pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
+def test_an_upgrade_by_one_minor_restarts_pods_on_the_new_release_leader_last(
+    kind: Kind,
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    old, new = UPGRADES[kind]
+    target = _create(kube, testbed_cluster, kind, bed_namespace, 3, version=old)
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    before = _identity(pods)
+
+    def reported() -> set[str | None]:
+        return {m.get("version") for m in target.resource()["status"]["members"]}
+
+    wait_until(lambda: reported() == {old}, 60, f"every member reporting {old}")
+    leader = target.resource()["status"]["leader"]
+    old_config = _template_config(target)
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        testbed_cluster.kubectl(
+            "patch",
+            "-n",
+            bed_namespace,
+            f"{kind.short_name}/{target.name}",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"version": new}}),
+        )
+        config = wait_until(
+            lambda: (c := _template_config(target)) != old_config and c, 60, "the new template"
+        )
+        watch = _RolloutWatch(target, before, str(config))
+        try:
+            pods = wait_until(watch.finished, STEP_TIMEOUT, "every pod restarted")
+            wait_until(lambda: reported() == {new}, 60, f"every member reporting {new}")
+        except AssertionError:
+            raise AssertionError(f"upgrade unfinished; operator log:\n{operator.tail()}") from None
+    writer.assert_nothing_lost()
+    assert watch.most_down <= 1, f"{watch.most_down} members down at once"
+    assert watch.order[-1] == leader, f"restarted {watch.order}, leader {leader} not last"
+    images = {p["spec"]["containers"][0]["image"].rpartition(":")[2] for p in pods.values()}
+    assert images == {f"v{new}" if kind is Kind.ETCD else new}
+    status = target.resource()["status"]
+    assert status["version"] == new and status["phase"] == "Ready", status
+    print(
+        f"{kind.value} {old} -> {new} on 3 pods, order {watch.order} (leader {leader}); "
+        f"{len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, longest gap "
+        f"{writer.longest_gap:.2f}s"
+    )

@@ -56,12 +56,12 @@ def version_2(ensemble: Ensemble, member: Endpoint, *, logs: bool) -> Path:
     return ensemble.runtime.data_dir(member) / folder / "version-2"
 
 
-def settled_zxids(members: list[Endpoint]) -> Iterator[int | None]:
+def settled_zxids(ensemble: Ensemble, members: list[Endpoint]) -> Iterator[int | None]:
     """Yields, poll after poll, the zxid every member reports in `srvr` once all agree and it
     did not move since the previous poll; None until then."""
     previous = None
     while True:
-        states = [server_state(member.address, 1.0) for member in members]
+        states = [server_state(m.address, 1.0, tls=ensemble.words_tls) for m in members]
         zxids = {state.zxid if state is not None and state.serving else None for state in states}
         now = zxids.pop() if len(zxids) == 1 else None
         yield now if now is not None and now == previous else None
@@ -111,7 +111,7 @@ def test_positions_match_zookeeper_and_damage_is_loaded_as_zookeeper_loads_it(
     writer.close()  # its session's close is a transaction too: before the zxids are read
 
     # 1. Intact data: each member's files reach exactly the zxid it reports in `srvr`.
-    polls = settled_zxids([zero, one, two])
+    polls = settled_zxids(ensemble, [zero, one, two])
     zxid = wait_until(lambda: next(polls), 30, "members agree on a settled zxid")
     kill(ensemble, zero, one, two)
     for member in (zero, one, two):

@@ -852,6 +852,20 @@ def test_a_version_the_runtime_refuses_restarts_nothing_and_degrades_with_the_re
     assert fx.reconciler.spec.version == "3.6.16"
 
 
+def test_the_runtime_judges_a_new_version_by_what_the_members_report_they_run(
+    placement: Placement,
+) -> None:
+    fx = fakes(placement, running=3)
+    fx.store.releases = {fx.endpoint(0).address: "3.6.16", fx.endpoint(1).address: "3.7.3"}
+    assert isinstance(fx.reconciler.run_once(), Done)
+    assert fx.runtime.reported == frozenset()  # nothing observed when it was first configured
+
+    fx.source.change(**settings_change(Store.ETCD))
+    fx.reconciler.run_once()
+
+    assert fx.runtime.reported == {"3.6.16", "3.7.3"}
+
+
 def test_a_restart_the_runtime_may_not_make_now_is_reported_and_planned_again(
     placement: Placement,
 ) -> None:

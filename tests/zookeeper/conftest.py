@@ -1,7 +1,8 @@
 """Real ZooKeeper JVMs through the local runtime, on 127.<test network>.110.x-140.x only.
 
 Each test gets its own /24 from that range, so tests never share ports; every JVM a test starts
-is stopped by PID at teardown, after a SIGCONT in case the test left it stopped.
+is stopped by PID at teardown, after a SIGCONT in case the test left it stopped. Ensembles run
+as `up` makes them, with TLS and enforced authentication, unless a test asks for plain text.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from quorumkeeper import versions
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint, Member, Peer, Role
 from quorumkeeper.runtimes.local import distributions
+from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
 from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import ZookeeperSettings
@@ -29,17 +33,32 @@ _subnets = itertools.cycle(SUBNETS)
 
 
 class Ensemble:
-    """One test cluster: endpoints `<subnet>.N`, a superuser password, started members."""
+    """One test cluster: endpoints `<subnet>.N`, a superuser password, started members; with
+    `secure`, TLS from its own CA under `<root>/tls` and enforced authentication."""
 
     def __init__(
-        self, root: Path, subnet: str, settings: ZookeeperSettings, version: str, name: str = "zk"
+        self,
+        root: Path,
+        subnet: str,
+        settings: ZookeeperSettings,
+        version: str,
+        name: str = "zk",
+        *,
+        secure: bool = True,
     ) -> None:
         self.subnet = subnet
         self.name = name
         self.password = ensure_secret(root / "superuser")
+        self.authority = LocalAuthority(root / "tls", name) if secure else None
+        self.tls: TlsFiles | None = self.authority.client(KEEPER) if self.authority else None
+        """The keeper's client certificate; None for a plain-text ensemble."""
+        self.words_tls: ssl.SSLContext | None = self.tls.client_context() if self.tls else None
+        """What the four-letter words are asked with (`words.four_letter_word`)."""
         # Kept as its own type: the runtime knows it only as a MemberLauncher, and the tests
         # read ZooKeeper's files through it.
-        self.launcher = ZookeeperLauncher(version, settings, self.password)
+        self.launcher = ZookeeperLauncher(
+            version, settings, self.password, self.authority, auth=secure
+        )
         self.runtime = spawner(root / "members", self.launcher, name, subnet)
         self.started: set[Endpoint] = set()
         self._stores: list[ZookeeperStore] = []
@@ -60,7 +79,7 @@ class Ensemble:
         return pid
 
     def store(self, members: list[Endpoint]) -> ZookeeperStore:
-        store = ZookeeperStore(members, password=self.password)
+        store = ZookeeperStore(members, password=self.password, tls=self.tls)
         self._stores.append(store)
         return store
 
@@ -140,9 +159,12 @@ def ensemble_factory(tmp_path: Path) -> Iterator[Callable[..., Ensemble]]:
     def make(
         settings: ZookeeperSettings = TEST_SETTINGS,
         version: str = versions.ZOOKEEPER_VERSION,
+        *,
+        secure: bool = True,
     ) -> Ensemble:
         root = tmp_path / f"cluster-{len(made)}"
-        ensemble = Ensemble(root, loopback_subnet(next(_subnets)), settings, version)
+        subnet = loopback_subnet(next(_subnets))
+        ensemble = Ensemble(root, subnet, settings, version, secure=secure)
         made.append(ensemble)
         return ensemble
 

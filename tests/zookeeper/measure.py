@@ -34,7 +34,9 @@ class Writer:
     """One write every 10 ms through a ZookeeperStore of its own, recording every outcome."""
 
     def __init__(self, ensemble: Ensemble, endpoints: list[Endpoint]) -> None:
-        self.store = ZookeeperStore(endpoints, password=ensemble.password, timeout=1.0)
+        self.store = ZookeeperStore(
+            endpoints, password=ensemble.password, tls=ensemble.tls, timeout=1.0
+        )
         self.successes: list[float] = []
         self.failures = 0
         self._stop = threading.Event()

@@ -93,13 +93,13 @@ def test_grow_to_three_then_remove_a_follower_and_the_leader(
         assert follower.address in {m.address for m in watcher.members()}
 
     # A follower's mntr is read again only once its zxid moved, and then shows the new size.
-    known = server_state(follower.address, 1.0)
+    known = server_state(follower.address, 1.0, tls=ensemble.words_tls)
     assert known is not None and known.mode == "follower" and known.data_bytes is not None
-    assert server_state(follower.address, 1.0, known) is known
+    assert server_state(follower.address, 1.0, known, ensemble.words_tls) is known
     grown.write_probe("larger", "x" * 1000)
 
     def applied() -> ServerState | None:
-        state = server_state(follower.address, 1.0, known)
+        state = server_state(follower.address, 1.0, known, ensemble.words_tls)
         return state if state and state.zxid != known.zxid else None
 
     after = wait_until(applied, 10, "the follower applies the write")
@@ -110,7 +110,7 @@ def test_grow_to_three_then_remove_a_follower_and_the_leader(
     assert follower.address not in _voters(grown)
     assert follower.address not in [m.address for m in watcher.members()]
     grown.remove(follower)  # idempotent: already gone
-    left = server_state(follower.address, 1.0)
+    left = server_state(follower.address, 1.0, tls=ensemble.words_tls)
     assert left is not None and left.serving
     ensemble.stop(ensemble.endpoint_at(follower.address))
 

@@ -64,8 +64,8 @@ def test_tuned_timing_is_accepted() -> None:
     assert tuned.warnings == []
 
 
-def _server_conf(address: str) -> dict[str, str]:
-    text = four_letter_word(address, "conf", timeout=5)
+def _server_conf(ensemble: Ensemble) -> dict[str, str]:
+    text = four_letter_word(ensemble.endpoint(0).address, "conf", 5, ensemble.words_tls)
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
@@ -86,7 +86,7 @@ def test_zookeeper_runs_with_what_the_spec_accepts(
 
 
 def _session_bounds(ensemble: Ensemble) -> tuple[str, str]:
-    conf = _server_conf(ensemble.endpoint(0).address)
+    conf = _server_conf(ensemble)
     return conf["minSessionTimeout"], conf["maxSessionTimeout"]
 
 

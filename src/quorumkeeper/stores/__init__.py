@@ -81,12 +81,16 @@ def backend_for(
     def zookeeper_address(endpoint: Endpoint) -> str:
         return ensemble.client_address(endpoint.client_host)
 
+    words_tls = None if tls is None else tls.client_context()
+
     return Backend(
         rules=JoinRules(transfers_leadership=False),
         client_url=zookeeper_address,
         connect_string=lambda endpoints: ",".join(map(zookeeper_address, endpoints)),
         connect=lambda endpoints: ZookeeperStore(endpoints, password=secret, tls=tls),
-        answers=lambda endpoint: words.server_state(endpoint.client_host, 0.5) is not None,
+        answers=lambda endpoint: (
+            words.server_state(endpoint.client_host, 0.5, tls=words_tls) is not None
+        ),
         ports=member_ports(spec.store),
         tls=tls,
         auth=spec.auth,

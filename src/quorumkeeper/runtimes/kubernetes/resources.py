@@ -256,7 +256,9 @@ class ClusterResourceSpec(_Resource):
 
     def cluster_spec(self, name: str) -> ClusterSpec:
         """The store-level spec the shared planner and reconciler run on, validated by the same
-        rules as a local spec (raises `SpecError` naming the field, rule and fix)."""
+        rules as a local spec (raises `SpecError` naming the field, rule and fix). The
+        operator does not run TLS or authentication yet, and says so: `tls` and `auth` are
+        false, which status reports as a plain-text cluster."""
         return parse_spec(
             {
                 "name": name,
@@ -264,6 +266,8 @@ class ClusterResourceSpec(_Resource):
                 "version": self.version,
                 "members": self.members,
                 self.store.value: self.settings.model_dump(),
+                "tls": False,
+                "auth": False,
             }
         )
 

@@ -185,7 +185,7 @@ class KubernetesRuntime:
             return endpoint.name not in joined  # a joined member's volume was replaced
         return owner == self.identity(endpoint)
 
-    def configure(self, spec: ClusterSpec) -> str:
+    def configure(self, spec: ClusterSpec, reported: Set[str] = frozenset()) -> str:
         """Take the resource as last parsed (`spec` is its store-level part) and return its
         configuration fingerprint (`render.fingerprint`). For a cluster whose StatefulSet
         exists, first the ConfigMap's settings then the pod template with the fingerprint are
@@ -193,22 +193,23 @@ class KubernetesRuntime:
         with its first `start`.
 
         Raises `upgrades.UpgradeRefused` for a version off the checked path from any version
-        its pods or template were written for (`VERSION_ANNOTATION`), writing nothing; pods
-        without that annotation (made before it existed) are not checked."""
+        the members `reported` running or its pods or template were written for
+        (`VERSION_ANNOTATION`: a pod whose image was overridden may run another), writing
+        nothing."""
         resource = self._resource()
         wanted = fingerprint(resource)
         if wanted != self._written:
             current = self._statefulset()
             if current is not None:
-                self._check_upgrade(resource, current)
+                self._check_upgrade(resource, current, reported)
                 if _template_annotations(current).get(CONFIG_ANNOTATION) != wanted:
                     self._write_configuration(resource, current.spec.replicas or 0)
                 self._written = wanted
         self._accepted = resource
         return wanted
 
-    def _check_upgrade(self, resource: ClusterResource, current: Any) -> None:
-        versions = {_template_annotations(current).get(VERSION_ANNOTATION)}
+    def _check_upgrade(self, resource: ClusterResource, current: Any, reported: Set[str]) -> None:
+        versions = {_template_annotations(current).get(VERSION_ANNOTATION), *reported}
         versions.update(_annotations(pod).get(VERSION_ANNOTATION) for pod in self._pods().values())
         running = {version for version in versions if version}
         check_upgrade(resource.spec.store, running, resource.spec.version)

@@ -65,7 +65,9 @@ def launcher_for(
     for a plain-text cluster."""
     if spec.store is Store.ETCD:
         return EtcdLauncher(spec.version, spec.etcd, cluster_secret, authority)
-    return ZookeeperLauncher(spec.version, spec.zookeeper, cluster_secret, authority)
+    return ZookeeperLauncher(
+        spec.version, spec.zookeeper, cluster_secret, authority, auth=spec.auth
+    )
 
 
 def authority_for(paths: ClusterPaths, spec: ClusterSpec) -> LocalAuthority | None:

@@ -100,19 +100,23 @@ def zookeeper_lib_dir(version: str = ZOOKEEPER_VERSION) -> Path:
 def zookeeper_classpath(version: str = ZOOKEEPER_VERSION) -> list[str]:
     """The classpath entries that run a ZooKeeper `version` server with a logging backend.
 
-    3.8.0 is Debian's package: its jar's manifest names its dependencies, and slf4j-simple is the
-    backend (without one the server logs nothing). Other versions come from the cache that
-    `fetch_zookeeper` fills from Maven Central. A release refused since for data loss still runs
-    where it was installed before, until its cluster is upgraded off it.
+    3.8.0 is Debian's package: its jar's manifest names its dependencies, slf4j-simple is the
+    backend (without one the server logs nothing), and Netty's codec and resolver, which the
+    manifest leaves out, serve the TLS ports (`NettyServerCnxnFactory` fails without them with
+    "NoClassDefFoundError: io/netty/handler/codec/ByteToMessageDecoder"). Other versions come
+    from the cache that `fetch_zookeeper` fills from Maven Central. A release refused since for
+    data loss still runs where it was installed before, until its cluster is upgraded off it.
     """
     check_zookeeper_version(version, known_data_loss=False)
     if version == DEBIAN_ZOOKEEPER_VERSION:
-        jars = [DEBIAN_JAVA_DIR / "zookeeper.jar", DEBIAN_JAVA_DIR / "slf4j-simple.jar"]
+        names = ("zookeeper.jar", "slf4j-simple.jar", "netty-codec.jar", "netty-resolver.jar")
+        jars = [DEBIAN_JAVA_DIR / name for name in names]
         missing = [str(jar) for jar in jars if not jar.is_file()]
         if missing:
             raise DistributionMissing(
                 f"ZooKeeper {version} comes from Debian's packages (missing: "
-                f"{', '.join(missing)}); fix: run `apt-get install -y zookeeper libslf4j-java`"
+                f"{', '.join(missing)}); fix: run "
+                "`apt-get install -y zookeeper libslf4j-java libnetty-java`"
             )
         return [str(jar) for jar in jars]
     lib = zookeeper_lib_dir(version)

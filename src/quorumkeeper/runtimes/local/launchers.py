@@ -23,6 +23,9 @@ from quorumkeeper.stores.etcd.config import member_flags, setting_flags
 from quorumkeeper.stores.zookeeper import config, files
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID, dynamic_config, parse_config
 
+KEYSTORE = "keystore.pem"
+"""A ZooKeeper member's key and certificate, in its `conf/` folder."""
+
 
 class MemberLauncher(abc.ABC):
     """How a store's member process is started: the argv and what it needs on disk first.
@@ -170,27 +173,55 @@ class ZookeeperLauncher(MemberLauncher):
         settings: ZookeeperSettings,
         password: str,
         authority: LocalAuthority | None = None,
+        *,
+        auth: bool = False,
     ) -> None:
         """The jars of `version` are looked up when a member starts (see `EtcdLauncher`);
-        `authority` as there."""
+        `authority` as there: with one, members serve clients and each other over TLS only.
+        `auth`: every client session must authenticate (`config.ENFORCED_AUTH`)."""
         self.version = version
         self.settings = settings
         self.password = password
         self.authority = authority
+        self.auth = auth
 
     def configure(self, spec: ClusterSpec) -> None:
-        self.version, self.settings = spec.version, spec.zookeeper
+        self.version, self.settings, self.auth = spec.version, spec.zookeeper, spec.auth
 
     def rendered(self) -> list[str]:
-        """zoo.cfg with placeholder folders, the JVM options with a placeholder password, and
-        the logging configuration."""
+        """zoo.cfg with placeholder folders and addresses, the JVM options with a placeholder
+        password, and the logging configuration: TLS and enforced authentication are part of it,
+        so turning either on or off changes the fingerprint."""
         settings = self.settings
-        folders = config.server_config(settings, "<dataDir>", "<dataLogDir>", "<dynamic>")
+        tls = self._tls(Path("<conf>"), "<address>")
+        folders = config.server_config(settings, "<dataDir>", "<dataLogDir>", "<dynamic>", tls)
         return [
             config.zoo_cfg(folders),
-            *config.jvm_options(settings, "<password>"),
+            *config.jvm_options(settings, "<password>", auth=self.auth),
             config.logback_xml(settings),
         ]
+
+    def _tls(self, conf: Path, address: str) -> config.ServerTls | None:
+        """Where a member with its files in `conf` finds its TLS material, serving clients on
+        `address`; None for a plain-text cluster."""
+        if self.authority is None:
+            return None
+        return config.ServerTls(
+            keystore=str(conf / KEYSTORE),
+            trust=str(self.authority.trust),
+            client_address=address,
+            version=self.version,
+        )
+
+    def _write_keystore(self, endpoint: Endpoint, data_dir: Path) -> None:
+        """The member's key and certificate in one PEM file (mode 0600), as ZooKeeper's PEM
+        keystore reads them; written at every start, so a reissued certificate is served from
+        the member's next start on."""
+        if self.authority is None:
+            return
+        files = self.authority.member(endpoint)
+        pem = files.key.read_text() + files.certificate.read_text()
+        write_atomically(self.conf_dir(data_dir) / KEYSTORE, pem, mode=0o600)
 
     @property
     def classpath(self) -> list[str]:
@@ -236,6 +267,7 @@ class ZookeeperLauncher(MemberLauncher):
             peers = [own]
         conf = self.conf_dir(data_dir)
         conf.mkdir(parents=True, exist_ok=True)
+        self._write_keystore(endpoint, data_dir)
         zoo_cfg = conf / "zoo.cfg"
         if not (self.has_data(data_dir) and zoo_cfg.is_file()):
             self._write_config(data_dir, peers, own)
@@ -253,9 +285,10 @@ class ZookeeperLauncher(MemberLauncher):
             return
         dynamic = self.dynamic_config_path(zoo_cfg)
         server = self.myid(data_dir)
-        if dynamic is None or server is None:
+        entry = parse_config(dynamic.read_text()).server(server) if dynamic and server else None
+        if dynamic is None or server is None or entry is None:
             return
-        self.write_zoo_cfg(data_dir, self.server_config(data_dir, server, dynamic))
+        self.write_zoo_cfg(data_dir, self.server_config(data_dir, server, dynamic, entry.address))
 
     def command(self, data_dir: Path) -> list[str]:
         """The java command of a member whose zoo.cfg is in place; writes its logging config."""
@@ -264,7 +297,7 @@ class ZookeeperLauncher(MemberLauncher):
         (conf / "logback.xml").write_text(config.logback_xml(settings))
         return [
             "java",
-            *config.jvm_options(settings, self.password),
+            *config.jvm_options(settings, self.password, auth=self.auth),
             self.process_marker(data_dir),
             f"-Dlogback.configurationFile={conf / 'logback.xml'}",
             "-cp",
@@ -302,7 +335,7 @@ class ZookeeperLauncher(MemberLauncher):
     def _write_dynamic_config(self, data_dir: Path, peers: list[Peer]) -> Path:
         """Our dynamic file, listing `peers` by id; ZooKeeper writes versioned ones later."""
         dynamic = self.conf_dir(data_dir) / "zoo.cfg.dynamic"
-        write_atomically(dynamic, dynamic_config(peers))
+        write_atomically(dynamic, dynamic_config(peers, plain_client=self.authority is None))
         return dynamic
 
     def _repoint_dynamic_config(self, data_dir: Path, peers: list[Peer]) -> None:
@@ -319,13 +352,15 @@ class ZookeeperLauncher(MemberLauncher):
         if own.member_id is None:
             raise ValueError(f"{own.endpoint.name} joins without a ZooKeeper server id")
         dynamic = self._write_dynamic_config(data_dir, peers)
-        self.write_zoo_cfg(data_dir, self.server_config(data_dir, int(own.member_id), dynamic))
+        server = int(own.member_id)
+        address = own.endpoint.client_host
+        self.write_zoo_cfg(data_dir, self.server_config(data_dir, server, dynamic, address))
 
     def server_config(
-        self, data_dir: Path, server: int, dynamic_file: Path | None
+        self, data_dir: Path, server: int, dynamic_file: Path | None, address: str
     ) -> dict[str, object]:
-        """zoo.cfg's settings (`config.server_config`) for the member in `data_dir`; creates its
-        data folders and `myid`."""
+        """zoo.cfg's settings (`config.server_config`) for the member in `data_dir` that serves
+        clients on `address`; creates its data folders and `myid`."""
         settings = self.settings
         snapshots = data_dir / settings.data_dir
         txn_logs = data_dir / settings.data_log_dir
@@ -333,7 +368,8 @@ class ZookeeperLauncher(MemberLauncher):
         txn_logs.mkdir(parents=True, exist_ok=True)
         (snapshots / "myid").write_text(f"{server}\n")
         dynamic = None if dynamic_file is None else str(dynamic_file)
-        return config.server_config(settings, str(snapshots), str(txn_logs), dynamic)
+        tls = self._tls(self.conf_dir(data_dir), address)
+        return config.server_config(settings, str(snapshots), str(txn_logs), dynamic, tls)
 
     def write_zoo_cfg(self, data_dir: Path, settings: dict[str, object]) -> None:
         conf = self.conf_dir(data_dir)

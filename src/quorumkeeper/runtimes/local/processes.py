@@ -136,9 +136,10 @@ class LocalRuntime:
         self._histories: dict[Endpoint, tuple[FileIdentity, StartHistory]] = {}
         """Each member's start history as last read, with the identity of its file."""
 
-    def configure(self, spec: ClusterSpec) -> str:
+    def configure(self, spec: ClusterSpec, reported: Set[str] = frozenset()) -> str:
         """The launcher takes `spec`'s version and settings, this runtime its removed-data
-        policy; returns the launcher's fingerprint."""
+        policy; returns the launcher's fingerprint. The version was checked by `apply` against
+        what the members run before it stored the spec, so `reported` is not needed here."""
         self.launcher.configure(spec)
         self.keep_removed_data = spec.local.keep_removed_data
         return self.launcher.fingerprint()

@@ -17,12 +17,20 @@ incarnation voted or wrote is mistaken for the new one.
 
 Changes need the superuser: `/zookeeper/config` is world-readable only, and `skipACL` would turn
 off every ACL of the cluster. Each cluster gets its own generated superuser password, kept in a
-0600 file; servers learn only its digest (`superuser_digest_flag`).
+0600 file; servers learn only its digest (`superuser_digest_flag`). The znodes the store creates
+(`PROBE_ROOT` and below) carry an ACL of the superuser alone, so no other client reads them.
+
+On a TLS ensemble (`tls`) the store connects with the keeper's client certificate, checks each
+server's certificate against the cluster's CA and the server's address, asks the four-letter
+words inside TLS too (`words`), and adds servers to the dynamic config without a plain client
+port (`ensemble.server_spec`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import posixpath
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from operator import methodcaller
@@ -41,9 +49,12 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     ReconfigInProcessError,
     SessionExpiredError,
 )
-from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
+from kazoo.handlers.threading import (  # type: ignore[import-untyped]
+    KazooTimeoutError,
+    SequentialThreadingHandler,
+)
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
-from kazoo.security import READ_ACL_UNSAFE  # type: ignore[import-untyped]
+from kazoo.security import make_digest_acl  # type: ignore[import-untyped]
 
 from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint, Member, Role
@@ -87,7 +98,11 @@ class ZookeeperStore(CoordinationStore):
         for a plain-text ensemble."""
         super().__init__(endpoints)
         self._tls = tls
+        self._context: ssl.SSLContext | None = None if tls is None else tls.client_context()
+        """For the four-letter words; kazoo makes its own from the same files."""
         self._password = password
+        self._acl = [make_digest_acl(SUPERUSER, password, all=True)]
+        """The ACL of every znode the store creates: the superuser's alone."""
         self._timeout = timeout
         self._probe_timeout = probe_timeout
         self._client: Any = None
@@ -114,11 +129,15 @@ class ZookeeperStore(CoordinationStore):
         """
         if self._client is None:
             hosts = ",".join(client_address(e.address) for e in self.endpoints)
+            session_timeout = max(4.0, self._timeout * 2)
+            handshake = max(MIN_HANDSHAKE_TIMEOUT, session_timeout / max(1, len(self.endpoints)))
             client = KazooClient(
                 hosts=hosts,
-                timeout=max(4.0, self._timeout * 2),
+                timeout=session_timeout,
                 auth_data=[("digest", f"{SUPERUSER}:{self._password}")],
                 connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5),
+                handler=BoundedHandshakes(handshake) if self._tls else None,
+                **kazoo_tls(self._tls),
             )
             try:
                 client.start(timeout=self._timeout * 2)
@@ -199,7 +218,9 @@ class ZookeeperStore(CoordinationStore):
         """Each server's state, asked anew; `server_state` is given the last answer of each
         to spare what did not change."""
         states = {
-            address: server_state(address, self._probe_timeout, self._last_states.get(address))
+            address: server_state(
+                address, self._probe_timeout, self._last_states.get(address), self._context
+            )
             for address in addresses
         }
         self._last_states.update(states)
@@ -315,18 +336,16 @@ class ZookeeperStore(CoordinationStore):
         except NoNodeError:
             last, version = max(taken, default=0), None
         server = next_server_id(last, taken)
-        self._call(
-            lambda c: c.ensure_path_async(JOINERS, acl=READ_ACL_UNSAFE), timeout=self._timeout
-        )
+        self._call(lambda c: c.ensure_path_async(JOINERS, acl=self._acl), timeout=self._timeout)
 
         def reserve(client: Any) -> Any:
             transaction = client.transaction()
             value = str(server).encode()
             if version is None:
-                transaction.create(LAST_SERVER_ID, value, acl=READ_ACL_UNSAFE)
+                transaction.create(LAST_SERVER_ID, value, acl=self._acl)
             else:
                 transaction.set_data(LAST_SERVER_ID, value, version=version)
-            transaction.create(f"{JOINERS}/{server}", address.encode(), acl=READ_ACL_UNSAFE)
+            transaction.create(f"{JOINERS}/{server}", address.encode(), acl=self._acl)
             return transaction.commit_async()
 
         results = self._call(reserve, timeout=self._timeout)
@@ -355,15 +374,15 @@ class ZookeeperStore(CoordinationStore):
                     f"server {server} at {member.address} is not following the leader yet "
                     f"(mode {state.mode if state else 'unreachable'})"
                 )
-            running_as = serving_id(member.address, self._probe_timeout)
+            running_as = serving_id(member.address, self._probe_timeout, self._context)
             if running_as != server:
                 raise NotCaughtUp(
                     f"the server at {member.address} runs as server {running_as}, not {server}"
                 )
+            joining = server_spec(server, member.address, plain_client=self._tls is None)
             self._reconfig(
                 config,
-                joining=server_spec(server, member.address),
-                leaving=None,
+                config.changed(joining=joining, leaving=None),
                 applied=lambda after: after.voter(server),
             )
         self._forget(server)
@@ -382,20 +401,15 @@ class ZookeeperStore(CoordinationStore):
         if config.server(server) is not None:
             self._reconfig(
                 config,
-                joining=None,
-                leaving=str(server),
+                config.changed(joining=None, leaving=server),
                 applied=lambda after: after.server(server) is None,
             )
 
     def _reconfig(
-        self,
-        config: EnsembleConfig,
-        *,
-        joining: str | None,
-        leaving: str | None,
-        applied: Callable[[EnsembleConfig], bool],
+        self, config: EnsembleConfig, members: str, *, applied: Callable[[EnsembleConfig], bool]
     ) -> None:
-        """One incremental `reconfig` against the config version it was planned from.
+        """One `reconfig` to the whole membership `members` (`EnsembleConfig.changed`) against
+        the config version it was planned from.
 
         A connection loss (likely when the leader removes itself while we talk to it) says
         nothing about the outcome, so the committed config is read again, after reconnecting,
@@ -404,7 +418,7 @@ class ZookeeperStore(CoordinationStore):
         """
         try:
             self._call(
-                lambda c: c.reconfig_async(joining, leaving, None, config.version),
+                lambda c: c.reconfig_async(None, None, members, config.version),
                 timeout=self._timeout * 5,
             )
         except BadVersionError as error:
@@ -453,7 +467,8 @@ class ZookeeperStore(CoordinationStore):
         except NoNodeError:
             try:
                 self._call(
-                    lambda c: c.create_async(path, data, makepath=True), timeout=self._timeout
+                    lambda c: c.create_async(path, data, acl=self._acl, makepath=True),
+                    timeout=self._timeout,
                 )
             except NodeExistsError:
                 self._call(lambda c: c.set_async(path, data), timeout=self._timeout)
@@ -467,6 +482,79 @@ class ZookeeperStore(CoordinationStore):
         except NoNodeError:
             return None
         return cast(bytes, data).decode()
+
+    def add_user(self, user: str, prefix: str, password: str) -> None:
+        """Give the digest user `user` (password `password`) every right on znode `prefix` and
+        nothing else: the znode is created if missing (its missing parents with the superuser's
+        ACL alone), and an existing one has its ACL replaced by the user's. The user connects
+        with `addauth digest user:password` (kazoo: `auth_data=[("digest", "user:password")]`)
+        and gives what it creates below `prefix` an ACL of its own (`auth`, the creator).
+
+        Raises ValueError for a user name with ":" or a prefix that is not an absolute znode
+        path outside `/zookeeper` and `PROBE_ROOT`; StoreError as every call."""
+        _check_user(user, prefix)
+        acl = [make_digest_acl(user, password, all=True)]
+        parent = posixpath.dirname(prefix)
+        if parent != "/":
+            self._call(lambda c: c.ensure_path_async(parent, acl=self._acl), timeout=self._timeout)
+        try:
+            self._call(lambda c: c.create_async(prefix, b"", acl=acl), timeout=self._timeout)
+        except NodeExistsError:
+            self._call(lambda c: c.set_acls_async(prefix, acl), timeout=self._timeout)
+
+
+MIN_HANDSHAKE_TIMEOUT = 1.0
+"""Seconds a TLS connection and handshake with one server may take at least; a JVM's first
+handshakes after its start take a few hundred ms on a loaded machine."""
+
+
+class BoundedHandshakes(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler with each TLS connection and handshake bounded by `timeout`
+    seconds.
+
+    kazoo gives a TLS connection the whole session timeout for its handshake, so a socket that
+    accepts and says nothing (a process holding a member's port, a stopped server) held every
+    new session past `start`'s deadline, where a plain connection moves on to the next server
+    after the session timeout divided among the servers (`ConnectionHandler._connect`)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.handshake_timeout = timeout
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        given = kwargs.get("timeout")
+        kwargs["timeout"] = min(given, self.handshake_timeout) if given else self.handshake_timeout
+        return super().create_connection(*args, **kwargs)
+
+
+def kazoo_tls(tls: TlsFiles | None) -> dict[str, Any]:
+    """KazooClient's arguments for a TLS ensemble: the client certificate, the cluster's CA,
+    the server's certificate checked against the address connected to; none for a plain one."""
+    if tls is None:
+        return {}
+    return {
+        "use_ssl": True,
+        "ca": str(tls.trust),
+        "certfile": str(tls.certificate),
+        "keyfile": str(tls.key),
+        "verify_certs": True,
+        "check_hostname": True,
+    }
+
+
+def _check_user(user: str, prefix: str) -> None:
+    if not user or ":" in user:
+        raise ValueError(
+            f"user: {user!r} is not a ZooKeeper digest user name (not empty, no ':'); "
+            "fix: a name such as 'orders'"
+        )
+    reserved = ("/zookeeper", PROBE_ROOT)
+    normal = posixpath.normpath(prefix) == prefix and prefix.startswith("/") and prefix != "/"
+    if not normal or any(prefix == r or prefix.startswith(f"{r}/") for r in reserved):
+        raise ValueError(
+            f"prefix: {prefix!r} is not an absolute znode path of its own (no trailing '/', "
+            f"not '/', not under {' or '.join(reserved)}); fix: a path such as '/{user}'"
+        )
 
 
 def _probe_path(key: str) -> str:

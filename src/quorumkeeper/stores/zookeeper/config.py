@@ -4,8 +4,10 @@ reads them is its runtime's job (files locally, a ConfigMap on Kubernetes)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from quorumkeeper.spec import ZookeeperSettings
-from quorumkeeper.stores.zookeeper.ensemble import superuser_digest_flag
+from quorumkeeper.stores.zookeeper.ensemble import CLIENT_PORT, superuser_digest_flag
 from quorumkeeper.stores.zookeeper.words import FOUR_LETTER_WORDS
 
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
@@ -17,11 +19,13 @@ _LOGBACK = """<configuration>
     </encoder>
   </appender>
   <logger name="org.apache.zookeeper.server.NIOServerCnxn" level="{four_letter_words}"/>
+  <logger name="org.apache.zookeeper.server.NettyServerCnxn" level="{four_letter_words}"/>
   <root level="{level}"><appender-ref ref="CONSOLE"/></root>
 </configuration>
 """
 """At INFO, the keeper's four-letter words (`srvr`, `mntr` every pass) would be most of a member's
-log: their connection class logs from WARN up unless a more verbose level is asked for."""
+log: their connection classes (NIO on the plain port, Netty on the TLS one) log from WARN up
+unless a more verbose level is asked for."""
 
 
 def logback_xml(settings: ZookeeperSettings) -> str:
@@ -32,23 +36,95 @@ def logback_xml(settings: ZookeeperSettings) -> str:
     )
 
 
-def jvm_options(settings: ZookeeperSettings, password: str) -> list[str]:
-    """JVM options of a server: heap, GC, exit on OOM, the superuser's digest, log level."""
+ENFORCED_AUTH = (
+    "-Dzookeeper.enforce.auth.enabled=true",
+    "-Dzookeeper.enforce.auth.schemes=digest",
+)
+"""A session must `addauth digest user:password` before any other request; ZooKeeper answers the
+first request of one that did not with SESSIONCLOSEDREQUIRESASLAUTH and closes the session
+(`server.AuthenticationHelper.enforceAuthentication`, 3.7.0 and later; measured on 3.8.6 and
+3.9.5). A TLS client is also authenticated as `x509:<subject>`, which does not count: the
+scheme enforced is digest."""
+
+
+def jvm_options(settings: ZookeeperSettings, password: str, *, auth: bool = False) -> list[str]:
+    """JVM options of a server: heap, GC, exit on OOM, the superuser's digest, log level, and
+    with `auth` the enforced digest authentication of every session (`ENFORCED_AUTH`)."""
     return [
         f"-Xmx{settings.heap}",
         "-XX:+UseSerialGC",  # small heaps on shared cores: one GC thread, least overhead
         "-XX:+ExitOnOutOfMemoryError",  # a dead member gets restarted, a wedged one does not
         superuser_digest_flag(password),
+        *(ENFORCED_AUTH if auth else ()),
         f"-Dorg.slf4j.simpleLogger.defaultLogLevel={settings.log_level.lower()}",
     ]
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's TLS material and where it serves clients over TLS.
+
+    `keystore` is one PEM file holding the server's unencrypted PKCS#8 key and its certificate:
+    ZooKeeper's PEM keystore reads both from the one `ssl.keyStore.location`
+    (`util.PemReader.loadKeyStore`: PKCS#8 keys only, encrypted ones with
+    `ssl.keyStore.password`). `trust` is the PEM bundle of CA certificates; `client_address` the
+    address the TLS client port binds. `version` is the ZooKeeper release the server runs."""
+
+    keystore: str
+    trust: str
+    client_address: str
+    version: str
+
+
+def tls_settings(tls: ServerTls, client_port: int) -> dict[str, object]:
+    """zoo.cfg's TLS settings: clients only on the TLS port (Netty, mutual TLS) and TLS between
+    servers, both with the server's own certificate and the cluster's trust bundle.
+
+    Keys without a `zookeeper.` prefix become system properties with it (`QuorumPeerConfig`).
+    A server checks the certificate of a server it connects to against that server's address
+    (`ssl.quorum.hostnameVerification`, on by default). The certificate of a server connecting
+    in is not checked against the connection's source address: on one host that address is
+    127.0.0.1 whatever address the server binds (measured: 3.8.6 refuses every quorum
+    connection with "Certificate for <127.0.0.1> doesn't match"); 3.9 turns just that check off
+    (`ssl.quorum.clientHostnameVerification`), 3.8 has no such key, so there host names are not
+    checked between servers; either way a peer needs a certificate of the cluster's own CA."""
+    series = tuple(int(part) for part in tls.version.split(".")[:2])
+    hostnames = (
+        {"ssl.quorum.clientHostnameVerification": "false"}
+        if series >= (3, 9)
+        else {"ssl.quorum.hostnameVerification": "false"}
+    )
+    return {
+        "serverCnxnFactory": "org.apache.zookeeper.server.NettyServerCnxnFactory",
+        "secureClientPort": client_port,
+        "secureClientPortAddress": tls.client_address,
+        "ssl.keyStore.location": tls.keystore,
+        "ssl.keyStore.type": "PEM",
+        "ssl.trustStore.location": tls.trust,
+        "ssl.trustStore.type": "PEM",
+        "ssl.clientAuth": "need",
+        "sslQuorum": "true",
+        "ssl.quorum.keyStore.location": tls.keystore,
+        "ssl.quorum.keyStore.type": "PEM",
+        "ssl.quorum.trustStore.location": tls.trust,
+        "ssl.quorum.trustStore.type": "PEM",
+        "ssl.quorum.clientAuth": "need",
+        **hostnames,
+    }
+
+
 def server_config(
-    settings: ZookeeperSettings, snapshots: str, txn_logs: str, dynamic_file: str | None
+    settings: ZookeeperSettings,
+    snapshots: str,
+    txn_logs: str,
+    dynamic_file: str | None,
+    tls: ServerTls | None = None,
 ) -> dict[str, object]:
     """zoo.cfg's settings for a server keeping snapshots and txn logs in those folders and its
     membership in `dynamic_file` (reconfig on); standalone mode and the AdminServer off. Without
-    a dynamic file reconfig is off and the caller lists the servers (a static ensemble)."""
+    a dynamic file reconfig is off and the caller lists the servers (a static ensemble). With
+    `tls`, clients and servers talk TLS only (`tls_settings`); the dynamic file then names no
+    plain client port (`ensemble.server_spec`)."""
     return {
         "tickTime": settings.tick_time_ms,
         "initLimit": settings.init_limit,
@@ -71,6 +147,7 @@ def server_config(
         },
         "reconfigEnabled": "false" if dynamic_file is None else "true",
         **({} if dynamic_file is None else {"dynamicConfigFile": dynamic_file}),
+        **({} if tls is None else tls_settings(tls, CLIENT_PORT)),
     }
 
 

@@ -33,29 +33,38 @@ def client_address(address: str) -> str:
     return f"{address}:{CLIENT_PORT}"
 
 
-def server_spec(server: int, address: str) -> str:
-    """The dynamic-config line of a voting server, in the form `reconfig` accepts too."""
-    return (
-        f"server.{server}={address}:{QUORUM_PORT}:{ELECTION_PORT}:participant;"
-        f"{address}:{CLIENT_PORT}"
-    )
+def server_spec(server: int, address: str, *, plain_client: bool = True) -> str:
+    """The dynamic-config line of a voting server, in the form `reconfig` accepts too.
+
+    The part after `;` is the plain-text client port, which a server binds from its dynamic
+    entry (`QuorumPeerConfig`); with `plain_client` false it is left out, for servers that serve
+    clients only on the TLS port of their zoo.cfg (`secureClientPort`, which the dynamic config
+    has no field for)."""
+    line = f"server.{server}={address}:{QUORUM_PORT}:{ELECTION_PORT}:participant"
+    return f"{line};{address}:{CLIENT_PORT}" if plain_client else line
 
 
-def dynamic_config(peers: list[Peer]) -> str:
-    """A dynamic config listing `peers` in server-id order; every peer needs its id."""
+def dynamic_config(peers: list[Peer], *, plain_client: bool = True) -> str:
+    """A dynamic config listing `peers` in server-id order; every peer needs its id.
+    `plain_client` as in `server_spec`."""
     lines = {}
     for peer in peers:
         if peer.member_id is None:
             raise ValueError(f"{peer.endpoint.name} has no ZooKeeper server id")
         server = int(peer.member_id)
-        lines[server] = server_spec(server, peer.endpoint.address)
+        lines[server] = server_spec(server, peer.endpoint.address, plain_client=plain_client)
     return "".join(f"{lines[server]}\n" for server in sorted(lines))
 
 
+def digest(user: str, password: str) -> str:
+    """ZooKeeper's digest of `<user>:<password>`: base64 of its SHA-1
+    (`DigestAuthenticationProvider.generateDigest`), what a `digest` ACL and `superDigest` hold."""
+    return base64.b64encode(hashlib.sha1(f"{user}:{password}".encode()).digest()).decode()
+
+
 def superuser_digest(password: str) -> str:
-    """ZooKeeper's digest of `super:<password>`: base64 of its SHA-1."""
-    digest = hashlib.sha1(f"{SUPERUSER}:{password}".encode()).digest()
-    return base64.b64encode(digest).decode()
+    """ZooKeeper's digest of `super:<password>`."""
+    return digest(SUPERUSER, password)
 
 
 def superuser_digest_flag(password: str) -> str:
@@ -77,9 +86,16 @@ def next_server_id(last: int, taken: set[int]) -> int:
 
 @dataclass(frozen=True)
 class ConfigServer:
+    """One `server.N=<spec>` line; `spec` is its value as committed."""
+
     id: int
     address: str
     participant: bool
+    spec: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"server.{self.id}={self.spec}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,19 @@ class EnsembleConfig:
         entry = self.server(server)
         return entry is not None and entry.participant
 
+    def changed(self, *, joining: str | None, leaving: int | None) -> str:
+        """The whole membership after adding the `server_spec` line `joining` and dropping
+        server `leaving`, as `reconfig`'s new member list (lines joined by commas).
+
+        The keeper changes membership with whole lists rather than incremental `reconfig`
+        (joining/leaving), because an incremental join needs a plain client address in the
+        joiner's line (3.8 and 3.9 answer BadArguments "each server should have 3 ports
+        specified", `PrepRequestProcessor`), which a TLS-only server must not have; a whole
+        list is parsed as a dynamic file is, where the client part is optional. The check
+        against the version read (`from_config`) makes it as safe against concurrent changes."""
+        lines = [s.line for s in self.servers if s.id != leaving]
+        return ",".join([*lines, *([joining] if joining else [])])
+
 
 def parse_config(text: str) -> EnsembleConfig:
     """Parse `server.N=host:quorum:election[:role];client` lines and the hex `version=` line."""
@@ -108,7 +137,5 @@ def parse_config(text: str) -> EnsembleConfig:
         elif key.startswith("server."):
             quorum_part = value.split(";", 1)[0].split(":")
             participant = len(quorum_part) < 4 or quorum_part[3] == "participant"
-            servers.append(
-                ConfigServer(id=int(key[7:]), address=quorum_part[0], participant=participant)
-            )
+            servers.append(ConfigServer(int(key[7:]), quorum_part[0], participant, value.strip()))
     return EnsembleConfig(servers=tuple(sorted(servers, key=lambda s: s.id)), version=version)

@@ -1,9 +1,18 @@
 """ZooKeeper's four-letter words: each server's own account of itself (mode, zxid, epoch, how many
-voters follow it in sync), read without a session, so asking writes nothing to the ensemble."""
+voters follow it in sync), read without a session, so asking writes nothing to the ensemble.
+
+On a TLS ensemble they are asked on the secure client port, inside a TLS session with the
+keeper's client certificate: Netty's connection handler reads a four-letter word as the first
+bytes of a connection once TLS is set up (`NettyServerCnxn.checkFourLetterWord`; measured on
+3.8.6 and 3.9.5: `srvr`, `mntr`, `conf` and `ruok` answer as on the plain port), so no plain
+listener is needed for them, and `zookeeper.enforce.auth.enabled` does not apply to them (they
+open no session).
+"""
 
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 
 from quorumkeeper.stores.zookeeper.ensemble import CLIENT_PORT
@@ -14,13 +23,21 @@ FOUR_LETTER_WORDS = ("srvr", "mntr", "conf", "ruok")
 _SERVING_MODES = {"leader", "follower", "observer"}
 
 
-def four_letter_word(address: str, word: str, timeout: float) -> str:
-    """Send one four-letter word to a server's client port and return its whole answer."""
-    with socket.create_connection((address, CLIENT_PORT), timeout=timeout) as connection:
-        connection.sendall(word.encode())
-        chunks = []
-        while chunk := connection.recv(65536):  # mntr answers tens of KiB
-            chunks.append(chunk)
+def four_letter_word(
+    address: str, word: str, timeout: float, tls: ssl.SSLContext | None = None
+) -> str:
+    """Send one four-letter word to a server's client port and return its whole answer.
+
+    `tls`: the client context of a TLS ensemble (the server's certificate is checked against
+    `address`); None for a plain one. Raises OSError (ssl.SSLError included) when the server
+    does not answer or refuses the handshake."""
+    with socket.create_connection((address, CLIENT_PORT), timeout=timeout) as raw:
+        connection = raw if tls is None else tls.wrap_socket(raw, server_hostname=address)
+        with connection:
+            connection.sendall(word.encode())
+            chunks = []
+            while chunk := connection.recv(65536):  # mntr answers tens of KiB
+                chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
 
 
@@ -61,9 +78,12 @@ def _count(metrics: dict[str, str], key: str) -> int | None:
 
 
 def server_state(
-    address: str, timeout: float, previous: ServerState | None = None
+    address: str,
+    timeout: float,
+    previous: ServerState | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> ServerState | None:
-    """`srvr` and `mntr` of one server; None when it does not answer at all.
+    """`srvr` and `mntr` of one server (over TLS with `tls`); None when it does not answer at all.
 
     On a leader, `mntr`'s `zk_synced_followers` counts every follower in sync, non-voting ones
     (joiners) included, and `zk_synced_non_voting_followers` those alone
@@ -77,7 +97,7 @@ def server_state(
     a transaction, so a leader's `mntr` is always read.
     """
     try:
-        srvr = four_letter_word(address, "srvr", timeout)
+        srvr = four_letter_word(address, "srvr", timeout, tls)
     except OSError:
         return None
     fields = dict(line.split(": ", 1) for line in srvr.splitlines() if ": " in line)
@@ -93,7 +113,7 @@ def server_state(
     metrics: dict[str, str] = {}
     if mode is not None:
         try:
-            mntr = four_letter_word(address, "mntr", timeout)
+            mntr = four_letter_word(address, "mntr", timeout, tls)
         except OSError:
             mntr = ""
         # mntr answers some 500 lines (3.9: every metric); parse only the three read here
@@ -119,10 +139,10 @@ def _release(banner: str | None) -> str | None:
     return banner.split(",", 1)[0].split("-", 1)[0].strip() or None
 
 
-def serving_id(address: str, timeout: float) -> int | None:
+def serving_id(address: str, timeout: float, tls: ssl.SSLContext | None = None) -> int | None:
     """The server id the server on `address` runs as (`conf`), while it serves."""
     try:
-        conf = four_letter_word(address, "conf", timeout)
+        conf = four_letter_word(address, "conf", timeout, tls)
     except OSError:
         return None
     fields = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line)
