@@ -10,6 +10,7 @@ Times are passed in, never read here, so the same inputs make certificates of th
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,3 +206,21 @@ class TlsFiles:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.trust))
         context.load_cert_chain(str(self.certificate), str(self.key))
         return context
+
+
+class ReloadingContext:
+    """The TLS client context of `files`, made again when one of them was replaced on disk (a
+    renewal or a CA rotation writes them anew, by rename): for a client that outlives them."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._stamp: tuple[tuple[int, int], ...] = ()
+        self._context: ssl.SSLContext | None = None
+
+    def get(self) -> ssl.SSLContext:
+        """Raises OSError or `ssl.SSLError` for files that can't be read."""
+        paths = (self.files.trust, self.files.certificate, self.files.key)
+        stamp = tuple((found.st_ino, found.st_mtime_ns) for found in map(os.stat, paths))
+        if self._context is None or stamp != self._stamp:
+            self._context, self._stamp = self.files.client_context(), stamp
+        return self._context

@@ -34,7 +34,9 @@ from tests.acceptance.harness import (
 )
 from tests.polling import wait_until
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.parametrize("store", ["etcd"])]
+pytestmark = pytest.mark.acceptance
+ETCD = pytest.mark.parametrize("store", ["etcd"])
+"""ZooKeeper's own security tests are tests/zookeeper/test_security.py."""
 
 
 def _b64(text: str) -> str:
@@ -76,6 +78,7 @@ def _secured(status: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == "Secured")
 
 
+@ETCD
 def test_strangers_are_refused_and_a_user_reaches_its_prefix_only(
     cluster: LocalClusterUnderTest, tmp_path: Path
 ) -> None:
@@ -137,6 +140,7 @@ def test_strangers_are_refused_and_a_user_reaches_its_prefix_only(
     assert _etcdctl(cluster, "orders", "put", "orders/3", "a").returncode == 0
 
 
+@ETCD
 def test_scale_replace_and_roll_out_with_tls_and_auth_lose_nothing(
     cluster: LocalClusterUnderTest,
 ) -> None:
@@ -166,8 +170,9 @@ def test_scale_replace_and_roll_out_with_tls_and_auth_lose_nothing(
     writer.assert_nothing_lost()
 
 
+@pytest.mark.parametrize("store", ["etcd", "zookeeper"])
 def test_a_certificate_near_its_end_is_warned_about_then_renewed_by_ordered_restarts(
-    cluster: LocalClusterUnderTest,
+    cluster: LocalClusterUnderTest, store: str
 ) -> None:
     cluster.up(3)
     before = cluster.wait_ready(3)
@@ -204,14 +209,16 @@ def test_a_certificate_near_its_end_is_warned_about_then_renewed_by_ordered_rest
     assert short.certificate != files.certificate.read_bytes(), "the certificate was reissued"
     assert "certificates reissued: member-" in cluster.paths.keeper_log.read_text()
     print(
-        f"renewal: restart order {watch.changed}, {writer.failed} failed writes, longest gap "
-        f"{writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
+        f"{store} renewal: restart order {watch.changed}, {writer.failed} failed writes, longest "
+        f"gap {writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
     )
-    assert writer.failed == 0, writer.failures[:5]
     writer.assert_nothing_lost()
+    if store == "etcd":  # ZooKeeper's leader restart costs an election: failed, never lost
+        assert writer.failed == 0, writer.failures[:5]
     assert [m["config"] for m in status["members"]] == ["updated"] * 3
 
 
+@ETCD
 def test_plain_text_is_an_explicit_warned_opt_out(cluster: LocalClusterUnderTest) -> None:
     result = cluster.cli(
         "up", cluster.name, "--members", "1", "--subnet", cluster.subnet, "--no-tls", "--no-auth"
@@ -239,12 +246,16 @@ def _pem_certificates(path: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(path.read_bytes())
 
 
-def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_with_zero_failed_writes(
-    cluster: LocalClusterUnderTest,
+@pytest.mark.parametrize("store", ["etcd", "zookeeper"])
+def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_losing_nothing(
+    cluster: LocalClusterUnderTest, store: str
 ) -> None:
+    """etcd hands leadership over before its leader restarts, so no write fails; ZooKeeper's
+    leader restart costs an election, whose failed writes are counted, never lost."""
     cluster.up(3)
     before = cluster.wait_ready(3)
-    cluster.cli("user", "add", cluster.name, "orders", "--prefix", "orders/")
+    if store == "etcd":
+        cluster.cli("user", "add", cluster.name, "orders", "--prefix", "orders/")
     tls_dir = cluster.paths.tls_dir
     old_ca = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
     watch = PidWatch(cluster, cluster.pids(before))
@@ -259,10 +270,11 @@ def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_with_zero_failed_writes
     assert [m["starts"] for m in status["members"]] == [4, 4, 4], "three rounds of restarts"
     assert watch.most_down <= 1, "never two members down at once"
     assert "CA rotation: done" in cluster.paths.keeper_log.read_text()
-    assert _etcdctl(cluster, "orders", "put", "orders/after", "a").returncode == 0
     print(
-        f"CA rotation: {writer.failed} failed writes, longest gap {writer.longest_gap:.2f}s "
-        f"over {len(writer.acknowledged)} writes"
+        f"{store} CA rotation: {writer.failed} failed writes, longest gap "
+        f"{writer.longest_gap:.2f}s over {len(writer.acknowledged)} writes"
     )
-    assert writer.failed == 0, writer.failures[:5]
     writer.assert_nothing_lost()
+    if store == "etcd":
+        assert _etcdctl(cluster, "orders", "put", "orders/after", "a").returncode == 0
+        assert writer.failed == 0, writer.failures[:5]

@@ -1,5 +1,5 @@
 """`quorumkeeper user add`, `connect` and `rotate-ca`: least-privilege etcd users, how a client
-connects to a secured cluster, and a new certificate authority for it.
+connects to a secured etcd cluster, and a new certificate authority for a cluster of either store.
 
 A user gets a role of its own name with read and write on one key prefix and nothing else, a
 generated password (`<state>/<name>/tls/<user>.password`, 0600) and a client certificate with
@@ -7,7 +7,8 @@ its name as common name (`tls/client-<user>.crt`), which etcd takes as the user 
 `etcdctl` works with the certificate alone. The root user's password stays the keeper's.
 
 Exit codes: 0 done, 1 the store failed (running again is safe: every step is idempotent), 2
-refused (bad input, a cluster without etcd, TLS or authentication), nothing changed.
+refused (bad input; `user add` and `connect` on a cluster without etcd, TLS or authentication),
+nothing changed.
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ def _cluster(state_dir: Path | None, name: str) -> LocalCluster:
             f"name: no cluster {name!r} in {paths.state_dir} (clusters there: {known}); "
             "fix: check the name with `quorumkeeper list`"
         )
-    cluster = LocalCluster(paths)
+    return LocalCluster(paths)
+
+
+def _etcd_cluster(state_dir: Path | None, name: str, what: str) -> LocalCluster:
+    cluster = _cluster(state_dir, name)
     if cluster.spec.store is not Store.ETCD:
         raise _refuse(
-            f"cluster {name} runs {cluster.spec.store}: users for a key prefix are etcd's; "
+            f"cluster {name} runs {cluster.spec.store}: {what} is etcd's for now; "
             "fix: name an etcd cluster"
         )
     return cluster
@@ -107,7 +112,7 @@ def user_add(
             "prefix: ''; rule: a user is limited to a non-empty key prefix (an empty one is "
             "every key); fix: --prefix orders/"
         )
-    cluster = _cluster(state_dir, name)
+    cluster = _etcd_cluster(state_dir, name, "user add")
     spec = cluster.spec
     if not (spec.tls and spec.auth):
         off = " and ".join(
@@ -148,7 +153,7 @@ def connect(
 ) -> None:
     """Print how to connect etcdctl to the cluster: flags (`etcdctl $(quorumkeeper connect
     NAME --user USER) get --prefix KEY`) or, with --env, export lines."""
-    cluster = _cluster(state_dir, name)
+    cluster = _etcd_cluster(state_dir, name, "connect")
     spec = cluster.spec
     if user is not None:
         _check_user(user)
@@ -183,7 +188,7 @@ def _print_connect(cluster: LocalCluster, user: str | None, *, env: bool) -> Non
 
 
 def rotate_ca(
-    name: Annotated[str, typer.Argument(help="etcd cluster name")],
+    name: Annotated[str, typer.Argument(help="cluster name")],
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="return once the rotation is over")
     ] = True,

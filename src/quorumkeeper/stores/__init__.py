@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from quorumkeeper.certificates import TlsFiles
+from quorumkeeper.certificates import ReloadingContext, TlsFiles
 from quorumkeeper.model import Endpoint, JoinRules
 from quorumkeeper.spec import ClusterSpec, Store
 from quorumkeeper.stores.base import CoordinationStore
@@ -58,7 +58,7 @@ def backend_for(
     which the runtime keeps when `spec.auth` is on (None: no authentication to use or turn on).
     Raises OSError or `ssl.SSLError` for TLS files that can't be read."""
     if spec.store is Store.ETCD:
-        contexts = etcd.ReloadingContext(tls) if tls else None
+        contexts = ReloadingContext(tls) if tls else None
 
         def etcd_url(endpoint: Endpoint) -> str:
             return etcd.client_url(endpoint.client_host, tls=tls is not None)
@@ -81,7 +81,7 @@ def backend_for(
     def zookeeper_address(endpoint: Endpoint) -> str:
         return ensemble.client_address(endpoint.client_host)
 
-    words_tls = None if tls is None else tls.client_context()
+    words_tls = None if tls is None else ReloadingContext(tls)
 
     return Backend(
         rules=JoinRules(transfers_leadership=False),
@@ -89,7 +89,10 @@ def backend_for(
         connect_string=lambda endpoints: ",".join(map(zookeeper_address, endpoints)),
         connect=lambda endpoints: ZookeeperStore(endpoints, password=secret, tls=tls),
         answers=lambda endpoint: (
-            words.server_state(endpoint.client_host, 0.5, tls=words_tls) is not None
+            words.server_state(
+                endpoint.client_host, 0.5, tls=words_tls.get() if words_tls else None
+            )
+            is not None
         ),
         ports=member_ports(spec.store),
         tls=tls,

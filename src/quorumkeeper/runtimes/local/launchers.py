@@ -30,10 +30,12 @@ KEYSTORE = "keystore.pem"
 class MemberLauncher(abc.ABC):
     """How a store's member process is started: the argv and what it needs on disk first.
 
-    `version` is the store version every member starts with, until `configure` changes it.
+    `version` is the store version every member starts with, until `configure` changes it;
+    `authority` issues the members' certificates (None: they start in plain text).
     """
 
     version: str
+    authority: LocalAuthority | None
 
     @abc.abstractmethod
     def configure(self, spec: ClusterSpec) -> None:
@@ -51,9 +53,12 @@ class MemberLauncher(abc.ABC):
         command line carries all of it; a launcher that writes files rewrites them here."""
 
     def fingerprint(self) -> str:
-        """A stable hash of the version and `rendered`: 16 hex digits, equal for equal
-        configurations across keeper restarts."""
-        text = json.dumps([type(self).__name__, self.version, *self.rendered()])
+        """A stable hash of the version, `rendered` and, with TLS, the authority's
+        `generation`: 16 hex digits, equal for equal configurations across keeper restarts. A
+        new CA, a new trust bundle or a renewal of certificates changes it, so members restart
+        onto them in order; a new member's first certificate does not."""
+        tls = [f"tls {self.authority.generation()}"] if self.authority else []
+        text = json.dumps([type(self).__name__, self.version, *self.rendered(), *tls])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @abc.abstractmethod
@@ -120,10 +125,7 @@ class EtcdLauncher(MemberLauncher):
         self.version, self.settings = spec.version, spec.etcd
 
     def rendered(self) -> list[str]:
-        """The settings' flags, and with TLS the authority's `generation`: a new CA or a
-        renewal of member certificates changes it, so members restart onto them in order."""
-        tls = [f"tls {self.authority.generation()}"] if self.authority else []
-        return [*setting_flags(self.settings), *tls]
+        return setting_flags(self.settings)
 
     def argv(
         self,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import ssl
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from quorumkeeper.certificates import TlsFiles
+from quorumkeeper.certificates import ReloadingContext, TlsFiles
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.stores.base import (
     AddsRefused,
@@ -104,24 +103,6 @@ class Tokens:
     password: str
     by_address: dict[str, str] = field(default_factory=dict)
     """The token to send to each member; "" while authentication is off there."""
-
-
-class ReloadingContext:
-    """The TLS client context of `files`, made again when one of them was replaced on disk (a
-    renewal or a CA rotation writes them anew, by rename): for a client that outlives them."""
-
-    def __init__(self, files: TlsFiles) -> None:
-        self.files = files
-        self._stamp: tuple[tuple[int, int], ...] = ()
-        self._context: ssl.SSLContext | None = None
-
-    def get(self) -> ssl.SSLContext:
-        """Raises OSError or `ssl.SSLError` for files that can't be read."""
-        paths = (self.files.trust, self.files.certificate, self.files.key)
-        stamp = tuple((found.st_ino, found.st_mtime_ns) for found in map(os.stat, paths))
-        if self._context is None or stamp != self._stamp:
-            self._context, self._stamp = self.files.client_context(), stamp
-        return self._context
 
 
 class Connections:

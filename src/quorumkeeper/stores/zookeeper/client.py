@@ -56,7 +56,7 @@ from kazoo.handlers.threading import (  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 from kazoo.security import make_digest_acl  # type: ignore[import-untyped]
 
-from quorumkeeper.certificates import TlsFiles
+from quorumkeeper.certificates import ReloadingContext, TlsFiles
 from quorumkeeper.model import Endpoint, Member, Role
 from quorumkeeper.stores.base import (
     CoordinationStore,
@@ -98,7 +98,9 @@ class ZookeeperStore(CoordinationStore):
         for a plain-text ensemble."""
         super().__init__(endpoints)
         self._tls = tls
-        self._context: ssl.SSLContext | None = None if tls is None else tls.client_context()
+        self._context = None if tls is None else ReloadingContext(tls)
+        """For the four-letter words; made again when a renewal or a CA rotation replaced the
+        files, since the keeper holds this client across them."""
         """For the four-letter words; kazoo makes its own from the same files."""
         self._password = password
         self._acl = [make_digest_acl(SUPERUSER, password, all=True)]
@@ -111,6 +113,9 @@ class ZookeeperStore(CoordinationStore):
         (`_commit_mark`) seen before them."""
         self._last_states: dict[str, ServerState | None] = {}
         """Each server's state as last asked, by address."""
+
+    def _words_tls(self) -> ssl.SSLContext | None:
+        return None if self._context is None else self._context.get()
 
     def close(self) -> None:
         if self._client is not None:
@@ -219,7 +224,7 @@ class ZookeeperStore(CoordinationStore):
         to spare what did not change."""
         states = {
             address: server_state(
-                address, self._probe_timeout, self._last_states.get(address), self._context
+                address, self._probe_timeout, self._last_states.get(address), self._words_tls()
             )
             for address in addresses
         }
@@ -374,7 +379,7 @@ class ZookeeperStore(CoordinationStore):
                     f"server {server} at {member.address} is not following the leader yet "
                     f"(mode {state.mode if state else 'unreachable'})"
                 )
-            running_as = serving_id(member.address, self._probe_timeout, self._context)
+            running_as = serving_id(member.address, self._probe_timeout, self._words_tls())
             if running_as != server:
                 raise NotCaughtUp(
                     f"the server at {member.address} runs as server {running_as}, not {server}"
