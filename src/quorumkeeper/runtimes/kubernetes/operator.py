@@ -25,7 +25,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Role
-from quorumkeeper.planner import Done, Step, Wait
+from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
@@ -54,7 +54,12 @@ LOG = logging.getLogger("quorumkeeper.operator")
 BUSY_INTERVAL = 1.0
 """Seconds between passes while a step is in progress; a watch event wakes the daemon sooner."""
 IDLE_INTERVAL = 5.0
-"""Seconds between passes of a cluster that matches its spec (or waits on something)."""
+"""Seconds between passes of a cluster that matches its spec (or waits on something else than
+a change in progress); a spec change or a watch event wakes the daemon sooner."""
+RETRY_INTERVAL = 0.25
+"""Seconds before a membership step the store refused for now is tried again: nothing but the
+store tells when a learner has caught up (0.1-0.25 s after its start on a small database,
+FIELD-NOTES) or when etcd's reconfiguration grace ends, and no watch fires for either."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -68,14 +73,34 @@ registry = kopf.OperatorRegistry()
 
 @dataclass
 class _Wakes:
-    """One event per cluster resource, set by the watches on its children."""
+    """One event per cluster resource, set by the watches on its children and on the resource
+    itself when its spec changes."""
 
     events: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
+    generations: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def of(self, namespace: str, name: str) -> threading.Event:
         with self.lock:
             return self.events.setdefault((namespace, name), threading.Event())
+
+    def spec_seen(self, namespace: str, name: str, generation: int | None) -> None:
+        """Wake the resource's daemon when `generation` (its `metadata.generation`) is one this
+        has not seen: a `kubectl scale` is acted on at once, not at the next idle pass. The
+        status the daemon writes every pass leaves the generation as it is, so it wakes
+        nothing."""
+        if generation is None:
+            return
+        with self.lock:
+            if self.generations.get((namespace, name)) == generation:
+                return
+            self.generations[(namespace, name)] = generation
+        self.of(namespace, name).set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self.lock:
+            self.events.pop((namespace, name), None)
+            self.generations.pop((namespace, name), None)
 
 
 WAKES = _Wakes()
@@ -319,7 +344,7 @@ class ClusterDaemon:
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
         )
-        return IDLE_INTERVAL if isinstance(step, Wait | Done) else BUSY_INTERVAL
+        return next_pass_in(step, acted=reconciler.acted, deferred=reconciler.deferred)
 
     def run(self, stopped: kopf.DaemonStopped) -> None:
         try:
@@ -335,8 +360,30 @@ class ClusterDaemon:
                 self.wake.clear()
         finally:
             self.metrics.forget(self.key)
+            WAKES.forget(self.source.namespace, self.source.name)
             if self.reconciler is not None:
                 self.reconciler.close()
+
+
+def next_pass_in(step: Step, *, acted: bool, deferred: bool = False) -> float:
+    """Seconds until the next pass unless a watch wakes the daemon first, after a pass that
+    took `step` (`acted`: it went through; `deferred`: the store refused it for now,
+    `Reconciler.deferred`).
+
+    A membership change that went through is followed at once by the next step of the change
+    (an added learner's pod is made in the same second, a promotion is followed by the next
+    add), each planned on a fresh observation; one the store refused for now is tried again
+    after `RETRY_INTERVAL`. Any other step in progress, a step that failed, and a wait during a
+    scale (for the store's reconfiguration grace to end) come back after `BUSY_INTERVAL`; a
+    cluster that matches its spec, or waits for something a person or a watch event brings,
+    after `IDLE_INTERVAL`."""
+    if deferred:
+        return RETRY_INTERVAL
+    if step.changes_membership and acted:
+        return 0.0
+    if isinstance(step, Done) or (isinstance(step, Wait) and step.phase is not Phase.SCALING):
+        return IDLE_INTERVAL
+    return BUSY_INTERVAL
 
 
 def _outcome(step: Step, acted: bool) -> Outcome:
@@ -413,6 +460,14 @@ _CHILD = {LABEL_INSTANCE: kopf.PRESENT}
 for _resource in ("pods", "persistentvolumeclaims"):
     kopf.on.event("", "v1", _resource, labels=_CHILD, registry=registry)(_wake)
 kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
+
+
+def _spec_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    WAKES.spec_seen(namespace or "default", name, body.metadata.get("generation"))
+
+
+for _kind in Kind:
+    kopf.on.event(GROUP, VERSION, _kind.plural, registry=registry)(_spec_changed)
 
 
 def run(namespaces: list[str], metrics_port: int, metrics_address: str) -> None:
