@@ -317,9 +317,10 @@ def _scale_through(
     scale_down: Callable[[], None],
     down_settled: Callable[[], object],
     timeout: float,
+    after_up: Callable[[], None] = lambda: None,
 ) -> Figures:
     """The writer's figures through `scale_up`, `scale_down`, and when each new member votes;
-    each step gets `timeout` seconds."""
+    each step gets `timeout` seconds; `after_up` runs once the scale-up settled (or timed out)."""
     figures = Figures()
     with Writer(view, interval=WRITE_INTERVAL) as writer:  # type: ignore[arg-type]
         wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
@@ -331,6 +332,7 @@ def _scale_through(
         figures.scale_up_each_s = joins.each_s()
         figures.scale_up_milestones = joins.milestones()
         figures.scale_up_settled_s = timed(up_settled, began, timeout)
+        after_up()
         began = time.monotonic()
         scale_down()
         figures.scale_down_settled_s = timed(down_settled, began, STEP_TIMEOUT)
@@ -369,6 +371,7 @@ def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path, log: P
             lambda: target.scale(START),
             lambda: target.settled(START),
             STEP_TIMEOUT,
+            lambda: _keep_member_logs(bed, target, log),
         )
         figures.apply_available_s, figures.apply_all_voting_s = available, all_voting
         victim = target.placement.endpoint(1).name
@@ -379,6 +382,14 @@ def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path, log: P
         operator.stop()
         shutil.copyfile(operator.log, log)
         print(f"operator log ({log}):\n{operator.tail(15)}")
+
+
+def _keep_member_logs(bed: Cluster, target: ClusterUnderTest, log: Path) -> None:
+    """Each member pod's log after the scale-up, beside the operator's `log` as
+    `<stem>-<pod>.log`: the store's own account of each add, start and promotion."""
+    for pod in sorted(target.pods()):
+        logs = bed.kubectl("logs", "-n", target.namespace, pod, check=False).stdout
+        log.with_name(f"{log.stem}-{pod}.log").write_text(logs)
 
 
 def _noted(figures: Figures, reason: str) -> Figures:

@@ -19,18 +19,23 @@ JOINER = Endpoint("orders-3", 3, "orders-3.orders-peer.apps.svc.cluster.local")
 LEARNER = Member(id="7", address=JOINER.address, role=Role.LEARNER, healthy=True, started=True)
 
 
+ADDED = AddLearner("adding orders-3", JOINER)
+PROMOTED = Promote("orders-3 catches up", LEARNER, JOINER)
+
+
 @pytest.mark.parametrize(
-    ("step", "acted", "deferred", "interval"),
+    ("step", "acted", "deferred", "resizing", "interval"),
     [
-        (AddLearner("adding orders-3", JOINER), True, False, 0.0),
-        (AddLearner("adding orders-3", JOINER), False, True, RETRY_INTERVAL),
-        (AddLearner("adding orders-3", JOINER), False, False, BUSY_INTERVAL),
-        (Promote("orders-3 catches up", LEARNER, JOINER), True, False, 0.0),
-        (Promote("orders-3 catches up", LEARNER, JOINER), False, True, RETRY_INTERVAL),
-        (StartMember("orders-3 starts", JOINER, joining=True), True, False, BUSY_INTERVAL),
-        (Wait("adding orders-4 waits: grace", Phase.SCALING), True, False, BUSY_INTERVAL),
-        (Wait("orders-1 restarts after a backoff", Phase.DEGRADED), True, False, IDLE_INTERVAL),
-        (Done("cluster matches its spec", degraded=False), True, False, IDLE_INTERVAL),
+        (ADDED, True, False, True, 0.0),
+        (ADDED, False, True, True, RETRY_INTERVAL),
+        (ADDED, False, False, True, BUSY_INTERVAL),
+        (PROMOTED, True, False, False, 0.0),
+        (PROMOTED, False, True, False, RETRY_INTERVAL),
+        (StartMember("orders-3 starts", JOINER, joining=True), True, False, False, BUSY_INTERVAL),
+        (Wait("adding orders-4 waits: grace", Phase.SCALING), True, True, True, RETRY_INTERVAL),
+        (Wait("adding a member waits for orders-3", Phase.DEGRADED), True, False, True, 1.0),
+        (Wait("orders-1 restarts after a backoff", Phase.DEGRADED), True, False, False, 5.0),
+        (Done("cluster matches its spec", degraded=False), True, False, False, IDLE_INTERVAL),
     ],
     ids=[
         "added",
@@ -39,15 +44,17 @@ LEARNER = Member(id="7", address=JOINER.address, role=Role.LEARNER, healthy=True
         "promoted",
         "not-caught-up",
         "started",
-        "scale-waits",
-        "degraded-waits",
+        "adds-refused",
+        "waits-while-resizing",
+        "waits-at-size",
         "done",
     ],
 )
 def test_the_next_pass_follows_what_the_last_one_did(
-    step: Step, acted: bool, deferred: bool, interval: float
+    step: Step, acted: bool, deferred: bool, resizing: bool, interval: float
 ) -> None:
-    assert next_pass_in(step, acted=acted, deferred=deferred) == interval
+    assert (BUSY_INTERVAL, IDLE_INTERVAL) == (1.0, 5.0)
+    assert next_pass_in(step, acted=acted, deferred=deferred, resizing=resizing) == interval
 
 
 def test_a_new_generation_wakes_the_daemon_and_a_status_write_does_not() -> None:

@@ -344,7 +344,11 @@ class ClusterDaemon:
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
         )
-        return next_pass_in(step, acted=reconciler.acted, deferred=reconciler.deferred)
+        status = reconciler.last_status
+        resizing = status is not None and len(status.members) != status.desired_members
+        return next_pass_in(
+            step, acted=reconciler.acted, deferred=reconciler.deferred, resizing=resizing
+        )
 
     def run(self, stopped: kopf.DaemonStopped) -> None:
         try:
@@ -365,23 +369,27 @@ class ClusterDaemon:
                 self.reconciler.close()
 
 
-def next_pass_in(step: Step, *, acted: bool, deferred: bool = False) -> float:
+def next_pass_in(
+    step: Step, *, acted: bool, deferred: bool = False, resizing: bool = False
+) -> float:
     """Seconds until the next pass unless a watch wakes the daemon first, after a pass that
     took `step` (`acted`: it went through; `deferred`: the store refused it for now,
-    `Reconciler.deferred`).
+    `Reconciler.deferred`; `resizing`: the membership is not the spec's size yet).
 
     A membership change that went through is followed at once by the next step of the change
     (an added learner's pod is made in the same second, a promotion is followed by the next
     add), each planned on a fresh observation; one the store refused for now is tried again
     after `RETRY_INTERVAL`. Any other step in progress, a step that failed, and a wait during a
-    scale (for the store's reconfiguration grace to end) come back after `BUSY_INTERVAL`; a
-    cluster that matches its spec, or waits for something a person or a watch event brings,
-    after `IDLE_INTERVAL`."""
+    scale (for a new voter to answer, the store's reconfiguration grace to end) come back after
+    `BUSY_INTERVAL`; a cluster that matches its spec, or waits for something a person or a
+    watch event brings, after `IDLE_INTERVAL`."""
     if deferred:
         return RETRY_INTERVAL
     if step.changes_membership and acted:
         return 0.0
-    if isinstance(step, Done) or (isinstance(step, Wait) and step.phase is not Phase.SCALING):
+    if isinstance(step, Done):
+        return IDLE_INTERVAL
+    if isinstance(step, Wait) and step.phase is not Phase.SCALING and not resizing:
         return IDLE_INTERVAL
     return BUSY_INTERVAL
 
