@@ -203,10 +203,13 @@ def voting(view: StoreView) -> set[str]:
     return {name for name, m in _members(view).items() if m.voter and m.healthy}
 
 
-MILESTONES = ("added", "pod", "scheduled", "started", "voting")
+MILESTONES = ("added", "pod", "scheduled", "started", "promoted", "voting")
 """What a joining member goes through, each first seen by `JoinWatch`: listed in the store's
-membership (a learner or observer), its pod made, bound to a node, every container running,
-a healthy voter."""
+membership (a learner or observer), its pod made, bound to a node, every container running, a
+voter in the membership, a healthy voter (it answers and knows a leader: an etcd member serves
+no client request before its own attributes are committed; a new member whose state came as a
+snapshot taken after it proposed them waits out etcd's 7 s publish timeout first, as its log
+says: "failed to publish local member to cluster through raft", then "ready to serve")."""
 
 
 class JoinWatch:
@@ -238,7 +241,8 @@ class JoinWatch:
         for name in self.names:
             reached = {"added": name in members}
             member = members.get(name)
-            reached["voting"] = member is not None and member.voter and member.healthy
+            reached["promoted"] = member is not None and member.voter
+            reached["voting"] = reached["promoted"] and member is not None and member.healthy
             try:
                 pod = self.view.kube.get(ns_path(self.view.namespace, "pods", name))
             except ApiError:
