@@ -135,8 +135,8 @@ class Figures:
     """From `kubectl scale` (the seed: its first change) to each new member first seen a
     healthy voter, in ordinal order."""
     scale_up_each_s: list[float] | None = None
-    """Each new member's own time to voting: from the member before it voting (the first: from
-    `kubectl scale`) to it voting, in ordinal order; the issue's per-member target."""
+    """Each new member's own time to voting, in the order they voted: from the member voting
+    before it (the first: from `kubectl scale`) to it voting; the issue's per-member target."""
     scale_up_milestones: dict[str, dict[str, float]] | None = None
     """Per new member, seconds from `kubectl scale` to each of its `MILESTONES` first seen."""
     scale_up_settled_s: float | None = None
@@ -271,10 +271,9 @@ class JoinWatch:
         return [seen["voting"] for seen in self.seen.values() if "voting" in seen]
 
     def each_s(self) -> list[float]:
-        """Each member's own time to voting (`Figures.scale_up_each_s`), for those that voted
-        after every member before them did."""
+        """Each member's own time to voting (`Figures.scale_up_each_s`), for those that voted."""
         each, turn = [], 0.0
-        for at in self.voting_s():
+        for at in sorted(self.voting_s()):
             each.append(round(at - turn, 2))
             turn = at
         return each
@@ -928,13 +927,16 @@ PER_MEMBER = ("scale_up_voting_s", "scale_up_each_s")
 
 
 def _timeline(figures: dict[str, Any], member: int) -> str | None:
-    """New member `member`'s `MILESTONES` in seconds from its turn (the member before it
-    voting; the first's: `kubectl scale`), as "added 0.3, pod 0.4, ..."; None when none."""
-    milestones = list((figures.get("scale_up_milestones") or {}).values())
-    if member >= len(milestones) or not milestones[member]:
+    """The `MILESTONES` of the `member`th new member to vote (then those that never did), in
+    seconds from its turn (the one voting before it; the first's: `kubectl scale`), as
+    "orders-3: added 0.3, pod 0.4, ..."; None when there is none."""
+    found = (figures.get("scale_up_milestones") or {}).items()
+    ordered = sorted(found, key=lambda item: item[1].get("voting", float("inf")))
+    if member >= len(ordered) or not ordered[member][1]:
         return None
-    turn = milestones[member - 1].get("voting", 0.0) if member else 0.0
-    return ", ".join(f"{m} {at - turn:.1f}" for m, at in milestones[member].items())
+    name, milestones = ordered[member]
+    turn = ordered[member - 1][1].get("voting", 0.0) if member else 0.0
+    return f"{name}: " + ", ".join(f"{m} {at - turn:.1f}" for m, at in milestones.items())
 
 
 def _rows(figures: dict[str, Any], key: str) -> list[tuple[str, str]]:
@@ -947,10 +949,10 @@ def _rows(figures: dict[str, Any], key: str) -> list[tuple[str, str]]:
     rows = []
     for member in range(PEAK - START):
         at = value[member] if value is not None and member < len(value) else None
-        rows.append((f"{key}, new member {member + 1}", _cell(at, note)))
+        rows.append((f"{key}, member {member + 1}", _cell(at, note)))
         if key == "scale_up_each_s":
             timeline = _timeline(figures, member)
-            rows.append((f"  new member {member + 1}: s from its turn", timeline or "n/a"))
+            rows.append((f"  member {member + 1}: s from its turn", timeline or "n/a"))
     return rows
 
 
