@@ -458,7 +458,9 @@ for _kind in Kind:
     _daemon(_kind)
 
 
-def _wake(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+async def _wake(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    """Wake the daemon of the cluster whose child changed. A coroutine: kopf runs it on its
+    event loop, where a synchronous handler would take an executor thread per event burst."""
     instance = labels.get(LABEL_INSTANCE)
     if instance and namespace:
         WAKES.of(namespace, instance).set()
@@ -470,7 +472,7 @@ for _resource in ("pods", "persistentvolumeclaims"):
 kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
 
 
-def _spec_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+async def _spec_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
     WAKES.spec_seen(namespace or "default", name, body.metadata.get("generation"))
 
 
