@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.kubernetes.api import KubeApi
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
 from quorumkeeper.runtimes.kubernetes.progress import ProgressWatch
@@ -111,7 +112,7 @@ class ResourceSource:
     `parse_resource` (raises `ResourceError` naming the field)."""
 
     def __init__(self, api: client.ApiClient, kind: Kind, namespace: str, name: str) -> None:
-        self._objects = client.CustomObjectsApi(api)
+        self._objects = KubeApi(api)
         self.kind, self.namespace, self.name = kind, namespace, name
         self.body: dict[str, Any] = {}
         self.resource: ClusterResource | None = None
@@ -119,7 +120,7 @@ class ResourceSource:
     def fetch(self) -> ClusterResource:
         """Read and parse the resource; raises `ApiException` (404 once deleted) or
         `ResourceError`."""
-        self.body = self._objects.get_namespaced_custom_object(  # type: ignore[assignment]
+        self.body = self._objects.get_namespaced_custom_object(
             GROUP, VERSION, self.namespace, self.kind.plural, self.name
         )
         self.resource = parse_resource(self.body)
@@ -146,7 +147,7 @@ class ResourceStatusSink:
 
     def __init__(self, source: ResourceSource) -> None:
         self.source = source
-        self._objects = client.CustomObjectsApi(source._objects.api_client)
+        self._objects = source._objects
         self.progress = ProgressWatch()
 
     def record(self, status: ClusterStatus) -> None:
@@ -237,7 +238,7 @@ def invalid_status(
 def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str:
     """The ZooKeeper superuser's password: from its Secret, which is created once with a fresh
     random password and never rewritten."""
-    core = client.CoreV1Api(api)
+    core = KubeApi(api)
     name = Names(resource.name).superuser_secret
     try:
         secret: Any = core.read_namespaced_secret(name, resource.namespace)
@@ -246,7 +247,7 @@ def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str
             raise
         body = superuser_secret(resource, secrets.token_urlsafe(24))
         try:
-            core.create_namespaced_secret(resource.namespace, body)  # type: ignore[arg-type]
+            core.create_namespaced_secret(resource.namespace, body)
         except ApiException as exists:
             if exists.status != 409:
                 raise
@@ -277,7 +278,7 @@ def _post_event(
         "count": 1,
         "source": {"component": "quorumkeeper-operator"},
     }
-    client.CoreV1Api(api).create_namespaced_event(metadata["namespace"], event)  # type: ignore[arg-type]
+    KubeApi(api).create_namespaced_event(metadata["namespace"], event)
 
 
 class ClusterDaemon:
@@ -436,7 +437,7 @@ def _daemon(kind: Kind) -> None:
         """`pvcRetention.whenDeleted`: Delete removes the members' PVCs; Retain keeps them,
         marked released so a later cluster of the same name never starts on them."""
         policy = (body.get("spec") or {}).get("pvcRetention") or {}
-        core = client.CoreV1Api(_api())
+        core = KubeApi(_api())
         namespace = namespace or "default"
         labels = selector_of(kind, name)
         claims: Any = core.list_namespaced_persistent_volume_claim(namespace, label_selector=labels)
