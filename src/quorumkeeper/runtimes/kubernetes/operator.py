@@ -61,6 +61,10 @@ RETRY_INTERVAL = 0.25
 """Seconds before a membership step the store refused for now is tried again: nothing but the
 store tells when a learner has caught up (0.1-0.25 s after its start on a small database,
 FIELD-NOTES) or when etcd's reconfiguration grace ends, and no watch fires for either."""
+QUICK_RETRIES = 20
+"""Passes in a row that retry after `RETRY_INTERVAL` (5 s); a refusal lasting longer (a learner
+catching up on a large database) is tried again every `BUSY_INTERVAL`, so it does not keep
+four status writes a second going."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -299,6 +303,8 @@ class ClusterDaemon:
         self.wake = WAKES.of(namespace, name)
         self.metrics = metrics
         self.key = ClusterKey(namespace, name, kind.value)
+        self.deferrals = 0
+        """Passes in a row whose step the store refused for now (`Reconciler.deferred`)."""
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
         if self.reconciler is None:
@@ -347,9 +353,9 @@ class ClusterDaemon:
         )
         status = reconciler.last_status
         resizing = status is not None and len(status.members) != status.desired_members
-        return next_pass_in(
-            step, acted=reconciler.acted, deferred=reconciler.deferred, resizing=resizing
-        )
+        self.deferrals = self.deferrals + 1 if reconciler.deferred else 0
+        deferred = 0 < self.deferrals <= QUICK_RETRIES
+        return next_pass_in(step, acted=reconciler.acted, deferred=deferred, resizing=resizing)
 
     def run(self, stopped: kopf.DaemonStopped) -> None:
         try:
