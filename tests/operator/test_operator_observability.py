@@ -241,7 +241,7 @@ def test_a_promotion_the_store_refuses_is_retried_quickly_for_a_while_then_every
     passes, then after `BUSY_INTERVAL`; the promotion that goes through is followed by the next
     step at once."""
     driven = drive(installed, namespace, metrics, 3)
-    kinds = []
+    kinds: list[str] = []
     while not kinds or kinds[-1] != "Promote":  # bootstrap, add and start orders-1
         assert len(kinds) < 10, kinds
         driven.daemon.pass_once()
