@@ -6,8 +6,11 @@
 The first form starts the test bed (`testbed.cluster.Cluster`), runs `quorumkeeper operator`
 outside the pods as the end-to-end tests do (`tests/operator/harness.py`), and measures on a
 3-member cluster resource: `kubectl apply` -> Available and -> all 3 voting; `kubectl scale`
-3 -> 5 -> each new member voting; failed, lost and longest gap of a writer's writes (one every
-20 ms) through 3 -> 5 -> 3; a member pod deleted -> voting again. Then the same on the seed's
+3 -> 5 -> each new member voting, from the scale and on its own (from the member before it
+voting), with when it was added to the membership, its pod made, scheduled, started
+(`MILESTONES`); failed, lost and longest gap of a writer's writes (one every 20 ms) through
+3 -> 5 -> 3; a member pod deleted -> voting again. The operator's log, each pass's step
+timestamped, is kept beside FILE as `<stem>-operator.log`. Then the same on the seed's
 StatefulSet (`seed_manifests`), changed the seed's way: `kubectl scale` and, where the seed needs
 them, its manual steps (etcd: `member add` after increasing, `member remove` before decreasing;
 ZooKeeper: `--servers` edited with `replicas`, a rolling restart). A figure the seed's method
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import socket
 import tempfile
 import threading
@@ -38,7 +42,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from quorumkeeper.model import Endpoint
+from quorumkeeper.model import Endpoint, Member
 from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_IMAGE, ETCD_UID
 from quorumkeeper.runtimes.kubernetes.objects import RESTRICTED_CONTAINER, field_env
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
@@ -86,7 +90,8 @@ TARGETS = {
     "etcd": {
         "apply_available_s": "<= 30",
         "apply_all_voting_s": "",
-        "scale_up_voting_s": "<= 10 each",
+        "scale_up_voting_s": "",
+        "scale_up_each_s": "<= 10 each",
         "scale_up_settled_s": "",
         "scale_down_settled_s": "",
         "lost_writes": "0",
@@ -97,7 +102,8 @@ TARGETS = {
     "zookeeper": {
         "apply_available_s": "<= 45",
         "apply_all_voting_s": "",
-        "scale_up_voting_s": "<= 15 each",
+        "scale_up_voting_s": "",
+        "scale_up_each_s": "<= 15 each",
         "scale_up_settled_s": "",
         "scale_down_settled_s": "",
         "lost_writes": "0",
@@ -128,6 +134,11 @@ class Figures:
     scale_up_voting_s: list[float] | None = None
     """From `kubectl scale` (the seed: its first change) to each new member first seen a
     healthy voter, in ordinal order."""
+    scale_up_each_s: list[float] | None = None
+    """Each new member's own time to voting, in the order they voted: from the member voting
+    before it (the first: from `kubectl scale`) to it voting; the issue's per-member target."""
+    scale_up_milestones: dict[str, dict[str, float]] | None = None
+    """Per new member, seconds from `kubectl scale` to each of its `MILESTONES` first seen."""
     scale_up_settled_s: float | None = None
     scale_down_settled_s: float | None = None
     lost_writes: int | None = None
@@ -155,29 +166,122 @@ class Fleet:
 
 
 class StoreView(Protocol):
-    """What the figures need of a cluster on the bed: where its members live, a client."""
+    """What the figures need of a cluster on the bed: where its members live, a client, and
+    the API server and namespace its pods are in."""
 
     @property
     def placement(self) -> ServiceDnsPlacement: ...
 
+    @property
+    def kube(self) -> Kube: ...
+
+    @property
+    def namespace(self) -> str: ...
+
     def client(self, timeout: float = 2.0) -> CoordinationStore: ...
 
 
-def voting(view: StoreView) -> set[str]:
-    """Pod names of the members the store reports as healthy voters right now; none while no
-    quorum answers or the cluster's objects are not there yet."""
+def _members(view: StoreView) -> dict[str, Member]:
+    """The store's members by pod name; empty while no quorum answers or the cluster's objects
+    are not there yet."""
     try:
         store = view.client(timeout=1.0)
     except ApiError:
-        return set()  # ZooKeeper's superuser Secret is not made yet
+        return {}  # ZooKeeper's superuser Secret is not made yet
     try:
         members = store.members()
     except StoreError:
-        return set()
+        return {}
     finally:
         store.close()
-    located = (view.placement.locate(m.address) for m in members if m.voter and m.healthy)
-    return {endpoint.name for endpoint in located if endpoint is not None}
+    located = ((view.placement.locate(m.address), m) for m in members)
+    return {endpoint.name: m for endpoint, m in located if endpoint is not None}
+
+
+def voting(view: StoreView) -> set[str]:
+    """Pod names of the members the store reports as healthy voters right now."""
+    return {name for name, m in _members(view).items() if m.voter and m.healthy}
+
+
+MILESTONES = ("added", "pod", "scheduled", "started", "promoted", "voting")
+"""What a joining member goes through, each first seen by `JoinWatch`: listed in the store's
+membership (a learner or observer), its pod made, bound to a node, every container running, a
+voter in the membership, a healthy voter (it answers and knows a leader: an etcd member serves
+no client request before its own attributes are committed; a new member whose state came as a
+snapshot taken after it proposed them waits out etcd's 7 s publish timeout first, as its log
+says: "failed to publish local member to cluster through raft", then "ready to serve")."""
+
+
+class JoinWatch:
+    """Notes, polling every 0.1 s from `since` in a thread of its own, when each of `names`
+    first reaches each of `MILESTONES` (seconds since `since`)."""
+
+    def __init__(self, view: StoreView, names: list[str], since: float) -> None:
+        self.view, self.names, self.since = view, names, since
+        self.seen: dict[str, dict[str, float]] = {name: {} for name in names}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> JoinWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.all_voting():
+            self._poll()
+            self._stop.wait(0.1)
+
+    def _poll(self) -> None:
+        members = _members(self.view)
+        now = round(time.monotonic() - self.since, 2)
+        for name in self.names:
+            reached = {"added": name in members}
+            member = members.get(name)
+            reached["promoted"] = member is not None and member.voter
+            reached["voting"] = reached["promoted"] and member is not None and member.healthy
+            try:
+                pod = self.view.kube.get(ns_path(self.view.namespace, "pods", name))
+            except ApiError:
+                pod = None
+            if pod is not None and "deletionTimestamp" not in pod["metadata"]:
+                statuses = pod["status"].get("containerStatuses") or []
+                reached["pod"] = True
+                reached["scheduled"] = bool(pod["spec"].get("nodeName"))
+                reached["started"] = bool(statuses) and all(
+                    "running" in (s.get("state") or {}) for s in statuses
+                )
+            for milestone, now_reached in reached.items():
+                if now_reached:
+                    self.seen[name].setdefault(milestone, now)
+
+    def all_voting(self) -> bool:
+        return all("voting" in seen for seen in self.seen.values())
+
+    def wait(self, timeout: float) -> None:
+        """Until every member votes or `timeout` seconds from `since` have passed."""
+        while not self.all_voting() and time.monotonic() < self.since + timeout:
+            time.sleep(0.1)
+
+    def voting_s(self) -> list[float]:
+        """When each member first voted, for those that did, in the order of `names`."""
+        return [seen["voting"] for seen in self.seen.values() if "voting" in seen]
+
+    def each_s(self) -> list[float]:
+        """Each member's own time to voting (`Figures.scale_up_each_s`), for those that voted."""
+        each, turn = [], 0.0
+        for at in sorted(self.voting_s()):
+            each.append(round(at - turn, 2))
+            turn = at
+        return each
+
+    def milestones(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {m: seen[m] for m in MILESTONES if m in seen} for name, seen in self.seen.items()
+        }
 
 
 def timed(condition: Callable[[], object], since: float, timeout: float) -> float | None:
@@ -189,17 +293,6 @@ def timed(condition: Callable[[], object], since: float, timeout: float) -> floa
         if time.monotonic() > since + timeout:
             return None
         time.sleep(0.1)
-
-
-def first_voting(view: StoreView, names: list[str], since: float, timeout: float) -> list[float]:
-    """Seconds from `since` until each of `names` is first seen a healthy voter, for those seen
-    by `since + timeout`, in the order of `names`."""
-    seen: dict[str, float] = {}
-    while len(seen) < len(names) and time.monotonic() < since + timeout:
-        for name in voting(view) & set(names) - seen.keys():
-            seen[name] = round(time.monotonic() - since, 2)
-        time.sleep(0.1)
-    return [seen[name] for name in names if name in seen]
 
 
 def pod_deleted_voting(view: StoreView, kube: Kube, namespace: str, pod: str) -> float | None:
@@ -227,16 +320,22 @@ def _scale_through(
     scale_down: Callable[[], None],
     down_settled: Callable[[], object],
     timeout: float,
+    after_up: Callable[[], None] = lambda: None,
 ) -> Figures:
     """The writer's figures through `scale_up`, `scale_down`, and when each new member votes;
-    each step gets `timeout` seconds."""
+    each step gets `timeout` seconds; `after_up` runs once the scale-up settled (or timed out)."""
     figures = Figures()
     with Writer(view, interval=WRITE_INTERVAL) as writer:  # type: ignore[arg-type]
         wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
         began = time.monotonic()
-        scale_up()
-        figures.scale_up_voting_s = first_voting(view, new_members, began, timeout)
+        with JoinWatch(view, new_members, began) as joins:
+            scale_up()
+            joins.wait(timeout)
+        figures.scale_up_voting_s = joins.voting_s()
+        figures.scale_up_each_s = joins.each_s()
+        figures.scale_up_milestones = joins.milestones()
         figures.scale_up_settled_s = timed(up_settled, began, timeout)
+        after_up()
         began = time.monotonic()
         scale_down()
         figures.scale_down_settled_s = timed(down_settled, began, STEP_TIMEOUT)
@@ -251,7 +350,8 @@ def _condition(resource: Obj, kind: str) -> bool:
     return any(c["type"] == kind and c["status"] == "True" for c in conditions)
 
 
-def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path) -> Figures:
+def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path, log: Path) -> Figures:
+    """The operator's figures; its log (each pass's step, timestamped) is copied to `log`."""
     namespace = f"bench-operator-{uuid.uuid4().hex[:5]}"
     create_namespace(kube, namespace)
     operator = OperatorProcess(bed, namespace, workdir)
@@ -274,6 +374,7 @@ def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path) -> Fig
             lambda: target.scale(START),
             lambda: target.settled(START),
             STEP_TIMEOUT,
+            lambda: _keep_member_logs(bed, target, log),
         )
         figures.apply_available_s, figures.apply_all_voting_s = available, all_voting
         victim = target.placement.endpoint(1).name
@@ -282,7 +383,16 @@ def measure_operator(bed: Cluster, kube: Kube, kind: Kind, workdir: Path) -> Fig
         return _noted(figures, f"not reached within {STEP_TIMEOUT:.0f} s")
     finally:
         operator.stop()
-        print(f"operator log ({operator.log}):\n{operator.tail(15)}")
+        shutil.copyfile(operator.log, log)
+        print(f"operator log ({log}):\n{operator.tail(15)}")
+
+
+def _keep_member_logs(bed: Cluster, target: ClusterUnderTest, log: Path) -> None:
+    """Each member pod's log after the scale-up, beside the operator's `log` as
+    `<stem>-<pod>.log`: the store's own account of each add, start and promotion."""
+    for pod in sorted(target.pods()):
+        logs = bed.kubectl("logs", "-n", target.namespace, pod, check=False).stdout
+        log.with_name(f"{log.stem}-{pod}.log").write_text(logs)
 
 
 def _noted(figures: Figures, reason: str) -> Figures:
@@ -694,6 +804,7 @@ def measure_seed(bed: Cluster, kube: Kube, store: str) -> Figures:
             STEP_TIMEOUT,
         )
         figures.notes["scale_up_voting_s"] = "with every existing member restarted"
+        figures.notes["scale_up_each_s"] = "with every existing member restarted"
     figures.apply_available_s, figures.apply_all_voting_s = available, all_voting
     figures.notes["apply_available_s"] = "no Available condition: a majority of 3 voting"
     victim = seed.placement.endpoint(1).name
@@ -737,8 +848,10 @@ def _seed_etcd_scaling(seed: SeedStatefulSet, names: list[str]) -> Figures:
     )
     if reasons or refused:
         figures.notes["scale_up_voting_s"] = "; ".join([*reasons, *refused])
+        figures.notes["scale_up_each_s"] = "never voting: scale_up_voting_s"
         figures.notes["scale_up_settled_s"] = f"never {PEAK} members voting: scale_up_voting_s"
         figures.scale_up_voting_s = figures.scale_up_voting_s or None
+        figures.scale_up_each_s = figures.scale_up_each_s or None
     return figures
 
 
@@ -809,6 +922,40 @@ def _cell(value: object, note: str | None) -> str:
     return f"{text} ({note})" if note else text
 
 
+PER_MEMBER = ("scale_up_voting_s", "scale_up_each_s")
+"""Figures listed per new member: a row each."""
+
+
+def _timeline(figures: dict[str, Any], member: int) -> str | None:
+    """The `MILESTONES` of the `member`th new member to vote (then those that never did), in
+    seconds from its turn (the one voting before it; the first's: `kubectl scale`), as
+    "orders-3: added 0.3, pod 0.4, ..."; None when there is none."""
+    found = (figures.get("scale_up_milestones") or {}).items()
+    ordered = sorted(found, key=lambda item: item[1].get("voting", float("inf")))
+    if member >= len(ordered) or not ordered[member][1]:
+        return None
+    name, milestones = ordered[member]
+    turn = ordered[member - 1][1].get("voting", 0.0) if member else 0.0
+    return f"{name}: " + ", ".join(f"{m} {at - turn:.1f}" for m, at in milestones.items())
+
+
+def _rows(figures: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    """(row label, cell) of figure `key`: one row, or one per new member for `PER_MEMBER`
+    figures, followed by each member's timeline after `scale_up_each_s`."""
+    note = (figures.get("notes") or {}).get(key)
+    value = figures[key]
+    if key not in PER_MEMBER:
+        return [(key, _cell(value, note))]
+    rows = []
+    for member in range(PEAK - START):
+        at = value[member] if value is not None and member < len(value) else None
+        rows.append((f"{key}, member {member + 1}", _cell(at, note)))
+        if key == "scale_up_each_s":
+            timeline = _timeline(figures, member)
+            rows.append((f"  member {member + 1}: s from its turn", timeline or "n/a"))
+    return rows
+
+
 def _report(title: str, out: Path, result: dict[str, Any], targets: dict[str, str]) -> None:
     """Write `result` as JSON to `out` and print `targets`' rows, beside the seed's if any."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -819,9 +966,10 @@ def _report(title: str, out: Path, result: dict[str, Any], targets: dict[str, st
     for column in columns:
         table.add_column(column, overflow="fold")
     for key, target in targets.items():
-        ours = _cell(result[key], (result.get("notes") or {}).get(key))
-        theirs = [_cell(seed[key], seed["notes"].get(key))] if seed else []
-        table.add_row(key, ours, *theirs, target)
+        theirs = _rows(seed, key) if seed else []
+        for n, (label, ours) in enumerate(_rows(result, key)):
+            seed_cell = [theirs[n][1] if n < len(theirs) else ""] if seed else []
+            table.add_row(label, ours, *seed_cell, "" if label.startswith(" ") else target)
     Console(width=160).print(table)
 
 
@@ -842,7 +990,9 @@ def main() -> None:
                 title = f"operator RSS: {args.clusters} one-member {args.store} clusters"
                 _report(title, args.out, {"store": args.store, **asdict(fleet)}, FLEET_TARGETS)
                 return
-            ours = measure_operator(bed, kube, kind, workdir)
+            log = args.out.with_name(f"{args.out.stem}-operator.log")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            ours = measure_operator(bed, kube, kind, workdir, log)
             seed = measure_seed(bed, kube, args.store)
     result = {"store": args.store, **asdict(ours), "seed": asdict(seed)}
     title = (

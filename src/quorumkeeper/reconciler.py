@@ -121,6 +121,10 @@ class Reconciler:
         """Why the last status could not be recorded, None when it was."""
         self.acted = False
         """Whether the last pass's step went through (False when the store refused it)."""
+        self.deferred = False
+        """Whether the store refused the last pass's step for now (`NotCaughtUp`, `AddsRefused`),
+        or said it refuses adds for now (`Observation.adds_refused`): what it waits for ends by
+        itself, soon."""
         self.set_aside: str | None = None
         """Where the last data set aside went, for the keeper's log."""
         self._store: CoordinationStore | None = None
@@ -315,10 +319,11 @@ class Reconciler:
         with the failure as its error and the Degraded condition) before the exception goes on
         to the caller. A store's refusal of the step is no failure: it is the next status's
         error."""
-        self.acted = False
+        self.acted = self.deferred = False
         try:
             self.reload()
             snapshot = self.observe(judge=True)
+            self.deferred = snapshot.observation.adds_refused is not None
             step = plan(self.desired, snapshot.observation)
             self._record(self.report(snapshot, step))
             try:
@@ -327,7 +332,7 @@ class Reconciler:
                 self.last_error = None
                 self.acted = True
             except (NotCaughtUp, AddsRefused):
-                pass  # not an error: the next observation shows the condition and the plan waits
+                self.deferred = True  # not an error: the next observation shows the condition
             except (StoreError, DisruptionRefused) as error:
                 self.last_error = f"{type(step).__name__}: {error}"
         except Exception as error:

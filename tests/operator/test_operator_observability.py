@@ -29,7 +29,12 @@ from quorumkeeper.model import JoinRules, Slot
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.metrics import OperatorMetrics
 from quorumkeeper.runtimes.kubernetes.objects import placement
-from quorumkeeper.runtimes.kubernetes.operator import ClusterDaemon
+from quorumkeeper.runtimes.kubernetes.operator import (
+    BUSY_INTERVAL,
+    QUICK_RETRIES,
+    RETRY_INTERVAL,
+    ClusterDaemon,
+)
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind, parse_resource
 from quorumkeeper.runtimes.kubernetes.runtime import kubernetes_rules
 from testbed.kube import ApiError, ns_path
@@ -227,6 +232,27 @@ def test_a_membership_step_stuck_past_its_deadline_is_reported_once_and_recovers
     assert (recovered["status"], recovered["reason"]) == ("True", "AddLearner")
     assert recovered["lastTransitionTime"] >= progressing["lastTransitionTime"]
     assert len([e for e in driven.events() if e["type"] == "Warning"]) == 1
+
+
+def test_a_promotion_the_store_refuses_is_retried_quickly_for_a_while_then_every_second(
+    installed: ApiServer, namespace: str, metrics: OperatorMetrics
+) -> None:
+    """A learner not caught up is tried again after `RETRY_INTERVAL` for `QUICK_RETRIES`
+    passes, then after `BUSY_INTERVAL`; the promotion that goes through is followed by the next
+    step at once."""
+    driven = drive(installed, namespace, metrics, 3)
+    kinds: list[str] = []
+    while not kinds or kinds[-1] != "Promote":  # bootstrap, add and start orders-1
+        assert len(kinds) < 10, kinds
+        driven.daemon.pass_once()
+        kinds.append(driven.resource()["status"]["step"]["kind"])
+    # The learner orders-1 never catches up: the pass above was the first refusal.
+    intervals = [driven.daemon.pass_once() for _ in range(QUICK_RETRIES)]
+    assert intervals[: QUICK_RETRIES - 1] == [RETRY_INTERVAL] * (QUICK_RETRIES - 1), intervals
+    assert intervals[-1] == BUSY_INTERVAL, intervals
+    assert driven.resource()["status"]["step"]["kind"] == "Promote"
+    driven.store.mark_caught_up(driven.runtime.placement.endpoint(1).address)
+    assert driven.daemon.pass_once() == 0.0  # promoted: the next add at once
 
 
 def test_a_progress_deadline_below_one_second_is_refused_naming_the_field(

@@ -2,7 +2,9 @@
 acknowledged write lost: `kubectl scale` of an EtcdCluster and a ZookeeperCluster (3 and 5
 members) with the store's membership equal to the pods after every step and no existing pod
 restarted; the operator killed mid-scale; a member's pod and PVC deleted; a member's pod deleted
-off a cordoned node, its data following it on a Ceph RBD volume; a member's node lost.
+off a cordoned node, its data following it on a Ceph RBD volume; a member's node lost; a
+member's pod that can't mount its RBD image because the lost node's client holds its lock,
+reported with the fence command, which then lets it back.
 
 How the operator and this process reach the test bed: `tests/operator/harness.py`.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import signal
 import socket
 import time
@@ -21,9 +24,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from quorumkeeper.cli.app import app
 from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
+from quorumkeeper.runtimes.kubernetes.volume_locks import REASON
 from quorumkeeper.stores import etcd
 from quorumkeeper.stores.zookeeper.words import four_letter_word
 from quorumkeeper.versions import (
@@ -35,7 +41,7 @@ from quorumkeeper.versions import (
 from testbed.cluster import Cluster
 from testbed.kube import Kube, Obj, condition_true, ns_path
 from tests.acceptance.harness import Writer
-from tests.ceph.fixtures import CsiStorageClass
+from tests.ceph.fixtures import POOL, CsiStorageClass
 from tests.operator.harness import (
     ClusterUnderTest,
     OperatorProcess,
@@ -439,6 +445,111 @@ def test_losing_a_members_node_degrades_the_cluster_until_the_node_is_back(
     writer.assert_nothing_lost()
     assert _member_ids(target) == old_ids, "a member was replaced instead of rejoining"
     assert pods[victim]["spec"]["nodeName"] == node
+
+
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+
+
+def test_a_member_whose_rbd_image_a_dead_nodes_client_holds_is_reported_with_the_fence_command(
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    csi_storage_class: CsiStorageClass,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    """A follower's node is lost while its node's Ceph client holds the lock on the member's
+    RBD image; the node is marked out of service, so the StatefulSet makes the pod again on
+    another node, where it can't mount the image. The resource reports it: status Degraded with
+    reason VolumeLockedByDeadClient, the member's `blockedBy` and one Warning Event naming the
+    exact `quorumkeeper ceph locks ... --fence` command. That command, run as printed (with
+    the test bed's kubeconfig for `~/.kube/config`), fences the dead client; the pod mounts the
+    image and the member is back with its identity, and no acknowledged write is lost."""
+    target = _create(kube, testbed_cluster, Kind.ETCD, bed_namespace, 3, csi_storage_class.name)
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    old_ids = _member_ids(target)
+    leader = target.resource()["status"]["leader"]
+    nodes = [pod["spec"]["nodeName"] for pod in pods.values()]
+    victim = next(
+        n
+        for n, pod in sorted(pods.items())
+        if n != leader and nodes.count(pod["spec"]["nodeName"]) == 1
+    )
+    node = pods[victim]["spec"]["nodeName"]
+    claim = kube.get(ns_path(bed_namespace, "persistentvolumeclaims", f"data-{victim}"))
+    volume = kube.get(f"/api/v1/persistentvolumes/{claim['spec']['volumeName']}")
+    image = volume["spec"]["csi"]["volumeAttributes"]["imageName"]
+    command = (
+        f"quorumkeeper ceph locks --kubeconfig ~/.kube/config --storage-class "
+        f"{csi_storage_class.name} --pool {POOL} --image {image} --fence"
+    )
+
+    def reported() -> tuple[Obj, Obj] | None:
+        status = target.resource().get("status") or {}
+        member = next((m for m in status.get("members") or [] if m["name"] == victim), None)
+        degraded = next(
+            (c for c in status.get("conditions") or [] if c["type"] == "Degraded"), None
+        )
+        if member is None or degraded is None or degraded["reason"] != REASON:
+            return None
+        events = kube.get(
+            ns_path(bed_namespace, "events"),
+            fieldSelector=f"involvedObject.name={target.name},reason={REASON}",
+        )["items"]
+        return (member, events[0]) if events else None
+
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        testbed_cluster.stop_node(node, kill=True)
+        lost_at = time.monotonic()
+        try:
+            wait_until(lambda: not testbed_cluster.node_ready(node), 60, f"{node} NotReady")
+            testbed_cluster.kubectl(
+                "taint", "nodes", node, f"{OUT_OF_SERVICE}=nodeshutdown:NoExecute"
+            )
+            try:
+                member, event = wait_until(reported, STEP_TIMEOUT, f"{victim}'s lock reported")
+            except AssertionError:
+                raise AssertionError(
+                    f"not reported: {target.resource().get('status')}\n{operator.tail()}"
+                ) from None
+            print(f"node {node} lost to the lock reported: {time.monotonic() - lost_at:.1f}s")
+            assert event["type"] == "Warning"
+            assert command in event["message"], event["message"]
+            assert f"RBD image {POOL}/{image} is locked by" in event["message"]
+            assert command in member["blockedBy"] and not member["healthy"]
+            assert target.condition("Available") == "True"
+            events = kube.get(
+                ns_path(bed_namespace, "events"),
+                fieldSelector=f"involvedObject.name={target.name},reason={REASON}",
+            )["items"]
+            assert len(events) == 1, [e["message"] for e in events]  # once, not every pass
+
+            argv = shlex.split(command.replace("~/.kube/config", str(testbed_cluster.kubeconfig)))
+            fenced = CliRunner().invoke(app, argv[1:])
+            assert fenced.exit_code == 0, fenced.output
+            assert fenced.output.startswith(f"{POOL}/{image}: fenced\n"), fenced.output
+            fenced_at = time.monotonic()
+
+            def healed() -> dict[str, Obj] | None:
+                settled = target.settled(3)
+                return settled if settled and target.condition("Degraded") == "False" else None
+
+            try:
+                pods = wait_until(healed, STEP_TIMEOUT, f"{victim} back after the fence")
+            except AssertionError:
+                raise AssertionError(
+                    f"not healed: {target.resource().get('status')}\n{operator.tail()}"
+                ) from None
+            print(f"fence to {victim} healthy again: {time.monotonic() - fenced_at:.1f}s")
+        finally:
+            testbed_cluster.kubectl("taint", "nodes", node, f"{OUT_OF_SERVICE}-", check=False)
+            testbed_cluster.start_node(node)
+            testbed_cluster.wait_nodes_ready([node], 60)
+    writer.assert_nothing_lost()
+    assert pods[victim]["spec"]["nodeName"] != node
+    assert _member_ids(target) == old_ids, "the member was replaced instead of coming back"
+    print(_writes(writer))
 
 
 ROLLOUT_SETTINGS = {

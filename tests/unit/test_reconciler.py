@@ -250,6 +250,7 @@ def test_promote_waits_for_the_learner_to_catch_up_without_an_error(
     assert isinstance(first, Promote) and first.endpoint == fx.endpoint(3)
     assert fx.store.changes == []  # NotCaughtUp: nothing changed
     assert fx.reconciler.last_error is None
+    assert fx.reconciler.deferred and not fx.reconciler.acted
     status = assert_recorded(fx, first, "Scaling")
     assert members(status) == [*HEALTHY_THREE, ("c-3", "learner", True)]
     assert conditions(status) == {
@@ -379,10 +380,12 @@ def test_wait_names_the_stores_refusal_of_adds_which_is_not_an_error(
     refused = fx.reconciler.run_once()
     assert isinstance(refused, AddLearner)
     assert fx.store.changes == [] and fx.reconciler.last_error is None
+    assert fx.reconciler.deferred  # refused for now: the operator tries again soon
 
     step = fx.reconciler.run_once()
 
     assert isinstance(step, Wait) and step.reason == f"adding c-3 waits: {ADDS_REFUSED}"
+    assert fx.reconciler.deferred
     status = assert_recorded(fx, step, "Scaling")
     assert status.error is None
     assert members(status) == HEALTHY_THREE
@@ -397,6 +400,7 @@ def test_wait_names_the_stores_refusal_of_adds_which_is_not_an_error(
     fx.store.refusing_adds = None
     assert isinstance(fx.reconciler.run_once(), AddLearner)
     assert fx.store.changes == [("add_learner", fx.address(3))]
+    assert fx.reconciler.acted and not fx.reconciler.deferred
 
 
 def test_wait_while_a_member_is_held_back_reports_degraded(placement: Placement) -> None:

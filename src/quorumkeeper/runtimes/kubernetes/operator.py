@@ -25,8 +25,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Role
-from quorumkeeper.planner import Done, Step, Wait
+from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.runtimes.kubernetes.api import KubeApi
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
 from quorumkeeper.runtimes.kubernetes.progress import ProgressWatch
@@ -54,7 +55,16 @@ LOG = logging.getLogger("quorumkeeper.operator")
 BUSY_INTERVAL = 1.0
 """Seconds between passes while a step is in progress; a watch event wakes the daemon sooner."""
 IDLE_INTERVAL = 5.0
-"""Seconds between passes of a cluster that matches its spec (or waits on something)."""
+"""Seconds between passes of a cluster that matches its spec (or waits on something else than
+a change in progress); a spec change or a watch event wakes the daemon sooner."""
+RETRY_INTERVAL = 0.25
+"""Seconds before a membership step the store refused for now is tried again: nothing but the
+store tells when a learner has caught up (0.1-0.25 s after its start on a small database,
+FIELD-NOTES) or when etcd's reconfiguration grace ends, and no watch fires for either."""
+QUICK_RETRIES = 20
+"""Passes in a row that retry after `RETRY_INTERVAL` (5 s); a refusal lasting longer (a learner
+catching up on a large database) is tried again every `BUSY_INTERVAL`, so it does not keep
+four status writes a second going."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -68,14 +78,34 @@ registry = kopf.OperatorRegistry()
 
 @dataclass
 class _Wakes:
-    """One event per cluster resource, set by the watches on its children."""
+    """One event per cluster resource, set by the watches on its children and on the resource
+    itself when its spec changes."""
 
     events: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
+    generations: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def of(self, namespace: str, name: str) -> threading.Event:
         with self.lock:
             return self.events.setdefault((namespace, name), threading.Event())
+
+    def spec_seen(self, namespace: str, name: str, generation: int | None) -> None:
+        """Wake the resource's daemon when `generation` (its `metadata.generation`) is one this
+        has not seen: a `kubectl scale` is acted on at once, not at the next idle pass. The
+        status the daemon writes every pass leaves the generation as it is, so it wakes
+        nothing."""
+        if generation is None:
+            return
+        with self.lock:
+            if self.generations.get((namespace, name)) == generation:
+                return
+            self.generations[(namespace, name)] = generation
+        self.of(namespace, name).set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self.lock:
+            self.events.pop((namespace, name), None)
+            self.generations.pop((namespace, name), None)
 
 
 WAKES = _Wakes()
@@ -86,7 +116,7 @@ class ResourceSource:
     `parse_resource` (raises `ResourceError` naming the field)."""
 
     def __init__(self, api: client.ApiClient, kind: Kind, namespace: str, name: str) -> None:
-        self._objects = client.CustomObjectsApi(api)
+        self._objects = KubeApi(api)
         self.kind, self.namespace, self.name = kind, namespace, name
         self.body: dict[str, Any] = {}
         self.resource: ClusterResource | None = None
@@ -94,7 +124,7 @@ class ResourceSource:
     def fetch(self) -> ClusterResource:
         """Read and parse the resource; raises `ApiException` (404 once deleted) or
         `ResourceError`."""
-        self.body = self._objects.get_namespaced_custom_object(  # type: ignore[assignment]
+        self.body = self._objects.get_namespaced_custom_object(
             GROUP, VERSION, self.namespace, self.kind.plural, self.name
         )
         self.resource = parse_resource(self.body)
@@ -121,7 +151,7 @@ class ResourceStatusSink:
 
     def __init__(self, source: ResourceSource) -> None:
         self.source = source
-        self._objects = client.CustomObjectsApi(source._objects.api_client)
+        self._objects = source._objects
         self.progress = ProgressWatch()
 
     def record(self, status: ClusterStatus) -> None:
@@ -212,7 +242,7 @@ def invalid_status(
 def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str:
     """The ZooKeeper superuser's password: from its Secret, which is created once with a fresh
     random password and never rewritten."""
-    core = client.CoreV1Api(api)
+    core = KubeApi(api)
     name = Names(resource.name).superuser_secret
     try:
         secret: Any = core.read_namespaced_secret(name, resource.namespace)
@@ -221,7 +251,7 @@ def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str
             raise
         body = superuser_secret(resource, secrets.token_urlsafe(24))
         try:
-            core.create_namespaced_secret(resource.namespace, body)  # type: ignore[arg-type]
+            core.create_namespaced_secret(resource.namespace, body)
         except ApiException as exists:
             if exists.status != 409:
                 raise
@@ -252,7 +282,7 @@ def _post_event(
         "count": 1,
         "source": {"component": "quorumkeeper-operator"},
     }
-    client.CoreV1Api(api).create_namespaced_event(metadata["namespace"], event)  # type: ignore[arg-type]
+    KubeApi(api).create_namespaced_event(metadata["namespace"], event)
 
 
 class ClusterDaemon:
@@ -273,6 +303,8 @@ class ClusterDaemon:
         self.wake = WAKES.of(namespace, name)
         self.metrics = metrics
         self.key = ClusterKey(namespace, name, kind.value)
+        self.deferrals = 0
+        """Passes in a row whose step the store refused for now (`Reconciler.deferred`)."""
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
         if self.reconciler is None:
@@ -319,7 +351,11 @@ class ClusterDaemon:
         LOG.info(
             "%s/%s: %s: %s", resource.namespace, resource.name, type(step).__name__, step.reason
         )
-        return IDLE_INTERVAL if isinstance(step, Wait | Done) else BUSY_INTERVAL
+        status = reconciler.last_status
+        resizing = status is not None and len(status.members) != status.desired_members
+        self.deferrals = self.deferrals + 1 if reconciler.deferred else 0
+        deferred = 0 < self.deferrals <= QUICK_RETRIES
+        return next_pass_in(step, acted=reconciler.acted, deferred=deferred, resizing=resizing)
 
     def run(self, stopped: kopf.DaemonStopped) -> None:
         try:
@@ -335,8 +371,34 @@ class ClusterDaemon:
                 self.wake.clear()
         finally:
             self.metrics.forget(self.key)
+            WAKES.forget(self.source.namespace, self.source.name)
             if self.reconciler is not None:
                 self.reconciler.close()
+
+
+def next_pass_in(
+    step: Step, *, acted: bool, deferred: bool = False, resizing: bool = False
+) -> float:
+    """Seconds until the next pass unless a watch wakes the daemon first, after a pass that
+    took `step` (`acted`: it went through; `deferred`: the store refused it for now,
+    `Reconciler.deferred`; `resizing`: the membership is not the spec's size yet).
+
+    A membership change that went through is followed at once by the next step of the change
+    (an added learner's pod is made in the same second, a promotion is followed by the next
+    add), each planned on a fresh observation; one the store refused for now is tried again
+    after `RETRY_INTERVAL`. Any other step in progress, a step that failed, and a wait during a
+    scale (for a new voter to answer, the store's reconfiguration grace to end) come back after
+    `BUSY_INTERVAL`; a cluster that matches its spec, or waits for something a person or a
+    watch event brings, after `IDLE_INTERVAL`."""
+    if deferred:
+        return RETRY_INTERVAL
+    if step.changes_membership and acted:
+        return 0.0
+    if isinstance(step, Done):
+        return IDLE_INTERVAL
+    if isinstance(step, Wait) and step.phase is not Phase.SCALING and not resizing:
+        return IDLE_INTERVAL
+    return BUSY_INTERVAL
 
 
 def _outcome(step: Step, acted: bool) -> Outcome:
@@ -381,7 +443,7 @@ def _daemon(kind: Kind) -> None:
         """`pvcRetention.whenDeleted`: Delete removes the members' PVCs; Retain keeps them,
         marked released so a later cluster of the same name never starts on them."""
         policy = (body.get("spec") or {}).get("pvcRetention") or {}
-        core = client.CoreV1Api(_api())
+        core = KubeApi(_api())
         namespace = namespace or "default"
         labels = selector_of(kind, name)
         claims: Any = core.list_namespaced_persistent_volume_claim(namespace, label_selector=labels)
@@ -403,7 +465,9 @@ for _kind in Kind:
     _daemon(_kind)
 
 
-def _wake(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+async def _wake(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    """Wake the daemon of the cluster whose child changed. A coroutine: kopf runs it on its
+    event loop, where a synchronous handler would take an executor thread per event burst."""
     instance = labels.get(LABEL_INSTANCE)
     if instance and namespace:
         WAKES.of(namespace, instance).set()
@@ -413,6 +477,14 @@ _CHILD = {LABEL_INSTANCE: kopf.PRESENT}
 for _resource in ("pods", "persistentvolumeclaims"):
     kopf.on.event("", "v1", _resource, labels=_CHILD, registry=registry)(_wake)
 kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD, registry=registry)(_wake)
+
+
+async def _spec_changed(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    WAKES.spec_seen(namespace or "default", name, body.metadata.get("generation"))
+
+
+for _kind in Kind:
+    kopf.on.event(GROUP, VERSION, _kind.plural, registry=registry)(_spec_changed)
 
 
 def run(namespaces: list[str], metrics_port: int, metrics_address: str) -> None:

@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
 from quorumkeeper.runtime import DisruptionRefused
+from quorumkeeper.runtimes.kubernetes.api import KubeApi
 from quorumkeeper.runtimes.kubernetes.objects import (
     Membership,
     Names,
@@ -125,9 +126,7 @@ class KubernetesRuntime:
     ) -> None:
         self._resource = resource
         self._password = superuser_password
-        self._core = client.CoreV1Api(api)
-        self._apps = client.AppsV1Api(api)
-        self._policy = client.PolicyV1Api(api)
+        self._core = self._apps = self._policy = KubeApi(api)
         first = resource()
         self.namespace = first.namespace
         self.name = first.name

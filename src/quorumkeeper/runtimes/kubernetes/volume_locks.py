@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from quorumkeeper.runtimes.kubernetes.api import KubeApi
 from quorumkeeper.runtimes.kubernetes.resources import GROUP, VERSION, ClusterResource
 
 REASON = "VolumeLockedByDeadClient"
@@ -126,7 +126,7 @@ def _never_started(pod: Any) -> bool:
     )
 
 
-def volume_lock(core: client.CoreV1Api, pod: Any, claim: Any | None) -> VolumeLock | None:
+def volume_lock(core: KubeApi, pod: Any, claim: Any | None) -> VolumeLock | None:
     """The lock keeping `pod` from mounting its volume, from the newest FailedMount Event on it
     that names one; None if none does, and without asking when the pod is not waiting for its
     volumes (not bound to a node, being deleted, or a container of it has started). One API
@@ -155,7 +155,7 @@ def volume_lock(core: client.CoreV1Api, pod: Any, claim: Any | None) -> VolumeLo
     )
 
 
-def announce(core: client.CoreV1Api, resource: ClusterResource, lock: VolumeLock) -> None:
+def announce(core: KubeApi, resource: ClusterResource, lock: VolumeLock) -> None:
     """One Warning Event on the cluster resource per lock and pod: its name is derived from
     both, so a second call (the next pass, a restarted operator) finds it made and adds none."""
     key = f"{lock.pod_uid} {lock.image_path} {lock.holders}"
@@ -179,7 +179,7 @@ def announce(core: client.CoreV1Api, resource: ClusterResource, lock: VolumeLock
         "source": {"component": "quorumkeeper-operator"},
     }
     try:
-        core.create_namespaced_event(resource.namespace, event)  # type: ignore[arg-type]
+        core.create_namespaced_event(resource.namespace, event)
     except ApiException as error:
         if error.status != 409:
             raise
