@@ -667,8 +667,9 @@ def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(
     api_resolver: None,
 ) -> None:
     """etcd 3.5.10 -> 3.6.16 passes the resource's CEL rules (one minor forward) and is refused
-    by the operator: 3.6 needs every member on 3.5.26 first. The test bed holds the pinned
-    release's image only, so the image tag stands in for the older release the spec names."""
+    by the operator: 3.6 needs every member on 3.5.26 first. The test bed holds no 3.5 image, so
+    the pods run the pinned release under an image override, and report it: the stop-over the
+    refusal names is then a downgrade from what they really run, and refused as well."""
     old = "3.5.10"
     target = _create(
         kube,
@@ -682,15 +683,24 @@ def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(
     pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
     before = _identity(pods)
     config = _template_config(target)
-    testbed_cluster.kubectl(
-        "patch",
-        "-n",
-        bed_namespace,
-        f"etcdc/{target.name}",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"version": "3.6.16"}}),
-    )
+
+    def reported() -> set[str | None]:
+        return {m.get("version") for m in target.resource()["status"]["members"]}
+
+    wait_until(lambda: reported() == {ETCD_VERSION}, 60, "the members reporting their release")
+
+    def patch(version: str) -> None:
+        testbed_cluster.kubectl(
+            "patch",
+            "-n",
+            bed_namespace,
+            f"etcdc/{target.name}",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"version": version}}),
+        )
+
+    patch("3.6.16")
 
     def refused() -> Obj | None:
         status = target.resource()["status"]
@@ -707,18 +717,22 @@ def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(
     assert _identity(target.pods()) == before, "a pod restarted for a refused version"
     assert _template_config(target) == config
 
-    # The stop-over the refusal names passes the resource's rules and the operator's.
-    testbed_cluster.kubectl(
-        "patch",
-        "-n",
-        bed_namespace,
-        f"etcdc/{target.name}",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"version": "3.5.26"}}),
-    )
-    wait_until(lambda: _template_config(target) != config, 60, "the stop-over taken")
+    # The stop-over passes the resource's rules; the operator judges it by what the members
+    # report they run, from which it is a downgrade.
+    patch("3.5.26")
+    downgrade = f"etcd {ETCD_VERSION} -> 3.5.26 is a downgrade"
+
+    def message() -> str:
+        status = target.resource()["status"]
+        return str(next(c for c in status["conditions"] if c["type"] == "Degraded")["message"])
+
+    wait_until(lambda: downgrade in message(), 60, "the downgrade refused")
+    assert _identity(target.pods()) == before, "a pod restarted for a refused version"
+    assert _template_config(target) == config
+    # The version the cluster runs under is taken back: nothing is left to refuse.
+    patch(old)
     wait_until(lambda: refused() is None, 60, "the refusal cleared from status")
+    assert _identity(target.pods()) == before and _template_config(target) == config
 
 
 UPGRADES = {
