@@ -105,6 +105,13 @@ def test_a_field_a_running_cluster_keeps_is_refused_and_changes_nothing(
     assert cluster.paths.load_stored().change.generation == generation
     assert cluster.pids(cluster.status()) == cluster.pids(before)
 
+    other_store = spec_file(cluster, {"zookeeper": {"tick_time_ms": 3000}})
+    refused = cluster.cli("apply", cluster.name, "--spec-file", str(other_store), check=False)
+    assert refused.returncode == 2, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "zookeeper: settings of zookeeper change nothing on the etcd cluster" in message
+    assert cluster.paths.load_stored().change.generation == generation
+
     out_of_bounds = spec_file(cluster, {"etcd": {"snapshot_count": 1}})  # checked as `up` does
     refused = cluster.cli("apply", cluster.name, "--spec-file", str(out_of_bounds), check=False)
     assert refused.returncode == 2 and "etcd.snapshot_count" in refused.stderr, refused.stderr

@@ -616,6 +616,13 @@ def _check_changeable(before: ClusterSpec, after: ClusterSpec, spec_file: Path) 
             f"changes settings and version, scale changes the member count; fix: remove members "
             f"from {spec_file}, then `quorumkeeper scale {before.name} {after.members}`"
         )
+    other = Store.ZOOKEEPER if before.store is Store.ETCD else Store.ETCD
+    if old[other.value] != new[other.value]:
+        raise _fail(
+            f"{other.value}: settings of {other.value} change nothing on the {before.store.value} "
+            f"cluster {before.name}; rule: a cluster takes its own store's settings only; fix: "
+            f"remove {other.value} from {spec_file}"
+        )
 
 
 def _check_upgrade(cluster: LocalCluster, before: ClusterSpec, after: ClusterSpec) -> None:
