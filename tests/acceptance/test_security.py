@@ -242,6 +242,23 @@ def test_plain_text_is_an_explicit_warned_opt_out(cluster: LocalClusterUnderTest
     assert answer.status_code == 200, answer.text
 
 
+@ETCD
+def test_plain_text_with_auth_says_how_a_client_could_get_in(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    """Users need TLS, so with tls: false and auth: true only the keeper connects: `connect`
+    and `user add` both say so and name the same ways out, not each other."""
+    cluster.cli("up", cluster.name, "--members", "1", "--subnet", cluster.subnet, "--no-tls")
+    cluster.wait_ready(1)
+    for command in (["connect"], ["user", "add"]):
+        args = [*command, cluster.name] + (["app", "--prefix", "app/"] if "add" in command else [])
+        refused = cluster.cli(*args, check=False)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 2, said
+        assert "or with `--no-tls --no-auth` for one any client may use" in said, said
+        assert "quorumkeeper user add" not in said, said
+
+
 def _pem_certificates(path: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(path.read_bytes())
 

@@ -120,7 +120,8 @@ def user_add(
         )
         raise _refuse(
             f"cluster {name} runs with {off}: a user's password and certificate protect "
-            "nothing there; fix: create the cluster with the defaults (TLS and auth on)"
+            "nothing there; fix: create a cluster with the defaults (TLS and auth on), or "
+            "with `--no-tls --no-auth` for one any client may use"
         )
     assert cluster.authority is not None  # tls is on
     password = ensure_secret(_password_file(cluster.paths, user))
@@ -162,6 +163,13 @@ def connect(
                 f"user: no user {user!r} in cluster {name}; fix: `quorumkeeper user add {name} "
                 f"{user} --prefix PREFIX`"
             )
+    elif spec.auth and not spec.tls:
+        raise _refuse(
+            f"user: cluster {name} runs with tls: false and auth: true: its root user is the "
+            f"keeper's alone and users need TLS, so no client can get in; fix: create a cluster "
+            f"with the defaults (TLS and auth on), or with `--no-tls --no-auth` for one any "
+            f"client may use"
+        )
     elif spec.auth:
         raise _refuse(
             f"user: cluster {name} asks clients to authenticate and its root user is the "
