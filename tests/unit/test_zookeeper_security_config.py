@@ -107,5 +107,5 @@ def test_a_user_with_a_bad_name_or_prefix_is_refused_before_any_call(
 ) -> None:
     store = ZookeeperStore([], password="p")  # no server: refused before connecting
     with pytest.raises(ValueError, match="fix: ") as refused:
-        store.add_user(user, prefix, "secret")
+        store.grant_prefix(user, "secret", prefix)
     assert str(refused.value).startswith(named)

@@ -109,11 +109,20 @@ def test_only_tls_clients_of_the_clusters_ca_that_authenticate_get_anywhere(
     # A user, with a certificate of its own, gets its prefix and nothing of the keeper's. What
     # it creates with the creator's ACL ("auth") is its digest's and its certificate's
     # (ZooKeeper also authenticates a TLS client as `x509:<subject>`).
-    store.add_user("app", "/apps/app", "app-password")
+    # ZooKeeper's root znode is open to every session until the keeper closes it (`secure`).
+    with kazoo(one, ensemble.authority.client("early"), "early:p") as early:
+        early.create("/early", b"x")
+    store.secure()
+    store.secure()  # idempotent
+    store.grant_prefix("app", "app-password", "/apps/app")
     app_tls = ensemble.authority.client("app")
     with kazoo(one, app_tls, "app:app-password") as user:
         user.create("/apps/app/config", b"v1", acl=CREATOR_ALL_ACL)
         assert user.get("/apps/app/config")[0] == b"v1"
+        with pytest.raises(NoAuthError):
+            user.create("/top", b"x")
+        with pytest.raises(NoAuthError):
+            user.get_children("/")
         with pytest.raises(NoAuthError):
             user.get(f"{PROBE_ROOT}/secret")
         with pytest.raises(NoAuthError):
@@ -131,7 +140,7 @@ def test_only_tls_clients_of_the_clusters_ca_that_authenticate_get_anywhere(
     with kazoo(zero, ensemble.tls, f"super:{ensemble.password}") as superuser:
         assert superuser.exists("/anonymous") is None
     with pytest.raises(ValueError, match="prefix: '/quorumkeeper/x'"):
-        store.add_user("app", "/quorumkeeper/x", "p")
+        store.grant_prefix("app", "p", "/quorumkeeper/x")
 
 
 def test_the_previous_version_runs_secure_too(ensemble_factory: Callable[..., Ensemble]) -> None:

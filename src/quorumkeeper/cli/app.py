@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +32,8 @@ from quorumkeeper.errors import ExitCode, Refused
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.runtimes.local import distributions, keeper
-from quorumkeeper.runtimes.local.cluster import LocalCluster
+from quorumkeeper.runtimes.local.authority import KEEPER
+from quorumkeeper.runtimes.local.cluster import LocalCluster, expiring_certificates
 from quorumkeeper.runtimes.local.preflight import (
     check_binary,
     check_folder_is_ours,
@@ -237,16 +238,29 @@ def _security(cluster: LocalCluster, status: dict[str, Any], recorded: dict[str,
     if kept:
         others = [c for c in status["conditions"] if c["type"] != "Secured"]
         status["conditions"] = [*others, *kept]
-    expiring = cluster.authority.expiring(datetime.now(UTC)) if cluster.authority else []
-    status["certificates_expiring"] = [
-        {"file": file, "not_after": end.isoformat()} for file, end in expiring
-    ]
+    expiring = expiring_certificates(cluster.authority)
+    status["certificates_expiring"] = expiring
     status["ca_rotation"] = cluster.authority.rotation() if cluster.authority else None
     status["warnings"] = [
-        f"certificate {file} ends {end:%Y-%m-%d %H:%M} UTC (within {RENEW_BEFORE.days} days): "
-        "the keeper reissues it and restarts the members onto it one at a time"
-        for file, end in expiring
+        f"certificate {entry['file']} ends {_minute(entry['not_after'])} UTC (within "
+        f"{RENEW_BEFORE.days} days): {_renewal(cluster.spec.name, entry['file'])}"
+        for entry in expiring
     ]
+
+
+def _minute(iso: str) -> str:
+    return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M}"
+
+
+def _renewal(name: str, file: str) -> str:
+    """Who renews a certificate: the keeper a member's and its own; a person the CA's and a
+    user's."""
+    if file.startswith("ca"):
+        return f"`quorumkeeper rotate-ca {name}` replaces the CA"
+    if file.startswith("client-") and file != f"client-{KEEPER}.crt":
+        user = file.removeprefix("client-").removesuffix(".crt")
+        return f"`quorumkeeper user add {name} {user} --prefix PREFIX` issues it again"
+    return "the keeper reissues it and restarts the members onto it one at a time"
 
 
 def _stale(age: float | None, keeper_pid: int | None) -> bool:
@@ -773,8 +787,12 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
     if status.get("ca_rotation"):
         out.print(f"CA rotation under way: phase {status['ca_rotation']}", highlight=False)
     secured = next((c for c in status["conditions"] if c["type"] == "Secured"), None)
-    if secured and secured["status"] != "True":
-        out.print(f"[yellow]open:[/] {secured['message']}", highlight=False)
+    if secured:
+        said = "[green]secured:[/]" if secured["status"] == "True" else "[yellow]open:[/]"
+        out.print(
+            f"{said} {secured['message']} (Secured {secured['status']}, {secured['reason']})",
+            highlight=False,
+        )
 
 
 def _member_notes(member: dict[str, Any]) -> list[str]:

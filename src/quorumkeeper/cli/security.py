@@ -1,13 +1,18 @@
-"""`quorumkeeper user add`, `connect` and `rotate-ca`: least-privilege etcd users, how a client
-connects to a secured etcd cluster, and a new certificate authority for a cluster of either store.
+"""`quorumkeeper user add`, `connect` and `rotate-ca`: least-privilege users of etcd and
+ZooKeeper, how a client connects to a secured cluster, and a new certificate authority for a
+cluster of either store.
 
-A user gets a role of its own name with read and write on one key prefix and nothing else, a
-generated password (`<state>/<name>/tls/<user>.password`, 0600) and a client certificate with
-its name as common name (`tls/client-<user>.crt`), which etcd takes as the user over gRPC, so
-`etcdctl` works with the certificate alone. The root user's password stays the keeper's.
+A user is limited to one prefix (`CoordinationStore.grant_prefix`): on etcd a role of its own name
+with read and write on a key prefix; on ZooKeeper a digest user with every right on one znode,
+below which it creates, reads, writes and deletes. It gets a generated password
+(`<state>/<name>/tls/<user>.password`, 0600) and a client certificate with its name as common
+name (`tls/client-<user>.crt`), which etcd takes as the user over gRPC, so `etcdctl` works with
+the certificate alone; a ZooKeeper session authenticates with the password
+(`addauth digest user:password`) before anything else. The administrator (etcd's root user,
+ZooKeeper's superuser) stays the keeper's.
 
 Exit codes: 0 done, 1 the store failed (running again is safe: every step is idempotent), 2
-refused (bad input; `user add` and `connect` on a cluster without etcd, TLS or authentication),
+refused (bad input; `user add` and `connect --user` on a cluster without TLS or authentication),
 nothing changed.
 """
 
@@ -23,8 +28,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.runtimes.local.authority import KEEPER
+from quorumkeeper.runtimes.local.clients import java_client, password_file, users
 from quorumkeeper.runtimes.local.cluster import LocalCluster
 from quorumkeeper.runtimes.local.state import (
     ClusterPaths,
@@ -34,15 +39,20 @@ from quorumkeeper.runtimes.local.state import (
 )
 from quorumkeeper.spec import Store
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd.client import ROOT, EtcdStore, client_url
+from quorumkeeper.stores.etcd.client import ROOT
+from quorumkeeper.stores.zookeeper.client import kazoo_tls
+from quorumkeeper.stores.zookeeper.ensemble import SUPERUSER
 
-user_app = typer.Typer(help="Least-privilege etcd users for a key prefix.", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Least-privilege users: an etcd key prefix or a ZooKeeper znode each.",
+    no_args_is_help=True,
+)
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-RESERVED_USERS = (ROOT, KEEPER)
+RESERVED_USERS = (ROOT, SUPERUSER, KEEPER)
 
 StateDir = Annotated[
     Path | None,
@@ -75,44 +85,34 @@ def _cluster(state_dir: Path | None, name: str) -> LocalCluster:
     return LocalCluster(paths)
 
 
-def _etcd_cluster(state_dir: Path | None, name: str, what: str) -> LocalCluster:
-    cluster = _cluster(state_dir, name)
-    if cluster.spec.store is not Store.ETCD:
-        raise _refuse(
-            f"cluster {name} runs {cluster.spec.store}: {what} is etcd's for now; "
-            "fix: name an etcd cluster"
-        )
-    return cluster
-
-
-def _password_file(paths: ClusterPaths, user: str) -> Path:
-    return paths.tls_dir / f"{user}.password"
-
-
 def _check_user(user: str) -> None:
     if not USER_NAME.match(user) or user in RESERVED_USERS:
         raise _refuse(
             f"user: {user!r}; rule: a lowercase letter, then up to 62 lowercase letters, digits "
-            f"or '-', not {' or '.join(RESERVED_USERS)} (the keeper's own); fix: e.g. `orders-app`"
+            f"or '-', not {', '.join(RESERVED_USERS)} (the keeper's own); fix: e.g. `orders-app`"
         )
+
+
+def _administrator(store: Store) -> str:
+    return "its root user is" if store is Store.ETCD else "its superuser is"
 
 
 @user_app.command("add")
 def user_add(
-    name: Annotated[str, typer.Argument(help="etcd cluster name")],
-    user: Annotated[str, typer.Argument(help="user (and role) name, e.g. orders-app")],
-    prefix: Annotated[str, typer.Option(help="the key prefix the user reads and writes")],
+    name: Annotated[str, typer.Argument(help="cluster name")],
+    user: Annotated[str, typer.Argument(help="user name, e.g. orders-app (etcd: its role's too)")],
+    prefix: Annotated[
+        str,
+        typer.Option(help="etcd: the key prefix (orders/); ZooKeeper: the znode (/orders)"),
+    ],
     state_dir: StateDir = None,
 ) -> None:
-    """Create (or bring up to date) USER with read and write on the keys under --prefix only,
-    a generated password and a client certificate; then print how to connect."""
+    """Create (or bring up to date) USER with rights on --prefix only (etcd: read and write on
+    the keys under it; ZooKeeper: every right on the znode, below which it creates, reads,
+    writes and deletes), a generated password and a client certificate; then print how to
+    connect."""
     _check_user(user)
-    if not prefix:
-        raise _refuse(
-            "prefix: ''; rule: a user is limited to a non-empty key prefix (an empty one is "
-            "every key); fix: --prefix orders/"
-        )
-    cluster = _etcd_cluster(state_dir, name, "user add")
+    cluster = _cluster(state_dir, name)
     spec = cluster.spec
     if not (spec.tls and spec.auth):
         off = " and ".join(
@@ -124,68 +124,98 @@ def user_add(
             "with `--no-tls --no-auth` for one any client may use"
         )
     assert cluster.authority is not None  # tls is on
-    password = ensure_secret(_password_file(cluster.paths, user))
-    cluster.authority.client(user)
     endpoints = [cluster.reconciler.desired.endpoint(n) for n in range(spec.members)]
     store = cluster.reconciler.backend.connect(endpoints)
-    assert isinstance(store, EtcdStore)  # the spec says etcd
     try:
+        try:
+            store.check_grant(user, prefix)
+        except ValueError as error:
+            raise _refuse(str(error)) from None
+        password = ensure_secret(password_file(cluster.paths, user))
+        cluster.authority.client(user)
+        store.secure()  # the keeper's, idempotent: done here too, since the user relies on it
         store.grant_prefix(user, password, prefix)
     except (StoreError, OSError, http.client.HTTPException) as error:
         err.print(f"[bold red]error:[/] {error}; running the command again is safe")
         raise typer.Exit(1) from None
     finally:
         store.close()
+    rights = (
+        "read and write on keys starting with"
+        if spec.store is Store.ETCD
+        else "create, read, write and delete on and below znode"
+    )
     err.print(
-        f"user {user}: read and write on keys starting with {prefix!r}, nothing else; "
-        f"password in {_password_file(cluster.paths, user)}",
+        f"user {user}: {rights} {prefix!r}, nothing else; password in "
+        f"{password_file(cluster.paths, user)}",
         highlight=False,
     )
     _print_connect(cluster, user, env=False)
 
 
 def connect(
-    name: Annotated[str, typer.Argument(help="etcd cluster name")],
+    name: Annotated[str, typer.Argument(help="cluster name")],
     user: Annotated[str | None, typer.Option(help="a user made by `quorumkeeper user add`")] = None,
     env: Annotated[
-        bool, typer.Option("--env", help="print ETCDCTL_* environment lines instead of flags")
+        bool,
+        typer.Option("--env", help="print export lines (ETCDCTL_*, ZooKeeper's) instead of flags"),
     ] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Print how to connect etcdctl to the cluster: flags (`etcdctl $(quorumkeeper connect
-    NAME --user USER) get --prefix KEY`) or, with --env, export lines."""
-    cluster = _etcd_cluster(state_dir, name, "connect")
+    """Print how to connect to the cluster. etcd: etcdctl's flags (`etcdctl $(quorumkeeper
+    connect NAME --user USER) get --prefix KEY`). ZooKeeper: zkCli.sh's arguments (`zkCli.sh
+    $(quorumkeeper connect NAME --user USER)`), then on stderr the `addauth` to type first and a
+    kazoo snippet. With --env, export lines. Without --user on a cluster that asks clients to
+    authenticate, the cluster's users."""
+    cluster = _cluster(state_dir, name)
     spec = cluster.spec
+    known = users(cluster.paths)
     if user is not None:
         _check_user(user)
-        if not _password_file(cluster.paths, user).is_file():
+        if user not in known:
             raise _refuse(
-                f"user: no user {user!r} in cluster {name}; fix: `quorumkeeper user add {name} "
+                f"user: no user {user!r} in cluster {name} (its users: "
+                f"{', '.join(known) or 'none yet'}); fix: `quorumkeeper user add {name} "
                 f"{user} --prefix PREFIX`"
             )
     elif spec.auth and not spec.tls:
         raise _refuse(
-            f"user: cluster {name} runs with tls: false and auth: true: its root user is the "
-            f"keeper's alone and users need TLS, so no client can get in; fix: create a cluster "
-            f"with the defaults (TLS and auth on), or with `--no-tls --no-auth` for one any "
-            f"client may use"
+            f"user: cluster {name} runs with tls: false and auth: true: "
+            f"{_administrator(spec.store)} the keeper's alone and users need TLS, so no client "
+            f"can get in; fix: create a cluster with the defaults (TLS and auth on), or with "
+            f"`--no-tls --no-auth` for one any client may use"
+        )
+    elif spec.auth and known:
+        raise _refuse(
+            f"user: cluster {name} asks clients to authenticate; its users: "
+            f"{', '.join(known)}; fix: `quorumkeeper connect {name} --user {known[0]}`"
         )
     elif spec.auth:
         raise _refuse(
-            f"user: cluster {name} asks clients to authenticate and its root user is the "
-            f"keeper's alone; fix: `quorumkeeper user add {name} USER --prefix PREFIX`, then "
-            f"`quorumkeeper connect {name} --user USER`"
+            f"user: cluster {name} asks clients to authenticate, {_administrator(spec.store)} "
+            f"the keeper's alone and it has no users yet; fix: `quorumkeeper user add {name} "
+            f"USER --prefix PREFIX`, then `quorumkeeper connect {name} --user USER`"
         )
     _print_connect(cluster, user, env=env)
 
 
 def _print_connect(cluster: LocalCluster, user: str | None, *, env: bool) -> None:
-    spec = cluster.spec
-    endpoints = [cluster.reconciler.desired.endpoint(n) for n in range(spec.members)]
-    urls = ",".join(client_url(e.client_host, tls=spec.tls) for e in endpoints)
-    settings = {"endpoints": urls}
+    if cluster.spec.store is Store.ETCD:
+        _print_etcdctl(cluster, user, env=env)
+    else:
+        _print_zookeeper(cluster, user, env=env)
+
+
+def _connect_string(cluster: LocalCluster) -> str:
+    desired = cluster.reconciler.desired
+    endpoints = [desired.endpoint(n) for n in range(cluster.spec.members)]
+    return cluster.reconciler.backend.connect_string(endpoints)
+
+
+def _print_etcdctl(cluster: LocalCluster, user: str | None, *, env: bool) -> None:
+    settings = {"endpoints": _connect_string(cluster)}
     if cluster.authority is not None:
-        files: TlsFiles = cluster.authority.client(user or KEEPER)
+        files = cluster.authority.client(user or KEEPER)
         settings |= {"cacert": str(files.trust), "cert": str(files.certificate)}
         settings["key"] = str(files.key)
     if env:
@@ -193,6 +223,54 @@ def _print_connect(cluster: LocalCluster, user: str | None, *, env: bool) -> Non
             out.print(f"export ETCDCTL_{key.upper()}={shlex.quote(value)}", highlight=False)
         return
     out.print(" ".join(f"--{key}={shlex.quote(value)}" for key, value in settings.items()))
+
+
+def _print_zookeeper(cluster: LocalCluster, user: str | None, *, env: bool) -> None:
+    """zkCli.sh's arguments on stdout (`-client-configuration` names the Java client's TLS
+    settings, written for the user, `clients.java_client`), and on stderr the `addauth` a
+    session must send first and a kazoo snippet; with `env`, export lines: the servers,
+    zkCli.sh's `CLIENT_JVMFLAGS` (the same settings as system properties), the certificate
+    files and the password's file."""
+    servers = _connect_string(cluster)
+    authority = cluster.authority
+    client = None if authority is None else java_client(authority, user or KEEPER)
+    password = None if user is None else password_file(cluster.paths, user)
+    if env:
+        settings = {"ZOOKEEPER_SERVERS": servers}
+        if client is not None:
+            flags = " ".join(f"-D{key}={value}" for key, value in client.settings().items())
+            settings |= {
+                "CLIENT_JVMFLAGS": flags,
+                "ZOOKEEPER_CA": str(client.tls.trust),
+                "ZOOKEEPER_CERT": str(client.tls.certificate),
+                "ZOOKEEPER_KEY": str(client.tls.key),
+            }
+        if user is not None and password is not None:
+            settings |= {"ZOOKEEPER_USER": user, "ZOOKEEPER_PASSWORD_FILE": str(password)}
+        for key, value in settings.items():
+            out.print(f"export {key}={shlex.quote(value)}", highlight=False)
+        return
+    arguments = [] if client is None else ["-client-configuration", str(client.properties)]
+    out.print(shlex.join([*arguments, "-server", servers]), highlight=False)
+    kazoo = [f"hosts={servers!r}"]
+    if client is not None:
+        kazoo += [f"{key}={value!r}" for key, value in kazoo_tls(client.tls).items()]
+    if user is not None and password is not None:
+        err.print(
+            f"in zkCli.sh, first: addauth digest {user}:PASSWORD (PASSWORD: the content of "
+            f"{password}); create znodes with the ACL auth::cdrwa to keep them yours",
+            highlight=False,
+            markup=False,
+        )
+        kazoo.append(
+            f"auth_data=[('digest', {user + ':'!r} + Path({str(password)!r}).read_text().strip())]"
+        )
+    err.print(
+        "kazoo (Python):\nfrom pathlib import Path\nfrom kazoo.client import KazooClient\n"
+        f"client = KazooClient({', '.join(kazoo)})",
+        highlight=False,
+        markup=False,
+    )
 
 
 def rotate_ca(

@@ -129,6 +129,18 @@ class CoordinationStore(abc.ABC):
         this client holds, idempotently (the reconciler calls it once a quorum answers). A
         store that needs no step for it does nothing."""
 
+    def check_grant(self, user: str, prefix: str) -> None:  # noqa: B027 (a default, not a stub)
+        """Raise ValueError, naming the field, the rule and a fix, for a user or prefix this
+        store can't grant (`grant_prefix`); asks nothing of the store, so a command refuses
+        before it makes anything. The default takes every one."""
+
+    def grant_prefix(self, user: str, password: str, prefix: str) -> None:
+        """Give `user`, authenticating with `password`, read and write on `prefix` and what is
+        under it, and nothing else. Idempotent: granting again keeps what the user made and sets
+        its password to `password`. Raises ValueError as `check_grant` does, `StoreError` when
+        the store refuses; a store without users of its own refuses every grant."""
+        raise StoreError(f"{type(self).__name__} has no users to grant a prefix", retryable=False)
+
     @abc.abstractmethod
     def write_probe(self, key: str, value: str) -> None:
         """Write one key with a short timeout; used by health checks and benchmarks."""

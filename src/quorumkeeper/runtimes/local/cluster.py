@@ -3,8 +3,11 @@ desired state and status.json as its status."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
+from quorumkeeper.runtimes.local.clients import refresh_keystores
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import LocalRuntime
@@ -38,14 +41,30 @@ class SpecFile:
         return self._spec
 
 
+def expiring_certificates(authority: LocalAuthority | None) -> list[dict[str, str]]:
+    """Status's `certificates_expiring`: each certificate of the cluster within `RENEW_BEFORE`
+    of its end (`file`, `not_after` in ISO 8601), soonest first; none without TLS."""
+    if authority is None:
+        return []
+    return [
+        {"file": file, "not_after": end.isoformat()}
+        for file, end in authority.expiring(datetime.now(UTC))
+    ]
+
+
 class StatusFile:
-    """status.json (and the connect string) as the status sink; see `StatusWriter`."""
+    """status.json (and the connect string) as the status sink; see `StatusWriter`. Beside
+    the reconciler's status it holds what the local keeper adds: `certificates_expiring`, as
+    its last certificate check found them (`LocalCluster.renew_certificates`)."""
 
     def __init__(self, paths: ClusterPaths) -> None:
         self.writer = StatusWriter(paths)
+        self.certificates_expiring: list[dict[str, str]] = []
 
     def record(self, status: ClusterStatus) -> None:
-        error = self.writer.record(status.model_dump(mode="json"))
+        document = status.model_dump(mode="json")
+        document["certificates_expiring"] = self.certificates_expiring
+        error = self.writer.record(document)
         if error is not None:
             raise error
 
@@ -105,8 +124,9 @@ class LocalCluster:
             ports=backend.ports,
             keep_removed_data=spec.local.keep_removed_data,
         )
+        self.status_file = StatusFile(paths)
         self.reconciler = Reconciler(
-            source, backend, self.runtime, StatusFile(paths), hold_store=hold_store
+            source, backend, self.runtime, self.status_file, hold_store=hold_store
         )
 
     @property
@@ -119,16 +139,22 @@ class LocalCluster:
         changed on disk (`rotate-ca`), and move a CA rotation on once every member runs with
         its phase. Any of these changes the launcher's fingerprint (the authority's
         `generation`): members then restart onto it in order, and the keeper's store client
-        connects again with the files now on disk. Returns what changed, for the log: the
+        connects again with the files now on disk, and users' ZooKeeper keystores are
+        written again from their certificates. What is still within `RENEW_BEFORE` of its end
+        afterwards (a user's certificate, which is not renewed) goes into status.json from
+        the next pass on. Returns what changed, for the log: the
         certificate files reissued and the rotation phase entered."""
         authority = self.authority
         if authority is None:
             return []
         endpoints = self.runtime.endpoints()
         changed = authority.renew(endpoints)
+        self.status_file.certificates_expiring = expiring_certificates(authority)
         current = self.runtime.launcher.fingerprint() == self.reconciler.config
         if not changed and current and authority.rotation() is not None and self._rolled_out():
             changed = [f"CA rotation: {authority.advance_rotation(endpoints)}"]
+        if changed:
+            refresh_keystores(authority)
         if changed or self.runtime.launcher.fingerprint() != self.reconciler.config:
             self.reconciler.reconfigure()
             self.reconciler.close()

@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import DataPosition, Endpoint, Peer
 from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.runtimes.local.authority import LocalAuthority
@@ -25,6 +26,13 @@ from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID, dynamic_conf
 
 KEYSTORE = "keystore.pem"
 """A ZooKeeper member's key and certificate, in its `conf/` folder."""
+
+
+def write_keystore(tls: TlsFiles, keystore: Path) -> None:
+    """The key and certificate of `tls` in one PEM file (mode 0600), as ZooKeeper's PEM
+    keystore reads them, a server's and the Java client's alike (`config.ServerTls`)."""
+    pem = tls.key.read_text() + tls.certificate.read_text()
+    write_atomically(keystore, pem, mode=0o600)
 
 
 class MemberLauncher(abc.ABC):
@@ -221,9 +229,7 @@ class ZookeeperLauncher(MemberLauncher):
         the member's next start on."""
         if self.authority is None:
             return
-        files = self.authority.member(endpoint)
-        pem = files.key.read_text() + files.certificate.read_text()
-        write_atomically(self.conf_dir(data_dir) / KEYSTORE, pem, mode=0o600)
+        write_keystore(self.authority.member(endpoint), self.conf_dir(data_dir) / KEYSTORE)
 
     @property
     def classpath(self) -> list[str]:

@@ -456,10 +456,11 @@ _TEMPORARY = re.compile(
 """Temporaries of `write_atomically` and `ensure_secret` that a crash left behind."""
 _PURGED = frozenset(ClusterPaths.OWN_FILES) - {OWNER_MARKER}
 _TLS_FILE = re.compile(
-    r"^\.?([a-z0-9-]+\.(crt|key|pem|lock|password)|renewed|rotation)(\.[a-z0-9_]{8}\.tmp|\.\d+)?$"
+    r"^\.?([a-z0-9-]+\.(crt|key|pem|lock|password|properties)|renewed|rotation)"
+    r"(\.[a-z0-9_]{8}\.tmp|\.\d+)?$"
 )
-"""What `runtimes.local.authority` writes into the TLS folder (and users' passwords), and their
-temporaries."""
+"""What `runtimes.local.authority` and `runtimes.local.clients` write into the TLS folder, and
+their temporaries."""
 
 
 def purge_cluster(paths: ClusterPaths, spec: ClusterSpec) -> list[Path]:

@@ -547,10 +547,19 @@ class EtcdStore(CoordinationStore):
         self._post("/v3/auth/user/grant", {"user": ROOT, "role": ROOT})
         self._post("/v3/auth/enable", {})
 
+    def check_grant(self, user: str, prefix: str) -> None:
+        """An empty prefix is every key."""
+        if not prefix:
+            raise ValueError(
+                "prefix: ''; rule: a user is limited to a non-empty key prefix (an empty one is "
+                "every key); fix: --prefix orders/"
+            )
+
     def grant_prefix(self, user: str, password: str, prefix: str) -> None:
         """Give `user` (with `password`) read and write on the keys starting with `prefix`,
         and nothing else, through a role of the same name. Idempotent: an existing role or
         user is kept (the user's password set to `password`), the permission granted again."""
+        self.check_grant(user, prefix)
         self._tolerating(ROLE_EXISTS, "/v3/auth/role/add", {"name": user})
         permission = {"permType": "READWRITE", "key": _b64(prefix), "range_end": _b64_end(prefix)}
         self._post("/v3/auth/role/grant", {"name": user, "perm": permission})

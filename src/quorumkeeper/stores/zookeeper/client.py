@@ -488,16 +488,39 @@ class ZookeeperStore(CoordinationStore):
             return None
         return cast(bytes, data).decode()
 
-    def add_user(self, user: str, prefix: str, password: str) -> None:
+    def secure(self) -> None:
+        """Give the root znode the superuser's ACL alone. ZooKeeper makes it open
+        (`world:anyone:cdrwa`), so any authenticated session could create znodes at the top:
+        a user's one place is the prefix the superuser made for it (`grant_prefix`). Idempotent:
+        the ACL is set only while it differs. `/zookeeper` keeps ZooKeeper's own ACLs."""
+        acl, _ = self._call(lambda c: c.get_acls_async("/"), timeout=self._timeout)
+        if list(acl) != self._acl:
+            self._call(lambda c: c.set_acls_async("/", self._acl), timeout=self._timeout)
+
+    def check_grant(self, user: str, prefix: str) -> None:
+        """A digest user name has no ":"; a prefix is an absolute znode path of its own, outside
+        `/zookeeper` and `PROBE_ROOT`."""
+        if not user or ":" in user:
+            raise ValueError(
+                f"user: {user!r} is not a ZooKeeper digest user name (not empty, no ':'); "
+                "fix: a name such as 'orders'"
+            )
+        reserved = ("/zookeeper", PROBE_ROOT)
+        normal = posixpath.normpath(prefix) == prefix and prefix.startswith("/") and prefix != "/"
+        if not normal or any(prefix == r or prefix.startswith(f"{r}/") for r in reserved):
+            raise ValueError(
+                f"prefix: {prefix!r} is not an absolute znode path of its own (no trailing '/', "
+                f"not '/', not under {' or '.join(reserved)}); fix: --prefix /{user}"
+            )
+
+    def grant_prefix(self, user: str, password: str, prefix: str) -> None:
         """Give the digest user `user` (password `password`) every right on znode `prefix` and
         nothing else: the znode is created if missing (its missing parents with the superuser's
         ACL alone), and an existing one has its ACL replaced by the user's. The user connects
         with `addauth digest user:password` (kazoo: `auth_data=[("digest", "user:password")]`)
-        and gives what it creates below `prefix` an ACL of its own (`auth`, the creator).
-
-        Raises ValueError for a user name with ":" or a prefix that is not an absolute znode
-        path outside `/zookeeper` and `PROBE_ROOT`; StoreError as every call."""
-        _check_user(user, prefix)
+        and gives what it creates below `prefix` an ACL of its own (`auth`, the creator): a
+        znode's ACL is not inherited, and one made with the open ACL is any session's."""
+        self.check_grant(user, prefix)
         acl = [make_digest_acl(user, password, all=True)]
         parent = posixpath.dirname(prefix)
         if parent != "/":
@@ -545,21 +568,6 @@ def kazoo_tls(tls: TlsFiles | None) -> dict[str, Any]:
         "verify_certs": True,
         "check_hostname": True,
     }
-
-
-def _check_user(user: str, prefix: str) -> None:
-    if not user or ":" in user:
-        raise ValueError(
-            f"user: {user!r} is not a ZooKeeper digest user name (not empty, no ':'); "
-            "fix: a name such as 'orders'"
-        )
-    reserved = ("/zookeeper", PROBE_ROOT)
-    normal = posixpath.normpath(prefix) == prefix and prefix.startswith("/") and prefix != "/"
-    if not normal or any(prefix == r or prefix.startswith(f"{r}/") for r in reserved):
-        raise ValueError(
-            f"prefix: {prefix!r} is not an absolute znode path of its own (no trailing '/', "
-            f"not '/', not under {' or '.join(reserved)}); fix: a path such as '/{user}'"
-        )
 
 
 def _probe_path(key: str) -> str:

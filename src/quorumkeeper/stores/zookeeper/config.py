@@ -113,6 +113,33 @@ def tls_settings(tls: ServerTls, client_port: int) -> dict[str, object]:
     }
 
 
+CLIENT_SOCKET = "org.apache.zookeeper.ClientCnxnSocketNetty"
+"""The Java client's connection class that speaks TLS; its default (NIO) speaks plain text only."""
+
+
+def client_tls_properties(keystore: str, trust: str) -> dict[str, str]:
+    """The Java client's settings for a TLS ensemble (zkCli.sh and any program on the ZooKeeper
+    library): Netty, TLS, the client's PEM keystore (key and certificate in one file, as a
+    server's, `ServerTls`) and the cluster's PEM trust bundle. They are `ZKClientConfig` keys,
+    read from a file (`zkCli.sh -client-configuration FILE`, `new ZKClientConfig(FILE)`) or as
+    the system properties of the same names (`-D`, zkCli.sh's `CLIENT_JVMFLAGS`). The client
+    checks the server's certificate against the address it connects to
+    (`zookeeper.ssl.hostnameVerification`, on by default). A server enables one TLS version
+    unless told otherwise (3.9: TLSv1.3, 3.8: TLSv1.2) and a 3.8 client offers TLSv1.2 alone
+    (measured: a 3.8.0 zkCli gets "protocol_version" from a 3.9.5 server), so the client offers
+    both."""
+    return {
+        "zookeeper.clientCnxnSocket": CLIENT_SOCKET,
+        "zookeeper.client.secure": "true",
+        "zookeeper.ssl.protocol": "TLSv1.3",
+        "zookeeper.ssl.enabledProtocols": "TLSv1.3,TLSv1.2",
+        "zookeeper.ssl.keyStore.location": keystore,
+        "zookeeper.ssl.keyStore.type": "PEM",
+        "zookeeper.ssl.trustStore.location": trust,
+        "zookeeper.ssl.trustStore.type": "PEM",
+    }
+
+
 def server_config(
     settings: ZookeeperSettings,
     snapshots: str,
