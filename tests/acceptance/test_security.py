@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -19,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from kazoo.exceptions import NoAuthError  # type: ignore[import-untyped]
+from kazoo.security import CREATOR_ALL_ACL  # type: ignore[import-untyped]
 
 from quorumkeeper.certificates import TlsFiles, issue, new_authority
 from quorumkeeper.runtimes.local import distributions
@@ -36,7 +39,13 @@ from tests.polling import wait_until
 
 pytestmark = pytest.mark.acceptance
 ETCD = pytest.mark.parametrize("store", ["etcd"])
-"""ZooKeeper's own security tests are tests/zookeeper/test_security.py."""
+ZOOKEEPER = pytest.mark.parametrize("store", ["zookeeper"])
+"""ZooKeeper's security on the store's own terms is tests/zookeeper/test_security.py; here it
+is the CLI's (users, connect, status)."""
+
+COMMONS_CLI = Path("/usr/share/java/commons-cli.jar")
+"""What zkCli's commands parse their options with, which the distribution's jars in the cache
+lack; Debian's (Maven depends on it)."""
 
 
 def _b64(text: str) -> str:
@@ -295,3 +304,141 @@ def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_losing_nothing(
     if store == "etcd":
         assert _etcdctl(cluster, "orders", "put", "orders/after", "a").returncode == 0
         assert writer.failed == 0, writer.failures[:5]
+
+
+def _zkcli(
+    cluster: LocalClusterUnderTest, args: list[str], commands: str, env: dict[str, str]
+) -> str:
+    """ZooKeeper's shell run as its bin/zkCli.sh runs it (`java -cp <the distribution's jars>
+    $CLIENT_JVMFLAGS org.apache.zookeeper.ZooKeeperMain "$@"`), reading `commands` from its
+    standard input: its output."""
+    classpath = [*distributions.zookeeper_classpath(cluster.status()["version"]), str(COMMONS_CLI)]
+    java = [
+        "java",
+        "-cp",
+        ":".join(classpath),
+        *shlex.split(env.get("CLIENT_JVMFLAGS", "")),
+        "org.apache.zookeeper.ZooKeeperMain",
+        *args,
+    ]
+    shell = subprocess.run(
+        java, input=commands, capture_output=True, text=True, timeout=60, check=False
+    )
+    return shell.stdout + shell.stderr
+
+
+def _exports(text: str) -> dict[str, str]:
+    """The variables of `export NAME=VALUE` lines, as a shell would set them."""
+    lines = [shlex.split(line.removeprefix("export ")) for line in text.splitlines()]
+    return dict(line[0].split("=", 1) for line in lines if line)
+
+
+@ZOOKEEPER
+def test_a_zookeeper_user_reaches_its_znode_only_through_zkcli_and_kazoo(
+    cluster: LocalClusterUnderTest,
+) -> None:
+    cluster.up(1)
+
+    def secured() -> dict[str, Any] | None:
+        status = cluster.wait_ready(1)
+        return status if _secured(status)["status"] == "True" else None
+
+    wait_until(secured, 30, "the keeper closed the root znode")
+    name = cluster.name
+    nobody = cluster.cli("connect", name, check=False)
+    assert nobody.returncode == 2 and "has no users yet" in nobody.stderr, nobody.stderr
+    wrong = cluster.cli("user", "add", name, "orders", "--prefix", "orders/", check=False)
+    assert wrong.returncode == 2 and "fix: --prefix /orders" in wrong.stderr, wrong.stderr
+    assert not (cluster.paths.tls_dir / "orders.password").exists(), "a refusal makes nothing"
+
+    added = cluster.cli("user", "add", name, "orders", "--prefix", "/orders")
+    for secret in ("orders.password", "keystore-orders.pem", "client-orders.key"):
+        assert stat.S_IMODE((cluster.paths.tls_dir / secret).stat().st_mode) == 0o600, secret
+    listed = cluster.cli("connect", name, check=False)
+    assert listed.returncode == 2 and "its users: orders" in listed.stderr, listed.stderr
+    args = cluster.cli("connect", name, "--user", "orders").stdout.split()
+    assert args == added.stdout.split() and args[0] == "-client-configuration", args
+    password = (cluster.paths.tls_dir / "orders.password").read_text().strip()
+
+    # zkCli.sh with the printed arguments: authenticated, the user creates, reads, changes and
+    # deletes under its znode, and is refused anywhere else.
+    said = _zkcli(
+        cluster,
+        args,
+        f"addauth digest orders:{password}\n"
+        "create /orders/a v1 auth::cdrwa\nget /orders/a\nset /orders/a v2\nget /orders/a\n"
+        "create /outside x\nls /\ncreate /orders/gone x auth::cdrwa\n"
+        "delete /orders/gone\nls /orders\nquit\n",
+        {},
+    )
+    lines = said.splitlines()
+    assert "Created /orders/a" in lines and "v1" in lines and "v2" in lines, said
+    assert "Insufficient permission : /outside" in lines, said
+    assert "Insufficient permission : /" in lines, said
+    assert "[a]" in lines, said  # /orders/gone was deleted
+    # Without `addauth` the session is closed at its first request: nothing is read.
+    anonymous = _zkcli(cluster, args, "get /orders/a\nquit\n", {})
+    assert "v2" not in anonymous.splitlines(), anonymous
+
+    # The same through zkCli.sh's environment (`--env`: CLIENT_JVMFLAGS and the servers).
+    env = _exports(cluster.cli("connect", name, "--user", "orders", "--env").stdout)
+    assert env["ZOOKEEPER_PASSWORD_FILE"] == str(cluster.paths.tls_dir / "orders.password")
+    by_env = _zkcli(
+        cluster,
+        ["-server", env["ZOOKEEPER_SERVERS"]],
+        f"addauth digest orders:{password}\nget /orders/a\nquit\n",
+        env,
+    )
+    assert "v2" in by_env.splitlines(), by_env
+
+    # kazoo with the printed snippet.
+    snippet = added.stderr.split("kazoo (Python):\n", 1)[1]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    client = namespace["client"]
+    client.start(timeout=15)
+    try:
+        client.create("/orders/b", b"kazoo", acl=CREATOR_ALL_ACL)
+        assert client.get("/orders/b")[0] == b"kazoo"
+        assert client.get("/orders/a")[0] == b"v2"
+        with pytest.raises(NoAuthError):
+            client.create("/elsewhere", b"x")
+        with pytest.raises(NoAuthError):
+            client.get_children("/")
+    finally:
+        client.stop()
+        client.close()
+
+    # status: the Secured condition in the table, and a user's certificate near its end in
+    # status.json as the keeper writes it (the keeper renews members' certificates, not users').
+    table = " ".join(cluster.cli("status", name).stdout.split())
+    assert "secured: TLS for clients and members; clients authenticate (Secured True" in table
+    authority = LocalAuthority(cluster.paths.tls_dir, name)
+    user_files = authority.client("orders")
+    short = issue(
+        authority.authority(),
+        common_name="orders",
+        hosts=[],
+        server=False,
+        client=True,
+        now=datetime.now(UTC),
+        lifetime=timedelta(days=10),
+    )
+    user_files.key.write_bytes(short.key)
+    user_files.certificate.write_bytes(short.certificate)
+
+    def recorded(expected: list[str]) -> dict[str, Any] | None:
+        status = cluster.paths.load_status() or {}
+        files = [entry["file"] for entry in status.get("certificates_expiring", [None])]
+        return status if files == expected else None
+
+    wait_until(lambda: recorded(["client-orders.crt"]), 30, "status.json warns")
+    warned = " ".join(cluster.cli("status", name).stdout.split())
+    assert (
+        "warning: certificate client-orders.crt ends" in warned
+        and f"`quorumkeeper user add {name} orders --prefix PREFIX` issues it again" in warned
+    ), warned
+    cluster.cli("user", "add", name, "orders", "--prefix", "/orders")  # issues it anew
+    wait_until(lambda: recorded([]), 30, "status.json no longer warns")
+    again = _zkcli(cluster, args, f"addauth digest orders:{password}\nget /orders/b\nquit\n", {})
+    assert "kazoo" in again.splitlines(), "the keystore was written again"
