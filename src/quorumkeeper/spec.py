@@ -114,14 +114,31 @@ class Problem:
 
     @property
     def advice(self) -> str:
+        return self.advice_by({})
+
+    def advice_by(self, commands: Mapping[str, Callable[[object], str]]) -> str:
+        """The fix in words: `set field: value` in the spec's YAML, or, for a field a command
+        line gave, what `commands[field]` makes of the value (`--members 9`)."""
         changes = ", ".join(
-            f"remove {name}" if value is REMOVE else f"set {name}: {_yaml_scalar(value)}"
+            f"remove {name}"
+            if value is REMOVE
+            else commands[name](value)
+            if name in commands
+            else f"set {name}: {yaml_value(value)}"
             for name, value in self.fix.items()
         )
         return f"{changes} (or {self.alternative})" if self.alternative else changes
 
+    def describe(self, commands: Mapping[str, Callable[[object], str]]) -> str:
+        """`field: value; rule: ...; fix: ...`, values as YAML writes them (`true`, not
+        Python's `True`), the fix as `advice_by(commands)` words it."""
+        return (
+            f"{self.field}: {yaml_value(self.value)}; rule: {self.rule}; "
+            f"fix: {self.advice_by(commands)}"
+        )
+
     def __str__(self) -> str:
-        return f"{self.field}: {self.value!r}; rule: {self.rule}; fix: {self.advice}"
+        return self.describe({})
 
     def under(self, prefix: str) -> Problem:
         """The same problem for a model nested at `prefix`."""
@@ -139,6 +156,11 @@ class SpecError(Refused):
 
     fix: dict[str, object]
 
+    def describe(self, commands: Mapping[str, Callable[[object], str]]) -> str:
+        """The problems, one a line, with the fixes of fields a command line gave worded as
+        that command's (`Problem.describe`)."""
+        return "\n".join(problem.describe(commands) for problem in self.problems)
+
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
         merged: dict[str, object] = {}
@@ -151,8 +173,15 @@ class SpecError(Refused):
         )
 
 
-def _yaml_scalar(value: object) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+def yaml_value(value: object) -> str:
+    """`value` on one line as YAML writes it, the way a person would put it in a spec file:
+    `true`, `null`, `3`, `'3'` (a string YAML would otherwise read as a number). A value YAML
+    can't represent (no spec input is one) is shown as Python shows it."""
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
+    except yaml.YAMLError:
+        return repr(value)
+    return text.removesuffix("\n...\n").strip()
 
 
 def _refuse(rule: str, fix: object, alternative: str = "") -> PydanticCustomError:
@@ -351,8 +380,8 @@ class EtcdSettings(_Strict):
             return []
         quota = self.quota_backend_bytes or ETCD_DEFAULT_QUOTA_BYTES
         return [
-            f"etcd.auto_compaction_retention is {self.auto_compaction_retention!r}, so compaction "
-            f"is off and every revision is kept: once the database reaches "
+            f"etcd.auto_compaction_retention is {yaml_value(self.auto_compaction_retention)}, so "
+            f"compaction is off and every revision is kept: once the database reaches "
             f"etcd.quota_backend_bytes ({quota} bytes) etcd raises the NOSPACE alarm and refuses "
             f"writes until someone compacts, defragments and disarms it; fix: set "
             f"etcd.auto_compaction_retention: 1h"
@@ -721,9 +750,11 @@ def _field_info(location: Sequence[str | int]) -> FieldInfo | None:
 
 
 def _field_default(location: Sequence[str | int]) -> object:
-    """The default of the field at `location`, or REMOVE when it has none (or is unknown)."""
+    """The default of the field at `location`, or REMOVE when it has none (or is unknown):
+    a required field left out takes what the spec derives for it (`version`: the store's
+    pinned release)."""
     info = _field_info(location)
-    if info is None:
+    if info is None or info.is_required():
         return REMOVE
     default = info.get_default(call_default_factory=True)
     if isinstance(default, BaseModel | Path):

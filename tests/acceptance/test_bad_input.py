@@ -30,7 +30,9 @@ def _refused(cluster: LocalClusterUnderTest, *args: str) -> str:
     [
         (("--members", "0"), "members must be between 1 and 9"),
         (("--members", "10"), "members must be between 1 and 9"),
+        (("--members", "10"), "fix: --members 9"),  # the option given, not spec syntax
         (("--store", "redis"), "store:"),
+        (("--store", "redis"), "fix: --store etcd"),
         (("--version", "3.4.23"), "3.5, 3.6, 3.7"),
     ],
 )
@@ -45,6 +47,7 @@ def test_bad_up_requests_change_nothing(
 def test_bad_name_is_refused(cluster: LocalClusterUnderTest) -> None:
     message = _refused(cluster, "up", "Bad_Name")
     assert "name:" in message and "DNS-1123" in message
+    assert "fix: `quorumkeeper up bad-name`" in message, message
     assert not (cluster.state_dir / "Bad_Name").exists()
 
 
@@ -74,6 +77,7 @@ def test_name_in_use_and_in_flight_scale_and_lost_quorum(cluster: LocalClusterUn
 
     message = _refused(cluster, "scale", cluster.name, "0")
     assert "members must be between 1 and 9" in message
+    assert f"fix: `quorumkeeper scale {cluster.name} 1`" in message, message
     assert cluster.paths.spec_file.read_text() == spec_before
 
     # The keeper is frozen so the first change is still in flight when the second one comes:
@@ -143,13 +147,13 @@ def _keepers_of(cluster: LocalClusterUnderTest) -> list[int]:
 @pytest.mark.parametrize(
     ("spec_file", "args", "says"),
     [
-        ("zookeeper:\n  heap: 99999999G\n", (), ["zookeeper.heap: '99999999G'", "fix: set"]),
+        ("zookeeper:\n  heap: 99999999G\n", (), ["zookeeper.heap: 99999999G;", "fix: set"]),
         (
             "etcd:\n  auto_compaction_retention: banana\n",
             (),
-            ["etcd.auto_compaction_retention: 'banana'", "fix: set"],
+            ["etcd.auto_compaction_retention: banana;", "fix: set"],
         ),
-        ("members: true\n", (), ["members: True", "fix: set members: 3"]),
+        ("members: true\n", (), ["members: true;", "fix: set members: 3"]),
         ("", ("--timeout", "-5"), ["--timeout", "-5", "fix: --timeout 120"]),
     ],
 )

@@ -17,6 +17,7 @@ from quorumkeeper.spec import (
     go_duration_ns,
     machine_memory_bytes,
     parse_spec,
+    yaml_value,
 )
 
 BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
@@ -83,7 +84,7 @@ def test_every_refusal_names_field_value_rule_and_a_fix_that_validates(
     problem = next((p for p in error.problems if p.field == field), None)
     assert problem is not None, str(error)
     line = str(problem)
-    assert line.startswith(f"{field}: {problem.value!r}; rule: "), line
+    assert line.startswith(f"{field}: {yaml_value(problem.value)}; rule: "), line
     assert "; fix: " in line and problem.fix, line
     assert str(error).splitlines()[0] == str(error.problems[0])
 
@@ -117,7 +118,8 @@ def test_fixes_reach_cross_field_rules_a_first_fix_reveals() -> None:
             {"zookeeper": {"min_session_timeout_ms": 60000}},
             ["unset and so 20 x tick_time_ms = 40000", "max_session_timeout_ms: 60000"],
         ),
-        ({"members": True}, ["members: True", "whole number", "fix: set members: 3"]),
+        ({"members": True}, ["members: true;", "whole number", "fix: set members: 3"]),
+        ({"members": None}, ["members: null;", "fix: set members: 3"]),
         ({"members": "3"}, ["members: '3'", "quoted", "fix: set members: 3"]),
         ({"members": 0}, ["members must be between 1 and 9", "fix: set members: 1"]),
         ({"etcd": {"quota_backend_bytes": 10**30}}, ["MaxQuotaBytes", "8589934592"]),
@@ -275,7 +277,7 @@ def test_relative_data_dir_is_resolved_once_against_the_command_folder(tmp_path:
 
 
 def test_a_stored_relative_data_dir_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="data_dir: 'reldata'; rule: a stored spec"):
+    with pytest.raises(SpecError, match="data_dir: reldata; rule: a stored spec"):
         parse_spec({"name": "x", "data_dir": "reldata"})
 
 
@@ -324,3 +326,20 @@ def test_a_spec_stored_before_security_keeps_its_cluster_as_it_runs() -> None:
     # Once written back, the choice is explicit and survives another load.
     reloaded = parse_spec(yaml.safe_load(dump_spec(stored)), stored=True)
     assert (reloaded.tls, reloaded.auth) == (False, False)
+
+
+def test_values_are_written_as_yaml_and_fixes_as_the_command_line_that_gave_them() -> None:
+    with pytest.raises(SpecError) as refused:
+        parse_spec({"name": "x", "members": 10, "etcd": {"heartbeat_interval_ms": 6000}})
+    error = refused.value
+    assert "fix: set members: 9" in str(error)
+    with pytest.raises(SpecError) as as_yaml:
+        parse_spec({"name": "x", "members": False, "version": None})
+    assert "members: false; rule: " in str(as_yaml.value), as_yaml.value
+    assert "version: null; rule: " in str(as_yaml.value), as_yaml.value
+    assert "fix: remove version" in str(as_yaml.value), "it takes the store's pinned release"
+    assert parse_spec(apply_fix({"name": "x", "version": None}, as_yaml.value.fix)).version
+    worded = error.describe({"members": lambda value: f"`quorumkeeper scale x {value}`"})
+    assert "members: 10; rule: " in worded and "fix: `quorumkeeper scale x 9`" in worded
+    assert "set members" not in worded
+    assert "fix: set etcd.heartbeat_interval_ms: 5000" in worded, "fields not given stay YAML"

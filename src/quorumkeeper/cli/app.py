@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import datetime
 from enum import StrEnum
@@ -57,7 +57,7 @@ from quorumkeeper.runtimes.local.state import (
     purge_cluster,
     status_age,
 )
-from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec
+from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec, yaml_value
 
 app = typer.Typer(
     help="Run etcd and ZooKeeper clusters that scale and heal themselves.",
@@ -349,11 +349,31 @@ def _check_not_replaced(cluster: LocalCluster, generation: int) -> None:
     cluster.reconciler.reload()
 
 
-def _validated(data: dict[str, Any], *, base_dir: Path | None = None) -> ClusterSpec:
+FixWording = Mapping[str, Callable[[object], str]]
+"""How a command words the fix of a spec field that its command line gave (`Problem.advice_by`)."""
+
+
+def _validated(
+    data: dict[str, Any], *, base_dir: Path | None = None, given: FixWording | None = None
+) -> ClusterSpec:
+    """`data` as a spec; refused with every problem, the fix of each field the command line
+    gave (`given`) worded as that command line, not as spec syntax."""
     try:
         return parse_spec(data, base_dir=base_dir)
     except SpecError as error:
-        raise _fail(str(error)) from None
+        raise _fail(error.describe(given or {})) from None
+
+
+_UP_OPTIONS: dict[str, Callable[[object], str]] = {
+    "name": lambda value: f"`quorumkeeper up {value}`",
+    "store": lambda value: f"--store {value}",
+    "members": lambda value: f"--members {value}",
+    "version": lambda value: f"--version {value}",
+    "tls": lambda on: "--tls" if on else "--no-tls",
+    "auth": lambda on: "--auth" if on else "--no-auth",
+    "local.subnet": lambda value: f"--subnet {value}",
+}
+"""How `up` words the fix of a field its command line gave."""
 
 
 def _spec_file(path: Path) -> dict[str, Any]:
@@ -409,10 +429,13 @@ def up(
         "tls": tls,
         "auth": auth,
     }
-    data.update({key: value for key, value in flags.items() if value is not None})
+    flags = {key: value for key, value in flags.items() if value is not None}
+    data.update(flags)
     if subnet:
         data["local"] = {**data.get("local", {}), "subnet": subnet}
-    spec = _validated(data, base_dir=Path.cwd())  # a relative data_dir is taken from here
+        flags["local.subnet"] = subnet
+    given = {field: _UP_OPTIONS[field] for field in flags}
+    spec = _validated(data, base_dir=Path.cwd(), given=given)  # a relative data_dir: from here
     paths = _paths(state_dir, name)
     try:  # every check that only reads comes first: a refused `up` creates nothing
         check_binary(spec)
@@ -496,7 +519,10 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
     name = cluster.spec.name
     stored = cluster.paths.load_stored()
     cluster.reconciler.reload()
-    spec = _validated({**stored.spec.model_dump(mode="json"), "members": members})
+    spec = _validated(
+        {**stored.spec.model_dump(mode="json"), "members": members},
+        given={"members": lambda value: f"`quorumkeeper scale {name} {value}`"},
+    )
     snapshot = cluster.reconciler.observe()
     membership = snapshot.observation.membership
     if membership is None:
@@ -613,7 +639,8 @@ def _check_kept(
         why = IMMUTABLE_FIELDS[path]
         if _field(old, path) != _field(new, path):
             raise _fail(
-                f"{path}: can't change from {_field(old, path)!r} to {_field(new, path)!r} on a "
+                f"{path}: can't change from {yaml_value(_field(old, path))} to "
+                f"{yaml_value(_field(new, path))} on a "
                 f"running cluster: {why}; fix: remove {path} from {spec_file}, or create a new "
                 f"cluster with `quorumkeeper up NEW_NAME --spec-file {spec_file}`"
             )
