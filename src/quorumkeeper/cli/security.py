@@ -28,6 +28,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.authority import KEEPER
 from quorumkeeper.runtimes.local.clients import java_client, password_file, users
 from quorumkeeper.runtimes.local.cluster import LocalCluster
@@ -124,8 +125,7 @@ def user_add(
             "with `--no-tls --no-auth` for one any client may use"
         )
     assert cluster.authority is not None  # tls is on
-    endpoints = [cluster.reconciler.desired.endpoint(n) for n in range(spec.members)]
-    store = cluster.reconciler.backend.connect(endpoints)
+    store = cluster.reconciler.backend.connect(_endpoints(cluster))
     try:
         try:
             store.check_grant(user, prefix)
@@ -206,10 +206,13 @@ def _print_connect(cluster: LocalCluster, user: str | None, *, env: bool) -> Non
         _print_zookeeper(cluster, user, env=env)
 
 
+def _endpoints(cluster: LocalCluster) -> list[Endpoint]:
+    """The members the spec asks for, where they are or will be."""
+    return [cluster.reconciler.desired.endpoint(n) for n in range(cluster.spec.members)]
+
+
 def _connect_string(cluster: LocalCluster) -> str:
-    desired = cluster.reconciler.desired
-    endpoints = [desired.endpoint(n) for n in range(cluster.spec.members)]
-    return cluster.reconciler.backend.connect_string(endpoints)
+    return cluster.reconciler.backend.connect_string(_endpoints(cluster))
 
 
 def _print_etcdctl(cluster: LocalCluster, user: str | None, *, env: bool) -> None:
@@ -234,7 +237,7 @@ def _print_zookeeper(cluster: LocalCluster, user: str | None, *, env: bool) -> N
     servers = _connect_string(cluster)
     authority = cluster.authority
     client = None if authority is None else java_client(authority, user or KEEPER)
-    password = None if user is None else password_file(cluster.paths, user)
+    login = None if user is None else (user, password_file(cluster.paths, user))
     if env:
         settings = {"ZOOKEEPER_SERVERS": servers}
         if client is not None:
@@ -245,8 +248,8 @@ def _print_zookeeper(cluster: LocalCluster, user: str | None, *, env: bool) -> N
                 "ZOOKEEPER_CERT": str(client.tls.certificate),
                 "ZOOKEEPER_KEY": str(client.tls.key),
             }
-        if user is not None and password is not None:
-            settings |= {"ZOOKEEPER_USER": user, "ZOOKEEPER_PASSWORD_FILE": str(password)}
+        if login is not None:
+            settings |= {"ZOOKEEPER_USER": login[0], "ZOOKEEPER_PASSWORD_FILE": str(login[1])}
         for key, value in settings.items():
             out.print(f"export {key}={shlex.quote(value)}", highlight=False)
         return
@@ -255,15 +258,16 @@ def _print_zookeeper(cluster: LocalCluster, user: str | None, *, env: bool) -> N
     kazoo = [f"hosts={servers!r}"]
     if client is not None:
         kazoo += [f"{key}={value!r}" for key, value in kazoo_tls(client.tls).items()]
-    if user is not None and password is not None:
+    if login is not None:
+        name, password = login
         err.print(
-            f"in zkCli.sh, first: addauth digest {user}:PASSWORD (PASSWORD: the content of "
+            f"in zkCli.sh, first: addauth digest {name}:PASSWORD (PASSWORD: the content of "
             f"{password}); create znodes with the ACL auth::cdrwa to keep them yours",
             highlight=False,
             markup=False,
         )
         kazoo.append(
-            f"auth_data=[('digest', {user + ':'!r} + Path({str(password)!r}).read_text().strip())]"
+            f"auth_data=[('digest', {name + ':'!r} + Path({str(password)!r}).read_text().strip())]"
         )
     err.print(
         "kazoo (Python):\nfrom pathlib import Path\nfrom kazoo.client import KazooClient\n"
