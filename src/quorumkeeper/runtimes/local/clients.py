@@ -36,7 +36,6 @@ def users(paths: ClusterPaths) -> list[str]:
     return sorted(
         path.name.removesuffix(PASSWORD_SUFFIX)
         for path in paths.tls_dir.glob(f"*{PASSWORD_SUFFIX}")
-        if not path.name.startswith(".")
     )
 
 
