@@ -280,8 +280,8 @@ def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_losing_nothing(
     leader restart costs an election, whose failed writes are counted, never lost."""
     cluster.up(3)
     before = cluster.wait_ready(3)
-    if store == "etcd":
-        cluster.cli("user", "add", cluster.name, "orders", "--prefix", "orders/")
+    prefix = "orders/" if store == "etcd" else "/orders"
+    added = cluster.cli("user", "add", cluster.name, "orders", "--prefix", prefix)
     tls_dir = cluster.paths.tls_dir
     old_ca = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
     watch = PidWatch(cluster, cluster.pids(before))
@@ -304,6 +304,11 @@ def test_a_ca_rotation_rolls_out_in_three_ordered_rounds_losing_nothing(
     if store == "etcd":
         assert _etcdctl(cluster, "orders", "put", "orders/after", "a").returncode == 0
         assert writer.failed == 0, writer.failures[:5]
+    else:  # the arguments printed before the rotation: the keeper rewrote the user's keystore
+        password = (tls_dir / "orders.password").read_text().strip()
+        commands = f"addauth digest orders:{password}\ncreate /orders/after a\nquit\n"
+        said = _zkcli(cluster, added.stdout.split(), commands, {})
+        assert "Created /orders/after" in said.splitlines(), said
 
 
 def _zkcli(
