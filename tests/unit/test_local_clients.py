@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from quorumkeeper.certificates import new_authority
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.authority import LocalAuthority
 from quorumkeeper.runtimes.local.clients import (
@@ -13,7 +15,7 @@ from quorumkeeper.runtimes.local.clients import (
     refresh_keystores,
     users,
 )
-from quorumkeeper.runtimes.local.state import ClusterPaths, ensure_secret
+from quorumkeeper.runtimes.local.state import ClusterPaths, ensure_secret, write_atomically
 
 
 def _properties(path: Path) -> dict[str, str]:
@@ -38,6 +40,13 @@ def test_the_java_client_gets_one_private_keystore_and_tls_settings(tmp_path: Pa
 def test_a_ca_rotation_reaches_the_keystores(tmp_path: Path) -> None:
     """The rotation reissues users' certificates in place; the keystore, a copy, follows."""
     authority = LocalAuthority(tmp_path / "tls", "zk")
+    # A CA of an hour ago: a CA's name carries the second it was made, and one made in the
+    # same second as the next would sign under the same name (taken as the same CA).
+    first = new_authority("zk", now=datetime.now(UTC) - timedelta(hours=1))
+    authority.folder.mkdir(mode=0o700)
+    write_atomically(authority.folder / "ca.key", first.key.decode(), mode=0o600)
+    write_atomically(authority.folder / "ca.crt", first.certificate.decode())
+    write_atomically(authority.trust, first.certificate.decode())
     client = java_client(authority, "orders")
     before = client.keystore.read_text()
     authority.start_rotation()
