@@ -9,9 +9,12 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-TEST_NETWORK = int(os.environ.get("QUORUMKEEPER_TEST_NETWORK", "0"))
+TEST_NETWORK = int(os.environ.get("QUORUMKEEPER_TEST_NETWORK", "0")) + int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+)
 """Second octet of the loopback addresses the suites use (127.<this>.x.y): two suites running
-at once on one machine each set their own."""
+at once on one machine each set their own, and the workers of one spread-out run
+(`pytest -n N`) take the next ones, worker `gwK` network QUORUMKEEPER_TEST_NETWORK + K."""
 
 
 def loopback_subnet(third: int) -> str:
