@@ -12,9 +12,10 @@ voter, the keeper's RSS, and for etcd the longest write gap of a NOSPACE recover
 by `quorumkeeper apply` (`--rollout-only` measures just that); `measure_security` etcd with
 TLS and authentication on (the default) beside both off: failed writes and gaps while scaling
 3 -> 5 -> 3 and the writer's latency on a steady cluster (`--security-only` measures just
-that, `--security on|off` one side). The baseline (`seed_method.py`)
-does what the seed did: static member lists, changed by hand and loaded by restarting every
-member, one at a time; settings rolled out as a StatefulSet RollingUpdate, highest ordinal first.
+that, `--security on|off` one side; with `--rollout-only` the rollout's side). The
+baseline (`seed_method.py`) does what the seed did: static member lists, changed by hand and
+loaded by restarting every member, one at a time; settings rolled out as a StatefulSet
+RollingUpdate, highest ordinal first.
 """
 
 from __future__ import annotations
@@ -429,12 +430,13 @@ def _rolled_out(cluster: LocalClusterUnderTest, roll_out: Callable[[], object]) 
     )
 
 
-def measure_rollout(store: str, workdir: Path) -> Rollout:
-    """`quorumkeeper apply` of `ROLLOUT_CHANGES` to a Ready 3-member cluster; `apply` waits
-    until every member runs with it (followers first, the leader last)."""
+def measure_rollout(store: str, workdir: Path, side: str = "on") -> Rollout:
+    """`quorumkeeper apply` of `ROLLOUT_CHANGES` to a Ready 3-member cluster with TLS and auth
+    `side` (`SECURITY_FLAGS`); `apply` waits until every member runs with it (followers
+    first, the leader last)."""
     cluster = LocalClusterUnderTest(store, "roll", loopback_subnet(96), workdir / "rollout")
     try:
-        cluster.up(3)
+        cluster.up(3, *SECURITY_FLAGS[side])
         cluster.wait_ready(3)
         change = str(spec_file(cluster, {store: ROLLOUT_CHANGES[store]}))
         rollout = _rolled_out(
@@ -512,7 +514,8 @@ def measure_seed_method(store: str, workdir: Path) -> Figures:
 
 
 SECURITY_FLAGS = {"on": (), "off": ("--no-tls", "--no-auth")}
-"""`up`'s flags per side of `measure_security`: the default, and both opt-outs."""
+"""`up`'s flags per side of `measure_security` and `measure_rollout`: the default, and both
+opt-outs."""
 
 STEADY_SECONDS = 20.0
 
@@ -601,8 +604,8 @@ def main() -> None:
     parser.add_argument(
         "--security",
         choices=["on", "off", "both"],
-        default="both",
-        help="with --security-only: measure one side, or both (default)",
+        help="with --security-only: measure one side, or both (default); with --rollout-only:"
+        " quorumkeeper's cluster with TLS and auth on (default) or off",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
@@ -610,13 +613,16 @@ def main() -> None:
         if args.security_only:
             if args.store != "etcd":
                 parser.error("--security-only: etcd only for now; fix: --store etcd")
-            sides = ["on", "off"] if args.security == "both" else [args.security]
+            sides = ["on", "off"] if args.security in (None, "both") else [args.security]
             _report_security(args.out, {side: measure_security(workdir, side) for side in sides})
             return
         if args.rollout_only:
+            if args.security == "both":
+                parser.error("--rollout-only measures one side; fix: --security on or off")
             rollout = {
                 "store": args.store,
-                **asdict(measure_rollout(args.store, workdir)),
+                "security": args.security or "on",
+                **asdict(measure_rollout(args.store, workdir, args.security or "on")),
                 "baseline": asdict(measure_seed_rollout(args.store, workdir)),
             }
             _report(args.store, args.out, rollout, ROLLOUT_TARGETS[args.store])

@@ -4,13 +4,15 @@ files (the clusters themselves are in tests/acceptance/test_security.py)."""
 from __future__ import annotations
 
 import base64
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from quorumkeeper.certificates import issue
+from quorumkeeper.certificates import issue, new_token_key
 from quorumkeeper.model import Endpoint, Peer
 from quorumkeeper.runtimes.local.authority import LocalAuthority
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher
+from quorumkeeper.runtimes.local.state import ensure_secret
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.etcd.client import _b64_end
 from quorumkeeper.stores.etcd.config import member_flags
@@ -82,3 +84,17 @@ def test_a_plain_text_launcher_has_no_tls_in_its_fingerprint(tmp_path: Path) -> 
     plain = EtcdLauncher("3.7.3", EtcdSettings(), "token")
     secure = EtcdLauncher("3.7.3", EtcdSettings(), "token", LocalAuthority(tmp_path, "c"))
     assert plain.fingerprint() != secure.fingerprint(), "a flip of tls is rolled out"
+
+
+def test_signed_tokens_reach_the_flags_and_the_fingerprint(tmp_path: Path) -> None:
+    key = tmp_path / "token-signing.key"
+    assert ensure_secret(key, new_token_key) == ensure_secret(key, new_token_key), "made once"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    flags = member_flags(
+        ONE, [Peer(ONE, None)], EtcdSettings(), "t", bootstrap=True, token_key=str(key)
+    )
+    assert f"--auth-token=jwt,priv-key={key},sign-method=ES256,ttl=1h" in flags
+    assert not [flag for flag in _flags(None) if flag.startswith("--auth-token")]
+    simple = EtcdLauncher("3.7.3", EtcdSettings(), "token")
+    signed = EtcdLauncher("3.7.3", EtcdSettings(), "token", token_key=key)
+    assert simple.fingerprint() != signed.fingerprint(), "members restart onto signed tokens"

@@ -4,7 +4,9 @@ desired state and status.json as its status."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from quorumkeeper.certificates import new_token_key
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 from quorumkeeper.runtimes.local.clients import refresh_keystores
@@ -78,12 +80,15 @@ def secret(paths: ClusterPaths, store: Store) -> str:
 
 
 def launcher_for(
-    spec: ClusterSpec, cluster_secret: str, authority: LocalAuthority | None
+    spec: ClusterSpec,
+    cluster_secret: str,
+    authority: LocalAuthority | None,
+    token_key: Path | None = None,
 ) -> MemberLauncher:
     """The local launcher of `spec.store`; `authority` issues the members' certificates, None
-    for a plain-text cluster."""
+    for a plain-text cluster; `token_key` signs etcd's authentication tokens (`token_key`)."""
     if spec.store is Store.ETCD:
-        return EtcdLauncher(spec.version, spec.etcd, cluster_secret, authority)
+        return EtcdLauncher(spec.version, spec.etcd, cluster_secret, authority, token_key)
     return ZookeeperLauncher(
         spec.version, spec.zookeeper, cluster_secret, authority, auth=spec.auth
     )
@@ -92,6 +97,18 @@ def launcher_for(
 def authority_for(paths: ClusterPaths, spec: ClusterSpec) -> LocalAuthority | None:
     """The cluster's certificate authority when `spec.tls` is on."""
     return LocalAuthority(paths.tls_dir, spec.name) if spec.tls else None
+
+
+def token_key(paths: ClusterPaths, spec: ClusterSpec) -> Path | None:
+    """The file of the key etcd's members sign authentication tokens with, made at its first
+    use (`tls/token-signing.key`, 0600): every member gets the same, so a token is good on all
+    of them (`stores.etcd.config.token_flags`). None for ZooKeeper or with `auth: false`."""
+    if spec.store is not Store.ETCD or not spec.auth:
+        return None
+    path = paths.tls_dir / "token-signing.key"
+    paths.tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_secret(path, new_token_key)
+    return path
 
 
 def root_password(paths: ClusterPaths, spec: ClusterSpec) -> str | None:
@@ -118,7 +135,7 @@ class LocalCluster:
         )
         self.runtime = LocalRuntime(
             paths.members_root(spec),
-            launcher_for(spec, cluster_secret, authority),
+            launcher_for(spec, cluster_secret, authority, token_key(paths, spec)),
             LoopbackPlacement(spec.name, spec.local.subnet),
             answers=backend.answers,
             ports=backend.ports,

@@ -20,7 +20,7 @@ from quorumkeeper.runtimes.local.state import write_atomically
 from quorumkeeper.spec import ClusterSpec, EtcdSettings, ZookeeperSettings
 from quorumkeeper.stores.base import unusable_data_line
 from quorumkeeper.stores.etcd import wal as etcd_wal
-from quorumkeeper.stores.etcd.config import member_flags, setting_flags
+from quorumkeeper.stores.etcd.config import member_flags, setting_flags, token_flags
 from quorumkeeper.stores.zookeeper import config, files
 from quorumkeeper.stores.zookeeper.ensemble import FIRST_SERVER_ID, dynamic_config, parse_config
 
@@ -120,20 +120,27 @@ class EtcdLauncher(MemberLauncher):
         settings: EtcdSettings,
         cluster_token: str,
         authority: LocalAuthority | None = None,
+        token_key: Path | None = None,
     ) -> None:
         """The binary of `version` is looked up when a member starts: observing and stopping
         members needs none, so `status` and `down` work with an empty cache. `authority`
-        issues the members' certificates; None starts them in plain text."""
+        issues the members' certificates; None starts them in plain text. `token_key` is the
+        file of the key members sign authentication tokens with (`config.token_flags`);
+        None: etcd's simple tokens."""
         self.version = version
         self.settings = settings
         self.cluster_token = cluster_token
         self.authority = authority
+        self.token_key = token_key
 
     def configure(self, spec: ClusterSpec) -> None:
         self.version, self.settings = spec.version, spec.etcd
 
     def rendered(self) -> list[str]:
-        return setting_flags(self.settings)
+        """The settings' flags, and signed tokens when they are on: a cluster whose members
+        run simple tokens restarts onto them in order."""
+        tokens = token_flags("<token-key>") if self.token_key else []
+        return [*setting_flags(self.settings), *tokens]
 
     def argv(
         self,
@@ -145,7 +152,13 @@ class EtcdLauncher(MemberLauncher):
     ) -> list[str]:
         tls = self.authority.member(endpoint) if self.authority else None
         flags = member_flags(
-            endpoint, peers, self.settings, self.cluster_token, bootstrap=bootstrap, tls=tls
+            endpoint,
+            peers,
+            self.settings,
+            self.cluster_token,
+            bootstrap=bootstrap,
+            tls=tls,
+            token_key=str(self.token_key) if self.token_key else None,
         )
         return [str(distributions.etcd_binary(self.version)), self.process_marker(data_dir), *flags]
 

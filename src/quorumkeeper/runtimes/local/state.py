@@ -16,6 +16,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +100,14 @@ def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
     fsync_folder(path.parent)
 
 
-def ensure_secret(path: Path) -> str:
-    """A per-cluster secret, generated on first call into a 0600 file and read back after.
+def ensure_secret(path: Path, make: Callable[[], str] | None = None) -> str:
+    """A per-cluster secret, generated on first call into a 0600 file and read back after;
+    `make` gives its text (default: 24 random bytes, URL-safe base64).
 
-    Created with O_EXCL under its final mode, so it is never readable by others, and reading an
-    existing file makes cluster creation safe to re-run after a crash.
+    Created with O_EXCL under its final mode, so it is never readable by others, and put in
+    place by a hard link, which fails when the file exists: of two processes making it at once
+    (the keeper and a command), both read the one that landed first. Reading an existing file
+    makes cluster creation safe to re-run after a crash.
     """
     if path.is_file():
         return path.read_text().strip()
@@ -111,8 +115,12 @@ def ensure_secret(path: Path) -> str:
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_urlsafe(24) + "\n")
-    os.replace(partial, path)
+        handle.write((make or (lambda: secrets.token_urlsafe(24)))().strip() + "\n")
+    try:
+        with suppress(FileExistsError):
+            os.link(partial, path)
+    finally:
+        partial.unlink()
     return path.read_text().strip()
 
 

@@ -47,14 +47,20 @@ ROOT = "root"
 AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
 USER_EXISTS = "etcdserver: user name already exists"
 ROLE_EXISTS = "etcdserver: role name already exists"
-TOKEN_REFUSED = ("etcdserver: invalid auth token", "etcdserver: user name is empty")
+TOKEN_REFUSED = (
+    "etcdserver: invalid auth token",
+    "etcdserver: user name is empty",
+    "etcdserver: revision of auth store is old",
+)
 """What a member answers a request without a token it knows once authentication is on: every
 gateway call the keeper makes needs one (status and move-leader: `authMaintenanceServer` in
 server/etcdserver/api/v3rpc/maintenance.go checks `isPermitted`, admin only; member
 add/promote/remove: `checkMembershipOperationPermission`; member list, alarms and kv: a user;
-measured on etcd 3.6.16 and 3.7.3, which answer "user name is empty" without one), and a
-member's simple tokens live in its memory only,
-so a token from another member, or from before its restart, is "invalid"."""
+measured on etcd 3.6.16 and 3.7.3, which answer "user name is empty" without one). A simple
+token lives in the memory of the members that applied the authentication's raft entry, so a
+member restarted since, or one that was down then, answers "invalid"; a JWT carries the auth
+store's revision when it was issued and is refused as "old" once a user or role changed
+(etcd-io/etcd#13300), and as "invalid" once it expired."""
 
 
 def client_url(address: str, *, tls: bool = False) -> str:
@@ -133,18 +139,25 @@ class Connections:
 
         A kept-alive connection that the member closed (it restarted) fails at once with a
         connection error: the request is then made once more on a new connection, so a member
-        that is back answers at once. A timeout is not retried. A member that refuses the
-        token (`TOKEN_REFUSED`), or fails a request sent without one (authentication may have
-        been turned on since: the gateway then answers as the user of its own certificate's
-        common name, "user name not found"), is asked for a token and the request made once
-        more. Raises
-        OSError (`ssl.SSLError` included) or `http.client.HTTPException` when the member does
-        not answer."""
+        that is back answers at once. A timeout is not retried. A member asked for the first
+        time is sent a token another member gave, which it knows too unless it restarted since
+        (a simple token is applied on every member through raft; a JWT is checked by its
+        signature): a client failing over then asks for no new token, a raft request and a
+        bcrypt check that cost 0.15-0.5 s on a loaded machine. A member that refuses the token
+        (`TOKEN_REFUSED`), or fails a request sent without one (authentication may have been
+        turned on since: the gateway then answers as the user of its own certificate's common
+        name, "user name not found"), is asked for a token and the request made once more.
+        Raises OSError (`ssl.SSLError` included) or `http.client.HTTPException` when the
+        member does not answer."""
         tokens = self.tokens
         if tokens is None:
             return self._send(address, path, body, timeout, {})
         if address not in tokens.by_address:
-            self._authenticate(address, timeout)
+            held = next((token for token in tokens.by_address.values() if token), None)
+            if held is None:
+                self._authenticate(address, timeout)
+            else:
+                tokens.by_address[address] = held
         without = not tokens.by_address.get(address)
         status, answer = self._send(address, path, body, timeout, self._header(address))
         refused = any(text.encode() in answer for text in TOKEN_REFUSED)
@@ -294,6 +307,8 @@ class EtcdStore(CoordinationStore):
         """The last member list read, with the commit mark (`_commit_mark`) seen before it."""
         self._adds_refused_until = 0.0
         """`time.monotonic()` until which the last `AddsRefused` stands."""
+        self._serving: str | None = None
+        """The address of the member that served the last call (`_post`), asked first."""
 
     def close(self) -> None:
         self._http.close()
@@ -312,16 +327,23 @@ class EtcdStore(CoordinationStore):
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to the first member that serves the call.
 
-        A member that does not answer, or fails in a way trying again may cure (a retryable
-        `StoreError`: a learner, no leader known, a timed-out proposal, a proxy's 502), passes
-        the call on to the next; when none serves it, raises `StoreUnavailable` listing each
-        member's failure. A refusal, and the answers the planner waits on (`NotCaughtUp`,
-        `AddsRefused`, decided for the whole cluster), are raised as they are.
+        The member that served the last call is asked first, the others then in order, as
+        etcd's own client stays on its connection until it fails: a member that is restarting
+        accepts connections before it serves them (etcd serves its client port only once it
+        has published itself through raft), so a client that went back to it at once would
+        wait for it. A member that does not answer, or fails in a way trying again may cure (a
+        retryable `StoreError`: a learner, no leader known, a timed-out proposal, a proxy's
+        502), passes the call on to the next; when none serves it, raises `StoreUnavailable`
+        listing each member's failure. A refusal, and the answers the planner waits on
+        (`NotCaughtUp`, `AddsRefused`, decided for the whole cluster), are raised as they are.
         """
         failures = []
-        for endpoint in self.endpoints:
+        serving = [e for e in self.endpoints if e.address == self._serving]
+        for endpoint in serving + [e for e in self.endpoints if e.address != self._serving]:
             try:
-                return self._post_to(endpoint.address, path, body)
+                answer = self._post_to(endpoint.address, path, body)
+                self._serving = endpoint.address
+                return answer
             except (OSError, http.client.HTTPException) as error:
                 failures.append(f"{endpoint.name}: {error.__class__.__name__}")
             except (NotCaughtUp, AddsRefused):
