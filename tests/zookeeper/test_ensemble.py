@@ -316,3 +316,38 @@ def test_a_connection_loss_while_reading_the_membership_is_retried_then_unavaila
     store._read = None  # forget the membership read above, as a store made now would have
     with pytest.raises(StoreUnavailable, match="cannot read /zookeeper/config and"):
         store.members()
+
+
+def test_a_client_whose_server_stops_resumes_its_session_on_another(
+    ensemble_factory: Callable[..., Ensemble],
+) -> None:
+    """A rollout stops the server a client is connected to: the client resumes the same
+    session on another server once one serves, however many of its calls timed out meanwhile
+    (a new session is a transaction through the leader, made again from the handshake), and
+    its TLS connections skip the addresses where nothing listens at once."""
+    ensemble = ensemble_factory()
+    zero, one, two = (ensemble.endpoint(n) for n in range(3))
+    ensemble.join(ensemble.bootstrap(), one)
+    ensemble.join(ensemble.store([zero, one]), two)
+    spare = [ensemble.endpoint(n) for n in range(3, 9)]  # nothing listens there
+    client = ZookeeperStore(
+        [*spare, zero, one, two], password=ensemble.password, tls=ensemble.tls, timeout=0.2
+    )
+    try:
+        wait_until(lambda: _written(client, "before"), 60, "a first write")
+        session = client._client.client_id
+        connected = client._client._connection._socket.getpeername()[0]
+        ensemble.stop(ensemble.endpoint_at(connected))
+        wait_until(lambda: _written(client, "after"), 60, "a write on another server")
+        assert client._client.client_id == session, "the client started a new session"
+        assert client.read("after") == "after"
+    finally:
+        client.close()
+
+
+def _written(store: ZookeeperStore, key: str) -> bool:
+    try:
+        store.write_probe(key, key)
+    except StoreError:
+        return False
+    return True

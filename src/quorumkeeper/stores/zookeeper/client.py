@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -99,15 +100,18 @@ class ZookeeperStore(CoordinationStore):
         super().__init__(endpoints)
         self._tls = tls
         self._context = None if tls is None else ReloadingContext(tls)
-        """For the four-letter words; made again when a renewal or a CA rotation replaced the
-        files, since the keeper holds this client across them."""
-        """For the four-letter words; kazoo makes its own from the same files."""
+        """For the four-letter words and kazoo's connections (`BoundedHandshakes`); made again
+        when a renewal or a CA rotation replaced the files, since the keeper holds this client
+        across them."""
         self._password = password
         self._acl = [make_digest_acl(SUPERUSER, password, all=True)]
         """The ACL of every znode the store creates: the superuser's alone."""
         self._timeout = timeout
         self._probe_timeout = probe_timeout
         self._client: Any = None
+        self._started: Any = None
+        """kazoo's event that is set while `_client` is connected, cleared while it
+        reconnects."""
         self._read: tuple[tuple[str, int], EnsembleConfig, dict[int, str]] | None = None
         """The last committed config and reservations read, with the commit mark
         (`_commit_mark`) seen before them."""
@@ -128,32 +132,34 @@ class ZookeeperStore(CoordinationStore):
     def _connected(self) -> Any:
         """The store's kazoo client, connected and authenticated as the superuser.
 
-        Kazoo reconnects by itself after a connection loss. A client that never connected, timed
-        out or lost its session is thrown away instead, so the next call starts over with a new
-        session on whichever server answers first.
+        Kazoo reconnects by itself after a connection loss and resumes the session on the first
+        server that serves (a leader's restart: its election, then the new leader's sync), and
+        a call made meanwhile waits in its queue. So a client is kept while it connects: a call
+        that finds it unconnected for the start deadline raises `StoreUnavailable` and leaves it
+        trying, and the next call waits for the same attempt. Abandoning it and
+        starting over cost a rollout's writer seconds on a loaded machine: a new session is a
+        transaction through the leader, and one given up half-made is made again from the
+        handshake. A client whose session expired is thrown away instead; one whose call timed
+        out while it believed itself connected has its connection dropped (`_drop_connection`).
         """
         if self._client is None:
             hosts = ",".join(client_address(e.address) for e in self.endpoints)
             session_timeout = max(4.0, self._timeout * 2)
             handshake = max(MIN_HANDSHAKE_TIMEOUT, session_timeout / max(1, len(self.endpoints)))
-            client = KazooClient(
+            self._client = KazooClient(
                 hosts=hosts,
                 timeout=session_timeout,
                 auth_data=[("digest", f"{SUPERUSER}:{self._password}")],
-                connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5),
-                handler=BoundedHandshakes(handshake) if self._tls else None,
+                connection_retry=KazooRetry(
+                    max_tries=-1, delay=0.05, max_delay=RECONNECT_DELAY_MAX
+                ),
+                handler=BoundedHandshakes(handshake, self._context),
                 **kazoo_tls(self._tls),
             )
-            try:
-                client.start(timeout=self._timeout * 2)
-            except KazooTimeoutError:
-                client.stop()
-                client.close()
-                names = ", ".join(e.name for e in self.endpoints)
-                raise StoreUnavailable(
-                    f"no ZooKeeper server of {names} accepted a session"
-                ) from None
-            self._client = client
+            self._started = self._client.start_async()
+        if not self._started.wait(self._timeout * 2):
+            names = ", ".join(e.name for e in self.endpoints)
+            raise StoreUnavailable(f"no ZooKeeper server of {names} accepted a session")
         return self._client
 
     def _call(self, operation: Callable[[Any], Any], *, timeout: float) -> Any:
@@ -163,10 +169,7 @@ class ZookeeperStore(CoordinationStore):
         except ConnectionLoss as error:
             raise StoreError(f"ZooKeeper call failed: {error!r}", retryable=True) from error
         except KazooTimeoutError as error:
-            # kazoo only pings an idle connection, so a hung (SIGSTOPped, partitioned) server
-            # that still holds the socket goes unnoticed while calls keep coming
-            # (python-zk/kazoo#260): drop the session and let the next call pick a server.
-            self.close()
+            self._drop_connection()
             raise StoreError(
                 f"ZooKeeper call timed out after {timeout} s", retryable=True
             ) from error
@@ -179,6 +182,21 @@ class ZookeeperStore(CoordinationStore):
                 "superDigest",
                 retryable=False,
             ) from error
+
+    def _drop_connection(self) -> None:
+        """Shut the socket of a client that believes itself connected, so kazoo resumes its
+        session on another server. kazoo only pings an idle connection, so a hung (SIGSTOPped,
+        partitioned, shutting down) server that still holds the socket goes unnoticed while
+        calls keep coming (python-zk/kazoo#260); closing the client instead would end the
+        session too, and a new one is a transaction through the leader. A client that knows it
+        is reconnecting is left to it."""
+        client = self._client
+        if client is None or not client.connected:
+            return
+        connection = getattr(client._connection, "_socket", None)
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def committed_config(self, *, within: float | None = None) -> EnsembleConfig:
         """The committed config as the leader has it: `sync`, then read `/zookeeper/config`.
@@ -531,28 +549,48 @@ class ZookeeperStore(CoordinationStore):
             self._call(lambda c: c.set_acls_async(prefix, acl), timeout=self._timeout)
 
 
+RECONNECT_DELAY_MAX = 0.2
+"""The longest pause, in seconds, between two rounds of kazoo's attempts to reach a server: a
+round after a leader's restart costs a TLS handshake with each server still electing, and a
+longer pause (kazoo's backoff to 0.5 s) left a writer waiting after the ensemble served."""
+
 MIN_HANDSHAKE_TIMEOUT = 1.0
-"""Seconds a TLS connection and handshake with one server may take at least; a JVM's first
+"""Seconds a connection (and TLS handshake) with one server may take at least; a JVM's first
 handshakes after its start take a few hundred ms on a loaded machine."""
 
 
 class BoundedHandshakes(SequentialThreadingHandler):  # type: ignore[misc]
-    """kazoo's threading handler with each TLS connection and handshake bounded by `timeout`
-    seconds.
+    """kazoo's threading handler with each connection (and TLS handshake) bounded by `timeout`
+    seconds, TLS ones made with one client `context` kept for the files as they are on disk
+    (None: plain connections).
 
-    kazoo gives a TLS connection the whole session timeout for its handshake, so a socket that
-    accepts and says nothing (a process holding a member's port, a stopped server) held every
-    new session past `start`'s deadline, where a plain connection moves on to the next server
-    after the session timeout divided among the servers (`ConnectionHandler._connect`)."""
+    kazoo gives a connection the whole session timeout: an address where nothing answers (a
+    deleted pod's, still in DNS; a stopped server's socket held by another process) held the
+    client there for 4 s before it tried the next server, where its first request after
+    connecting gets the session timeout divided among the servers
+    (`ConnectionHandler._connect`). And kazoo builds a new SSL context for every attempt,
+    loading the system's CA bundle besides the cluster's: 0.15-0.45 s per server tried on a
+    loaded machine, a server that refuses the connection included, so a client going round the
+    servers after a leader's restart spent seconds before it reached the one serving."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, context: ReloadingContext | None) -> None:
         super().__init__()
         self.handshake_timeout = timeout
+        self.context = context
 
     def create_connection(self, *args: Any, **kwargs: Any) -> Any:
         given = kwargs.get("timeout")
-        kwargs["timeout"] = min(given, self.handshake_timeout) if given else self.handshake_timeout
-        return super().create_connection(*args, **kwargs)
+        timeout = min(given, self.handshake_timeout) if given else self.handshake_timeout
+        address = kwargs.get("address") or args[0]
+        connection = socket.create_connection(address, timeout)
+        if self.context is None:
+            return connection
+        try:
+            hostname = kwargs.get("hostname")
+            return self.context.get().wrap_socket(connection, server_hostname=hostname)
+        except BaseException:
+            connection.close()
+            raise
 
 
 def kazoo_tls(tls: TlsFiles | None) -> dict[str, Any]:
