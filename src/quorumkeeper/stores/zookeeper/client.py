@@ -554,15 +554,20 @@ RECONNECT_DELAY_MAX = 0.2
 round after a leader's restart costs a TLS handshake with each server still electing, and a
 longer pause (kazoo's backoff to 0.5 s) left a writer waiting after the ensemble served."""
 
+CONNECT_TIMEOUT = 0.5
+"""Seconds a TCP connection to one server may take: the kernels answer a connection at once,
+however busy the server's process is, so only an address where nothing is any more (a deleted
+pod's, still in DNS for the records' TTL) waits that long."""
+
 MIN_HANDSHAKE_TIMEOUT = 1.0
 """Seconds a connection (and TLS handshake) with one server may take at least; a JVM's first
 handshakes after its start take a few hundred ms on a loaded machine."""
 
 
 class BoundedHandshakes(SequentialThreadingHandler):  # type: ignore[misc]
-    """kazoo's threading handler with each connection (and TLS handshake) bounded by `timeout`
-    seconds, TLS ones made with one client `context` kept for the files as they are on disk
-    (None: plain connections).
+    """kazoo's threading handler with each connection bounded by `CONNECT_TIMEOUT` and its TLS
+    handshake by `timeout` seconds, TLS ones made with one client `context` kept for the files
+    as they are on disk (None: plain connections).
 
     kazoo gives a connection the whole session timeout: an address where nothing answers (a
     deleted pod's, still in DNS; a stopped server's socket held by another process) held the
@@ -582,10 +587,11 @@ class BoundedHandshakes(SequentialThreadingHandler):  # type: ignore[misc]
         given = kwargs.get("timeout")
         timeout = min(given, self.handshake_timeout) if given else self.handshake_timeout
         address = kwargs.get("address") or args[0]
-        connection = socket.create_connection(address, timeout)
+        connection = socket.create_connection(address, min(timeout, CONNECT_TIMEOUT))
         if self.context is None:
             return connection
         try:
+            connection.settimeout(timeout)
             hostname = kwargs.get("hostname")
             return self.context.get().wrap_socket(connection, server_hostname=hostname)
         except BaseException:
