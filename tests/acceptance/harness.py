@@ -47,7 +47,10 @@ from tests.polling import wait_until
 
 def zookeeper_tls(paths: ClusterPaths) -> TlsFiles | None:
     """The keeper's client certificate of the ZooKeeper cluster in `paths`, as the keeper
-    connects; None when its spec has `tls: false`."""
+    connects; None when its spec has `tls: false`, or when it has no spec (the benchmark's
+    seed method runs plain-text members by hand)."""
+    if not paths.spec_file.is_file():
+        return None
     spec = SpecFile(paths).current()
     return LocalAuthority(paths.tls_dir, spec.name).client(KEEPER) if spec.tls else None
 
