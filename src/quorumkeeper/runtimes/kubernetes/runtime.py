@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
 from quorumkeeper.runtime import DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
+from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority
 from quorumkeeper.runtimes.kubernetes.objects import (
     Membership,
     Names,
@@ -116,16 +117,18 @@ def _only_joiner_ids(data: dict[str, str], endpoint: Endpoint) -> dict[str, str]
 class KubernetesRuntime:
     """The `Runtime` of one cluster resource. `resource` gives the resource as last parsed (the
     desired-state source re-reads it every pass); `superuser_password` is ZooKeeper's (None for
-    etcd)."""
+    etcd); `authority` issues the members' certificates (None: a plain-text cluster)."""
 
     def __init__(
         self,
         api: client.ApiClient,
         resource: Callable[[], ClusterResource],
         superuser_password: str | None = None,
+        authority: SecretAuthority | None = None,
     ) -> None:
         self._resource = resource
         self._password = superuser_password
+        self.authority = authority
         self._core = self._apps = self._policy = KubeApi(api)
         first = resource()
         self.namespace = first.namespace
@@ -196,7 +199,7 @@ class KubernetesRuntime:
         (`VERSION_ANNOTATION`: a pod whose image was overridden may run another), writing
         nothing."""
         resource = self._resource()
-        wanted = fingerprint(resource)
+        wanted = fingerprint(resource, self._generation())
         if wanted != self._written:
             current = self._statefulset()
             if current is not None:
@@ -206,6 +209,10 @@ class KubernetesRuntime:
                 self._written = wanted
         self._accepted = resource
         return wanted
+
+    def _generation(self) -> str:
+        """The certificate authority's generation, part of the pod template's fingerprint."""
+        return self.authority.generation() if self.authority is not None else ""
 
     def _check_upgrade(self, resource: ClusterResource, current: Any, reported: Set[str]) -> None:
         versions = {_template_annotations(current).get(VERSION_ANNOTATION), *reported}
@@ -223,7 +230,7 @@ class KubernetesRuntime:
             self._core.patch_namespaced_config_map(
                 Names(resource.name).config_map, self.namespace, body
             )
-        self._apply(statefulset(resource, replicas))
+        self._apply(statefulset(resource, replicas, self._generation()))
 
     def endpoints(self) -> Iterable[Endpoint]:
         names = set(self._pods())
@@ -409,6 +416,8 @@ class KubernetesRuntime:
             peers = [
                 dataclasses.replace(p, member_id=p.member_id or str(FIRST_SERVER_ID)) for p in peers
             ]
+        if self.authority is not None:  # before its pod is made: the kubelet mounts it then
+            self.authority.member(endpoint)
         voters = max(1, len(peers) - (0 if bootstrap else 1))
         membership = Membership(
             tuple(peers),
@@ -417,7 +426,7 @@ class KubernetesRuntime:
             voters_after=resource.spec.members,
             bootstrap=bootstrap,
         )
-        for obj in cluster_objects(resource, membership, self._password):
+        for obj in cluster_objects(resource, membership, self._password, self._generation()):
             if obj["kind"] == "PodDisruptionBudget" and not bootstrap:
                 continue  # `limit_disruptions` sizes it before every step; a start never raises it
             if obj["kind"] == "ConfigMap":
