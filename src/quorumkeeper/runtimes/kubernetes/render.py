@@ -49,6 +49,9 @@ from quorumkeeper.runtimes.kubernetes.zookeeper_pod import (
 CONFIG_ANNOTATION = "quorumkeeper.io/config"
 """On the pod template, so on every pod made from it: the configuration fingerprint
 (`fingerprint`) the pod's member starts with."""
+SECURITY_ANNOTATION = "quorumkeeper.io/security"
+"""On the StatefulSet: the `tls` and `auth` the cluster was created with (`security`); one
+without it was created before they existed, in plain text."""
 TLS_ANNOTATION = "quorumkeeper.io/tls"
 """On the pod template and its pods: the certificate authority's generation the pod's member
 starts with (a part of `fingerprint`)."""
@@ -194,6 +197,11 @@ def fingerprint(resource: ClusterResource, generation: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def security(tls: bool, auth: bool) -> str:
+    """`SECURITY_ANNOTATION`'s value."""
+    return f"tls={str(tls).lower()},auth={str(auth).lower()}"
+
+
 def statefulset(resource: ClusterResource, replicas: int, generation: str = "") -> Obj:
     """The StatefulSet with `replicas` pods, its pod template annotated with the configuration
     `fingerprint` and the version."""
@@ -211,10 +219,12 @@ def statefulset(resource: ClusterResource, replicas: int, generation: str = "") 
     }
     if spec.storage.class_name:
         claim["spec"]["storageClassName"] = spec.storage.class_name
+    metadata = object_metadata(resource, resource.name)
+    metadata.setdefault("annotations", {})[SECURITY_ANNOTATION] = security(spec.tls, spec.auth)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_metadata(resource, resource.name),
+        "metadata": metadata,
         "spec": {
             "serviceName": Names(resource.name).peer_service,
             "replicas": replicas,

@@ -33,7 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
-from quorumkeeper.runtime import DisruptionRefused
+from quorumkeeper.runtime import ConfigurationRefused, DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
 from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority
 from quorumkeeper.runtimes.kubernetes.objects import (
@@ -45,11 +45,13 @@ from quorumkeeper.runtimes.kubernetes.objects import (
 )
 from quorumkeeper.runtimes.kubernetes.render import (
     CONFIG_ANNOTATION,
+    SECURITY_ANNOTATION,
     VERSION_ANNOTATION,
     cluster_objects,
     disruption_budget,
     fingerprint,
     sealed_config,
+    security,
     settings_data,
     statefulset,
 )
@@ -203,6 +205,7 @@ class KubernetesRuntime:
         if wanted != self._written:
             current = self._statefulset()
             if current is not None:
+                self._check_security(resource, current)
                 self._check_upgrade(resource, current, reported)
                 if _template_annotations(current).get(CONFIG_ANNOTATION) != wanted:
                     self._write_configuration(resource, current.spec.replicas or 0)
@@ -213,6 +216,23 @@ class KubernetesRuntime:
     def _generation(self) -> str:
         """The certificate authority's generation, part of the pod template's fingerprint."""
         return self.authority.generation() if self.authority is not None else ""
+
+    @staticmethod
+    def _check_security(resource: ClusterResource, current: Any) -> None:
+        """Refuse `tls` or `auth` other than the cluster's StatefulSet was created with (the
+        CRD's rules refuse a change; this catches a resource stored before the fields existed,
+        whose members run in plain text, now read as the secure defaults)."""
+        made = _annotations(current).get(SECURITY_ANNOTATION, security(False, False))
+        wanted = security(resource.spec.tls, resource.spec.auth)
+        if made != wanted:
+            kept = dict(part.split("=") for part in made.split(","))
+            raise ConfigurationRefused(
+                f"spec.tls/spec.auth: {wanted.replace(',', ', ')}; rule: a cluster keeps the "
+                f"TLS and authentication it was created with ({made.replace(',', ', ')}), since "
+                f"its members know each other by https or http peer URLs; fix: set spec.tls: "
+                f"{kept['tls']} and spec.auth: {kept['auth']}",
+                field="spec.tls",
+            )
 
     def _check_upgrade(self, resource: ClusterResource, current: Any, reported: Set[str]) -> None:
         versions = {_template_annotations(current).get(VERSION_ANNOTATION), *reported}
