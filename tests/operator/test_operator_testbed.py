@@ -4,7 +4,10 @@ members) with the store's membership equal to the pods after every step and no e
 restarted; the operator killed mid-scale; a member's pod and PVC deleted; a member's pod deleted
 off a cordoned node, its data following it on a Ceph RBD volume; a member's node lost; a
 member's pod that can't mount its RBD image because the lost node's client holds its lock,
-reported with the fence command, which then lets it back.
+reported with the fence command, which then lets it back. Clusters run with the defaults, TLS and
+authentication on (the scale test also checks that a plain-text client, a client of another CA
+and an unauthenticated one are refused, and that Secured is True), except the one whose
+operator is killed mid-scale, which runs in plain text so that path stays exercised.
 
 How the operator and this process reach the test bed: `tests/operator/harness.py`.
 """
