@@ -217,10 +217,10 @@ class SecretAuthority:
         return self._client.files
 
     def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
-        """Reissue the operator's certificate and those of `endpoints` that have one but can't
-        be served as they are (within `RENEW_BEFORE` of their end, from another CA, for other
-        names), and record the renewal (`generation`) when a member's was. Returns the names of
-        the certificates reissued."""
+        """Reissue the operator's certificate and those of `endpoints`, each where it exists
+        but can't be served as it is (within `RENEW_BEFORE` of its end, from another CA, for
+        other names), and record the renewal (`generation`) when a member's was. Returns the
+        names of the certificates reissued."""
         authority = self.authority()
         data = self._tls_data()
         resource = self._resource()
@@ -236,7 +236,8 @@ class SecretAuthority:
             body = {"metadata": {"annotations": {RENEWED: now}}}
             self._core.patch_namespaced_secret(self.names.ca_secret, self.namespace, body)
             self._generation = None
-        if self._due(data, authority, OPERATOR_CLIENT, []):
+        operator = f"{OPERATOR_CLIENT}.crt" in data
+        if operator and self._due(data, authority, OPERATOR_CLIENT, []):
             self.client()
             members.append(f"{OPERATOR_CLIENT}.crt")
         return members
