@@ -1,7 +1,8 @@
 """The operator's certificate authority in Secrets, against a real API server: the CA made once,
 a member's certificate for its pod's and the client Service's DNS names before its pod exists,
 ZooKeeper's keystores, the operator's own client certificate only in memory, and renewal of a
-certificate near its end moving the generation the pod template's fingerprint includes."""
+certificate near its end moving the generation the pod template's fingerprint includes; the
+daemon's reconciler connecting with the operator's certificate and etcd's root password."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from kubernetes import client
 
 from quorumkeeper.certificates import KeyPair, issue, subject_hosts
 from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority, member_hosts
+from quorumkeeper.runtimes.kubernetes.metrics import OperatorMetrics
 from quorumkeeper.runtimes.kubernetes.objects import placement
+from quorumkeeper.runtimes.kubernetes.operator import ClusterDaemon
 from quorumkeeper.runtimes.kubernetes.render import fingerprint
-from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, parse_resource
+from quorumkeeper.runtimes.kubernetes.resources import (
+    API_VERSION,
+    ClusterResource,
+    Kind,
+    parse_resource,
+)
+from testbed.kube import ns_path
 from tests.operator.conftest import ApiServer
 
 pytestmark = pytest.mark.operator
@@ -133,3 +142,34 @@ def test_a_certificate_near_its_end_is_renewed_and_moves_the_fingerprint(
     assert tls["c-0.crt"] == kept, "a current certificate is not reissued"
     assert fingerprint(resource, authority.generation()) != before
     assert authority.renew(members) == []
+
+
+def test_the_daemons_reconciler_holds_the_operators_certificate_and_etcds_root_password(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    """What the operator's daemon makes before its first pass: the CA and TLS Secrets and the
+    root password's, all owned by the resource, and a backend that connects with TLS and
+    authenticates (the reconciler then turns etcd's authentication on)."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ETCD.value,
+        "metadata": {"name": "c", "namespace": namespace},
+        "spec": {"members": 3, "version": "3.7.3", "storage": {"size": "1Gi"}},
+    }
+    created = installed.kube.create(ns_path(namespace, Kind.ETCD.plural, group=API_VERSION), body)
+    daemon = ClusterDaemon(api, Kind.ETCD, namespace, "c", OperatorMetrics())
+    reconciler = daemon._reconciler(daemon.source.fetch())
+    try:
+        assert reconciler.backend.auth and reconciler.backend.tls is not None
+        assert str(reconciler.backend.tls.key).startswith("/proc/self/fd/")
+        tls = _secret(installed, namespace, "c-tls")
+        assert reconciler.backend.tls.certificate.read_bytes() == tls["operator.crt"]
+        assert len(_secret(installed, namespace, "c-root")["password"]) >= 24
+        for name in ("c-ca", "c-tls", "c-root"):
+            secret = installed.kube.get(ns_path(namespace, "secrets", name))
+            owners = secret["metadata"]["ownerReferences"]
+            assert [o["uid"] for o in owners] == [created["metadata"]["uid"]], name
+    finally:
+        reconciler.close()
+        if daemon.authority is not None:
+            daemon.authority.close()
