@@ -201,6 +201,32 @@ def issue(
     return KeyPair(certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def subject_hosts(certificate: x509.Certificate) -> set[str]:
+    """The IP addresses and DNS names a certificate's subject alternative names hold."""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(name) for name in names.value.get_values_for_type(x509.IPAddress)} | set(
+        names.value.get_values_for_type(x509.DNSName)
+    )
+
+
+def current(leaf: KeyPair, authority: KeyPair, hosts: Sequence[str], *, now: datetime) -> bool:
+    """Whether `leaf` can be served as it is at `now`: signed by `authority`, further than
+    `RENEW_BEFORE` from its end, naming exactly `hosts`. False for a certificate that can't be
+    parsed."""
+    try:
+        certificate = leaf.loaded()
+    except ValueError:
+        return False
+    if certificate.issuer != authority.loaded().subject:
+        return False
+    if certificate.not_valid_after_utc - RENEW_BEFORE <= now:
+        return False
+    return subject_hosts(certificate) == set(hosts)
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """Where a process finds its TLS material, as PEM files: `trust` is the bundle of CA

@@ -35,7 +35,7 @@ from quorumkeeper.planner import (
     plan,
     restart_candidate,
 )
-from quorumkeeper.runtime import DisruptionRefused, Runtime
+from quorumkeeper.runtime import ConfigurationRefused, DisruptionRefused, Runtime
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.status import (
     AlarmStatus,
@@ -110,8 +110,10 @@ class Reconciler:
         """The fingerprint of the configuration members of `spec` start with (None: the
         runtime does not restart members for a new one, or refused the first spec)."""
         self.refused: str | None = None
-        """Why the runtime refused the source's spec (`upgrades.UpgradeRefused`), until it
-        takes one."""
+        """Why the runtime refused the source's spec (`upgrades.UpgradeRefused`,
+        `runtime.ConfigurationRefused`), until it takes one."""
+        self.refused_reason = "UpgradeRefused"
+        """The Degraded reason of that refusal: the refusal's class name."""
         self.last_status: ClusterStatus | None = None
         """The status of the last pass, recorded or not."""
         self._configure(self.spec)
@@ -153,8 +155,9 @@ class Reconciler:
         reported = frozenset(m.version for m in members if m.version)
         try:
             self.config = self.runtime.configure(spec, reported)
-        except UpgradeRefused as error:
+        except (UpgradeRefused, ConfigurationRefused) as error:
             self.refused = str(error)
+            self.refused_reason = type(error).__name__
             return
         self.spec = spec
         self.refused = None
@@ -256,7 +259,14 @@ class Reconciler:
             ],
             error=self.refused or self.last_error,
             conditions=[
-                *_conditions(step, membership is not None, members, self.last_error, self.refused),
+                *_conditions(
+                    step,
+                    membership is not None,
+                    members,
+                    self.last_error,
+                    self.refused,
+                    self.refused_reason,
+                ),
                 self._secured_condition(),
             ],
             rollout=_rollout(desired, snapshot.observation, members, step),
@@ -487,10 +497,11 @@ def _conditions(
     members: list[MemberStatus],
     error: str | None,
     refused: str | None = None,
+    refused_reason: str = "UpgradeRefused",
 ) -> list[Condition]:
     """Available, Progressing and Degraded for a pass whose next step is `step`, `error` the
-    last step's failure and `refused` why the runtime refused the spec; transition times are
-    filled in by `carry_transitions`."""
+    last step's failure and `refused` why the runtime refused the spec (Degraded's reason
+    `refused_reason`); transition times are filled in by `carry_transitions`."""
     voters = [m for m in members if m.role in VOTER_ROLES]
     unhealthy = [
         m.name
@@ -506,7 +517,7 @@ def _conditions(
         or bool(refused)
     )
     if refused:
-        degraded_reason, degraded_message = "UpgradeRefused", refused
+        degraded_reason, degraded_message = refused_reason, refused
     elif error:
         degraded_reason, degraded_message = "StepRefused", error
     elif blocked:  # the cause a person can act on, ahead of what it leads to

@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence, Set
 from typing import Protocol
 
+from quorumkeeper.errors import Refused
 from quorumkeeper.model import Endpoint, Peer, Placement, Slot
 from quorumkeeper.spec import ClusterSpec
+
+
+class ConfigurationRefused(Refused):
+    """A spec the runtime can't start its members with (on Kubernetes: `tls` or `auth` other
+    than the cluster was created with); the reconciler keeps the spec it had, as for
+    `upgrades.UpgradeRefused`. The message names the field, the value, the rule and the fix."""
 
 
 class DisruptionRefused(Exception):
@@ -50,7 +57,8 @@ class Runtime(Protocol):
         (`upgrades.check_upgrade`) for a version the members may not move to, judged from the
         releases they `reported` running at the last observation ("3.6.16") as well as from
         what the runtime wrote, and then changes nothing; a runtime whose caller checks the
-        path first raises nothing for a valid spec."""
+        path first raises nothing for a valid spec. Raises `ConfigurationRefused` for a spec
+        its members can't run with, changing nothing either."""
         ...
 
     def limit_disruptions(self, voters_now: int, voters_after: int) -> None:

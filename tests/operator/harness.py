@@ -19,15 +19,17 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from quorumkeeper.certificates import KeyPair, TlsFiles
 from quorumkeeper.model import Endpoint, Member
+from quorumkeeper.runtimes.kubernetes.authority import InMemoryTlsFiles
 from quorumkeeper.runtimes.kubernetes.crd import crds
-from quorumkeeper.runtimes.kubernetes.objects import Names
+from quorumkeeper.runtimes.kubernetes.objects import OPERATOR_CLIENT, TRUST_KEY, Names
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
 from quorumkeeper.stores.base import CoordinationStore, StoreUnavailable
@@ -134,7 +136,9 @@ class OperatorProcess:
 
 @dataclass
 class ClusterUnderTest:
-    """One cluster resource on the test bed, as the writer and the checks see it."""
+    """One cluster resource on the test bed, as the writer and the checks see it: with TLS
+    (the default) its clients hold the operator's client certificate from the cluster's TLS
+    Secret, kept in this process's memory, and etcd's authenticate as its root user."""
 
     kube: Kube
     cluster: Cluster
@@ -142,6 +146,37 @@ class ClusterUnderTest:
     namespace: str
     name: str
     password: Callable[[], str]
+    _tls: InMemoryTlsFiles | None = field(default=None, repr=False)
+
+    def secret(self, name: str) -> dict[str, bytes]:
+        """Secret `name` of the cluster's namespace, decoded."""
+        data = self.kube.get(ns_path(self.namespace, "secrets", name))["data"]
+        return {key: base64.b64decode(value) for key, value in data.items()}
+
+    @property
+    def secured(self) -> tuple[bool, bool]:
+        """The resource's (tls, auth), both true when unset."""
+        spec = self.resource()["spec"]
+        return bool(spec.get("tls", True)), bool(spec.get("auth", True))
+
+    def tls(self) -> TlsFiles | None:
+        """The operator's client certificate (None for a plain-text cluster), as the TLS Secret
+        holds it now."""
+        if not self.secured[0]:
+            return None
+        data = self.secret(Names(self.name).tls_secret)
+        if self._tls is None:
+            self._tls = InMemoryTlsFiles()
+        self._tls.write(
+            data[TRUST_KEY], KeyPair(data[f"{OPERATOR_CLIENT}.crt"], data[f"{OPERATOR_CLIENT}.key"])
+        )
+        return self._tls.files
+
+    def root_password(self) -> str | None:
+        """etcd's root password, None without authentication."""
+        if not self.secured[1]:
+            return None
+        return self.secret(Names(self.name).root_secret)["password"].decode()
 
     @property
     def placement(self) -> ServiceDnsPlacement:
@@ -156,8 +191,10 @@ class ClusterUnderTest:
         """A store client for `endpoints` (by default every ordinal the tests may create)."""
         endpoints = endpoints or self.endpoints()
         if self.kind is Kind.ETCD:
-            return EtcdStore(endpoints, timeout=timeout)
-        return ZookeeperStore(endpoints, password=self.password(), timeout=timeout)
+            return EtcdStore(
+                endpoints, timeout=timeout, tls=self.tls(), root_password=self.root_password()
+            )
+        return ZookeeperStore(endpoints, password=self.password(), timeout=timeout, tls=self.tls())
 
     def resource(self) -> Obj:
         return self.kube.get(ns_path(self.namespace, self.kind.plural, self.name, API_VERSION))

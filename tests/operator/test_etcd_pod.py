@@ -1,8 +1,9 @@
 """etcd started exactly as the rendered pod starts it: the container's `args` after the kubelet's
 `$(VAR)` expansion, with the Downward API and ConfigMap values the pod would get, probed on its
 metrics listener as the kubelet probes it. The one stand-in: pods' DNS names become loopback
-addresses of this suite's network (there is no cluster DNS outside the test bed), and the
-in-pod localhost client listener is left out (127.0.0.1 is shared by every suite)."""
+addresses of this suite's network (there is no cluster DNS outside the test bed), the in-pod
+localhost client listener is left out (127.0.0.1 is shared by every suite), and the TLS Secret's
+files (certificates of a CA made here, for those addresses) are in a folder of the test's."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from quorumkeeper.certificates import TlsFiles, issue, new_authority
 from quorumkeeper.model import Endpoint, Member, Peer
 from quorumkeeper.runtimes.kubernetes.etcd_pod import ETCD_DATA_DIR, ETCD_METRICS_PORT
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.objects import TLS_MOUNT, TRUST_KEY, Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind, parse_resource
 from quorumkeeper.runtimes.local import distributions
@@ -60,6 +63,32 @@ class Pods:
         )
         self.placement = placement(self.resource)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.tls = root / "tls"
+        self.tls.mkdir()
+        now = datetime.now(UTC)
+        authority = new_authority("c", now=now)
+        (self.tls / TRUST_KEY).write_bytes(authority.certificate)
+        for ordinal in range(5):
+            made = issue(
+                authority,
+                common_name="",
+                hosts=[address(ordinal)],
+                server=True,
+                client=True,
+                now=now,
+            )
+            (self.tls / f"c-{ordinal}.crt").write_bytes(made.certificate)
+            (self.tls / f"c-{ordinal}.key").write_bytes(made.key)
+        made = issue(authority, common_name="", hosts=[], server=False, client=True, now=now)
+        (self.tls / "operator.crt").write_bytes(made.certificate)
+        (self.tls / "operator.key").write_bytes(made.key)
+        self.client_tls = TlsFiles(
+            self.tls / TRUST_KEY, self.tls / "operator.crt", self.tls / "operator.key"
+        )
+
+    def store(self, *ordinals: int) -> EtcdStore:
+        """A client of members `ordinals` with the operator's certificate."""
+        return EtcdStore([self.endpoint(n) for n in ordinals], tls=self.client_tls)
 
     def endpoint(self, ordinal: int) -> Endpoint:
         return Endpoint(f"c-{ordinal}", ordinal, address(ordinal))
@@ -82,7 +111,8 @@ class Pods:
         names = {self.placement.endpoint(n).address: address(n) for n in range(5)}
         argv = []
         for arg in container["args"]:
-            arg = expand(arg, env).replace(",http://127.0.0.1:2379", "")
+            arg = expand(arg, env).replace(",https://127.0.0.1:2379", "")
+            arg = arg.replace(str(TLS_MOUNT), str(self.tls))
             for name, ip in names.items():
                 arg = arg.replace(name, ip)
             argv.append(arg.replace(ETCD_DATA_DIR, str(self.root / f"c-{ordinal}")))
@@ -142,7 +172,7 @@ def test_the_rendered_args_start_a_member_and_a_learner_is_alive_but_not_ready(
     wait_until(lambda: probe(0, "/readyz") == 200, 30, "c-0 Ready")
     assert probe(0, "/livez") == 200
 
-    store = EtcdStore([pods.endpoint(0)])
+    store = pods.store(0)
     try:
         learner = wait_until(
             lambda: retried(lambda: store.add_learner(pods.endpoint(1))),
@@ -172,7 +202,7 @@ def test_once_sealed_a_member_restarts_from_its_data_and_none_starts_on_an_empty
     bootstrap = Membership((Peer(first, None),), 1, 1, 1, bootstrap=True)
     pods.start(0, bootstrap)
     wait_until(lambda: probe(0, "/readyz") == 200, 30, "c-0 Ready")
-    store = EtcdStore([pods.endpoint(0), pods.endpoint(1)])
+    store = pods.store(0, 1)
     try:
         learner = wait_until(
             lambda: retried(lambda: store.add_learner(pods.endpoint(1))), 30, "c-1 added"

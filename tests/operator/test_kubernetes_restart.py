@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from quorumkeeper.model import Endpoint, Peer
-from quorumkeeper.runtime import DisruptionRefused
+from quorumkeeper.runtime import ConfigurationRefused, DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.objects import Membership, Names, placement
 from quorumkeeper.runtimes.kubernetes.render import (
     CONFIG_ANNOTATION,
+    SECURITY_ANNOTATION,
     VERSION_ANNOTATION,
     cluster_objects,
     fingerprint,
@@ -248,3 +249,31 @@ def test_a_restart_is_an_eviction_the_disruption_budget_allows_or_refuses(
         runtime.restart(endpoint(2), PEERS)
     assert bed.pods() == {"c-0", "c-2"}
     runtime.restart(endpoint(1), PEERS)  # already gone: nothing to do
+
+
+def test_tls_or_auth_other_than_the_cluster_was_created_with_is_refused_writing_nothing(
+    api_server: ApiServer, namespace: str
+) -> None:
+    bed = settled(api_server, namespace, "EtcdCluster", tls=False, auth=False)
+    template = bed.annotations()
+    assert bed.statefulset()["metadata"]["annotations"][SECURITY_ANNOTATION] == (
+        "tls=false,auth=false"
+    )
+    bed.current = resource("EtcdCluster", namespace)  # the defaults: tls and auth on
+    with pytest.raises(ConfigurationRefused) as refused:
+        bed.configure(bed.runtime())
+    assert str(refused.value) == (
+        "spec.tls/spec.auth: tls=true, auth=true; rule: a cluster keeps the TLS and "
+        "authentication it was created with (tls=false, auth=false), since its members know "
+        "each other by https or http peer URLs; fix: set spec.tls: false and spec.auth: false"
+    )
+    assert bed.annotations() == template
+
+    # A StatefulSet written before `tls` and `auth` existed runs in plain text: the defaults
+    # that a resource stored then now reads as are refused too, so no member restarts into TLS.
+    path = ns_path(namespace, "statefulsets", "c", "apps/v1")
+    bed.kube.patch(path, {"metadata": {"annotations": {SECURITY_ANNOTATION: None}}}, MERGE_PATCH)
+    with pytest.raises(ConfigurationRefused):
+        bed.configure(bed.runtime())
+    bed.current = resource("EtcdCluster", namespace, tls=False, auth=False)
+    assert bed.configure(bed.runtime()) == template[CONFIG_ANNOTATION]

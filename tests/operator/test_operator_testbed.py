@@ -4,7 +4,10 @@ members) with the store's membership equal to the pods after every step and no e
 restarted; the operator killed mid-scale; a member's pod and PVC deleted; a member's pod deleted
 off a cordoned node, its data following it on a Ceph RBD volume; a member's node lost; a
 member's pod that can't mount its RBD image because the lost node's client holds its lock,
-reported with the fence command, which then lets it back.
+reported with the fence command, which then lets it back. Clusters run with the defaults, TLS and
+authentication on (the scale test also checks that a plain-text client, a client of another CA
+and an unauthenticated one are refused, and that Secured is True), except the one whose
+operator is killed mid-scale, which runs in plain text so that path stays exercised.
 
 How the operator and this process reach the test bed: `tests/operator/harness.py`.
 """
@@ -18,19 +21,26 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
+from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from typer.testing import CliRunner
 
+from quorumkeeper.certificates import KeyPair, TlsFiles, issue, new_authority
 from quorumkeeper.cli.app import app
+from quorumkeeper.runtimes.kubernetes.authority import InMemoryTlsFiles
 from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
 from quorumkeeper.runtimes.kubernetes.volume_locks import REASON
 from quorumkeeper.stores import etcd
+from quorumkeeper.stores.base import StoreError
+from quorumkeeper.stores.etcd.client import EtcdStore
 from quorumkeeper.stores.zookeeper.words import four_letter_word
 from quorumkeeper.versions import (
     ETCD_PREVIOUS_VERSION,
@@ -52,6 +62,7 @@ from tests.operator.harness import (
 from tests.operator.harness import create_cluster as _create
 from tests.operator.harness import exists as _exists
 from tests.polling import wait_until
+from tests.zookeeper.test_security import kazoo
 
 pytestmark = [pytest.mark.operator, pytest.mark.testbed]
 
@@ -238,7 +249,87 @@ def test_scales_with_kubectl_scale(
 ) -> None:
     target = _create(kube, testbed_cluster, kind, bed_namespace, sizes[0])
     _scale_through(target, operator, sizes)
+    _assert_secured(target, sizes[-1])
     _deleted_with_its_volumes(target, operator)
+
+
+def _foreign_client() -> InMemoryTlsFiles:
+    """A client certificate of another CA, presented by a client that trusts nothing else."""
+    now = datetime.now(UTC)
+    other = new_authority("elsewhere", now=now)
+    files = InMemoryTlsFiles()
+    files.write(
+        other.certificate,
+        issue(other, common_name="", hosts=[], server=False, client=True, now=now),
+    )
+    return files
+
+
+def _refused(write: Callable[[], object]) -> str | None:
+    """Why `write` was refused, None when it went through."""
+    try:
+        write()
+    except (StoreError, httpx.HTTPError, KazooException, KazooTimeoutError, OSError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _assert_secured(target: ClusterUnderTest, members: int) -> None:
+    """With the defaults (tls and auth on): Secured is True; a plain-text client, a client with
+    another CA's certificate and a client that does not authenticate are refused; the
+    operator's certificate with the store's administrator credentials writes."""
+    wait_until(lambda: target.condition("Secured") == "True", 60, "Secured=True")
+    endpoints = target.endpoints(members)
+    tls = target.tls()
+    assert tls is not None
+    foreign = _foreign_client()
+    foreign_with_our_trust = InMemoryTlsFiles()
+    foreign_with_our_trust.write(
+        tls.trust.read_bytes(),
+        KeyPair(foreign.files.certificate.read_bytes(), foreign.files.key.read_bytes()),
+    )
+    if target.kind is Kind.ETCD:
+        password = target.root_password()
+
+        def write(files: TlsFiles | None, root: str | None) -> Callable[[], object]:
+            def attempt() -> None:
+                store = EtcdStore(endpoints, timeout=3.0, tls=files, root_password=root)
+                try:
+                    store.write_probe("security/probe", "x")
+                finally:
+                    store.close()
+
+            return attempt
+
+        refusals = {
+            "plain text": _refused(write(None, password)),
+            "another CA's certificate": _refused(write(foreign_with_our_trust.files, password)),
+            "no authentication": _refused(write(tls, None)),
+        }
+        written = _refused(write(tls, password))
+    else:
+        password = target.password()
+
+        def session(files: TlsFiles | None, digest: str | None) -> Callable[[], object]:
+            def attempt() -> None:
+                with kazoo(endpoints[0], files, digest) as client:
+                    client.create(f"/security-probe-{uuid.uuid4().hex[:6]}", b"x")
+
+            return attempt
+
+        refusals = {
+            "plain text": _refused(session(None, f"super:{password}")),
+            "another CA's certificate": _refused(
+                session(foreign_with_our_trust.files, f"super:{password}")
+            ),
+            "no authentication": _refused(session(tls, None)),
+        }
+        written = _refused(session(tls, f"super:{password}"))
+    for files in (foreign, foreign_with_our_trust):
+        files.close()
+    assert all(refusals.values()), f"not refused: {refusals}"
+    assert written is None, f"the authenticated write failed: {written}"
+    print(f"{target.kind.value} refused: {refusals}")
 
 
 @pytest.mark.parametrize(("kind", "start", "peak"), [(Kind.ETCD, 3, 5), (Kind.ZOOKEEPER, 2, 3)])
@@ -252,8 +343,12 @@ def test_the_operator_killed_in_the_middle_of_scaling_resumes(
     operator: OperatorProcess,
     api_resolver: None,
 ) -> None:
-    target = _create(kube, testbed_cluster, kind, bed_namespace, start)
+    """In plain text (`tls: false`, `auth: false`), so the opt-out stays exercised."""
+    target = _create(kube, testbed_cluster, kind, bed_namespace, start, tls=False, auth=False)
     _scale_through(target, operator, (start, peak, start), kill_midway=True)
+    conditions = target.resource()["status"]["conditions"]
+    secured = next(c for c in conditions if c["type"] == "Secured")
+    assert (secured["status"], secured["reason"]) == ("False", "PlainText"), secured
 
 
 def _member_ids(target: ClusterUnderTest) -> dict[str, str]:
@@ -567,12 +662,18 @@ def _template_config(target: ClusterUnderTest) -> str | None:
 
 
 def _running_setting(target: ClusterUnderTest, pod: Obj) -> str:
-    """What the member in `pod` runs with, as its process reports it."""
+    """What the member in `pod` runs with, as its process reports it (asked by the pod's IP,
+    which its certificate does not name: the chain is checked, not the name)."""
     ip = pod["status"]["podIP"]
+    tls = target.tls()
+    context = tls.client_context() if tls else None
+    if context is not None:
+        context.check_hostname = False
     if target.kind is Kind.ETCD:
-        answer = httpx.get(f"http://{ip}:{etcd.CLIENT_PORT}/debug/vars", timeout=5.0)
+        url = etcd.client_url(ip, tls=tls is not None)
+        answer = httpx.get(f"{url}/debug/vars", timeout=5.0, verify=context or True)
         return " ".join(answer.json()["cmdline"])
-    return four_letter_word(ip, "conf", 5.0)
+    return four_letter_word(ip, "conf", 5.0, tls=context)
 
 
 @dataclass

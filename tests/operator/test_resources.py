@@ -210,6 +210,8 @@ INVALID_UPDATES = [
     ({"version": "3.9.0"}, "spec.version", "at most one minor release"),
     ({"version": "3.6.9"}, "spec.version", "may not go back"),
     ({"version": "4.0.0"}, "spec.version", "at most one minor release"),
+    ({"tls": False}, "spec.tls", "tls is immutable"),
+    ({"auth": False}, "spec.auth", "auth is immutable"),
 ]
 
 

@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.objects import TLS_MOUNT, Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
 from quorumkeeper.runtimes.kubernetes.resources import Kind, parse_resource
-from quorumkeeper.runtimes.kubernetes.zookeeper_pod import ZOOKEEPER_CONFIG_MOUNT, ZOOKEEPER_MOUNT
+from quorumkeeper.runtimes.kubernetes.zookeeper_pod import (
+    ZOOKEEPER_CONFIG_MOUNT,
+    ZOOKEEPER_KEYSTORE,
+    ZOOKEEPER_MOUNT,
+)
 
 pytestmark = pytest.mark.operator
 
@@ -53,8 +57,15 @@ def project(data: dict[str, str], folder: Path) -> None:
 
 
 def run_init(init: Obj, pod: str, volume: Path, config: Path) -> subprocess.CompletedProcess[str]:
-    """The init container's command with its mounts moved under `volume` and `config`."""
-    command = [part.replace(ZOOKEEPER_CONFIG_MOUNT, str(config)) for part in init["command"]]
+    """The init container's command with its mounts moved under `volume` and `config`, the TLS
+    Secret's next to `config` (holding a keystore for `pod`)."""
+    tls = config.parent / "tls"
+    tls.mkdir(exist_ok=True)
+    (tls / f"{pod}.pem").write_text(f"key and certificate of {pod}\n")
+    command = [
+        part.replace(str(TLS_MOUNT), str(tls)).replace(ZOOKEEPER_CONFIG_MOUNT, str(config))
+        for part in init["command"]
+    ]
     env = {e["name"]: e.get("value", "") for e in init["env"]}
     env = {k: v.replace(ZOOKEEPER_MOUNT, str(volume)) for k, v in env.items()}
     env.update(POD_NAME=pod, PATH=os.environ["PATH"])
@@ -77,6 +88,13 @@ def test_first_start_writes_the_operators_files_and_later_starts_keep_zookeepers
     assert "standaloneEnabled=false" in data["zoo.cfg"]
     assert "admin.enableServer=false" in data["zoo.cfg"]
     assert f"dynamicConfigFile={ZOOKEEPER_MOUNT}/conf/zoo.cfg.dynamic" in data["zoo.cfg"]
+    # Secure by default: TLS only, from the pod's own keystore copied owner-only to one path.
+    assert f"ssl.keyStore.location={ZOOKEEPER_KEYSTORE}" in data["zoo.cfg"]
+    assert "secureClientPort=2181" in data["zoo.cfg"] and "clientPort=" not in data["zoo.cfg"]
+    assert ";" not in data["zoo.cfg.dynamic"], "no plain client address"
+    keystore = volume / "conf" / "keystore.pem"
+    assert keystore.read_text() == "key and certificate of c-1\n"
+    assert keystore.stat().st_mode & 0o777 == 0o600
 
     # A reconfig makes ZooKeeper point zoo.cfg at its committed dynamic file (it drops the
     # line and appends its own, `QuorumPeerConfig.editStaticConfig`). A later membership and

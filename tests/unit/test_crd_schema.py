@@ -11,7 +11,13 @@ from pydantic import BaseModel
 
 from quorumkeeper.runtimes.kubernetes.crd import crd, structural
 from quorumkeeper.runtimes.kubernetes.objects import Membership, max_unavailable, placement
-from quorumkeeper.runtimes.kubernetes.render import cluster_objects, merge
+from quorumkeeper.runtimes.kubernetes.render import (
+    CONFIG_ANNOTATION,
+    cluster_objects,
+    fingerprint,
+    merge,
+    statefulset,
+)
 from quorumkeeper.runtimes.kubernetes.resources import (
     Kind,
     ResourceError,
@@ -156,8 +162,50 @@ def test_etcd_flags_are_args_with_per_pod_and_per_change_values_expanded_by_the_
     assert "--initial-cluster=$(QK_INITIAL_CLUSTER)" in container["args"]
     assert all(arg.startswith("--") for arg in container["args"])
     config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
-    assert config["initial-cluster"].count("=http://c-") == 3
+    assert config["initial-cluster"].count("=https://c-") == 3
     assert config["initial-cluster-state"] == "existing"
+
+
+def test_a_secure_etcd_pod_serves_tls_from_its_own_files_in_the_mounted_secret() -> None:
+    parsed = parse_resource(resource(Kind.ETCD))
+    template = statefulset(parsed, 3, "generation-1")["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    args = container["args"]
+    for expected in (
+        "--listen-client-urls=https://$(POD_IP):2379,https://127.0.0.1:2379",
+        "--listen-peer-urls=https://$(POD_IP):2380",
+        "--advertise-client-urls=https://$(POD_NAME).c-peers.apps.svc.cluster.local:2379",
+        "--cert-file=/etc/quorumkeeper-tls/$(POD_NAME).crt",
+        "--key-file=/etc/quorumkeeper-tls/$(POD_NAME).key",
+        "--trusted-ca-file=/etc/quorumkeeper-tls/ca.crt",
+        "--peer-trusted-ca-file=/etc/quorumkeeper-tls/ca.crt",
+        "--client-cert-auth",
+        "--peer-client-cert-auth",
+        "--listen-metrics-urls=http://$(POD_IP):2381",  # the kubelet's probes, plain
+    ):
+        assert expected in args, expected
+    assert {"name": "tls", "secret": {"secretName": "c-tls", "defaultMode": 0o440}} in template[
+        "spec"
+    ]["volumes"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    assert mount["readOnly"] is True
+    # The authority's generation makes members stale; nothing else about it does.
+    assert fingerprint(parsed, "generation-1") != fingerprint(parsed, "generation-2")
+    assert template["metadata"]["annotations"][CONFIG_ANNOTATION] == fingerprint(
+        parsed, "generation-1"
+    )
+
+
+def test_a_plain_text_etcd_pod_has_no_tls_and_its_spec_says_so() -> None:
+    parsed = parse_resource(resource(Kind.ETCD, tls=False, auth=False))
+    assert not parsed.spec.cluster_spec("c").tls
+    assert parse_resource(resource(Kind.ETCD)).spec.cluster_spec("c").auth
+    objects = cluster_objects(parsed, Membership.steady(placement(parsed), 3))
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    assert config["initial-cluster"].count("=http://c-") == 3
+    pod = objects[-1]["spec"]["template"]["spec"]
+    assert not any(arg.startswith("--cert-file") for arg in pod["containers"][0]["args"])
+    assert "volumes" not in pod
 
 
 def test_a_zookeeper_cluster_needs_its_superuser_password() -> None:

@@ -16,6 +16,7 @@ import pytest
 import time_machine
 
 from quorumkeeper.certificates import TlsFiles
+from quorumkeeper.errors import Refused
 from quorumkeeper.model import JoinRules, Peer, Placement, Role, Slot
 from quorumkeeper.planner import (
     AddLearner,
@@ -32,7 +33,7 @@ from quorumkeeper.planner import (
     TransferLeadership,
     Wait,
 )
-from quorumkeeper.runtime import DisruptionRefused
+from quorumkeeper.runtime import ConfigurationRefused, DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.spec import Store
@@ -831,14 +832,15 @@ def test_a_restart_cut_short_after_the_stop_resumes_as_a_start_with_the_new_sett
     assert kinds(after) == ["RestartMember", "TransferLeadership", "RestartMember", "Done"]
 
 
+@pytest.mark.parametrize("refused", [UpgradeRefused, ConfigurationRefused])
 def test_a_version_the_runtime_refuses_restarts_nothing_and_degrades_with_the_reason(
-    placement: Placement,
+    placement: Placement, refused: type[Refused]
 ) -> None:
     fx = fakes(placement, running=3)
     assert isinstance(fx.reconciler.run_once(), Done)
     accepted, config = fx.reconciler.spec, fx.reconciler.config
     refusal = "version: etcd 3.7.3 -> 3.6.16 is a downgrade; fix: keep version 3.7.3"
-    fx.runtime.failures["configure"] = UpgradeRefused(refusal)
+    fx.runtime.failures["configure"] = refused(refusal)
     fx.source.change(version="3.6.16", **settings_change(Store.ETCD))
 
     step = fx.reconciler.run_once()
@@ -846,7 +848,7 @@ def test_a_version_the_runtime_refuses_restarts_nothing_and_degrades_with_the_re
     assert isinstance(step, Done) and fx.runtime.actions == []
     assert (fx.reconciler.spec, fx.reconciler.config) == (accepted, config)
     status = fx.sink.last
-    assert conditions(status)["Degraded"] == ("True", "UpgradeRefused")
+    assert conditions(status)["Degraded"] == ("True", refused.__name__)
     assert message(status, "Degraded") == refusal and status.error == refusal
     assert configs(fx) == ["updated"] * 3
 

@@ -138,6 +138,10 @@ class KubeApi:
         path = f"/api/v1/namespaces/{namespace}/secrets"
         return self._call("POST", path, "V1Secret", body=body)
 
+    def patch_namespaced_secret(self, name: str, namespace: str, body: Any) -> Any:
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        return self._call("PATCH", path, "V1Secret", body=body, content_type=_MERGE_PATCH)
+
     def list_namespaced_event(self, namespace: str, *, field_selector: str) -> Any:
         path = f"/api/v1/namespaces/{namespace}/events"
         return self._call("GET", path, "CoreV1EventList", query={"fieldSelector": field_selector})

@@ -4,9 +4,12 @@ from the cluster's ConfigMap. Flags come from the store's own `member_flags`."""
 
 from __future__ import annotations
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.kubernetes.objects import (
+    POD_NAME,
     RESTRICTED_CONTAINER,
+    TLS_VOLUME_MOUNT,
     Membership,
     Names,
     Obj,
@@ -14,6 +17,7 @@ from quorumkeeper.runtimes.kubernetes.objects import (
     container_resources,
     field_env,
     image,
+    member_tls,
     placement,
 )
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
@@ -41,10 +45,16 @@ def cluster_token(resource: ClusterResource) -> str:
 def _template_endpoint(placement: ServiceDnsPlacement) -> Endpoint:
     """Any pod of the StatefulSet, as its container sees itself: `$(POD_NAME)`, which the
     kubelet expands in `args` from the Downward API."""
-    pod = "$(POD_NAME)"
     return Endpoint(
-        pod, 0, f"{pod}.{placement.service}.{placement.namespace}.svc.{placement.domain}"
+        POD_NAME,
+        0,
+        f"{POD_NAME}.{placement.service}.{placement.namespace}.svc.{placement.domain}",
     )
+
+
+def _tls(spec: EtcdClusterSpec) -> TlsFiles | None:
+    """The member's own certificate in its container, None for a plain-text cluster."""
+    return member_tls() if spec.tls else None
 
 
 def _flag(flags: list[str], name: str) -> str:
@@ -62,6 +72,7 @@ def etcd_config_data(
         spec.etcd,
         cluster_token(resource),
         bootstrap=membership.bootstrap,
+        tls=_tls(spec),
     )
     return {
         "initial-cluster": _flag(flags, "--initial-cluster"),
@@ -79,29 +90,38 @@ and exits ("couldn't find local name ... in the initial cluster configuration", 
 3.7.3) instead of rejoining under its old member id with no log, or, for the first member,
 starting a new cluster of its own."""
 
-_PER_POD_FLAGS = {
-    # etcd binds IP addresses only; the advertised URLs keep the pod's DNS name.
-    "--listen-client-urls": f"http://$(POD_IP):{etcd.CLIENT_PORT},http://127.0.0.1:{etcd.CLIENT_PORT}",
-    "--listen-peer-urls": f"http://$(POD_IP):{etcd.PEER_PORT}",
-    # What the operator sets per membership change comes from the ConfigMap, through env.
-    "--initial-cluster": "$(QK_INITIAL_CLUSTER)",
-    "--initial-cluster-state": "$(QK_INITIAL_CLUSTER_STATE)",
-}
+
+def _per_pod_flags(tls: bool) -> dict[str, str]:
+    """The flags whose values the kubelet fills in per pod."""
+    return {
+        # etcd binds IP addresses only; the advertised URLs keep the pod's DNS name.
+        "--listen-client-urls": ",".join(
+            etcd.client_url(host, tls=tls) for host in ("$(POD_IP)", "127.0.0.1")
+        ),
+        "--listen-peer-urls": etcd.peer_url("$(POD_IP)", tls=tls),
+        # What the operator sets per membership change comes from the ConfigMap, through env.
+        "--initial-cluster": "$(QK_INITIAL_CLUSTER)",
+        "--initial-cluster-state": "$(QK_INITIAL_CLUSTER_STATE)",
+    }
 
 
 def etcd_args(resource: ClusterResource, spec: EtcdClusterSpec) -> list[str]:
-    """etcd's flags, each an `args` element (the image has no shell to expand anything)."""
+    """etcd's flags, each an `args` element (the image has no shell to expand anything). With
+    TLS, every URL is https and the member's own files in the mounted TLS Secret are picked by
+    `$(POD_NAME)`; the metrics URL, which the kubelet's probes ask, stays plain HTTP."""
     flags = member_flags(
         _template_endpoint(placement(resource)),
         [],
         spec.etcd,
         cluster_token(resource),
         bootstrap=False,
+        tls=_tls(spec),
     )
+    per_pod = _per_pod_flags(spec.tls)
     args = []
     for flag in flags:
         name = flag.partition("=")[0]
-        args.append(f"{name}={_PER_POD_FLAGS[name]}" if name in _PER_POD_FLAGS else flag)
+        args.append(f"{name}={per_pod[name]}" if name in per_pod else flag)
     return [
         *args,
         f"--data-dir={ETCD_DATA_DIR}",
@@ -145,5 +165,8 @@ def etcd_container(resource: ClusterResource, spec: EtcdClusterSpec) -> Obj:
         },
         "resources": container_resources(resource),
         "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-        "volumeMounts": [{"name": "data", "mountPath": ETCD_MOUNT}],
+        "volumeMounts": [
+            {"name": "data", "mountPath": ETCD_MOUNT},
+            *([TLS_VOLUME_MOUNT] if spec.tls else []),
+        ],
     }

@@ -47,8 +47,9 @@ def cluster_role() -> Obj:
             _rule("apps", ["statefulsets"], _ALL),
             _rule("policy", ["poddisruptionbudgets"], _ALL),
             _rule("", ["services", "configmaps"], _ALL),
-            # The ZooKeeper superuser: created once, read for reconfigs, never rewritten.
-            _rule("", ["secrets"], ["get", "list", "watch", "create"]),
+            # The ZooKeeper superuser and etcd's root: created once, read, never rewritten; the
+            # CA and the TLS Secret: certificates added for new members and renewed (patch).
+            _rule("", ["secrets"], ["get", "list", "watch", "create", "patch"]),
             _rule("", ["pods"], ["get", "list", "watch", "delete"]),
             _rule("", ["pods/eviction"], ["create"]),
             _rule("", ["persistentvolumeclaims"], ["get", "list", "watch", "patch", "delete"]),

@@ -4,8 +4,10 @@ sets, and the pieces both stores' pods are built from. Pure values."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Peer
 from quorumkeeper.runtimes.kubernetes.placement import ServiceDnsPlacement
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
@@ -75,6 +77,51 @@ class Names:
     @property
     def superuser_secret(self) -> str:
         return f"{self.cluster}-superuser"
+
+    @property
+    def ca_secret(self) -> str:
+        return f"{self.cluster}-ca"
+
+    @property
+    def tls_secret(self) -> str:
+        return f"{self.cluster}-tls"
+
+    @property
+    def root_secret(self) -> str:
+        return f"{self.cluster}-root"
+
+
+TLS_MOUNT = Path("/etc/quorumkeeper-tls")
+"""Where a member's container finds the cluster's TLS Secret (`Names.tls_secret`), read-only."""
+TRUST_KEY = "ca.crt"
+"""The TLS Secret's key holding the CA certificates members and clients trust."""
+OPERATOR_CLIENT = "operator"
+"""The TLS Secret's keys `operator.crt`/`operator.key`: the operator's client certificate, as
+the keeper's locally (no common name: etcd's gateway refuses a client certificate with one)."""
+POD_NAME = "$(POD_NAME)"
+"""The pod's own name in a container's `args`, which the kubelet expands from the Downward API."""
+
+
+def member_tls(pod: str = POD_NAME) -> TlsFiles:
+    """Where member `pod`'s container finds its certificate, key and the trust bundle: the TLS
+    Secret holds one `<pod>.crt`/`<pod>.key` per member, so `args` pick their own with
+    `$(POD_NAME)`."""
+    return TlsFiles(TLS_MOUNT / TRUST_KEY, TLS_MOUNT / f"{pod}.crt", TLS_MOUNT / f"{pod}.key")
+
+
+def keystore(pod: str = POD_NAME) -> str:
+    """Member `pod`'s PEM keystore in its container (key and certificate in one file, as
+    ZooKeeper reads them)."""
+    return str(TLS_MOUNT / f"{pod}.pem")
+
+
+def tls_volume(resource: ClusterResource) -> Obj:
+    """The TLS Secret as a volume: read by the member's user through `fsGroup`, by no one else."""
+    secret = {"secretName": Names(resource.name).tls_secret, "defaultMode": 0o440}
+    return {"name": "tls", "secret": secret}
+
+
+TLS_VOLUME_MOUNT: Obj = {"name": "tls", "mountPath": str(TLS_MOUNT), "readOnly": True}
 
 
 def placement(resource: ClusterResource) -> ServiceDnsPlacement:

@@ -16,6 +16,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +29,15 @@ from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
+from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
-from quorumkeeper.runtimes.kubernetes.objects import LABEL_INSTANCE, LABEL_NAME, Names
+from quorumkeeper.runtimes.kubernetes.objects import (
+    LABEL_INSTANCE,
+    LABEL_NAME,
+    Names,
+    Obj,
+    object_metadata,
+)
 from quorumkeeper.runtimes.kubernetes.progress import ProgressWatch
 from quorumkeeper.runtimes.kubernetes.resources import (
     GROUP,
@@ -49,6 +57,7 @@ from quorumkeeper.runtimes.kubernetes.zookeeper_pod import superuser_secret
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.status import ClusterStatus, Condition, ConditionType, StepStatus, rfc3339
 from quorumkeeper.stores import backend_for
+from quorumkeeper.stores.etcd.client import ROOT
 
 LOG = logging.getLogger("quorumkeeper.operator")
 
@@ -65,6 +74,9 @@ QUICK_RETRIES = 20
 """Passes in a row that retry after `RETRY_INTERVAL` (5 s); a refusal lasting longer (a learner
 catching up on a large database) is tried again every `BUSY_INTERVAL`, so it does not keep
 four status writes a second going."""
+
+RENEWAL_CHECK_SECONDS = 60.0
+"""How often the operator looks for certificates within `RENEW_BEFORE` of their end."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -239,24 +251,47 @@ def invalid_status(
     )
 
 
-def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str:
-    """The ZooKeeper superuser's password: from its Secret, which is created once with a fresh
-    random password and never rewritten."""
+def _kept_password(api: client.ApiClient, name: str, body: Callable[[str], Obj]) -> str:
+    """The password in Secret `name` (key `password`): created once with a fresh random one
+    (`body` makes the Secret for it) and never rewritten."""
     core = KubeApi(api)
-    name = Names(resource.name).superuser_secret
+    namespace = body("")["metadata"]["namespace"]
     try:
-        secret: Any = core.read_namespaced_secret(name, resource.namespace)
+        secret: Any = core.read_namespaced_secret(name, namespace)
     except ApiException as error:
         if error.status != 404:
             raise
-        body = superuser_secret(resource, secrets.token_urlsafe(24))
         try:
-            core.create_namespaced_secret(resource.namespace, body)
+            core.create_namespaced_secret(namespace, body(secrets.token_urlsafe(24)))
         except ApiException as exists:
             if exists.status != 409:
                 raise
-        secret = core.read_namespaced_secret(name, resource.namespace)
+        secret = core.read_namespaced_secret(name, namespace)
     return base64.b64decode(secret.data["password"]).decode()
+
+
+def _superuser_password(api: client.ApiClient, resource: ClusterResource) -> str:
+    """The ZooKeeper superuser's password, from its Secret (`zookeeper_pod.superuser_secret`)."""
+    name = Names(resource.name).superuser_secret
+    return _kept_password(api, name, lambda password: superuser_secret(resource, password))
+
+
+def root_secret(resource: ClusterResource, password: str) -> Obj:
+    """etcd's root user, whose password only the operator reads: it turns authentication on
+    with it (`CoordinationStore.secure`) and authenticates every call it makes."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_metadata(resource, Names(resource.name).root_secret),
+        "type": "Opaque",
+        "stringData": {"username": ROOT, "password": password},
+    }
+
+
+def _root_password(api: client.ApiClient, resource: ClusterResource) -> str:
+    """etcd's root password, from Secret `<cluster>-root`."""
+    name = Names(resource.name).root_secret
+    return _kept_password(api, name, lambda password: root_secret(resource, password))
 
 
 def _post_event(
@@ -305,18 +340,42 @@ class ClusterDaemon:
         self.key = ClusterKey(namespace, name, kind.value)
         self.deferrals = 0
         """Passes in a row whose step the store refused for now (`Reconciler.deferred`)."""
+        self.authority: SecretAuthority | None = None
+        self.renewal_due = 0.0
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
+        """The cluster's reconciler, made at the first pass: with TLS, the certificate
+        authority in the cluster's Secrets and the operator's client certificate; with etcd's
+        authentication, the root password."""
         if self.reconciler is None:
-            password = (
-                _superuser_password(self.api, resource) if resource.kind is Kind.ZOOKEEPER else None
-            )
+            zookeeper = resource.kind is Kind.ZOOKEEPER
+            password = _superuser_password(self.api, resource) if zookeeper else None
             spec = resource.spec.cluster_spec(resource.name)
-            backend = backend_for(spec, password or "")
+            self.authority = SecretAuthority(self.api, self.source.parsed) if spec.tls else None
+            root = _root_password(self.api, resource) if spec.auth and not zookeeper else None
+            backend = backend_for(
+                spec,
+                password or "",
+                self.authority.client() if self.authority else None,
+                root_password=root,
+            )
             backend = dataclasses.replace(backend, rules=kubernetes_rules(backend.rules))
-            runtime = KubernetesRuntime(self.api, self.source.parsed, password)
+            runtime = KubernetesRuntime(self.api, self.source.parsed, password, self.authority)
             self.reconciler = Reconciler(self.source, backend, runtime, self.sink, hold_store=True)
         return self.reconciler
+
+    def renew_certificates(self, reconciler: Reconciler) -> None:
+        """Every `RENEWAL_CHECK_SECONDS`: reissue certificates within `RENEW_BEFORE` of their
+        end (`SecretAuthority.renew`); a member's moves the authority's generation, so the
+        configuration is taken again and the ordered restarts roll the new ones out."""
+        now = time.monotonic()
+        if self.authority is None or now < self.renewal_due:
+            return
+        self.renewal_due = now + RENEWAL_CHECK_SECONDS
+        renewed = self.authority.renew(list(reconciler.runtime.endpoints()))
+        if renewed:
+            LOG.info("%s/%s: renewed %s", self.source.namespace, self.source.name, renewed)
+            reconciler.reconfigure()
 
     def pass_once(self) -> float:
         """One pass; returns the seconds until the next unless woken."""
@@ -334,6 +393,7 @@ class ClusterDaemon:
             return IDLE_INTERVAL
         reconciler = self._reconciler(resource)
         try:
+            self.renew_certificates(reconciler)
             step = reconciler.run_once()
         except Exception as error:
             self.metrics.failed(self.key, error)
@@ -374,6 +434,8 @@ class ClusterDaemon:
             WAKES.forget(self.source.namespace, self.source.name)
             if self.reconciler is not None:
                 self.reconciler.close()
+            if self.authority is not None:
+                self.authority.close()
 
 
 def next_pass_in(

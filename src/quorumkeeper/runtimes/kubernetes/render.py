@@ -29,6 +29,7 @@ from quorumkeeper.runtimes.kubernetes.objects import (
     object_metadata,
     selector,
     store_ports,
+    tls_volume,
 )
 from quorumkeeper.runtimes.kubernetes.resources import (
     AntiAffinity,
@@ -48,6 +49,12 @@ from quorumkeeper.runtimes.kubernetes.zookeeper_pod import (
 CONFIG_ANNOTATION = "quorumkeeper.io/config"
 """On the pod template, so on every pod made from it: the configuration fingerprint
 (`fingerprint`) the pod's member starts with."""
+SECURITY_ANNOTATION = "quorumkeeper.io/security"
+"""On the StatefulSet: the `tls` and `auth` the cluster was created with (`security`); one
+without it was created before they existed, in plain text."""
+TLS_ANNOTATION = "quorumkeeper.io/tls"
+"""On the pod template and its pods: the certificate authority's generation the pod's member
+starts with (a part of `fingerprint`)."""
 VERSION_ANNOTATION = "quorumkeeper.io/version"
 """On the pod template and its pods: the store release the spec asked for when the template was
 written, for the upgrade check (`upgrades.check_upgrade`) of the next version."""
@@ -124,7 +131,10 @@ def merge(base: Any, override: Any) -> Any:
     return override
 
 
-def pod_template(resource: ClusterResource) -> Obj:
+def pod_template(resource: ClusterResource, generation: str = "") -> Obj:
+    """The members' pod template; `generation` is the certificate authority's
+    (`SecretAuthority.generation`), carried as `TLS_ANNOTATION` when TLS is on, so that
+    renewed certificates make every member stale."""
     spec = resource.spec
     uid = ETCD_UID if resource.kind is Kind.ETCD else ZOOKEEPER_UID
     pod: Obj = {
@@ -139,6 +149,7 @@ def pod_template(resource: ClusterResource) -> Obj:
         },
         "enableServiceLinks": False,
     }
+    volumes = [tls_volume(resource)] if spec.tls else []
     if isinstance(spec, EtcdClusterSpec):
         pod["containers"] = [etcd_container(resource, spec)]
     else:
@@ -146,9 +157,9 @@ def pod_template(resource: ClusterResource) -> Obj:
         init, server = zookeeper_containers(resource, spec)
         pod["initContainers"] = [init]
         pod["containers"] = [server]
-        pod["volumes"] = [
-            {"name": "config", "configMap": {"name": Names(resource.name).config_map}}
-        ]
+        volumes.append({"name": "config", "configMap": {"name": Names(resource.name).config_map}})
+    if volumes:
+        pod["volumes"] = volumes
     if spec.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s.name} for s in spec.image_pull_secrets]
     if spec.tolerations:
@@ -158,8 +169,9 @@ def pod_template(resource: ClusterResource) -> Obj:
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     metadata: Obj = {"labels": {**spec.labels, **selector(resource)}}
-    if spec.annotations:
-        metadata["annotations"] = dict(spec.annotations)
+    annotations = {**spec.annotations, **({TLS_ANNOTATION: generation} if spec.tls else {})}
+    if annotations:
+        metadata["annotations"] = annotations
     template = {"metadata": metadata, "spec": pod}
     merged: Obj = merge(template, spec.pod_template)
     merged["metadata"]["labels"].update(selector(resource))  # an override can't orphan a pod
@@ -175,24 +187,28 @@ def settings_data(resource: ClusterResource) -> dict[str, str]:
     return {}
 
 
-def fingerprint(resource: ClusterResource) -> str:
+def fingerprint(resource: ClusterResource, generation: str = "") -> str:
     """The configuration every member of `resource` starts with, as 16 hex digits: a hash of
-    the version, the pod template (image, flags, JVM options, resources, overrides) and the
-    ConfigMap's settings. The membership a joiner starts with and the replicas are not in it,
-    so a scale never makes a member stale."""
-    text = json.dumps(
-        [resource.spec.version, pod_template(resource), settings_data(resource)], sort_keys=True
-    )
+    the version, the pod template (image, flags, JVM options, resources, overrides, the
+    certificate authority's `generation`) and the ConfigMap's settings. The membership a joiner
+    starts with and the replicas are not in it, so a scale never makes a member stale."""
+    template = pod_template(resource, generation)
+    text = json.dumps([resource.spec.version, template, settings_data(resource)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def statefulset(resource: ClusterResource, replicas: int) -> Obj:
+def security(tls: bool, auth: bool) -> str:
+    """`SECURITY_ANNOTATION`'s value."""
+    return f"tls={str(tls).lower()},auth={str(auth).lower()}"
+
+
+def statefulset(resource: ClusterResource, replicas: int, generation: str = "") -> Obj:
     """The StatefulSet with `replicas` pods, its pod template annotated with the configuration
     `fingerprint` and the version."""
     spec = resource.spec
-    template = pod_template(resource)
+    template = pod_template(resource, generation)
     template["metadata"].setdefault("annotations", {}).update(
-        {CONFIG_ANNOTATION: fingerprint(resource), VERSION_ANNOTATION: spec.version}
+        {CONFIG_ANNOTATION: fingerprint(resource, generation), VERSION_ANNOTATION: spec.version}
     )
     claim: Obj = {
         "metadata": {"name": "data", "labels": {**spec.labels, **selector(resource)}},
@@ -203,10 +219,12 @@ def statefulset(resource: ClusterResource, replicas: int) -> Obj:
     }
     if spec.storage.class_name:
         claim["spec"]["storageClassName"] = spec.storage.class_name
+    metadata = object_metadata(resource, resource.name)
+    metadata.setdefault("annotations", {})[SECURITY_ANNOTATION] = security(spec.tls, spec.auth)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_metadata(resource, resource.name),
+        "metadata": metadata,
         "spec": {
             "serviceName": Names(resource.name).peer_service,
             "replicas": replicas,
@@ -251,11 +269,16 @@ def sealed_config(kind: Kind, data: dict[str, str]) -> dict[str, str | None]:
 
 
 def cluster_objects(
-    resource: ClusterResource, membership: Membership, superuser_password: str | None = None
+    resource: ClusterResource,
+    membership: Membership,
+    superuser_password: str | None = None,
+    generation: str = "",
 ) -> list[Obj]:
     """Every object of the cluster, in an order `kubectl apply` can create them in.
 
     `superuser_password` is required for ZooKeeper (its Secret); raises ValueError without it.
+    `generation` is the certificate authority's (`pod_template`). The TLS Secrets are not
+    among them: the operator writes them (`authority.SecretAuthority`).
     """
     objects = [
         *services(resource),
@@ -266,4 +289,4 @@ def cluster_objects(
         if not superuser_password:
             raise ValueError("a ZooKeeper cluster needs its superuser's password")
         objects.append(superuser_secret(resource, superuser_password))
-    return [*objects, statefulset(resource, membership.replicas)]
+    return [*objects, statefulset(resource, membership.replicas, generation)]

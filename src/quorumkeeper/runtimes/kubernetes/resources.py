@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    JsonValue,
     Strict,
     ValidationError,
 )
@@ -208,8 +209,29 @@ VERSION_RULES: list[dict[str, str]] = [
 """Rules on the whole resource (they compare the spec with the status): the CRD's root."""
 
 
+def _kept(field: str, why: str) -> dict[str, JsonValue]:
+    """A CEL transition rule keeping the boolean `field`, true when unset, as it was created."""
+    was, now = (f"(has({side}.{field}) ? {side}.{field} : true)" for side in ("oldSelf", "self"))
+    return {
+        "rule": f"{now} == {was}",
+        "message": f"{field} is immutable: {why}; set it back to the value the cluster was "
+        f"created with, or create a new cluster with {field} as wanted",
+        "fieldPath": f".{field}",
+        "reason": "FieldValueForbidden",
+    }
+
+
+SECURITY_RULES: list[JsonValue] = [
+    _kept("tls", "members know each other by https or http peer URLs in the membership"),
+    _kept("auth", "the operator turns authentication on when a cluster is created, not later"),
+]
+"""`tls` and `auth` stay as the cluster was created, as the local `apply` keeps them."""
+
+
 class ClusterResourceSpec(_Resource):
     """What both custom resources share."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SECURITY_RULES})
 
     store: ClassVar[Store]
 
@@ -247,6 +269,22 @@ class ClusterResourceSpec(_Resource):
             "a Deployment's; 600 when unset",
         ),
     ] = 600
+    tls: Annotated[
+        bool,
+        Strict(),
+        Field(
+            description="TLS for clients and between members, with the cluster's own CA "
+            "(Secrets <name>-ca and <name>-tls); true when unset; immutable",
+        ),
+    ] = True
+    auth: Annotated[
+        bool,
+        Strict(),
+        Field(
+            description="clients authenticate (etcd's root user in Secret <name>-root, "
+            "ZooKeeper's digest superuser); true when unset; immutable",
+        ),
+    ] = True
     pod_template: dict[str, Any] = Field(
         default={},
         description="merged into the rendered pod template (a PodTemplateSpec): mappings "
@@ -256,9 +294,7 @@ class ClusterResourceSpec(_Resource):
 
     def cluster_spec(self, name: str) -> ClusterSpec:
         """The store-level spec the shared planner and reconciler run on, validated by the same
-        rules as a local spec (raises `SpecError` naming the field, rule and fix). The
-        operator does not run TLS or authentication yet, and says so: `tls` and `auth` are
-        false, which status reports as a plain-text cluster."""
+        rules as a local spec (raises `SpecError` naming the field, rule and fix)."""
         return parse_spec(
             {
                 "name": name,
@@ -266,8 +302,8 @@ class ClusterResourceSpec(_Resource):
                 "version": self.version,
                 "members": self.members,
                 self.store.value: self.settings.model_dump(),
-                "tls": False,
-                "auth": False,
+                "tls": self.tls,
+                "auth": self.auth,
             }
         )
 

@@ -33,8 +33,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.model import Endpoint, JoinRules, Peer, Placement, Slot
-from quorumkeeper.runtime import DisruptionRefused
+from quorumkeeper.runtime import ConfigurationRefused, DisruptionRefused
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
+from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority
 from quorumkeeper.runtimes.kubernetes.objects import (
     Membership,
     Names,
@@ -44,11 +45,13 @@ from quorumkeeper.runtimes.kubernetes.objects import (
 )
 from quorumkeeper.runtimes.kubernetes.render import (
     CONFIG_ANNOTATION,
+    SECURITY_ANNOTATION,
     VERSION_ANNOTATION,
     cluster_objects,
     disruption_budget,
     fingerprint,
     sealed_config,
+    security,
     settings_data,
     statefulset,
 )
@@ -116,16 +119,18 @@ def _only_joiner_ids(data: dict[str, str], endpoint: Endpoint) -> dict[str, str]
 class KubernetesRuntime:
     """The `Runtime` of one cluster resource. `resource` gives the resource as last parsed (the
     desired-state source re-reads it every pass); `superuser_password` is ZooKeeper's (None for
-    etcd)."""
+    etcd); `authority` issues the members' certificates (None: a plain-text cluster)."""
 
     def __init__(
         self,
         api: client.ApiClient,
         resource: Callable[[], ClusterResource],
         superuser_password: str | None = None,
+        authority: SecretAuthority | None = None,
     ) -> None:
         self._resource = resource
         self._password = superuser_password
+        self.authority = authority
         self._core = self._apps = self._policy = KubeApi(api)
         first = resource()
         self.namespace = first.namespace
@@ -196,16 +201,38 @@ class KubernetesRuntime:
         (`VERSION_ANNOTATION`: a pod whose image was overridden may run another), writing
         nothing."""
         resource = self._resource()
-        wanted = fingerprint(resource)
+        wanted = fingerprint(resource, self._generation())
         if wanted != self._written:
             current = self._statefulset()
             if current is not None:
+                self._check_security(resource, current)
                 self._check_upgrade(resource, current, reported)
                 if _template_annotations(current).get(CONFIG_ANNOTATION) != wanted:
                     self._write_configuration(resource, current.spec.replicas or 0)
                 self._written = wanted
         self._accepted = resource
         return wanted
+
+    def _generation(self) -> str:
+        """The certificate authority's generation, part of the pod template's fingerprint."""
+        return self.authority.generation() if self.authority is not None else ""
+
+    @staticmethod
+    def _check_security(resource: ClusterResource, current: Any) -> None:
+        """Refuse `tls` or `auth` other than the cluster's StatefulSet was created with (the
+        CRD's rules refuse a change; this catches a resource stored before the fields existed,
+        whose members run in plain text, now read as the secure defaults)."""
+        made = _annotations(current).get(SECURITY_ANNOTATION, security(False, False))
+        wanted = security(resource.spec.tls, resource.spec.auth)
+        if made != wanted:
+            kept = dict(part.split("=") for part in made.split(","))
+            raise ConfigurationRefused(
+                f"spec.tls/spec.auth: {wanted.replace(',', ', ')}; rule: a cluster keeps the "
+                f"TLS and authentication it was created with ({made.replace(',', ', ')}), since "
+                f"its members know each other by https or http peer URLs; fix: set spec.tls: "
+                f"{kept['tls']} and spec.auth: {kept['auth']}",
+                field="spec.tls",
+            )
 
     def _check_upgrade(self, resource: ClusterResource, current: Any, reported: Set[str]) -> None:
         versions = {_template_annotations(current).get(VERSION_ANNOTATION), *reported}
@@ -223,7 +250,7 @@ class KubernetesRuntime:
             self._core.patch_namespaced_config_map(
                 Names(resource.name).config_map, self.namespace, body
             )
-        self._apply(statefulset(resource, replicas))
+        self._apply(statefulset(resource, replicas, self._generation()))
 
     def endpoints(self) -> Iterable[Endpoint]:
         names = set(self._pods())
@@ -409,6 +436,8 @@ class KubernetesRuntime:
             peers = [
                 dataclasses.replace(p, member_id=p.member_id or str(FIRST_SERVER_ID)) for p in peers
             ]
+        if self.authority is not None:  # before its pod is made: the kubelet mounts it then
+            self.authority.member(endpoint)
         voters = max(1, len(peers) - (0 if bootstrap else 1))
         membership = Membership(
             tuple(peers),
@@ -417,7 +446,7 @@ class KubernetesRuntime:
             voters_after=resource.spec.members,
             bootstrap=bootstrap,
         )
-        for obj in cluster_objects(resource, membership, self._password):
+        for obj in cluster_objects(resource, membership, self._password, self._generation()):
             if obj["kind"] == "PodDisruptionBudget" and not bootstrap:
                 continue  # `limit_disruptions` sizes it before every step; a start never raises it
             if obj["kind"] == "ConfigMap":

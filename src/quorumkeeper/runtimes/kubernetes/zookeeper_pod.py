@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from quorumkeeper.runtimes.kubernetes.objects import (
     RESTRICTED_CONTAINER,
+    TLS_MOUNT,
+    TLS_VOLUME_MOUNT,
     Membership,
     Names,
     Obj,
     container_resources,
     field_env,
     image,
+    member_tls,
     object_metadata,
     store_ports,
 )
@@ -29,6 +32,9 @@ ZOOKEEPER_CONF_DIR = f"{ZOOKEEPER_MOUNT}/conf"
 """On the volume: ZooKeeper rewrites zoo.cfg and its dynamic file on every reconfig."""
 ZOOKEEPER_UID = 1000
 ZOOKEEPER_CONFIG_MOUNT = "/etc/quorumkeeper"
+KEYSTORE_NAME = "keystore.pem"
+ZOOKEEPER_KEYSTORE = f"{ZOOKEEPER_CONF_DIR}/{KEYSTORE_NAME}"
+"""The member's PEM keystore, as zoo.cfg names it for every pod (`_COPY_KEYSTORE`)."""
 
 
 def zookeeper_paths(spec: ZookeeperClusterSpec) -> tuple[str, str]:
@@ -43,7 +49,19 @@ def zookeeper_settings_data(spec: ZookeeperClusterSpec) -> dict[str, str]:
     configuration."""
     snapshots, txn_logs = zookeeper_paths(spec)
     dynamic_file = f"{ZOOKEEPER_CONF_DIR}/zoo.cfg.dynamic"
-    settings = zookeeper_config.server_config(spec.zookeeper, snapshots, txn_logs, dynamic_file)
+    tls = None
+    if spec.tls:
+        # One zoo.cfg for every pod: the init container copies the pod's own keystore to one
+        # path, and the TLS client port binds every address (the probes ask the pod's IP).
+        tls = zookeeper_config.ServerTls(
+            keystore=ZOOKEEPER_KEYSTORE,
+            trust=str(member_tls().trust),
+            client_address="0.0.0.0",
+            version=spec.version,
+        )
+    settings = zookeeper_config.server_config(
+        spec.zookeeper, snapshots, txn_logs, dynamic_file, tls
+    )
     return {
         "zoo.cfg": zookeeper_config.zoo_cfg(settings),
         "logback.xml": zookeeper_config.logback_xml(spec.zookeeper),
@@ -55,7 +73,9 @@ def zookeeper_config_data(spec: ZookeeperClusterSpec, membership: Membership) ->
     member's first start copies, and each member's server id (`myid.<pod>`)."""
     return {
         **zookeeper_settings_data(spec),
-        "zoo.cfg.dynamic": ensemble.dynamic_config(list(membership.peers)),
+        "zoo.cfg.dynamic": ensemble.dynamic_config(
+            list(membership.peers), plain_client=not spec.tls
+        ),
         **{
             f"myid.{peer.endpoint.name}": f"{peer.member_id}\n"
             for peer in membership.peers
@@ -85,7 +105,7 @@ else
   fi
 fi
 cp {config}/logback.xml "$ZOO_CONF_DIR/logback.xml"
-"""
+{keystore}"""
 """Our zoo.cfg, its dynamic file and myid in place before the image's entrypoint runs (which
 writes its own only where they are absent). A member without `myid` has never started on this
 volume: it gets the membership and server id the operator set for its join, `myid` written last
@@ -93,20 +113,40 @@ so an interrupted copy is redone. A member with `myid` keeps its membership: Zoo
 reconfig rewrites zoo.cfg only to point `dynamicConfigFile` at the committed dynamic file
 (`QuorumPeerConfig.editStaticConfig`, which drops membership lines, never ours), so its zoo.cfg is
 the ConfigMap's settings with that one line kept, renamed into place whole: a pod restarted for
-new settings starts with them, as the local launcher's `refresh` does."""
+new settings starts with them, as the local launcher's `refresh` does. With TLS, the pod's own
+keystore (key and certificate, from the mounted TLS Secret) is copied to `ZOOKEEPER_KEYSTORE` at
+every start, owner-only, so a renewed certificate is served from the next start."""
+
+_COPY_KEYSTORE = """(umask 077 && cp "{tls}/$POD_NAME.pem" "$ZOO_CONF_DIR/{keystore}.next")
+mv "$ZOO_CONF_DIR/{keystore}.next" "$ZOO_CONF_DIR/{keystore}"
+"""
 
 
 _FOUR_LETTER_WORD = (
     'exec 3<>"/dev/tcp/$POD_IP/{port}"; printf {word} >&3; grep -q{flags} "{match}" <&3'
 )
+_FOUR_LETTER_WORD_TLS = (
+    'printf {word} | openssl s_client -quiet -connect "$POD_IP:{port}" -CAfile {trust} '
+    '-cert {certificate} -key {key} 2>/dev/null | grep -q{flags} "{match}"'
+)
 
 
-def _four_letter_probe(word: str, match: str, flags: str = "") -> Obj:
-    """A probe asking the server's client port one four-letter word through bash's /dev/tcp:
-    bash is in the official image (and in the test bed's), no JVM starts for a probe. It asks
-    the pod's IP: the dynamic file's `;<pod DNS name>:2181` binds the client port there only."""
-    script = _FOUR_LETTER_WORD.format(
-        port=ensemble.CLIENT_PORT, word=word, match=match, flags=flags
+def _four_letter_probe(word: str, match: str, flags: str = "", *, tls: bool = False) -> Obj:
+    """A probe asking the server's client port one four-letter word through bash's /dev/tcp,
+    or with TLS through `openssl s_client` with the member's own certificate (the TLS port
+    needs a client certificate of the cluster's CA): bash and openssl are in the official
+    image (and in the test bed's), no JVM starts for a probe. It asks the pod's IP: the
+    dynamic file's `;<pod DNS name>:2181` binds the plain client port there only."""
+    template = _FOUR_LETTER_WORD_TLS if tls else _FOUR_LETTER_WORD
+    files = member_tls("$POD_NAME")
+    script = template.format(
+        port=ensemble.CLIENT_PORT,
+        word=word,
+        match=match,
+        flags=flags,
+        trust=files.trust,
+        certificate=f'"{files.certificate}"',
+        key=f'"{files.key}"',
     )
     return {"exec": {"command": ["bash", "-c", script]}}
 
@@ -131,7 +171,9 @@ def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) 
     mounts = [
         {"name": "data", "mountPath": ZOOKEEPER_MOUNT},
         {"name": "config", "mountPath": ZOOKEEPER_CONFIG_MOUNT, "readOnly": True},
+        *([TLS_VOLUME_MOUNT] if spec.tls else []),
     ]
+    keystore = _COPY_KEYSTORE.format(tls=TLS_MOUNT, keystore=KEYSTORE_NAME) if spec.tls else ""
     init = {
         "name": "config",
         "image": image(resource, ZOOKEEPER_IMAGE, spec.version),
@@ -139,7 +181,9 @@ def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) 
         "command": [
             "bash",
             "-c",
-            _ZOOKEEPER_INIT.format(config=ZOOKEEPER_CONFIG_MOUNT, config_map=names.config_map),
+            _ZOOKEEPER_INIT.format(
+                config=ZOOKEEPER_CONFIG_MOUNT, config_map=names.config_map, keystore=keystore
+            ),
         ],
         "env": env,
         "securityContext": RESTRICTED_CONTAINER,
@@ -149,7 +193,7 @@ def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) 
     digest_flag = ensemble.superuser_digest_flag("")
     options = [
         "$(QK_SUPERUSER_DIGEST_FLAG)" if option == digest_flag else option
-        for option in zookeeper_config.jvm_options(spec.zookeeper, "")
+        for option in zookeeper_config.jvm_options(spec.zookeeper, "", auth=spec.auth)
     ]
     server = {
         "name": "zookeeper",
@@ -170,12 +214,14 @@ def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) 
             for name, port in store_ports(resource.kind).items()
         ],
         "readinessProbe": {
-            **_four_letter_probe("srvr", "^Mode: (leader|follower|observer)", flags="E"),
+            **_four_letter_probe(
+                "srvr", "^Mode: (leader|follower|observer)", flags="E", tls=spec.tls
+            ),
             "periodSeconds": 2,
             "timeoutSeconds": 2,
         },
         "livenessProbe": {
-            **_four_letter_probe("ruok", "imok"),
+            **_four_letter_probe("ruok", "imok", tls=spec.tls),
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,

@@ -24,22 +24,19 @@ from pathlib import Path
 
 from cryptography import x509
 
-from quorumkeeper.certificates import RENEW_BEFORE, KeyPair, TlsFiles, issue, new_authority
+from quorumkeeper.certificates import (
+    RENEW_BEFORE,
+    KeyPair,
+    TlsFiles,
+    current,
+    issue,
+    new_authority,
+)
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.state import FileLock, write_atomically
 
 KEEPER = "keeper"
 """The keeper's own client certificate: without a common name, as etcd's gateway needs."""
-
-
-def _hosts(certificate: x509.Certificate) -> set[str]:
-    try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return set()
-    return {str(name) for name in names.value.get_values_for_type(x509.IPAddress)} | set(
-        names.value.get_values_for_type(x509.DNSName)
-    )
 
 
 class LocalAuthority:
@@ -106,14 +103,10 @@ class LocalAuthority:
     def _current(files: TlsFiles, authority: KeyPair, hosts: Sequence[str]) -> bool:
         """Whether the certificate in `files` can be served as it is."""
         try:
-            certificate = x509.load_pem_x509_certificate(files.certificate.read_bytes())
-        except (OSError, ValueError):
+            leaf = KeyPair(files.certificate.read_bytes(), files.key.read_bytes())
+        except OSError:
             return False
-        if not files.key.is_file() or certificate.issuer != authority.loaded().subject:
-            return False
-        if certificate.not_valid_after_utc - RENEW_BEFORE <= datetime.now(UTC):
-            return False
-        return _hosts(certificate) == set(hosts)
+        return current(leaf, authority, hosts, now=datetime.now(UTC))
 
     def generation(self) -> str:
         """What members' certificates come from now: the CA's fingerprint, the trust bundle's

@@ -1,0 +1,248 @@
+"""A Kubernetes cluster's certificate authority and certificates, kept in Secrets the cluster
+resource owns, as `runtimes.local.authority` keeps them in files:
+
+    <cluster>-ca    ca.crt, ca.key: the cluster's CA (the key is read by the operator only)
+    <cluster>-tls   ca.crt, the trust bundle; operator.crt/.key, the operator's client
+                    certificate; per member pod <pod>.crt/.key (and for ZooKeeper <pod>.pem,
+                    key and certificate in one keystore file), mounted read-only into every pod
+
+Certificates come from the shared `certificates` functions: a member's is issued before its pod
+is made (`member`, called by the runtime's `start`), and every certificate is issued again when
+it comes within `RENEW_BEFORE` of its end or another CA signed it (`renew`), which also moves
+the `generation` the pod template's fingerprint includes, so the ordered restarts roll the new
+certificates out. Keys never leave the Secrets and the operator's memory: the operator's own
+client files are anonymous in-memory files (`InMemoryTlsFiles`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from quorumkeeper.certificates import KeyPair, TlsFiles, current, issue, new_authority
+from quorumkeeper.model import Endpoint
+from quorumkeeper.runtimes.kubernetes.api import KubeApi
+from quorumkeeper.runtimes.kubernetes.objects import (
+    OPERATOR_CLIENT,
+    TRUST_KEY,
+    Names,
+    Obj,
+    object_metadata,
+    placement,
+)
+from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
+
+RENEWED = "quorumkeeper.io/renewed"
+"""On the CA Secret: when `renew` last reissued a member's certificate ahead of its end."""
+
+
+def member_hosts(resource: ClusterResource, endpoint: Endpoint) -> list[str]:
+    """The names a member's certificate serves: its pod's DNS names under the peer Service,
+    short to fully qualified (peers and the operator dial the last), the client Service's, and
+    the pod's own loopback (a probe or a tool inside the pod)."""
+    where = placement(resource)
+    client_service = Names(resource.name).client_service
+    peer = f"{endpoint.name}.{where.service}"
+    names = []
+    for host in (peer, client_service):
+        names += [host, f"{host}.{where.namespace}", f"{host}.{where.namespace}.svc"]
+        names.append(f"{host}.{where.namespace}.svc.{where.domain}")
+    return [*names, "localhost", "127.0.0.1"]
+
+
+def _decoded(secret: Any) -> dict[str, bytes]:
+    return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+
+def _encoded(data: dict[str, bytes]) -> dict[str, str]:
+    return {key: base64.b64encode(value).decode() for key, value in data.items()}
+
+
+class InMemoryTlsFiles:
+    """TLS files that exist only in this process's memory (`memfd_create`), reached through
+    `/proc/self/fd`: what `ssl` and kazoo load a client certificate from, with no copy of the
+    key on any disk. `write` replaces the contents in place; a `ReloadingContext` sees the
+    change by its modification time."""
+
+    def __init__(self) -> None:
+        self._fds = {
+            part: os.memfd_create(f"quorumkeeper-{part}") for part in ("trust", "crt", "key")
+        }
+        self.files = TlsFiles(*(Path(f"/proc/self/fd/{fd}") for fd in self._fds.values()))
+
+    def write(self, trust: bytes, leaf: KeyPair) -> None:
+        for part, data in (("trust", trust), ("crt", leaf.certificate), ("key", leaf.key)):
+            fd = self._fds[part]
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+
+
+class SecretAuthority:
+    """The CA of cluster resource `resource()` and the certificates it issued, in its Secrets.
+    Only the operator's daemon for this resource writes them, one call at a time."""
+
+    def __init__(self, api: client.ApiClient, resource: Callable[[], ClusterResource]) -> None:
+        self._core = KubeApi(api)
+        self._resource = resource
+        first = resource()
+        self.namespace = first.namespace
+        self.names = Names(first.name)
+        self.keystores = first.kind is Kind.ZOOKEEPER
+        self._generation: str | None = None
+        self._client: InMemoryTlsFiles | None = None
+
+    def _read(self, name: str) -> Any | None:
+        try:
+            return self._core.read_namespaced_secret(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _create(self, name: str, data: dict[str, bytes]) -> bool:
+        """Create Secret `name` holding `data`; False (nothing written) when it exists."""
+        body: Obj = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": object_metadata(self._resource(), name),
+            "type": "Opaque",
+            "data": _encoded(data),
+        }
+        try:
+            self._core.create_namespaced_secret(self.namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            return False
+        return True
+
+    def _ca_secret(self) -> Any:
+        found = self._read(self.names.ca_secret)
+        if found is None:
+            made = new_authority(self.names.cluster, now=datetime.now(UTC))
+            self._create(self.names.ca_secret, {"ca.crt": made.certificate, "ca.key": made.key})
+            found = self._core.read_namespaced_secret(self.names.ca_secret, self.namespace)
+        return found
+
+    def authority(self) -> KeyPair:
+        """The cluster's CA, made on first use."""
+        data = _decoded(self._ca_secret())
+        return KeyPair(data["ca.crt"], data["ca.key"])
+
+    def generation(self) -> str:
+        """What members' certificates come from now: the CA's fingerprint and when `renew` last
+        reissued any. The pod template's fingerprint includes it, so a renewal is rolled out by
+        ordered restarts, while a new member's first certificate changes nothing. Read once,
+        then kept: only this object changes it."""
+        if self._generation is None:
+            secret = self._ca_secret()
+            ca = KeyPair(_decoded(secret)["ca.crt"], b"").fingerprint()[:16]
+            renewed = (secret.metadata.annotations or {}).get(RENEWED, "never")
+            self._generation = f"{ca} renewed {renewed}"
+        return self._generation
+
+    def _tls_data(self) -> dict[str, bytes]:
+        found = self._read(self.names.tls_secret)
+        return {} if found is None else _decoded(found)
+
+    def _due(
+        self, data: dict[str, bytes], authority: KeyPair, stem: str, hosts: Sequence[str]
+    ) -> bool:
+        """Whether the certificate `stem` of the TLS Secret's `data` must be issued (again)."""
+        if f"{stem}.crt" not in data or f"{stem}.key" not in data:
+            return True
+        leaf = KeyPair(data[f"{stem}.crt"], data[f"{stem}.key"])
+        return not current(leaf, authority, hosts, now=datetime.now(UTC))
+
+    def _issue(self, authority: KeyPair, stem: str, hosts: Sequence[str]) -> dict[str, bytes]:
+        """A new certificate `stem` as the TLS Secret's keys: a member's (`hosts`, both key
+        usages, its keystore for ZooKeeper) or the operator's (no hosts, client only)."""
+        made = issue(
+            authority,
+            common_name="",
+            hosts=hosts,
+            server=bool(hosts),
+            client=True,
+            now=datetime.now(UTC),
+        )
+        data = {f"{stem}.crt": made.certificate, f"{stem}.key": made.key}
+        if hosts and self.keystores:
+            data[f"{stem}.pem"] = made.key + made.certificate
+        return data
+
+    def _write(self, data: dict[str, bytes], changes: dict[str, bytes]) -> None:
+        """Merge `changes` into the TLS Secret as last read (`data`; made when missing)."""
+        if data or not self._create(self.names.tls_secret, changes):
+            body = {"data": _encoded(changes)}
+            self._core.patch_namespaced_secret(self.names.tls_secret, self.namespace, body)
+
+    def member(self, endpoint: Endpoint) -> None:
+        """Make sure member `endpoint`'s certificate is in the TLS Secret and current, before
+        its pod is made (the kubelet mounts the Secret as it is then)."""
+        authority = self.authority()
+        data = self._tls_data()
+        hosts = member_hosts(self._resource(), endpoint)
+        changes = {} if TRUST_KEY in data else {TRUST_KEY: authority.certificate}
+        if self._due(data, authority, endpoint.name, hosts):
+            changes.update(self._issue(authority, endpoint.name, hosts))
+        if changes:
+            self._write(data, changes)
+
+    def client(self) -> TlsFiles:
+        """The operator's client certificate, issued into the TLS Secret when missing or due,
+        as files in this process's memory."""
+        authority = self.authority()
+        data = self._tls_data()
+        changes = {} if TRUST_KEY in data else {TRUST_KEY: authority.certificate}
+        if self._due(data, authority, OPERATOR_CLIENT, []):
+            changes.update(self._issue(authority, OPERATOR_CLIENT, []))
+        if changes:
+            self._write(data, changes)
+            data.update(changes)
+        if self._client is None:
+            self._client = InMemoryTlsFiles()
+        leaf = KeyPair(data[f"{OPERATOR_CLIENT}.crt"], data[f"{OPERATOR_CLIENT}.key"])
+        self._client.write(data[TRUST_KEY], leaf)
+        return self._client.files
+
+    def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
+        """Reissue the operator's certificate and those of `endpoints`, each where it exists
+        but can't be served as it is (within `RENEW_BEFORE` of its end, from another CA, for
+        other names), and record the renewal (`generation`) when a member's was. Returns the
+        names of the certificates reissued."""
+        authority = self.authority()
+        data = self._tls_data()
+        resource = self._resource()
+        changes: dict[str, bytes] = {}
+        for endpoint in endpoints:
+            hosts = member_hosts(resource, endpoint)
+            if f"{endpoint.name}.crt" in data and self._due(data, authority, endpoint.name, hosts):
+                changes.update(self._issue(authority, endpoint.name, hosts))
+        members = sorted(key for key in changes if key.endswith(".crt"))
+        if changes:
+            self._write(data, changes)
+            now = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            body = {"metadata": {"annotations": {RENEWED: now}}}
+            self._core.patch_namespaced_secret(self.names.ca_secret, self.namespace, body)
+            self._generation = None
+        operator = f"{OPERATOR_CLIENT}.crt" in data
+        if operator and self._due(data, authority, OPERATOR_CLIENT, []):
+            self.client()
+            members.append(f"{OPERATOR_CLIENT}.crt")
+        return members
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,175 @@
+"""The operator's certificate authority in Secrets, against a real API server: the CA made once,
+a member's certificate for its pod's and the client Service's DNS names before its pod exists,
+ZooKeeper's keystores, the operator's own client certificate only in memory, and renewal of a
+certificate near its end moving the generation the pod template's fingerprint includes; the
+daemon's reconciler connecting with the operator's certificate and etcd's root password."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from kubernetes import client
+
+from quorumkeeper.certificates import KeyPair, issue, subject_hosts
+from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority, member_hosts
+from quorumkeeper.runtimes.kubernetes.metrics import OperatorMetrics
+from quorumkeeper.runtimes.kubernetes.objects import placement
+from quorumkeeper.runtimes.kubernetes.operator import ClusterDaemon
+from quorumkeeper.runtimes.kubernetes.render import fingerprint
+from quorumkeeper.runtimes.kubernetes.resources import (
+    API_VERSION,
+    ClusterResource,
+    Kind,
+    parse_resource,
+)
+from testbed.kube import ns_path
+from tests.operator.conftest import ApiServer
+
+pytestmark = pytest.mark.operator
+
+
+def _resource(kind: str, namespace: str) -> ClusterResource:
+    return parse_resource(
+        {
+            "apiVersion": "quorumkeeper.io/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": "c", "namespace": namespace},
+            "spec": {
+                "members": 3,
+                "version": "3.7.3" if kind == "EtcdCluster" else "3.9.5",
+                "storage": {"size": "1Gi"},
+            },
+        }
+    )
+
+
+def _secret(api_server: ApiServer, namespace: str, name: str) -> dict[str, bytes]:
+    data: dict[str, Any] = api_server.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    return {key: base64.b64decode(value) for key, value in data["data"].items()}
+
+
+def _signed_by(leaf: bytes, authority: bytes) -> bool:
+    try:
+        KeyPair(leaf, b"").loaded().verify_directly_issued_by(KeyPair(authority, b"").loaded())
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def test_a_members_certificate_is_in_the_tls_secret_before_its_pod_with_its_dns_names(
+    api_server: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    resource = _resource("EtcdCluster", namespace)
+    authority = SecretAuthority(api, lambda: resource)
+    member = placement(resource).endpoint(1)
+    authority.member(member)
+    ca = _secret(api_server, namespace, "c-ca")
+    tls = _secret(api_server, namespace, "c-tls")
+    assert tls["ca.crt"] == ca["ca.crt"]
+    assert "ca.key" not in tls, "the CA's key stays in the CA Secret"
+    assert {"c-1.crt", "c-1.key"} <= tls.keys() and "c-1.pem" not in tls  # etcd needs no keystore
+    assert _signed_by(tls["c-1.crt"], ca["ca.crt"])
+    hosts = subject_hosts(KeyPair(tls["c-1.crt"], b"").loaded())
+    assert hosts == set(member_hosts(resource, member))
+    for name in (
+        member.address,  # c-1.c-peers.<ns>.svc.cluster.local, as peers and the operator dial
+        f"c-1.c-peers.{namespace}",
+        "c",
+        f"c.{namespace}.svc.cluster.local",
+        "localhost",
+        "127.0.0.1",
+    ):
+        assert name in hosts, name
+
+    # Asked again, nothing is issued anew: the CA and the member's certificate stay.
+    generation = authority.generation()
+    SecretAuthority(api, lambda: resource).member(member)
+    assert _secret(api_server, namespace, "c-tls")["c-1.crt"] == tls["c-1.crt"]
+    assert _secret(api_server, namespace, "c-ca") == ca
+    assert SecretAuthority(api, lambda: resource).generation() == generation
+
+
+def test_the_operators_client_certificate_lives_in_memory_and_zookeeper_gets_keystores(
+    api_server: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    resource = _resource("ZookeeperCluster", namespace)
+    authority = SecretAuthority(api, lambda: resource)
+    files = authority.client()
+    authority.member(placement(resource).endpoint(0))
+    tls = _secret(api_server, namespace, "c-tls")
+    assert str(files.key).startswith("/proc/self/fd/")
+    assert files.key.read_bytes() == tls["operator.key"]
+    assert files.certificate.read_bytes() == tls["operator.crt"]
+    assert files.trust.read_bytes() == tls["ca.crt"]
+    files.client_context()  # loads as a client certificate with its key
+    assert tls["c-0.pem"] == tls["c-0.key"] + tls["c-0.crt"]
+    authority.close()
+
+
+def test_a_certificate_near_its_end_is_renewed_and_moves_the_fingerprint(
+    api_server: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    resource = _resource("EtcdCluster", namespace)
+    authority = SecretAuthority(api, lambda: resource)
+    members = [placement(resource).endpoint(n) for n in range(2)]
+    for member in members:
+        authority.member(member)
+    before = fingerprint(resource, authority.generation())
+    assert authority.renew(members) == []
+    assert fingerprint(resource, authority.generation()) == before
+
+    # c-1's certificate ends in 10 days: within the 30 days ahead of its end.
+    now = datetime.now(UTC)
+    short = issue(
+        authority.authority(),
+        common_name="",
+        hosts=member_hosts(resource, members[1]),
+        server=True,
+        client=True,
+        now=now,
+        lifetime=timedelta(days=10),
+    )
+    body = {"data": {"c-1.crt": base64.b64encode(short.certificate).decode()}}
+    api_server.kube.patch(f"/api/v1/namespaces/{namespace}/secrets/c-tls", body)
+    kept = _secret(api_server, namespace, "c-tls")["c-0.crt"]
+    assert authority.renew(members) == ["c-1.crt"]
+    tls = _secret(api_server, namespace, "c-tls")
+    assert KeyPair(tls["c-1.crt"], b"").not_after() > now + timedelta(days=300)
+    assert tls["c-0.crt"] == kept, "a current certificate is not reissued"
+    assert fingerprint(resource, authority.generation()) != before
+    assert authority.renew(members) == []
+
+
+def test_the_daemons_reconciler_holds_the_operators_certificate_and_etcds_root_password(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    """What the operator's daemon makes before its first pass: the CA and TLS Secrets and the
+    root password's, all owned by the resource, and a backend that connects with TLS and
+    authenticates (the reconciler then turns etcd's authentication on)."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ETCD.value,
+        "metadata": {"name": "c", "namespace": namespace},
+        "spec": {"members": 3, "version": "3.7.3", "storage": {"size": "1Gi"}},
+    }
+    created = installed.kube.create(ns_path(namespace, Kind.ETCD.plural, group=API_VERSION), body)
+    daemon = ClusterDaemon(api, Kind.ETCD, namespace, "c", OperatorMetrics())
+    reconciler = daemon._reconciler(daemon.source.fetch())
+    try:
+        assert reconciler.backend.auth and reconciler.backend.tls is not None
+        assert str(reconciler.backend.tls.key).startswith("/proc/self/fd/")
+        tls = _secret(installed, namespace, "c-tls")
+        assert reconciler.backend.tls.certificate.read_bytes() == tls["operator.crt"]
+        assert len(_secret(installed, namespace, "c-root")["password"]) >= 24
+        for name in ("c-ca", "c-tls", "c-root"):
+            secret = installed.kube.get(ns_path(namespace, "secrets", name))
+            owners = secret["metadata"]["ownerReferences"]
+            assert [o["uid"] for o in owners] == [created["metadata"]["uid"]], name
+    finally:
+        reconciler.close()
+        if daemon.authority is not None:
+            daemon.authority.close()
