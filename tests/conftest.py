@@ -37,18 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     users = [i.nodeid for i in items if "testbed_cluster" in getattr(i, "fixturenames", ())]
     if users:
         config.stash[_LAST_USER] = users[-1]
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_worker_share(item)))
-
-
-def _worker_share(item: pytest.Item) -> str:
-    """What one worker runs as a whole when the suite is spread over workers (`pytest -n N
-    --dist loadgroup`, as scripts/test.sh does): the test bed's and Ceph's tests together, so
-    one worker starts the test bed and Ceph once; any other test with the rest of its module,
-    whose module-scoped fixtures then start once too."""
-    if item.get_closest_marker("testbed") or item.get_closest_marker("ceph"):
-        return "testbed-and-ceph"
-    return item.nodeid.split("::")[0]
 
 
 @pytest.hookimpl(trylast=True)

@@ -9,12 +9,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-TEST_NETWORK = int(os.environ.get("QUORUMKEEPER_TEST_NETWORK", "0")) + int(
-    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-)
+TEST_NETWORK = int(os.environ.get("QUORUMKEEPER_TEST_NETWORK", "0"))
 """Second octet of the loopback addresses the suites use (127.<this>.x.y): two suites running
-at once on one machine each set their own, and the workers of one spread-out run
-(`pytest -n N`) take the next ones, worker `gwK` network QUORUMKEEPER_TEST_NETWORK + K."""
+at once on one machine each set their own."""
 
 
 def loopback_subnet(third: int) -> str:
