@@ -110,7 +110,7 @@ def _leaders(members: list[Member]) -> list[Member]:
     return [m for m in members if m.role is Role.LEADER]
 
 
-PARTITION_ATTEMPTS = 5
+PARTITION_ATTEMPTS = 8
 """The old leader's stale claim lasts about 0.3 s after it resumes: on a loaded machine the
 samples can miss it (over TLS each sample's handshakes take longer), so the partition is
 repeated until both the direct claims and `members()` caught it."""
