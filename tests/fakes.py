@@ -266,8 +266,9 @@ class Action:
 class FakeRuntime:
     """An in-memory stand-in for a runtime, not an end-to-end proof.
 
-    Holds a slot per endpoint (`slots`); `start`, `stop`, `set_aside` and `discard` change them,
-    append an `Action` to `actions` and tell the linked `store` which processes run. Every start
+    Holds a slot per endpoint (`slots`); `start`, `stop`, `set_aside`, `refill` and `discard`
+    change them, append an `Action` to `actions` and tell the linked `store` which processes
+    run. Every start
     succeeds at once: the member runs and has data. `set_aside` keeps what it moved in
     `set_aside_data` (never deletes); `discard` forgets the slot. `failures` maps an operation's
     name ("observe", "start", ...) to the exception it raises instead of acting. `seed` and
@@ -364,6 +365,14 @@ class FakeRuntime:
     def set_aside(self, endpoint: Endpoint, why: str) -> str:
         self._may("set_aside")
         self.actions.append(Action("set_aside", endpoint.name))
+        self.set_aside_data[endpoint.name] = why
+        self.slots[endpoint] = Slot(endpoint, running=False, has_data=False)
+        return f"set-aside/{endpoint.name}"
+
+    def refill(self, endpoint: Endpoint, why: str) -> str:
+        """As `set_aside`, but the member keeps its identity: its slot is stopped and empty."""
+        self._may("refill")
+        self.actions.append(Action("refill", endpoint.name))
         self.set_aside_data[endpoint.name] = why
         self.slots[endpoint] = Slot(endpoint, running=False, has_data=False)
         return f"set-aside/{endpoint.name}"

@@ -95,10 +95,17 @@ class JoinRules:
     `removes_highest_ordinal_only`: the runtime can only take away its highest ordinal (a
     StatefulSet shrinks from the top), so a scale-down removes the highest-ordinal member
     whatever its health or role, rather than the unhealthy one or the leader last.
+    `refills_emptied_voter`: a voter restarted under its own identity with its database moved
+    away is sent the leader's snapshot (ZooKeeper: the Administrator's Guide's way to rebuild a
+    server), so one whose data does not load can rejoin while no quorum answers. etcd panics on
+    a member that kept its ID but lost its raft log ("tocommit(N) is out of range
+    [lastIndex(0)]"), so it is only replaced, under a new ID, with a quorum; a runtime that can't
+    move data aside inside a member's volume turns it off.
     """
 
     transfers_leadership: bool = True
     removes_highest_ordinal_only: bool = False
+    refills_emptied_voter: bool = False
 
 
 @dataclass(frozen=True, order=True)
@@ -216,6 +223,14 @@ class Slot:
         return self.held_back <= 0 and self.blocked_by is None
 
     @property
+    def data_unloadable(self) -> bool:
+        """The store refuses its data: read so from disk (`DataPosition.loads`), or said so by
+        a failed start (`unusable_data`). Starting it again can't help."""
+        return self.unusable_data is not None or (
+            self.position is not None and not self.position.loads
+        )
+
+    @property
     def data_lost(self) -> bool:
         """Its data can't start a member: a known unusable-data error, or too many failed starts
         with nothing outside the data to blame."""
@@ -227,5 +242,7 @@ class Slot:
         """What keeps it from running, for step reasons and status."""
         if self.blocked_by:
             return self.blocked_by
+        if not self.failed_starts and self.position is not None and not self.position.loads:
+            return f"its data does not load: {self.position.damage}"
         cause = self.unusable_data or self.last_error or "no error printed"
         return f"{self.failed_starts} failed start(s), last: {cause}"

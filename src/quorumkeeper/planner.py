@@ -131,6 +131,20 @@ class SetDataAside(Step):
 
 
 @dataclass(frozen=True)
+class RefillMember(Step):
+    """Move a member's database aside (never deleted), keeping its identity and configuration,
+    and start it: it loads an empty database and the leader sends it a snapshot. Taken only
+    without a quorum, for a member whose data does not load while a running member holds the
+    most data (`JoinRules.refills_emptied_voter`)."""
+
+    endpoint: Endpoint
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.UNAVAILABLE
+
+
+@dataclass(frozen=True)
 class DiscardData(Step):
     """Apply the removed-data policy to a slot that is neither a member nor running."""
 
@@ -473,13 +487,14 @@ def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
             Phase.UNAVAILABLE,
         )
     stopped = [slot for slot in with_data if not slot.running]
-    held = [slot for slot in stopped if not slot.may_start]
+    unloadable = [slot for slot in stopped if slot.data_unloadable]
+    held = [slot for slot in stopped if not slot.may_start and slot not in unloadable]
     startable = sorted(
-        (slot for slot in stopped if slot not in held),
+        (slot for slot in stopped if slot not in held and slot not in unloadable),
         key=lambda slot: (slot.position is None, _descending(slot.position), slot.endpoint.ordinal),
     )
     present = [slot for slot in with_data if slot.running or slot in startable]
-    stranded = _stranded_by_damage(held, present)
+    stranded = _stranded_by_damage([*held, *unloadable], present)
     if stranded:
         return Wait(stranded, Phase.UNAVAILABLE)
     if startable:
@@ -492,8 +507,64 @@ def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
             joining=False,
         )
     reasons = [_held_reason(slot) for slot in held]
+    if unloadable:
+        return _refill_or_wait(desired, unloadable, with_data, reasons)
     return Wait(
         "; ".join([*reasons, "waiting for a quorum of members to answer"]), Phase.UNAVAILABLE
+    )
+
+
+def _refill_or_wait(
+    desired: Desired, unloadable: Sequence[Slot], with_data: Sequence[Slot], held: Sequence[str]
+) -> Step:
+    """Without a quorum, every startable member started, and members whose data does not load:
+    starting those again can't help. When a running member holds at least as much as every
+    member's data reaches (an unloadable member's counts up to its first bad record), emptying
+    one and letting the leader refill it loses nothing acknowledged, one at a time; otherwise,
+    or where the store or runtime can't refill (`JoinRules.refills_emptied_voter`), a person
+    decides, told which members hold what. `held` are the reasons of members held back."""
+    refused = ", ".join(
+        f"{slot.name} ({slot.position.label if slot.position else 'position unknown'}: "
+        f"{slot.unusable_data or (slot.position.damage if slot.position else None)})"
+        for slot in unloadable
+    )
+    positions = [slot.position for slot in with_data]
+    known = [position for position in positions if position is not None]
+    holder = max(
+        (slot for slot in with_data if slot.running and slot.position is not None),
+        key=lambda slot: (slot.position, -slot.endpoint.ordinal),
+        default=None,
+    )
+    if (
+        holder is None
+        or holder.position is None
+        or len(known) < len(positions)
+        or holder.position < max(known)
+    ):
+        return Wait(
+            "; ".join(
+                [
+                    *held,
+                    f"the data of {refused} does not load, and no running member is known to "
+                    "hold as much as every member's data reaches: waiting for a quorum of "
+                    "members to answer, or for a person to repair or restore that data",
+                ]
+            ),
+            Phase.UNAVAILABLE,
+        )
+    if not desired.rules.refills_emptied_voter:
+        return Wait(
+            f"waiting for a person: the data of {refused} does not load and no quorum answers "
+            f"without it; {holder.name} runs and holds the most ({holder.position.label}). "
+            f"Repair or restore that data, or start a new cluster from {holder.name}'s data",
+            Phase.UNAVAILABLE,
+        )
+    first = min(unloadable, key=lambda slot: slot.endpoint.ordinal)
+    return RefillMember(
+        f"no quorum answers and the data of {refused} does not load; {holder.name} runs and "
+        f"holds the most ({holder.position.label}), so {first.name}'s data is moved aside and it "
+        "starts empty under its own identity, for the leader to send it a snapshot",
+        first.endpoint,
     )
 
 

@@ -24,6 +24,7 @@ from quorumkeeper.planner import (
     Observation,
     Phase,
     Promote,
+    RefillMember,
     RemoveMember,
     RestartMember,
     SetDataAside,
@@ -396,6 +397,9 @@ class Reconciler:
                 runtime.restart(endpoint, self._peers(snapshot, endpoint))
             case SetDataAside(endpoint=endpoint, reason=reason):
                 self.set_aside = runtime.set_aside(endpoint, reason)
+            case RefillMember(endpoint=endpoint, reason=reason):
+                self.set_aside = runtime.refill(endpoint, reason)
+                runtime.start(endpoint, self._peers(snapshot, endpoint), bootstrap=False)
             case DiscardData(endpoint=endpoint):
                 runtime.discard(endpoint)
             case AddLearner(endpoint=endpoint):
@@ -461,6 +465,7 @@ def _subject(desired: Desired, step: Step) -> str | None:
             | StopMember(endpoint=endpoint)
             | RestartMember(endpoint=endpoint)
             | SetDataAside(endpoint=endpoint)
+            | RefillMember(endpoint=endpoint)
             | DiscardData(endpoint=endpoint)
             | AddLearner(endpoint=endpoint)
             | Promote(endpoint=endpoint)

@@ -92,6 +92,12 @@ class Runtime(Protocol):
         deletes it: a person decides."""
         ...
 
+    def refill(self, endpoint: Endpoint, why: str) -> str:
+        """Move `endpoint`'s database where no start finds it, with `why`, keeping the member's
+        identity and configuration, so its next start loads an empty database; returns where.
+        Never deletes it. Asked only where `JoinRules.refills_emptied_voter` holds."""
+        ...
+
     def discard(self, endpoint: Endpoint) -> None:
         """Apply the removed-data policy to a member that left the membership and is stopped."""
         ...

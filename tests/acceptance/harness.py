@@ -34,7 +34,7 @@ from quorumkeeper.model import Endpoint
 from quorumkeeper.planner import Desired
 from quorumkeeper.runtimes.local import keeper
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
-from quorumkeeper.runtimes.local.cluster import SpecFile
+from quorumkeeper.runtimes.local.cluster import LocalCluster, SpecFile
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
@@ -198,6 +198,29 @@ class LocalClusterUnderTest:
         if self.store == "etcd":
             return newest(data / "member" / "wal", "*.wal")
         return newest(data / "data" / "log" / "version-2", "log.*")
+
+    def make_unusable(self, name: str) -> tuple[str, ...]:
+        """Damage a stopped member's data the way its store can't start on, and return what the
+        store may then print: etcd refuses a WAL record whose CRC or encoding fails (random bytes
+        that hit a length field instead make etcd truncate the file, which is not this case: such
+        damage is undone and tried elsewhere); ZooKeeper refuses txn logs without a snapshot."""
+        data = self.member_data(name)
+        if self.store == "etcd":
+            launcher = LocalCluster(self.paths).runtime.launcher
+            wal = self.newest_log(name)
+            original = wal.read_bytes()
+            middle = len(original.rstrip(b"\0")) // 2
+            for step in range(40):  # one flipped byte; one that hits a length field is tried again
+                damaged = bytearray(original)
+                damaged[middle + 37 * step] ^= 0xFF
+                wal.write_bytes(damaged)
+                position = launcher.data_position(data)
+                if position is not None and not position.loads:
+                    return ("walpb: crc mismatch", "proto: cannot parse invalid wire-format data")
+            raise AssertionError("no flipped byte of the WAL gave a record etcd refuses")
+        for snapshot in (data / "data" / "version-2").glob("snapshot.*"):
+            snapshot.unlink()
+        return ("No snapshot found, but there are log entries",)
 
     def kill_keeper(self) -> None:
         pid = self.paths.keeper_pid()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from quorumkeeper.runtimes.local.processes import wait_for_exit
+from quorumkeeper.stores.zookeeper.files import LOG_HEADER_BYTES
 from tests.acceptance.harness import (
     LocalClusterUnderTest,
     Writer,
@@ -26,6 +28,8 @@ pytestmark = pytest.mark.acceptance
 DAMAGE_BYTES = 8 * 1024
 ZOOKEEPER_CLIENT_PORT = 2181
 ETCD_PEER_PORT = 2380
+RECORD_OVERHEAD_BYTES = 13
+"""A txn log record's checksum (8 bytes), length (4) and end byte ('B') around its body."""
 
 
 def _cold_starts(cluster: LocalClusterUnderTest, since: int) -> list[str]:
@@ -132,3 +136,71 @@ def test_a_member_that_cant_start_blocks_no_one(cluster: LocalClusterUnderTest) 
     cluster.wait_ready(3)
     writer.assert_nothing_lost()
     during.assert_nothing_lost()
+
+
+def _overwrite_a_length(log: Path) -> None:
+    """Give the record nearest the middle of a ZooKeeper txn log a length beyond jute's limit
+    (the CI input's random bytes did so by chance): ZooKeeper then refuses to load the log,
+    "Unreasonable length", instead of truncating it."""
+    data = bytearray(log.read_bytes())
+    offset = LOG_HEADER_BYTES
+    while offset < len(data.rstrip(b"\0")) // 2:
+        offset += RECORD_OVERHEAD_BYTES + int.from_bytes(data[offset + 8 : offset + 12], "big")
+    data[offset + 8 : offset + 12] = (0x7FFFFFFF).to_bytes(4, "big")
+    log.write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("store", "damage"),
+    [("zookeeper", "unreasonable length"), ("zookeeper", "snapshots gone"), ("etcd", "crc")],
+)
+def test_members_whose_data_does_not_load_never_hold_the_cluster_down_silently(
+    cluster: LocalClusterUnderTest, damage: str
+) -> None:
+    """CI input: damage in the logs of two of three ZooKeeper members made their data fail to
+    load ("Unreasonable length"); the keeper started them again and again while the intact
+    member ran alone, for good. Starting them again can't help. ZooKeeper: they are emptied one
+    at a time, the database moved aside and the identity kept, and the intact member's
+    leadership refills them. etcd can't keep an emptied member's ID: the keeper waits for a
+    person, naming who holds what, and comes back once the data is restored."""
+    cluster.up(3)
+    before = cluster.wait_ready(3)
+    writer = _write_for(cluster, 800)
+    cluster.cli("down", cluster.name)
+    damaged = ("qk-0", "qk-1")
+    originals = {name: cluster.newest_log(name).read_bytes() for name in damaged}
+    for name in damaged:
+        if damage == "unreasonable length":
+            _overwrite_a_length(cluster.newest_log(name))
+        else:
+            cluster.make_unusable(name)
+    since = cluster.paths.keeper_log.stat().st_size
+
+    if cluster.store == "zookeeper":
+        cluster.cli("start", cluster.name, "--timeout", "150")
+        after = cluster.wait_ready(3)
+        log = cluster.paths.keeper_log.read_text()[since:]
+        refilled = re.findall(r"RefillMember: .* so (\S+)'s data is moved aside", log)
+        assert refilled and set(refilled) <= set(damaged), log
+        first = refilled[0]
+        assert cluster.named(after, first)["id"] == cluster.named(before, first)["id"]
+        aside = cluster.member_data(first).parent.parent / ".set-aside"
+        kept = [path for path in aside.iterdir() if path.name.startswith(f"{first}-")]
+        assert any(any(path.rglob("version-2")) for path in kept), "its database is kept"
+    else:
+        cluster.cli("start", cluster.name, "--no-wait")
+
+        def waiting() -> dict[str, Any] | None:
+            status = cluster.status()
+            return status if "waiting for a person" in status["step"]["reason"] else None
+
+        status = wait_until(waiting, 90, "status says a person must restore the data")
+        reason = status["step"]["reason"]
+        for words in ("qk-0", "qk-1", "qk-2", "does not load", "term "):
+            assert words in reason, reason
+        for name in damaged:
+            assert cluster.named(status, name)["pid"] is None, f"{name} is not started again"
+        for name, original in originals.items():  # the person restores the data
+            cluster.newest_log(name).write_bytes(original)
+        cluster.wait_ready(3, timeout=120)
+    writer.assert_nothing_lost()

@@ -10,7 +10,6 @@ from typing import Any
 import psutil
 import pytest
 
-from quorumkeeper.runtimes.local.cluster import LocalCluster
 from quorumkeeper.runtimes.local.processes import START_MARKER, wait_for_exit
 from tests.acceptance.harness import (
     LocalClusterUnderTest,
@@ -24,30 +23,6 @@ pytestmark = pytest.mark.acceptance
 CLIENT_PORT = {"etcd": 2379, "zookeeper": 2181}
 
 
-def _make_unusable(cluster: LocalClusterUnderTest, name: str) -> tuple[str, ...]:
-    """Damage a stopped member's data the way its store can't start on, and return what the
-    store may then print: etcd refuses a WAL record whose CRC or encoding fails (random bytes
-    that hit a length field instead make etcd truncate the file, which is not this case: such
-    damage is undone and tried elsewhere); ZooKeeper refuses txn logs without a snapshot."""
-    data = cluster.member_data(name)
-    if cluster.store == "etcd":
-        launcher = LocalCluster(cluster.paths).runtime.launcher
-        wal = cluster.newest_log(name)
-        original = wal.read_bytes()
-        middle = len(original.rstrip(b"\0")) // 2
-        for step in range(40):  # one flipped byte; one that hits a length field is tried again
-            damaged = bytearray(original)
-            damaged[middle + 37 * step] ^= 0xFF
-            wal.write_bytes(damaged)
-            position = launcher.data_position(data)
-            if position is not None and not position.loads:
-                return ("walpb: crc mismatch", "proto: cannot parse invalid wire-format data")
-        raise AssertionError("no flipped byte of the WAL gave a record etcd refuses")
-    for snapshot in (data / "data" / "version-2").glob("snapshot.*"):
-        snapshot.unlink()
-    return ("No snapshot found, but there are log entries",)
-
-
 def test_unusable_data_is_set_aside_and_the_member_rejoins(cluster: LocalClusterUnderTest) -> None:
     """Issue input: keeper frozen, a follower killed and its data damaged, keeper resumed.
     Every start would fail the same way: the data is moved aside (not deleted), the old
@@ -59,7 +34,7 @@ def test_unusable_data_is_set_aside_and_the_member_rejoins(cluster: LocalCluster
         keeper = cluster.freeze_keeper()
         os.kill(victim["pid"], signal.SIGKILL)
         assert wait_for_exit(victim["pid"], 10)
-        error = _make_unusable(cluster, victim["name"])
+        error = cluster.make_unusable(victim["name"])
         os.kill(keeper, signal.SIGCONT)
         status = cluster.wait_ready(3, timeout=120)
     replaced = cluster.named(status, victim["name"])

@@ -29,6 +29,7 @@ from quorumkeeper.planner import (
     Observation,
     Phase,
     Promote,
+    RefillMember,
     RemoveMember,
     RestartMember,
     SetDataAside,
@@ -76,7 +77,8 @@ CONFIGS = ("new", "old", None)
 def positions(draw: st.DrawFn) -> DataPosition:
     term, index = draw(st.integers(1, 3)), draw(st.integers(0, 40))
     damage = draw(st.sampled_from([None, None, "log.100000001 at byte 4096: CRC mismatch"]))
-    return DataPosition(term, index, f"term {term}, index {index}", damage)
+    loads = damage is None or draw(st.booleans())
+    return DataPosition(term, index, f"term {term}, index {index}", damage, loads)
 
 
 @st.composite
@@ -170,6 +172,8 @@ def test_every_step_keeps_the_rules(case: tuple[Desired, Observation]) -> None:
             assert first is None or first.may_start, "backoff holds a bootstrap"
         if isinstance(step, StartMember):
             _check_cold_start(observed, step.endpoint)
+        if isinstance(step, RefillMember):
+            _check_refill(desired, observed, step.endpoint)
         return
     voters = [m for m in membership if m.voter]
     healthy = [m for m in voters if m.healthy]
@@ -257,19 +261,39 @@ def _check_cold_start(observed: Observation, endpoint: Endpoint) -> None:
     slot = observed.slot(endpoint.address)
     assert slot is not None and slot.has_data and not slot.running and slot.may_start
     assert not any(s.booting for s in observed.slots), "the next start waits for the last one"
+    assert not slot.data_unloadable, "a member whose data does not load is not started again"
     stopped = [s for s in observed.slots if s.has_data and not s.running]
-    startable = [s for s in stopped if s.may_start and s.position is not None]
+    loadable = [s for s in stopped if not s.data_unloadable]
+    startable = [s for s in loadable if s.may_start and s.position is not None]
     if slot.position is not None:
         assert all(s.position <= slot.position for s in startable if s.position), "longest first"
     else:
         assert not startable, "a member whose position is known starts before one unknown"
-    present = [s for s in observed.slots if s.running or (s.has_data and s.may_start)]
+    present = [s for s in observed.slots if s.running or (s in loadable and s.may_start)]
     damaged = any(s.position and s.position.damage for s in present)
     known = [s.position for s in present if s.position]
-    for held in (s for s in stopped if not s.may_start and s.position):
+    for held in (s for s in stopped if s not in present and s.position):
         assert not (damaged and held.position and known and held.position > max(known)), (
             "damaged members never form a quorum without a member holding more"
         )
+
+
+def _check_refill(desired: Desired, observed: Observation, endpoint: Endpoint) -> None:
+    """Without a quorum, a member's database is moved aside for the leader to refill only
+    where the store allows it, once nothing else can start, one at a time, and while a running
+    member holds at least as much as every member's data reaches: nothing acknowledged is lost."""
+    assert desired.rules.refills_emptied_voter
+    slot = observed.slot(endpoint.address)
+    assert slot is not None and slot.has_data and not slot.running and slot.data_unloadable
+    assert not any(s.booting for s in observed.slots), "one refill or start at a time"
+    with_data = [s for s in observed.slots if s.has_data]
+    assert not any(s.may_start and not s.running and not s.data_unloadable for s in with_data), (
+        "members that can start go first"
+    )
+    positions = [s.position for s in with_data]
+    assert all(positions), "every member's reach is known"
+    holders = [s.position for s in with_data if s.running and s.position]
+    assert holders and max(holders) >= max(p for p in positions if p), "a runner holds the most"
 
 
 def _member(ordinal: int, role: Role = Role.FOLLOWER, *, healthy: bool = True) -> Member:
@@ -410,6 +434,43 @@ def test_damaged_members_wait_for_a_person_rather_than_outvote_the_longest_log()
     assert isinstance(step, Wait) and step.phase is Phase.UNAVAILABLE
     for words in ("waiting for a person", "c-2", "zxid 0x200000672", "c-0", "zxid 0x20000030c"):
         assert words in step.reason
+
+
+UNLOADABLE = DataPosition(2, 1603, "zxid 0x200000643", "log.200000001: CRC check failed", False)
+
+
+@pytest.mark.parametrize("rules", [ZOOKEEPER_RULES, ETCD_RULES])
+def test_members_whose_data_does_not_load_are_refilled_from_the_one_holding_the_most(
+    rules: JoinRules,
+) -> None:
+    """Issue input as seen in CI: the damage of two of three ZooKeeper members' logs makes
+    their data fail to load ("Unreasonable length"), the intact member runs alone. Starting
+    them again can't help: ZooKeeper empties one at a time for the leader to refill; etcd, whose
+    emptied member can't keep its ID, waits for a person, naming who holds what."""
+    desired = _desired(3, rules)
+    intact = replace(_stopped(2, INTACT), running=True)
+    broken = (_stopped(0, UNLOADABLE), _stopped(1, UNLOADABLE, failed_starts=2, held_back=4.0))
+    step = plan(desired, Observation(None, (*broken, intact)))
+    if rules.refills_emptied_voter:
+        assert isinstance(step, RefillMember) and step.endpoint.name == "c-0"
+        assert "c-2" in step.reason and "zxid 0x200000672" in step.reason
+    else:
+        assert isinstance(step, Wait) and "waiting for a person" in step.reason
+        assert "c-2" in step.reason and "c-0" in step.reason and "zxid 0x200000643" in step.reason
+    first = plan(desired, Observation(None, (*broken, replace(intact, running=False))))
+    assert isinstance(first, StartMember) and first.endpoint.name == "c-2", "never started again"
+
+
+def test_a_member_whose_data_does_not_load_is_not_emptied_while_it_may_hold_more() -> None:
+    desired = _desired(3, ZOOKEEPER_RULES)
+    behind = replace(_stopped(2, TRUNCATED), running=True)
+    ahead = _stopped(0, replace(UNLOADABLE, damage="snapshot.0: CRC check failed"))
+    step = plan(desired, Observation(None, (ahead, _stopped(1, UNLOADABLE), behind)))
+    assert isinstance(step, Wait) and not isinstance(step, RefillMember)
+    assert "does not load" in step.reason and "c-0" in step.reason
+    unknown = replace(behind, position=None)
+    step = plan(desired, Observation(None, (_stopped(0, UNLOADABLE), unknown)))
+    assert isinstance(step, Wait) and "no running member is known" in step.reason
 
 
 def test_a_member_that_cant_start_blocks_no_one_when_nothing_is_damaged() -> None:

@@ -1,16 +1,26 @@
-"""The ZooKeeper pod's probes, run by real bash against real servers: Ready only while serving,
+"""The ZooKeeper pod's probes, run by real bash and openssl against real servers speaking TLS
+with enforced authentication, as the operator renders them by default: Ready only while serving,
 alive while the JVM answers, so a member waiting for a quorum is kept, not restarted."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.model import Endpoint
+from quorumkeeper.runtimes.kubernetes.objects import (
+    TLS_MOUNT,
+    TRUST_KEY,
+    Membership,
+    member_tls,
+    placement,
+)
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import parse_resource
 from tests.polling import wait_until
@@ -37,29 +47,54 @@ def probes() -> tuple[Obj, Obj]:
     return container["readinessProbe"], container["livenessProbe"]
 
 
-def passes(probe: Obj, pod_ip: str) -> bool:
-    """Run the exec probe as the kubelet would, in an environment with the pod's IP."""
-    env = {"POD_IP": pod_ip, "PATH": os.environ["PATH"]}
-    result = subprocess.run(
-        probe["exec"]["command"], env=env, capture_output=True, timeout=probe["timeoutSeconds"]
-    )
-    return result.returncode == 0
+class Pods:
+    """Runs a probe as the kubelet would for the pod of one endpoint: its `POD_NAME` and
+    `POD_IP` in the environment, and the TLS Secret's files (`member_tls`) at a folder of the
+    test's, filled from the ensemble's own authority."""
+
+    def __init__(self, ensemble: Ensemble, mount: Path) -> None:
+        assert ensemble.authority is not None
+        self.authority = ensemble.authority
+        self.mount = mount
+        mount.mkdir()
+        shutil.copyfile(self.authority.trust, mount / TRUST_KEY)
+
+    def passes(self, probe: Obj, endpoint: Endpoint) -> bool:
+        issued = self.authority.member(endpoint)
+        mounted = member_tls(endpoint.name)
+        for source, name in (
+            (issued.certificate, mounted.certificate.name),
+            (issued.key, mounted.key.name),
+        ):
+            shutil.copyfile(source, self.mount / name)
+        script = probe["exec"]["command"][2].replace(str(TLS_MOUNT), str(self.mount))
+        env = {"POD_NAME": endpoint.name, "POD_IP": endpoint.address, "PATH": os.environ["PATH"]}
+        result = subprocess.run(
+            [*probe["exec"]["command"][:2], script],
+            env=env,
+            capture_output=True,
+            timeout=probe["timeoutSeconds"],
+        )
+        return result.returncode == 0
 
 
 def test_ready_while_serving_alive_while_answering(
-    ensemble_factory: Callable[..., Ensemble],
+    ensemble_factory: Callable[..., Ensemble], tmp_path: Path
 ) -> None:
     readiness, liveness = probes()
-    ensemble = ensemble_factory(secure=False)  # the operator's pods speak plain text so far
+    assert "openssl s_client" in readiness["exec"]["command"][2], "rendered secured by default"
+    ensemble = ensemble_factory()
+    pods = Pods(ensemble, tmp_path / "tls-secret")
+    passes = pods.passes
     store = ensemble.bootstrap()
     first, second = ensemble.endpoint(0), ensemble.endpoint(1)
-    assert passes(readiness, first.address) and passes(liveness, first.address)
+    assert passes(readiness, first) and passes(liveness, first)
 
     ensemble.join(store, second)
-    wait_until(lambda: passes(readiness, second.address), 30, f"{second.name} Ready")
+    wait_until(lambda: passes(readiness, second), 30, f"{second.name} Ready")
     # Two voters, one stopped: the other has no quorum. It is not Ready (no client traffic)
     # but alive, so the kubelet leaves it waiting for its peer instead of restarting it.
     ensemble.stop(first)
-    wait_until(lambda: not passes(readiness, second.address), 30, f"{second.name} not Ready")
-    assert passes(liveness, second.address)
-    assert not passes(readiness, first.address) and not passes(liveness, first.address)
+    wait_until(lambda: not passes(readiness, second), 30, f"{second.name} not Ready")
+    assert passes(liveness, second)
+    assert not passes(readiness, first) and not passes(liveness, first)

@@ -84,7 +84,7 @@ def backend_for(
     words_tls = None if tls is None else ReloadingContext(tls)
 
     return Backend(
-        rules=JoinRules(transfers_leadership=False),
+        rules=JoinRules(transfers_leadership=False, refills_emptied_voter=True),
         client_url=zookeeper_address,
         connect_string=lambda endpoints: ",".join(map(zookeeper_address, endpoints)),
         connect=lambda endpoints: ZookeeperStore(endpoints, password=secret, tls=tls),

@@ -77,8 +77,12 @@ BOOT_GRACE_SECONDS = 30.0
 
 
 def kubernetes_rules(rules: JoinRules) -> JoinRules:
-    """A store's join rules on a StatefulSet, which shrinks from its highest ordinal only."""
-    return dataclasses.replace(rules, removes_highest_ordinal_only=True)
+    """A store's join rules on a StatefulSet, which shrinks from its highest ordinal only; the
+    operator has no pod of its own to move data aside inside a member's volume, so it never
+    refills one (`JoinRules.refills_emptied_voter`)."""
+    return dataclasses.replace(
+        rules, removes_highest_ordinal_only=True, refills_emptied_voter=False
+    )
 
 
 def claim_name(endpoint: Endpoint) -> str:
@@ -584,6 +588,10 @@ class KubernetesRuntime:
         self._delete_pod(endpoint)
         self._forget(endpoint)
         return where
+
+    def refill(self, endpoint: Endpoint, why: str) -> str:
+        """Never asked: `kubernetes_rules` turns refilling off."""
+        raise NotImplementedError(f"the operator can't refill {endpoint.name} ({why})")
 
     def discard(self, endpoint: Endpoint) -> None:
         """The scale-down retention policy for a member that left and stopped: Delete removes

@@ -94,6 +94,11 @@ class MemberLauncher(abc.ABC):
         """Whether `data_dir` holds this member's state (false after a wipe or before a join)."""
 
     @abc.abstractmethod
+    def database_folders(self, data_dir: Path) -> list[Path]:
+        """The folders of `data_dir` that hold the store's database (its snapshots and log),
+        as opposed to the member's identity and configuration."""
+
+    @abc.abstractmethod
     def data_position(self, data_dir: Path) -> DataPosition | None:
         """How far the data in `data_dir` reaches, as the store would load it; None when there
         is no data (whenever `has_data` is false).
@@ -167,6 +172,9 @@ class EtcdLauncher(MemberLauncher):
 
     def has_data(self, data_dir: Path) -> bool:
         return (data_dir / "member" / "wal").is_dir()
+
+    def database_folders(self, data_dir: Path) -> list[Path]:
+        return [data_dir / "member"]
 
     def data_position(self, data_dir: Path) -> DataPosition | None:
         """The member's last raft log position from its WAL (`etcd_wal.read_position`); a
@@ -277,6 +285,9 @@ class ZookeeperLauncher(MemberLauncher):
         file is rewritten from them; the leader hands it the versioned config when it syncs.
         `bootstrap` needs no flag of its own: a one-server dynamic config with
         `standaloneEnabled=false` starts a one-voter ensemble as server `FIRST_SERVER_ID`.
+        A member whose database was moved aside (`LocalRuntime.refill`) and that is started
+        without a server id (no quorum answers to name one) keeps its files too: it rejoins
+        under its own identity with an empty database.
         """
         own = next((peer for peer in peers if peer.endpoint == endpoint), None)
         if own is None:
@@ -290,7 +301,8 @@ class ZookeeperLauncher(MemberLauncher):
         conf.mkdir(parents=True, exist_ok=True)
         self._write_keystore(endpoint, data_dir)
         zoo_cfg = conf / "zoo.cfg"
-        if not (self.has_data(data_dir) and zoo_cfg.is_file()):
+        refilled = own.member_id is None and zoo_cfg.is_file()
+        if not (self.has_data(data_dir) and zoo_cfg.is_file()) and not refilled:
             self._write_config(data_dir, peers, own)
         elif not self.lists_itself(zoo_cfg, data_dir) and self._listed(data_dir, peers):
             self._repoint_dynamic_config(data_dir, peers)
@@ -398,9 +410,12 @@ class ZookeeperLauncher(MemberLauncher):
         write_atomically(conf / "zoo.cfg", config.zoo_cfg(settings))
 
     def has_data(self, data_dir: Path) -> bool:
-        return (data_dir / self.settings.data_dir / "version-2").is_dir() and (
-            data_dir / self.settings.data_log_dir / "version-2"
-        ).is_dir()
+        return all(folder.is_dir() for folder in self.database_folders(data_dir))
+
+    def database_folders(self, data_dir: Path) -> list[Path]:
+        """The snapshot and log folders ZooKeeper writes (`version-2`); `myid` stays beside."""
+        folders = (self.settings.data_dir, self.settings.data_log_dir)
+        return list(dict.fromkeys(data_dir / folder / "version-2" for folder in folders))
 
     def data_position(self, data_dir: Path) -> DataPosition | None:
         """The zxid the member would load (`files.read_position`) from the snapshot

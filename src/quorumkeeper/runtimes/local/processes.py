@@ -130,7 +130,8 @@ class LocalRuntime:
         self.ports = ports
         self.keep_removed_data = keep_removed_data
         self._positions: dict[Endpoint, DataPosition | None] = {}
-        """Each member's data position as last read while it was stopped."""
+        """Each member's data position as last read while it was stopped, or while it ran
+        without a quorum (nothing is written then, and a keeper started anew knows no other)."""
         self._watched: dict[Endpoint, _Watched] = {}
         """Each member process verified by its marker."""
         self._histories: dict[Endpoint, tuple[FileIdentity, StartHistory]] = {}
@@ -194,10 +195,12 @@ class LocalRuntime:
         launcher = self.launcher
         data_dir = self.data_dir(endpoint)
         has_data = launcher.has_data(data_dir)
-        if pid is not None or not has_data:
-            position = self._positions.get(endpoint) if has_data else None
-        else:
+        if not has_data:
+            position = None
+        elif pid is None or (cold and endpoint not in self._positions):
             position = self._positions[endpoint] = launcher.data_position(data_dir)
+        else:
+            position = self._positions.get(endpoint)
         if pid is not None:
             since_start = time.time() - history.last_start
             booting = cold and since_start < BOOT_GRACE_SECONDS
@@ -429,6 +432,22 @@ class LocalRuntime:
         os.replace(self.data_dir(endpoint), archive)
         (archive.parent / f"{archive.name}.why").write_text(why + "\n")
         self._history_path(endpoint).unlink(missing_ok=True)
+        return str(archive)
+
+    def refill(self, endpoint: Endpoint, why: str) -> str:
+        """Move a member's database aside (`MemberLauncher.database_folders`), with a note
+        saying why, keeping its identity and configuration; returns where. The next start loads
+        an empty database. Never deletes it: a person decides what happens to it."""
+        self._remove_pid_file(endpoint)
+        archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
+        data_dir = self.data_dir(endpoint)
+        for folder in self.launcher.database_folders(data_dir):
+            if folder.exists():
+                moved = archive / folder.relative_to(data_dir)
+                moved.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(folder, moved)
+        (archive.parent / f"{archive.name}.why").write_text(why + "\n")
+        self._positions.pop(endpoint, None)
         return str(archive)
 
     def discard(self, endpoint: Endpoint) -> None:
