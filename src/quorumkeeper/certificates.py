@@ -89,10 +89,13 @@ def new_authority(
     cluster: str, *, now: datetime, lifetime: timedelta = AUTHORITY_LIFETIME
 ) -> KeyPair:
     """A self-signed CA for `cluster`, valid from `now` (less `BACKDATE`) for `lifetime`; it
-    signs leaf certificates only (path length 0)."""
+    signs leaf certificates only (path length 0). Its name ends with its key identifier's first
+    8 hex digits: two CAs of one cluster made in the same second (a rotation right after `up`)
+    still differ by name, which is how a verifier finds a leaf's issuer in a trust bundle."""
     key = _new_key()
-    subject = _name(f"quorumkeeper {cluster} CA {now:%Y%m%dT%H%M%SZ}", cluster)
     public = key.public_key()
+    identifier = x509.SubjectKeyIdentifier.from_public_key(public).digest.hex()[:8]
+    subject = _name(f"quorumkeeper {cluster} CA {now:%Y%m%dT%H%M%SZ} {identifier}", cluster)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)

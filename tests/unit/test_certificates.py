@@ -153,3 +153,28 @@ def test_a_leaf_never_outlives_its_authority() -> None:
     assert leaf.fingerprint() != authority.fingerprint()
     with pytest.raises(ValueError, match="names the hosts"):
         issue(authority, common_name="", hosts=[], server=True, client=False, now=NOW)
+
+
+def test_two_authorities_made_in_the_same_second_are_told_apart(tmp_path: Path) -> None:
+    """A rotation's new CA can be made in the second `up` made the old one: with both in the
+    trust bundle, each leaf still verifies against its own issuer, found by name."""
+    first, second = (new_authority("orders", now=NOW) for _ in range(2))
+    names = [x509.load_pem_x509_certificate(ca.certificate).subject for ca in (first, second)]
+    assert names[0] != names[1]
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(first.certificate + second.certificate)
+    for n, authority in enumerate((first, second)):
+        leaf = issue(
+            authority,
+            common_name="orders-0",
+            hosts=["127.0.0.1"],
+            server=True,
+            client=True,
+            now=NOW,
+        )
+        files = TlsFiles(trust, tmp_path / f"leaf-{n}.crt", tmp_path / f"leaf-{n}.key")
+        files.certificate.write_bytes(leaf.certificate)
+        files.key.write_bytes(leaf.key)
+        with tls_server(files) as (port, outcome):
+            assert handshake(port, files.client_context()) == b"ok"
+        assert outcome == [None]
