@@ -679,22 +679,27 @@ def _running_setting(target: ClusterUnderTest, pod: Obj) -> str:
 @dataclass
 class _RolloutWatch:
     """Polled through a rollout: the order the pods were replaced in, and the most members down
-    at once (a pod missing, being deleted, or replaced and not Ready yet; a ZooKeeper follower
-    not Ready while its ensemble elects is not down)."""
+    at once (a pod missing, being deleted, or replaced and not Ready yet; a member not Ready
+    while its ensemble elects, once its pod was Ready, is not down: a ZooKeeper follower stops
+    serving whenever the leader restarts)."""
 
     target: ClusterUnderTest
     before: dict[str, tuple[str, int]]
     config: str
     order: list[str] = field(default_factory=list)
     most_down: int = 0
+    ready: set[str] = field(default_factory=set)
+    """Replaced pods seen Ready since they were made."""
 
     def finished(self) -> dict[str, Obj] | None:
         pods = self.target.pods()
         replaced = {n for n, p in pods.items() if p["metadata"]["uid"] != self.before[n][0]}
         for name in sorted(replaced - set(self.order)):
             self.order.append(name)
+        uids = {n: pods[n]["metadata"]["uid"] for n in replaced}
+        self.ready |= {f"{n}/{uids[n]}" for n in replaced if condition_true(pods[n], "Ready")}
         down = [n for n in self.before if n not in pods]
-        down += [n for n in replaced if not condition_true(pods[n], "Ready")]
+        down += [n for n in replaced if f"{n}/{uids[n]}" not in self.ready]
         self.most_down = max(self.most_down, len(down))
         if len(self.order) < len(self.before):
             return None
