@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -123,6 +123,22 @@ def new_authority(
         .sign(key, hashes.SHA256())
     )
     return KeyPair(certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def ending_soon(
+    certificates: Mapping[str, bytes], now: datetime, within: timedelta = RENEW_BEFORE
+) -> list[tuple[str, datetime]]:
+    """Which of `certificates` (name -> PEM) end within `within` of `now`: (name, end of
+    validity), soonest first. A PEM that can't be read is skipped (it is reissued anyway)."""
+    found = []
+    for name, pem in certificates.items():
+        try:
+            end = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+        except ValueError:
+            continue
+        if end - within <= now:
+            found.append((name, end))
+    return sorted(found, key=lambda item: (item[1], item[0]))
 
 
 def _subject_names(hosts: Sequence[str]) -> list[x509.GeneralName]:

@@ -105,10 +105,20 @@ class AlarmStatus(_StatusModel):
     alarm: str
 
 
+class CertificateExpiry(_StatusModel):
+    """A certificate within `certificates.RENEW_BEFORE` of its end, until it is reissued:
+    `file` where it is (a file of the cluster's `tls/` folder locally, `<Secret>/<key>` on
+    Kubernetes), `not_after` its end (ISO 8601, UTC)."""
+
+    file: str
+    not_after: str
+
+
 class ClusterStatus(_StatusModel):
     """The whole status. `error` is the reconciler's last refusal or failure (a store that
     refused a step, a pass that failed), None once a step went through; `updated_at` is in
-    seconds since the epoch."""
+    seconds since the epoch. `certificates_expiring` is filled by the runtime's certificate
+    check, not by the reconciler."""
 
     name: str
     store: str
@@ -123,6 +133,7 @@ class ClusterStatus(_StatusModel):
     error: str | None = None
     conditions: list[Condition] = []
     rollout: RolloutStatus | None = None
+    certificates_expiring: list[CertificateExpiry] = []
     updated_at: float = Field(default_factory=time.time)
 
 

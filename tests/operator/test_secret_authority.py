@@ -26,6 +26,7 @@ from quorumkeeper.runtimes.kubernetes.resources import (
     Kind,
     parse_resource,
 )
+from quorumkeeper.status import ClusterStatus, StepStatus
 from testbed.kube import ns_path
 from tests.operator.conftest import ApiServer
 
@@ -136,7 +137,12 @@ def test_a_certificate_near_its_end_is_renewed_and_moves_the_fingerprint(
     body = {"data": {"c-1.crt": base64.b64encode(short.certificate).decode()}}
     api_server.kube.patch(f"/api/v1/namespaces/{namespace}/secrets/c-tls", body)
     kept = _secret(api_server, namespace, "c-tls")["c-0.crt"]
+    warned = [(name, end.date()) for name, end in authority.expiring(now)]
+    assert warned == [("c-tls/c-1.crt", (now + timedelta(days=10)).date())]
+    assert authority.renew(members[:1]) == [], "only the members asked for are renewed"
+    assert [name for name, _ in authority.expiring(now)] == ["c-tls/c-1.crt"]
     assert authority.renew(members) == ["c-1.crt"]
+    assert authority.expiring(now) == []
     tls = _secret(api_server, namespace, "c-tls")
     assert KeyPair(tls["c-1.crt"], b"").not_after() > now + timedelta(days=300)
     assert tls["c-0.crt"] == kept, "a current certificate is not reissued"
@@ -169,6 +175,61 @@ def test_the_daemons_reconciler_holds_the_operators_certificate_and_etcds_root_p
             secret = installed.kube.get(ns_path(namespace, "secrets", name))
             owners = secret["metadata"]["ownerReferences"]
             assert [o["uid"] for o in owners] == [created["metadata"]["uid"]], name
+    finally:
+        reconciler.close()
+        if daemon.authority is not None:
+            daemon.authority.close()
+
+
+def test_a_certificate_the_operator_does_not_renew_is_warned_about_in_the_resources_status(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    """A certificate within 30 days of its end that no renewal reissues (here one of a member
+    that has no pod or volume yet) is listed in the resource's `status.certificatesExpiring`,
+    named by Secret and key, with its end."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ETCD.value,
+        "metadata": {"name": "c", "namespace": namespace},
+        "spec": {"members": 3, "version": "3.7.3", "storage": {"size": "1Gi"}},
+    }
+    path = ns_path(namespace, Kind.ETCD.plural, group=API_VERSION)
+    installed.kube.create(path, body)
+    daemon = ClusterDaemon(api, Kind.ETCD, namespace, "c", OperatorMetrics())
+    reconciler = daemon._reconciler(daemon.source.fetch())
+    try:
+        assert daemon.authority is not None
+        resource = daemon.source.parsed()
+        now = datetime.now(UTC)
+        short = issue(
+            daemon.authority.authority(),
+            common_name="",
+            hosts=member_hosts(resource, placement(resource).endpoint(2)),
+            server=True,
+            client=True,
+            now=now,
+            lifetime=timedelta(days=10),
+        )
+        patch = {"data": {"c-2.crt": base64.b64encode(short.certificate).decode()}}
+        installed.kube.patch(ns_path(namespace, "secrets", "c-tls"), patch)
+        daemon.renew_certificates(reconciler)
+        daemon.sink.record(
+            ClusterStatus(
+                name="c",
+                store="etcd",
+                version="3.7.3",
+                members=[],
+                desired_members=3,
+                phase="Bootstrapping",
+                quorum=False,
+                connect_string="",
+                step=StepStatus(kind="Bootstrap", reason="a test's status"),
+            )
+        )
+        status = installed.kube.get(f"{path}/c")["status"]
+        (entry,) = status["certificatesExpiring"]
+        assert entry["file"] == "c-tls/c-2.crt"
+        assert datetime.fromisoformat(entry["notAfter"]).date() == (now + timedelta(10)).date()
     finally:
         reconciler.close()
         if daemon.authority is not None:

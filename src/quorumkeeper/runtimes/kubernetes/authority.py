@@ -26,7 +26,14 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from quorumkeeper.certificates import KeyPair, TlsFiles, current, issue, new_authority
+from quorumkeeper.certificates import (
+    KeyPair,
+    TlsFiles,
+    current,
+    ending_soon,
+    issue,
+    new_authority,
+)
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
 from quorumkeeper.runtimes.kubernetes.objects import (
@@ -241,6 +248,16 @@ class SecretAuthority:
             self.client()
             members.append(f"{OPERATOR_CLIENT}.crt")
         return members
+
+    def expiring(self, now: datetime) -> list[tuple[str, datetime]]:
+        """The cluster's certificates that end within `RENEW_BEFORE` of `now`, each named
+        `<Secret>/<key>` (the CA's, and every one in the TLS Secret but the trust bundle), with
+        its end, soonest first: what `renew` has not reissued yet, or can't (the CA itself)."""
+        found = {f"{self.names.ca_secret}/ca.crt": _decoded(self._ca_secret())["ca.crt"]}
+        for key, pem in self._tls_data().items():
+            if key.endswith(".crt") and key != TRUST_KEY:
+                found[f"{self.names.tls_secret}/{key}"] = pem
+        return ending_soon(found, now)
 
     def close(self) -> None:
         if self._client is not None:

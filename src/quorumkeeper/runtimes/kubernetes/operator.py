@@ -55,7 +55,14 @@ from quorumkeeper.runtimes.kubernetes.runtime import (
 )
 from quorumkeeper.runtimes.kubernetes.zookeeper_pod import superuser_secret
 from quorumkeeper.spec import ClusterSpec
-from quorumkeeper.status import ClusterStatus, Condition, ConditionType, StepStatus, rfc3339
+from quorumkeeper.status import (
+    CertificateExpiry,
+    ClusterStatus,
+    Condition,
+    ConditionType,
+    StepStatus,
+    rfc3339,
+)
 from quorumkeeper.stores import backend_for
 from quorumkeeper.stores.etcd.client import ROOT
 
@@ -165,6 +172,8 @@ class ResourceStatusSink:
         self.source = source
         self._objects = source._objects
         self.progress = ProgressWatch()
+        self.certificates_expiring: list[CertificateExpiry] = []
+        """As the daemon's last certificate check found them (`renew_certificates`)."""
 
     def record(self, status: ClusterStatus) -> None:
         voters = [m for m in status.members if m.role in (Role.LEADER, Role.FOLLOWER)]
@@ -174,6 +183,7 @@ class ResourceStatusSink:
                 "ready_members": sum(1 for m in voters if m.healthy),
                 "leader": next((m.name for m in voters if m.role == Role.LEADER), None),
                 "observed_generation": self.source.generation,
+                "certificates_expiring": self.certificates_expiring,
             }
         )
         full, notices = self.progress.judge(
@@ -367,7 +377,9 @@ class ClusterDaemon:
     def renew_certificates(self, reconciler: Reconciler) -> None:
         """Every `RENEWAL_CHECK_SECONDS`: reissue certificates within `RENEW_BEFORE` of their
         end (`SecretAuthority.renew`); a member's moves the authority's generation, so the
-        configuration is taken again and the ordered restarts roll the new ones out."""
+        configuration is taken again and the ordered restarts roll the new ones out. What is
+        still within `RENEW_BEFORE` of its end afterwards goes into status from the next pass
+        on (`certificatesExpiring`)."""
         now = time.monotonic()
         if self.authority is None or now < self.renewal_due:
             return
@@ -376,6 +388,10 @@ class ClusterDaemon:
         if renewed:
             LOG.info("%s/%s: renewed %s", self.source.namespace, self.source.name, renewed)
             reconciler.reconfigure()
+        self.sink.certificates_expiring = [
+            CertificateExpiry(file=name, not_after=end.isoformat())
+            for name, end in self.authority.expiring(datetime.now(UTC))
+        ]
 
     def pass_once(self) -> float:
         """One pass; returns the seconds until the next unless woken."""

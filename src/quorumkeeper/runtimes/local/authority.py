@@ -22,13 +22,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-
 from quorumkeeper.certificates import (
-    RENEW_BEFORE,
     KeyPair,
     TlsFiles,
     current,
+    ending_soon,
     issue,
     new_authority,
 )
@@ -214,12 +212,10 @@ class LocalAuthority:
     def expiring(self, now: datetime) -> list[tuple[str, datetime]]:
         """The certificates of this folder (file name, end of validity) that end within
         `RENEW_BEFORE` of `now`, soonest first."""
-        found = []
-        for path in sorted(self.folder.glob("*.crt")):
+        found = {}
+        for path in self.folder.glob("*.crt"):
             try:
-                end = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
-            except (OSError, ValueError):
+                found[path.name] = path.read_bytes()
+            except OSError:
                 continue
-            if end - RENEW_BEFORE <= now:
-                found.append((path.name, end))
-        return sorted(found, key=lambda item: item[1])
+        return ending_soon(found, now)
