@@ -28,7 +28,9 @@ bash scripts/build-kubernetes.sh
 basetemp="$(mktemp -d /tmp/quorumkeeper-tests.XXXXXX)"
 trap 'rm -rf "$basetemp"' EXIT
 if (($#)); then
-    exec .venv/bin/pytest --basetemp="$basetemp" -p no:cacheprovider "$@"
+    # Not `exec`: the trap removes the temporary folder once pytest is done.
+    .venv/bin/pytest --basetemp="$basetemp" -p no:cacheprovider "$@"
+    exit
 fi
 
 # The whole suite as two groups at once, each on its own loopback network
