@@ -26,6 +26,12 @@ def test_bootstrap(cluster: LocalClusterUnderTest, members: int) -> None:
     assert sorted(m["name"] for m in status["members"]) == _names(cluster, members)
     assert [m["role"] for m in status["members"]].count("leader") == 1
     assert len({m["address"] for m in status["members"]}) == members
+    recorded = {c["type"]: c for c in cluster.paths.load_status()["conditions"]}
+    for condition in status["conditions"]:  # when each changed, as the keeper recorded it
+        assert condition["lastTransitionTime"], condition
+        kept = recorded.get(condition["type"])
+        if kept and kept["status"] == condition["status"]:
+            assert condition["lastTransitionTime"] == kept["lastTransitionTime"], condition
 
 
 @pytest.mark.parametrize(("start", "peak"), [(3, 5), (2, 3)], ids=["3-5-3", "2-3-2"])

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -58,6 +59,7 @@ from quorumkeeper.runtimes.local.state import (
     status_age,
 )
 from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec, yaml_value
+from quorumkeeper.status import Condition, carry_transitions
 
 app = typer.Typer(
     help="Run etcd and ZooKeeper clusters that scale and heal themselves.",
@@ -198,8 +200,14 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
     A full disk makes a Ready cluster Degraded: a change could not be stored or applied."""
     snapshot = cluster.reconciler.observe()
     step = plan(cluster.reconciler.desired, snapshot.observation)
-    status = cluster.reconciler.report(snapshot, step).model_dump(mode="json")
+    report = cluster.reconciler.report(snapshot, step)
     recorded = cluster.paths.load_status() or {}
+    try:  # each condition's transition time as the keeper recorded it
+        before = [Condition.model_validate(c) for c in recorded.get("conditions", [])]
+    except ValidationError:  # a status.json another version wrote: transitions start now
+        before = []
+    report.conditions = carry_transitions(report.conditions, before, report.updated_at)
+    status = report.model_dump(mode="json")
     age = status_age(recorded)
     status["recorded"] = {
         "updated_at": recorded.get("updated_at"),
