@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -26,12 +27,19 @@ def test_bootstrap(cluster: LocalClusterUnderTest, members: int) -> None:
     assert sorted(m["name"] for m in status["members"]) == _names(cluster, members)
     assert [m["role"] for m in status["members"]].count("leader") == 1
     assert len({m["address"] for m in status["members"]}) == members
-    recorded = {c["type"]: c for c in cluster.paths.load_status()["conditions"]}
+    document = cluster.paths.load_status()
+    assert document is not None
+    recorded = {c["type"]: c for c in document["conditions"]}
     for condition in status["conditions"]:  # when each changed, as the keeper recorded it
         assert condition["lastTransitionTime"], condition
         kept = recorded.get(condition["type"])
         if kept and kept["status"] == condition["status"]:
             assert condition["lastTransitionTime"] == kept["lastTransitionTime"], condition
+    table = cluster.cli("status", cluster.name).stdout
+    rows = [line for line in table.splitlines() if f" {cluster.name}-" in line]
+    index = r"0x[0-9a-f]+" if cluster.store == "zookeeper" else r"[0-9]+"
+    for row in rows:  # the store's own way of writing a position; sizes with their unit
+        assert re.search(rf"│ {index} +│ [0-9.]+ (bytes|kB|MB) +│", row), row
 
 
 @pytest.mark.parametrize(("start", "peak"), [(3, 5), (2, 3)], ids=["3-5-3", "2-3-2"])

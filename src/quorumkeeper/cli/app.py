@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from pydantic import ValidationError
+from rich import filesize
 from rich.console import Console
 from rich.table import Table
 
@@ -757,6 +758,14 @@ def start(
         _print_status(_wait_for_spec(cluster, timeout))
 
 
+def _position(store: str, applied: int | None) -> str:
+    """A member's applied position as its store writes it: ZooKeeper's zxid in hex (epoch in
+    the high 32 bits, as its logs and `srvr` show it), etcd's raft index in decimal."""
+    if applied is None:
+        return "-"
+    return f"0x{applied:x}" if store == Store.ZOOKEEPER else str(applied)
+
+
 def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TABLE) -> None:
     if output is OutputFormat.JSON:
         out.print_json(json.dumps(status))
@@ -785,8 +794,8 @@ def _print_status(status: dict[str, Any], output: OutputFormat = OutputFormat.TA
             healthy,
             member["client_url"],
             member["version"] or "-",
-            str(member["applied_index"] or "-"),
-            f"{size / 2**10:.0f}K" if size is not None else "-",
+            _position(status["store"], member["applied_index"]),
+            filesize.decimal(size) if size is not None else "-",
             str(member["pid"] or "-"),
             str(member["starts"]),
             member["config"] or "-",
