@@ -9,8 +9,8 @@ and for quorumkeeper also from a wiped member's discovery to its replacement bei
 voter, the keeper's RSS, and for etcd the longest write gap of a NOSPACE recovery
 (`measure_nospace_recovery`). `measure_idle` adds what a keeper costs while nothing happens
 (`--idle-only` measures just that); `measure_rollout` a settings change rolled out to 3 members
-by `quorumkeeper apply` (`--rollout-only` measures just that); `measure_security` etcd with
-TLS and authentication on (the default) beside both off: failed writes and gaps while scaling
+by `quorumkeeper apply` (`--rollout-only` measures just that); `measure_security` the store
+with TLS and authentication on (the default) beside both off: failed writes and gaps while scaling
 3 -> 5 -> 3 and the writer's latency on a steady cluster (`--security-only` measures just
 that, `--security on|off` one side; with `--rollout-only` the rollout's side). The
 baseline (`seed_method.py`) does what the seed did: static member lists, changed by hand and
@@ -522,7 +522,7 @@ STEADY_SECONDS = 20.0
 
 @dataclass(frozen=True)
 class Security:
-    """One side of `measure_security`: etcd 3 -> 5 -> 3 under the writer (every 10 ms), and the
+    """One side of `measure_security`: 3 -> 5 -> 3 under the writer (every 10 ms), and the
     writer's latency on a steady, Ready 3-member cluster over `STEADY_SECONDS`."""
 
     failed_writes: int
@@ -532,12 +532,13 @@ class Security:
     writes: int
 
 
-def measure_security(workdir: Path, side: str) -> Security:
-    """`Security` for etcd with TLS and auth `side` ("on": the default, "off": both opted
-    out). The writer's latency is a put's round trip from the client, one kept-alive
-    connection per member (the TLS handshake and the token are paid once per connection)."""
+def measure_security(store: str, workdir: Path, side: str) -> Security:
+    """`Security` for `store` with TLS and auth `side` ("on": the default, "off": both opted
+    out). The writer's latency is a write's round trip from the client over connections it
+    keeps (etcd: one per member; ZooKeeper: its session), so a TLS handshake, a token or an
+    `addauth` is paid once per connection, not per write."""
     flags = SECURITY_FLAGS[side]
-    cluster = LocalClusterUnderTest("etcd", f"sec-{side}", loopback_subnet(91), workdir / side)
+    cluster = LocalClusterUnderTest(store, f"sec-{side}", loopback_subnet(91), workdir / side)
     try:
         cluster.up(3, *flags)
         cluster.wait_ready(3)
@@ -561,11 +562,11 @@ def measure_security(workdir: Path, side: str) -> Security:
     )
 
 
-def _report_security(out: Path, sides: dict[str, Security]) -> None:
+def _report_security(store: str, out: Path, sides: dict[str, Security]) -> None:
     result = {side: asdict(figures) for side, figures in sides.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"store": "etcd", "security": result}, indent=2))
-    table = Table(title="membership benchmark: etcd, TLS and auth on (default) and off")
+    out.write_text(json.dumps({"store": store, "security": result}, indent=2))
+    table = Table(title=f"membership benchmark: {store}, TLS and auth on (default) and off")
     table.add_column("figure")
     for side in sides:
         table.add_column(f"security {side}")
@@ -599,7 +600,7 @@ def main() -> None:
     only.add_argument(
         "--security-only",
         action="store_true",
-        help="etcd only: scaling and writer latency with TLS and auth on and off, side by side",
+        help="scaling and writer latency with TLS and auth on and off, side by side",
     )
     parser.add_argument(
         "--security",
@@ -611,10 +612,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qk-bench-") as work:
         workdir = Path(work)
         if args.security_only:
-            if args.store != "etcd":
-                parser.error("--security-only: etcd only for now; fix: --store etcd")
             sides = ["on", "off"] if args.security in (None, "both") else [args.security]
-            _report_security(args.out, {side: measure_security(workdir, side) for side in sides})
+            measured = {side: measure_security(args.store, workdir, side) for side in sides}
+            _report_security(args.store, args.out, measured)
             return
         if args.rollout_only:
             if args.security == "both":
