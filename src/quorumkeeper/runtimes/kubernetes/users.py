@@ -8,8 +8,9 @@ owns, `<cluster>-user-<name>`:
     prefix          the prefix granted, written once the store took the grant
 
 A Secret without `prefix`, or with another one than the spec's, is granted again
-(`CoordinationStore.grant_prefix`, idempotent), so an idle cluster writes nothing to the store.
-A user removed from the spec keeps its rights and its Secret: the stores have no revoke yet.
+(`CoordinationStore.grant_prefix`, idempotent), so an idle cluster writes nothing to the store;
+a deleted Secret is made anew, and its new password set by the grant that follows. A user
+removed from the spec keeps its rights and its Secret: the stores have no revoke yet.
 """
 
 from __future__ import annotations
