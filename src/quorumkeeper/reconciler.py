@@ -181,6 +181,12 @@ class Reconciler:
             self._store_endpoints = endpoints
         return self._store
 
+    @property
+    def held_store(self) -> CoordinationStore | None:
+        """The store client the last pass kept (`hold_store`): None when no quorum answered
+        it, or when the reconciler does not hold one."""
+        return self._store
+
     def close(self) -> None:
         """Release the held store client; the next `store` call connects again."""
         if self._store is not None:

@@ -353,7 +353,7 @@ def test_a_zookeeper_user_reaches_its_znode_only_through_zkcli_and_kazoo(
     nobody = cluster.cli("connect", name, check=False)
     assert nobody.returncode == 2 and "has no users yet" in nobody.stderr, nobody.stderr
     wrong = cluster.cli("user", "add", name, "orders", "--prefix", "orders/", check=False)
-    assert wrong.returncode == 2 and "fix: --prefix /orders" in wrong.stderr, wrong.stderr
+    assert wrong.returncode == 2 and "fix: a znode such as /orders" in wrong.stderr, wrong.stderr
     assert not (cluster.paths.tls_dir / "orders.password").exists(), "a refusal makes nothing"
 
     added = cluster.cli("user", "add", name, "orders", "--prefix", "/orders")

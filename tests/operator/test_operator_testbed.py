@@ -19,6 +19,7 @@ import json
 import shlex
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,9 +36,11 @@ from typer.testing import CliRunner
 from quorumkeeper.certificates import KeyPair, TlsFiles, issue, new_authority
 from quorumkeeper.cli.app import app
 from quorumkeeper.runtimes.kubernetes.authority import InMemoryTlsFiles
+from quorumkeeper.runtimes.kubernetes.objects import Names
 from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
 from quorumkeeper.runtimes.kubernetes.volume_locks import REASON
+from quorumkeeper.runtimes.local import distributions
 from quorumkeeper.stores import etcd
 from quorumkeeper.stores.base import StoreError
 from quorumkeeper.stores.etcd.client import EtcdStore
@@ -330,6 +333,105 @@ def _assert_secured(target: ClusterUnderTest, members: int) -> None:
     assert all(refusals.values()), f"not refused: {refusals}"
     assert written is None, f"the authenticated write failed: {written}"
     print(f"{target.kind.value} refused: {refusals}")
+
+
+def _etcdctl(
+    pod: Obj, files: dict[str, bytes], folder: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """etcdctl (gRPC, where etcd takes a certificate's common name as the user) through `pod`'s
+    IP with the certificate in `files` (a user Secret's keys). The server's certificate names
+    its DNS names, which only this process resolves (`api_resolver`), so etcdctl does not check
+    it: the client certificate is what is tested."""
+    folder.mkdir(exist_ok=True)
+    for key in ("ca.crt", "tls.crt", "tls.key"):
+        (folder / key).write_bytes(files[key])
+    etcdctl = distributions.etcd_binary(ETCD_VERSION).with_name("etcdctl")
+    return subprocess.run(
+        [
+            str(etcdctl),
+            f"--endpoints=https://{pod['status']['podIP']}:{etcd.CLIENT_PORT}",
+            f"--cacert={folder / 'ca.crt'}",
+            f"--cert={folder / 'tls.crt'}",
+            f"--key={folder / 'tls.key'}",
+            "--insecure-skip-tls-verify",
+            "--command-timeout=5s",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
+def test_a_user_of_the_spec_reaches_its_prefix_alone_with_its_secret(
+    kind: Kind,
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+    tmp_path: Path,
+) -> None:
+    """`users: [{name: app, prefix: /app}]`: with the files of Secret `<cluster>-user-app`
+    (etcd: its client certificate alone; ZooKeeper: TLS and `addauth digest app:password`) a
+    write under /app is acknowledged and read back, one outside it is refused, and a client of
+    the cluster's CA without the user's credentials (the operator's certificate, no password)
+    is refused under /app."""
+    began = time.monotonic()
+    target = _create(
+        kube, testbed_cluster, kind, bed_namespace, 3, users=[{"name": "app", "prefix": "/app"}]
+    )
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    name = Names(target.name).user_secret("app")
+    path = ns_path(bed_namespace, "secrets", name)
+    wait_until(lambda: _exists(kube, path) and "prefix" in target.secret(name), 60, "the grant")
+    granted = time.monotonic() - began
+    secret = target.secret(name)
+    assert secret["prefix"] == b"/app"
+    tls = target.secret(Names(target.name).tls_secret)
+    if kind is Kind.ETCD:
+        operator_files = {"ca.crt": tls["ca.crt"]} | {
+            f"tls.{part}": tls[f"operator.{part}"] for part in ("crt", "key")
+        }
+        pod = next(iter(pods.values()))
+        user, anonymous = tmp_path / "app", tmp_path / "anonymous"
+        put = _etcdctl(pod, secret, user, "put", "/app/orders", "x")
+        assert put.returncode == 0, put.stderr
+        read_back = _etcdctl(pod, secret, user, "get", "/app/orders", "--print-value-only").stdout
+        attempts = {
+            "outside": _etcdctl(pod, secret, user, "put", "/other", "x"),
+            "anonymous": _etcdctl(pod, operator_files, anonymous, "put", "/app/anonymous", "x"),
+        }
+        refusals = {
+            what: done.stderr.strip().splitlines()[-1] if done.returncode else None
+            for what, done in attempts.items()
+        }
+    else:
+        endpoint = target.endpoints(1)[0]
+        digest = f"app:{secret['password'].decode()}"
+        user_files, anonymous_files = InMemoryTlsFiles(), InMemoryTlsFiles()
+        user_files.write(secret["ca.crt"], KeyPair(secret["tls.crt"], secret["tls.key"]))
+        anonymous_files.write(tls["ca.crt"], KeyPair(tls["operator.crt"], tls["operator.key"]))
+
+        def create(files: TlsFiles, auth: str | None, znode: str) -> Callable[[], str]:
+            def attempt() -> str:
+                with kazoo(endpoint, files, auth) as client:
+                    client.create(znode, b"x")
+                    return str(client.get(znode)[0].decode())
+
+            return attempt
+
+        read_back = create(user_files.files, digest, "/app/orders")()
+        refusals = {
+            "outside": _refused(create(user_files.files, digest, "/other")),
+            "anonymous": _refused(create(anonymous_files.files, None, "/app/anonymous")),
+        }
+        user_files.close()
+        anonymous_files.close()
+    assert read_back.strip() == "x"
+    assert all(refusals.values()), f"not refused: {refusals}"
+    print(f"{kind.value} user app granted {granted:.1f}s after the apply; refused: {refusals}")
 
 
 @pytest.mark.parametrize(("kind", "start", "peak"), [(Kind.ETCD, 3, 5), (Kind.ZOOKEEPER, 2, 3)])

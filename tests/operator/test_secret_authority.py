@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import create_autospec
 
 import pytest
 from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
 from kubernetes import client
 
 from quorumkeeper.certificates import KeyPair, issue, subject_hosts
@@ -26,7 +28,9 @@ from quorumkeeper.runtimes.kubernetes.resources import (
     Kind,
     parse_resource,
 )
+from quorumkeeper.runtimes.kubernetes.users import UserSecrets
 from quorumkeeper.status import ClusterStatus, StepStatus
+from quorumkeeper.stores.base import CoordinationStore, StoreError
 from testbed.kube import ns_path
 from tests.operator.conftest import ApiServer
 
@@ -234,3 +238,63 @@ def test_a_certificate_the_operator_does_not_renew_is_warned_about_in_the_resour
         reconciler.close()
         if daemon.authority is not None:
             daemon.authority.close()
+
+
+def test_a_users_secret_is_made_once_and_its_prefix_granted_only_when_it_changes(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    """`spec.users` on a real API server (the CRD takes it): Secret `c-user-app` owned by the
+    resource with a password made once, the trust bundle, a client certificate of the
+    cluster's CA named after the user and ZooKeeper's keystore; the grant made once, again only
+    for a new prefix with the same password, and a store's refusal reported once, not
+    raised, with the recorded prefix left as it was."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ZOOKEEPER.value,
+        "metadata": {"name": "c", "namespace": namespace},
+        "spec": {
+            "members": 3,
+            "version": "3.9.5",
+            "storage": {"size": "1Gi"},
+            "users": [{"name": "app", "prefix": "/app"}],
+        },
+    }
+    path = ns_path(namespace, Kind.ZOOKEEPER.plural, group=API_VERSION)
+    created = installed.kube.create(path, body)
+    current = [parse_resource(created)]
+
+    def with_prefix(prefix: str) -> ClusterResource:
+        return parse_resource(
+            {**created, "spec": {**created["spec"], "users": [{"name": "app", "prefix": prefix}]}}
+        )
+
+    authority = SecretAuthority(api, lambda: current[0])
+    authority.client()  # the trust bundle in the TLS Secret, as the daemon's first pass makes it
+    users = UserSecrets(api, authority, lambda: current[0])
+    store = create_autospec(CoordinationStore, instance=True)
+    assert users.grant(store) == (["app"], {})
+    secret = _secret(installed, namespace, "c-user-app")
+    password = secret["password"].decode()
+    assert len(password) >= 24 and secret["prefix"] == b"/app"
+    store.grant_prefix.assert_called_once_with("app", password, "/app")
+    assert secret["ca.crt"] == _secret(installed, namespace, "c-tls")["ca.crt"]
+    assert _signed_by(secret["tls.crt"], _secret(installed, namespace, "c-ca")["ca.crt"])
+    leaf = KeyPair(secret["tls.crt"], secret["tls.key"]).loaded()
+    assert [a.value for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["app"]
+    assert secret["keystore.pem"] == secret["tls.key"] + secret["tls.crt"]
+    owners = installed.kube.get(ns_path(namespace, "secrets", "c-user-app"))["metadata"]
+    assert [o["uid"] for o in owners["ownerReferences"]] == [created["metadata"]["uid"]]
+
+    assert users.grant(store) == ([], {}), "a recorded prefix is not granted again"
+    current[0] = with_prefix("/app2")
+    assert users.grant(store) == (["app"], {})
+    store.grant_prefix.assert_called_with("app", password, "/app2")
+    assert _secret(installed, namespace, "c-user-app")["password"].decode() == password
+
+    store.grant_prefix.side_effect = StoreError("no quorum", retryable=True)
+    current[0] = with_prefix("/app3")
+    assert users.grant(store) == ([], {"app": "StoreError: no quorum"})
+    assert users.grant(store) == ([], {}), "the same failure is reported once"
+    assert store.grant_prefix.call_count == 4
+    assert _secret(installed, namespace, "c-user-app")["prefix"] == b"/app2"
+    authority.close()

@@ -231,6 +231,47 @@ def test_the_local_spec_rules_apply_with_their_fix() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("kind", "users", "refusals"),
+    [
+        (Kind.ETCD, [{"name": "root", "prefix": "app/"}], ["spec.users.0.name: 'root'; rule:"]),
+        (Kind.ZOOKEEPER, [{"name": "super", "prefix": "/app"}], ["spec.users.0.name: 'super'"]),
+        (Kind.ETCD, [{"name": "App", "prefix": "app/"}], ["fix: e.g. orders-app"]),
+        (Kind.ETCD, [{"name": "app", "prefix": ""}], ["spec.users.0.prefix: ''; rule:"]),
+        (
+            Kind.ZOOKEEPER,
+            [{"name": "app", "prefix": "/zookeeper/app"}],
+            ["spec.users.0.prefix: '/zookeeper/app'", "fix: a znode such as /app"],
+        ),
+        (
+            Kind.ETCD,
+            [{"name": "app", "prefix": "a/"}, {"name": "app", "prefix": "b/"}],
+            ["spec.users.1.name: 'app'; rule: names are unique; fix:"],
+        ),
+    ],
+)
+def test_users_are_refused_by_the_local_cli_rules_naming_field_value_rule_and_fix(
+    kind: Kind, users: list[dict[str, str]], refusals: list[str]
+) -> None:
+    with pytest.raises(ResourceError) as caught:
+        parse_resource(resource(kind, users=users))
+    for refusal in refusals:
+        assert refusal in str(caught.value)
+    assert caught.value.field == "spec.users"
+
+
+def test_users_need_tls_and_auth_and_are_keyed_by_name() -> None:
+    users = [{"name": "app", "prefix": "/app"}]
+    with pytest.raises(ResourceError, match=r"spec.users: \['app'\]; rule: users need tls"):
+        parse_resource(resource(Kind.ZOOKEEPER, users=users, auth=False))
+    assert [u.name for u in parse_resource(resource(Kind.ZOOKEEPER, users=users)).spec.users] == [
+        "app"
+    ]
+    schema = openapi(Kind.ETCD)["properties"]["spec"]["properties"]["users"]
+    assert schema["x-kubernetes-list-map-keys"] == ["name"]
+    assert set(schema["items"]["required"]) == {"name", "prefix"}
+
+
 def test_status_json_keeps_its_snake_case_and_both_forms_read_back() -> None:
     status = ResourceStatus(
         name="c",

@@ -19,7 +19,6 @@ nothing changed.
 from __future__ import annotations
 
 import http.client
-import re
 import shlex
 import time
 from pathlib import Path
@@ -40,9 +39,8 @@ from quorumkeeper.runtimes.local.state import (
 )
 from quorumkeeper.spec import Store
 from quorumkeeper.stores.base import StoreError
-from quorumkeeper.stores.etcd.client import ROOT
+from quorumkeeper.stores.users import check_user
 from quorumkeeper.stores.zookeeper.client import kazoo_tls
-from quorumkeeper.stores.zookeeper.ensemble import SUPERUSER
 
 user_app = typer.Typer(
     help="Least-privilege users: an etcd key prefix or a ZooKeeper znode each.",
@@ -51,9 +49,6 @@ user_app = typer.Typer(
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-RESERVED_USERS = (ROOT, SUPERUSER, KEEPER)
 
 StateDir = Annotated[
     Path | None,
@@ -87,11 +82,10 @@ def _cluster(state_dir: Path | None, name: str) -> LocalCluster:
 
 
 def _check_user(user: str) -> None:
-    if not USER_NAME.match(user) or user in RESERVED_USERS:
-        raise _refuse(
-            f"user: {user!r}; rule: a lowercase letter, then up to 62 lowercase letters, digits "
-            f"or '-', not {', '.join(RESERVED_USERS)} (the keeper's own); fix: e.g. `orders-app`"
-        )
+    try:
+        check_user(user)
+    except ValueError as error:
+        raise _refuse(str(error)) from None
 
 
 def _administrator(store: Store) -> str:

@@ -129,10 +129,12 @@ class CoordinationStore(abc.ABC):
         this client holds, idempotently (the reconciler calls it once a quorum answers). A
         store that needs no step for it does nothing."""
 
-    def check_grant(self, user: str, prefix: str) -> None:  # noqa: B027 (a default, not a stub)
+    @staticmethod  # noqa: B027 (a default, not a stub)
+    def check_grant(user: str, prefix: str) -> None:
         """Raise ValueError, naming the field, the rule and a fix, for a user or prefix this
-        store can't grant (`grant_prefix`); asks nothing of the store, so a command refuses
-        before it makes anything. The default takes every one."""
+        store can't grant (`grant_prefix`); asks nothing of the store (a static method, so a
+        spec is checked with no cluster running), so a command refuses before it makes
+        anything. The default takes every one."""
 
     def grant_prefix(self, user: str, password: str, prefix: str) -> None:
         """Give `user`, authenticating with `password`, read and write on `prefix` and what is

@@ -134,6 +134,15 @@ class SecretAuthority:
             return False
         return True
 
+    def kept(self, name: str, make: Callable[[], dict[str, bytes]]) -> dict[str, bytes]:
+        """Secret `name`'s data, the Secret made with `make()`'s first when missing (a user's,
+        `users.UserSecrets`): owned by the resource like the CA's."""
+        found = self._read(name)
+        if found is None:
+            self._create(name, make())
+            found = self._core.read_namespaced_secret(name, self.namespace)
+        return _decoded(found)
+
     def _ca_secret(self) -> Any:
         found = self._read(self.names.ca_secret)
         if found is None:
@@ -222,6 +231,21 @@ class SecretAuthority:
         leaf = KeyPair(data[f"{OPERATOR_CLIENT}.crt"], data[f"{OPERATOR_CLIENT}.key"])
         self._client.write(data[TRUST_KEY], leaf)
         return self._client.files
+
+    def user(self, name: str) -> dict[str, bytes]:
+        """A new client certificate for user `name` as its Secret's keys (`users.UserSecrets`):
+        `ca.crt`, the trust bundle; `tls.crt`/`tls.key`, with `name` as common name, which
+        etcd takes as the user when a client sends no token; for ZooKeeper `keystore.pem`,
+        key and certificate in one file, as the local runtime writes a user's."""
+        authority = self.authority()
+        made = issue(
+            authority, common_name=name, hosts=[], server=False, client=True, now=datetime.now(UTC)
+        )
+        trust = self._tls_data().get(TRUST_KEY, authority.certificate)
+        data = {TRUST_KEY: trust, "tls.crt": made.certificate, "tls.key": made.key}
+        if self.keystores:
+            data["keystore.pem"] = made.key + made.certificate
+        return data
 
     def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
         """Reissue the operator's certificate and those of `endpoints`, each where it exists

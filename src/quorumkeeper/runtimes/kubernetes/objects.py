@@ -90,6 +90,9 @@ class Names:
     def root_secret(self) -> str:
         return f"{self.cluster}-root"
 
+    def user_secret(self, user: str) -> str:
+        return f"{self.cluster}-user-{user}"
+
 
 TLS_MOUNT = Path("/etc/quorumkeeper-tls")
 """Where a member's container finds the cluster's TLS Secret (`Names.tls_secret`), read-only."""

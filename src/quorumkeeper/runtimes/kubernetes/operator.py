@@ -53,6 +53,7 @@ from quorumkeeper.runtimes.kubernetes.runtime import (
     KubernetesRuntime,
     kubernetes_rules,
 )
+from quorumkeeper.runtimes.kubernetes.users import UserSecrets
 from quorumkeeper.runtimes.kubernetes.zookeeper_pod import superuser_secret
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.status import (
@@ -351,6 +352,9 @@ class ClusterDaemon:
         self.deferrals = 0
         """Passes in a row whose step the store refused for now (`Reconciler.deferred`)."""
         self.authority: SecretAuthority | None = None
+        self.users: UserSecrets | None = None
+        """The users' Secrets and grants, with TLS and authentication on (`spec.users` needs
+        both)."""
         self.renewal_due = 0.0
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
@@ -363,6 +367,8 @@ class ClusterDaemon:
             spec = resource.spec.cluster_spec(resource.name)
             self.authority = SecretAuthority(self.api, self.source.parsed) if spec.tls else None
             root = _root_password(self.api, resource) if spec.auth and not zookeeper else None
+            if self.authority is not None and spec.auth:
+                self.users = UserSecrets(self.api, self.authority, self.source.parsed)
             backend = backend_for(
                 spec,
                 password or "",
@@ -393,6 +399,23 @@ class ClusterDaemon:
             for name, end in self.authority.expiring(datetime.now(UTC))
         ]
 
+    def grant_users(self, reconciler: Reconciler) -> None:
+        """Once the cluster is Secured and a quorum answers, each user of the spec gets its
+        Secret and its grant through the store client the reconciler holds (`UserSecrets`):
+        a grant made is a Normal Event, a failure a Warning once (it is tried every pass)."""
+        store = reconciler.held_store
+        status = reconciler.last_status
+        quorum = status is not None and status.quorum
+        if self.users is None or store is None or not (reconciler.secured and quorum):
+            return
+        granted, failed = self.users.grant(store)
+        for name in granted:
+            _post_event(self.api, self.source.body, "UserGranted", f"user {name}", "Normal")
+        for name, why in failed.items():
+            LOG.warning("%s/%s: user %s: %s", self.source.namespace, self.source.name, name, why)
+            message = f"user {name}: {why}; tried again every pass"
+            _post_event(self.api, self.source.body, "UserNotGranted", message, "Warning")
+
     def pass_once(self) -> float:
         """One pass; returns the seconds until the next unless woken."""
         try:
@@ -411,6 +434,7 @@ class ClusterDaemon:
         try:
             self.renew_certificates(reconciler)
             step = reconciler.run_once()
+            self.grant_users(reconciler)
         except Exception as error:
             self.metrics.failed(self.key, error)
             LOG.exception("%s/%s: pass failed", self.source.namespace, self.source.name)

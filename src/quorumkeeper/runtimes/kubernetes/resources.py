@@ -27,6 +27,8 @@ from pydantic import (
     JsonValue,
     Strict,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
@@ -44,6 +46,7 @@ from quorumkeeper.spec import (
     problems_of,
 )
 from quorumkeeper.status import ClusterStatus, Condition, MemberStatus
+from quorumkeeper.stores.users import check_grant
 
 GROUP = "quorumkeeper.io"
 VERSION = "v1alpha1"
@@ -228,6 +231,24 @@ SECURITY_RULES: list[JsonValue] = [
 """`tls` and `auth` stay as the cluster was created, as the local `apply` keeps them."""
 
 
+def _keyed(key: str) -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+class User(_Resource):
+    """A least-privilege user of the cluster: read and write on one key prefix (etcd) or every
+    right on one znode (ZooKeeper), nothing else; its credentials are in Secret
+    `<cluster>-user-<name>`."""
+
+    name: str = Field(
+        description="the user's name: a lowercase letter, then lowercase letters, digits or "
+        "'-'; the common name of its client certificate"
+    )
+    prefix: str = Field(
+        description="etcd: the key prefix (orders/); ZooKeeper: the znode (/orders)"
+    )
+
+
 class ClusterResourceSpec(_Resource):
     """What both custom resources share."""
 
@@ -285,12 +306,51 @@ class ClusterResourceSpec(_Resource):
             "ZooKeeper's digest superuser); true when unset; immutable",
         ),
     ] = True
+    users: list[User] = Field(
+        default=[],
+        description="least-privilege users, each with a Secret <name>-user-<user> holding its "
+        "password, prefix, client certificate and the trust bundle; needs tls and auth; a user "
+        "removed from the list keeps its rights and Secret",
+        json_schema_extra=_keyed("name"),
+    )
     pod_template: dict[str, Any] = Field(
         default={},
         description="merged into the rendered pod template (a PodTemplateSpec): mappings "
         "recursively, lists of named items (containers, volumes, env) by name, anything else "
         "replaced",
     )
+
+    @field_validator("users")
+    @classmethod
+    def _grantable(cls, users: list[User], info: ValidationInfo) -> list[User]:
+        """The local `user add`'s rules (`stores.users.check_grant`), unique names, and TLS
+        with authentication, without which a user's password and certificate protect
+        nothing."""
+        problems = []
+        if users and not (info.data.get("tls", True) and info.data.get("auth", True)):
+            problems.append(
+                f"users: {[user.name for user in users]}; rule: users need tls and auth (a "
+                "user's password and certificate protect nothing without them); fix: remove "
+                "users, or create a cluster with tls and auth on"
+            )
+        seen: set[str] = set()
+        for index, user in enumerate(users):
+            try:
+                check_grant(cls.store, user.name, user.prefix)
+            except ValueError as error:
+                message = str(error)  # "user: ..." (the CLI's argument) or "prefix: ..."
+                if message.startswith("user: "):
+                    message = f"name: {message.removeprefix('user: ')}"
+                problems.append(f"users.{index}.{message}")
+            if user.name in seen:
+                problems.append(
+                    f"users.{index}.name: {user.name!r}; rule: names are unique; fix: remove "
+                    "this entry or give it another name"
+                )
+            seen.add(user.name)
+        if problems:
+            raise PydanticCustomError("users", "{problems}", {"problems": problems})
+        return users
 
     def cluster_spec(self, name: str) -> ClusterSpec:
         """The store-level spec the shared planner and reconciler run on, validated by the same
@@ -372,10 +432,6 @@ class ZookeeperClusterSpec(ClusterResourceSpec):
         return self.zookeeper
 
 
-def _keyed(key: str) -> dict[str, Any]:
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
-
-
 class ResourceStatus(ClusterStatus):
     """The custom resource's status: the reconciler's `ClusterStatus` (camelCase on the wire)
     plus what `kubectl` shows and the scale subresource reads. `readyMembers` counts members
@@ -438,6 +494,8 @@ def _lines(error: ErrorDetails) -> list[str]:
     if error["type"] in ("spec_rule", "spec_rules"):
         return [str(problem.under("spec")) for problem in problems_of(error)]
     where = ".".join(map(str, ("spec", *error["loc"])))
+    if error["type"] == "users":
+        return [f"spec.{problem}" for problem in (error.get("ctx") or {})["problems"]]
     if error["type"] == "missing":
         return [f"{where}: required; fix: set {where}"]
     fix = f"; fix: remove {where}" if error["type"] == "extra_forbidden" else ""

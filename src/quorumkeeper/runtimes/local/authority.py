@@ -32,9 +32,9 @@ from quorumkeeper.certificates import (
 )
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.state import FileLock, write_atomically
+from quorumkeeper.stores.users import KEEPER
 
-KEEPER = "keeper"
-"""The keeper's own client certificate: without a common name, as etcd's gateway needs."""
+__all__ = ["KEEPER", "LocalAuthority"]
 
 
 class LocalAuthority:

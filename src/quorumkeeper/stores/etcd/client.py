@@ -569,12 +569,13 @@ class EtcdStore(CoordinationStore):
         self._post("/v3/auth/user/grant", {"user": ROOT, "role": ROOT})
         self._post("/v3/auth/enable", {})
 
-    def check_grant(self, user: str, prefix: str) -> None:
+    @staticmethod
+    def check_grant(user: str, prefix: str) -> None:
         """An empty prefix is every key."""
         if not prefix:
             raise ValueError(
                 "prefix: ''; rule: a user is limited to a non-empty key prefix (an empty one is "
-                "every key); fix: --prefix orders/"
+                "every key); fix: a prefix such as orders/"
             )
 
     def grant_prefix(self, user: str, password: str, prefix: str) -> None:

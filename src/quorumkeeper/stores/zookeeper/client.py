@@ -515,7 +515,8 @@ class ZookeeperStore(CoordinationStore):
         if list(acl) != self._acl:
             self._call(lambda c: c.set_acls_async("/", self._acl), timeout=self._timeout)
 
-    def check_grant(self, user: str, prefix: str) -> None:
+    @staticmethod
+    def check_grant(user: str, prefix: str) -> None:
         """A digest user name has no ":"; a prefix is an absolute znode path of its own, outside
         `/zookeeper` and `PROBE_ROOT`."""
         if not user or ":" in user:
@@ -528,7 +529,7 @@ class ZookeeperStore(CoordinationStore):
         if not normal or any(prefix == r or prefix.startswith(f"{r}/") for r in reserved):
             raise ValueError(
                 f"prefix: {prefix!r} is not an absolute znode path of its own (no trailing '/', "
-                f"not '/', not under {' or '.join(reserved)}); fix: --prefix /{user}"
+                f"not '/', not under {' or '.join(reserved)}); fix: a znode such as /{user}"
             )
 
     def grant_prefix(self, user: str, password: str, prefix: str) -> None:
