@@ -4,11 +4,15 @@ cluster can't change is refused and changes nothing; a keeper killed in the midd
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import psutil
 import pytest
 
+from quorumkeeper.model import Endpoint
+from quorumkeeper.reconciler import Snapshot
+from quorumkeeper.runtimes.local.cluster import LocalCluster
 from quorumkeeper.spec import EtcdSettings
 from quorumkeeper.stores.zookeeper.words import four_letter_word
 from tests.acceptance.harness import (
@@ -51,6 +55,10 @@ def _roll_out(cluster: LocalClusterUnderTest, members: int) -> tuple[PidWatch, W
     watch = PidWatch(cluster, cluster.pids(before))
     with Writer(cluster) as writer, watch.running():
         cluster.cli("apply", cluster.name, "--spec-file", str(spec_file(cluster, fields)))
+        done = cluster.status()  # apply's exit 0 says the change is in place: no wait here
+    assert done["phase"] == "Ready" and done["rollout"] is None, done["step"]
+    unhealthy = [m["name"] for m in done["members"] if not m["healthy"]]
+    assert not unhealthy and len(done["members"]) == members, f"apply returned early: {unhealthy}"
     return watch, writer, leader
 
 
@@ -156,3 +164,34 @@ def test_a_keeper_killed_at_every_step_of_a_rollout_resumes_and_finishes(
         cluster.cli("start", cluster.name, "--timeout", "180")
     status = _check_rolled_out(cluster, watch, writer, leader, 3)
     assert all(m["starts"] == 2 for m in status["members"]), "one restart each, no more"
+
+
+@pytest.mark.parametrize("store", ["etcd"])
+def test_an_observation_torn_by_a_restart_is_taken_again(
+    cluster: LocalClusterUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Newcomer's input: `apply` on ZooKeeper returned while the leader it had just restarted
+    was still starting, its old process's answers paired with the new process. Here the
+    member's process is made to look replaced between the first pid read and the store's
+    answers (the pid read returns another pid once): status observes again, and shows the
+    process that answered."""
+    cluster.up(1)
+    ready = cluster.wait_ready(1)
+    local = LocalCluster(cluster.paths)
+    real_pids, real_observe = local.runtime.pids, local.reconciler.observe
+    observed: list[int] = []
+
+    def old_pid_once(endpoints: Iterable[Endpoint]) -> dict[Endpoint, int | None]:
+        pids = real_pids(endpoints)
+        return {e: (p + 1 if p and not observed else p) for e, p in pids.items()}
+
+    def counted(**kwargs: bool) -> Snapshot:
+        observed.append(1)
+        return real_observe(**kwargs)
+
+    monkeypatch.setattr(local.runtime, "pids", old_pid_once)
+    monkeypatch.setattr(local.reconciler, "observe", counted)
+    snapshot = local.observe()
+    assert len(observed) == 2, "the torn observation is taken again"
+    (slot,) = snapshot.observation.slots
+    assert slot.pid == ready["members"][0]["pid"]

@@ -199,7 +199,7 @@ def _live_status(cluster: LocalCluster) -> dict[str, Any]:
     """What the store and the runtime say right now, plus what status.json last recorded
     (`recorded`: its age and whether it is stale) and the state of the disks in use (`disks`).
     A full disk makes a Ready cluster Degraded: a change could not be stored or applied."""
-    snapshot = cluster.reconciler.observe()
+    snapshot = cluster.observe()
     step = plan(cluster.reconciler.desired, snapshot.observation)
     report = cluster.reconciler.report(snapshot, step)
     recorded = cluster.paths.load_status() or {}

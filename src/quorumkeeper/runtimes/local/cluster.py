@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quorumkeeper.certificates import new_token_key
-from quorumkeeper.reconciler import Reconciler
+from quorumkeeper.reconciler import Reconciler, Snapshot
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 from quorumkeeper.runtimes.local.clients import refresh_keystores
 from quorumkeeper.runtimes.local.launchers import EtcdLauncher, MemberLauncher, ZookeeperLauncher
@@ -41,6 +41,9 @@ class SpecFile:
             self._spec = self.paths.load_spec()
             self._identity = identity
         return self._spec
+
+
+OBSERVATION_TRIES = 3
 
 
 def expiring_certificates(authority: LocalAuthority | None) -> list[dict[str, str]]:
@@ -149,6 +152,21 @@ class LocalCluster:
     @property
     def spec(self) -> ClusterSpec:
         return self.reconciler.spec
+
+    def observe(self) -> Snapshot:
+        """The store's answers and the members' processes as of one moment, for a reader other
+        than the keeper. The keeper may restart a member while the store is being asked (a
+        rollout): the old process's answers would be paired with the new process, and a
+        restart under way read as done (seen: `apply` returning while the restarted ZooKeeper
+        leader was still starting). So when a member's process changed while it was observed,
+        it is observed again, up to `OBSERVATION_TRIES` times."""
+        for _ in range(OBSERVATION_TRIES):
+            before = self.runtime.pids(self.runtime.endpoints())
+            snapshot = self.reconciler.observe()
+            after = {slot.endpoint: slot.pid for slot in snapshot.observation.slots}
+            if all(after.get(endpoint, pid) == pid for endpoint, pid in before.items()):
+                break
+        return snapshot
 
     def renew_certificates(self) -> list[str]:
         """Keep the members' certificates current: reissue those within `RENEW_BEFORE` of
