@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.acceptance.harness import LocalClusterUnderTest, Writer
+from tests.acceptance.harness import LocalClusterUnderTest, Writer, spec_file
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -163,3 +163,13 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("store", ["etcd"])
+def test_up_takes_the_subnet_of_its_spec_file(cluster: LocalClusterUnderTest) -> None:
+    """Newcomer's input: `up --spec-file` with `local: {subnet: ...}` made the cluster on
+    another, free subnet without a word. The file's subnet is the cluster's, as `--subnet`."""
+    fields = {"store": cluster.store, "members": 1, "local": {"subnet": cluster.subnet}}
+    cluster.cli("up", cluster.name, "--spec-file", str(spec_file(cluster, fields)))
+    status = cluster.wait_ready(1)
+    assert status["members"][0]["address"] == f"{cluster.subnet}.1"

@@ -454,7 +454,8 @@ def up(
     # One `up` at a time per state folder: the name and the subnet are checked and taken as
     # one step, so two racing `up`s can't both take either.
     with _locked(FileLock(paths.state_dir / ".up.lock"), f"the clusters in {paths.state_dir}"):
-        stored = _create(paths, spec, explicit_subnet=subnet is not None)
+        chosen = subnet is not None or "subnet" in (data.get("local") or {})
+        stored = _create(paths, spec, explicit_subnet=chosen)
         keeper.spawn(paths)
     spec = stored.spec
     err.print(
