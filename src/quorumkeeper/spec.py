@@ -762,6 +762,21 @@ def _field_default(location: Sequence[str | int]) -> object:
     return default.value if isinstance(default, StrEnum) else default
 
 
+def _closest_field(location: Sequence[str | int]) -> str | None:
+    """The dotted spec field that the unknown field at `location` most looks like a
+    misspelling of (`zookeeper.tick_time` -> `zookeeper.tick_time_ms`), or None."""
+    *parents, unknown = location
+    model: type[BaseModel] = ClusterSpec
+    if parents:
+        info = _field_info(parents)
+        default = info.get_default(call_default_factory=True) if info is not None else None
+        if not isinstance(default, BaseModel):
+            return None
+        model = type(default)
+    close = difflib.get_close_matches(str(unknown), list(model.model_fields), n=1, cutoff=0.75)
+    return ".".join([*map(str, parents), close[0]]) if close else None
+
+
 def _closest_choice(location: Sequence[str | int], value: object, default: str) -> str:
     """Of the choices of the enum field at `location`, the one `value` most looks like a
     misspelling of; `default` when none is close."""
@@ -815,6 +830,9 @@ def problems_of(error: ErrorDetails) -> list[Problem]:
     described = _RULES.get(kind)
     rule = described(error) if described else error["msg"]
     if kind == "extra_forbidden":
+        meant = _closest_field(location)
+        if meant is not None:  # a misspelt field: its value under the field it most looks like
+            return [Problem(name, error["input"], rule, {name: REMOVE, meant: error["input"]})]
         fix: object = REMOVE
     elif kind == "missing" and location == ("name",):
         fix = "my-cluster"

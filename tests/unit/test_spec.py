@@ -126,6 +126,11 @@ def test_fixes_reach_cross_field_rules_a_first_fix_reveals() -> None:
         ({"zookeeper": {"heap": "99999999G"}}, ["at most 64T", "this machine has"]),
         ({"etcd": {"auto_compaction_retention": "banana"}}, ["Go duration", '"0" turns']),
         ({"colour": "blue"}, ["not a field", "fix: remove colour"]),
+        (  # newcomer's input: a misspelt field is renamed, not only dropped
+            {"store": "zookeeper", "zookeeper": {"tick_time": 2500}},
+            ["fix: remove zookeeper.tick_time, set zookeeper.tick_time_ms: 2500"],
+        ),
+        ({"memberz": 5}, ["fix: remove memberz, set members: 5"]),
         ({"name": "Bad_Name"}, ["DNS-1123", "fix: set name: bad-name"]),
         ({"version": "3.4.23"}, ["3.5, 3.6, 3.7"]),
         ({"store": "zookeper"}, ["'etcd' or 'zookeeper'", "fix: set store: zookeeper"]),
@@ -343,3 +348,10 @@ def test_values_are_written_as_yaml_and_fixes_as_the_command_line_that_gave_them
     assert "members: 10; rule: " in worded and "fix: `quorumkeeper scale x 9`" in worded
     assert "set members" not in worded
     assert "fix: set etcd.heartbeat_interval_ms: 5000" in worded, "fields not given stay YAML"
+
+
+def test_a_misspelt_fields_fix_keeps_its_value_under_the_field_meant() -> None:
+    data = {"name": "x", "store": "zookeeper", "zookeeper": {"tick_time": 2500}}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(data)
+    assert parse_spec(apply_fix(data, refused.value.fix)).zookeeper.tick_time_ms == 2500
