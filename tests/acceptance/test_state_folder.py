@@ -262,6 +262,8 @@ def test_status_and_down_need_no_binaries_and_start_names_the_install(
     down = run("down", cluster.name)
     assert down.returncode == 0, down.stderr
     wait_until(lambda: not any(map(psutil.pid_exists, pids)), 30, "members stopped")
+    listed = json.loads(run("list", "-o", "json").stdout)
+    assert [r["phase"] for r in listed if r["name"] == cluster.name] == ["Stopped"], listed
     start = run("start", cluster.name)
     assert start.returncode == 2, start.stderr
     assert "quorumkeeper install" in start.stderr and "Traceback" not in start.stderr

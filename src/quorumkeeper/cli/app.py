@@ -985,7 +985,16 @@ def _listed(paths: ClusterPaths) -> dict[str, Any]:
     row["store"] = f"{stored.spec.store} {stored.spec.version}"
     row["members"] = stored.spec.members
     row["generation"] = stored.change.generation
+    if keeper_pid is None and not _members_running(paths):
+        row["phase"] = "Stopped"  # as `status` says: `down`, or everything killed
     return row
+
+
+def _members_running(paths: ClusterPaths) -> bool:
+    """Whether any member process of the cluster runs (its pid file's, or one found by its
+    marker)."""
+    runtime = LocalCluster(paths).runtime
+    return any(runtime.pids(runtime.endpoints()).values())
 
 
 @app.command()
