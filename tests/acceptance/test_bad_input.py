@@ -75,6 +75,10 @@ def test_name_in_use_and_in_flight_scale_and_lost_quorum(cluster: LocalClusterUn
     message = _refused(cluster, "up", cluster.name, "--subnet", "127.0.99")
     assert "already exists" in message and "down" in message
 
+    message = _refused(cluster, "scale", cluster.name[:-1], "5")  # newcomer's input: a typo
+    assert f"no cluster '{cluster.name[:-1]}'" in message, message
+    assert f"fix: use `{cluster.name}`, or create it" in message, message
+
     message = _refused(cluster, "scale", cluster.name, "0")
     assert "members must be between 1 and 9" in message
     assert f"fix: `quorumkeeper scale {cluster.name} 1`" in message, message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -144,10 +145,13 @@ def _paths(state_dir: Path | None, name: str) -> ClusterPaths:
 def _existing(state_dir: Path | None, name: str) -> LocalCluster:
     paths = _paths(state_dir, name)
     if not paths.exists():
-        known = ", ".join(cluster_names(paths.state_dir)) or "none"
+        names = cluster_names(paths.state_dir)
+        close = difflib.get_close_matches(name, names, n=1)
+        meant = f"`{close[0]}`, " if close else "the name, "
         raise _fail(
-            f"name: no cluster {name!r} in {paths.state_dir} (clusters there: {known}); "
-            f"fix: check the name, or create it with `quorumkeeper up {name}`"
+            f"name: no cluster {name!r} in {paths.state_dir} (clusters there: "
+            f"{', '.join(names) or 'none'}); fix: use {meant}or create it with "
+            f"`quorumkeeper up {name} --store etcd|zookeeper`"
         )
     return LocalCluster(paths)
 
