@@ -126,6 +126,7 @@ def test_even_member_count_warns_but_runs(cluster: LocalClusterUnderTest) -> Non
         ("zookeeper:\n  min_session_timeout_ms: 60000\n", "max_session_timeout_ms: 60000"),
         ("etcd:\n  heartbeat_interval_ms: 500\n", "election_timeout_ms"),
         ("- not a mapping\n", "--spec-file"),
+        ("members: [3\n", 'spec.yaml", line 1'),  # YAML that does not parse: where, by file
     ],
 )
 def test_bad_spec_file_is_refused(

@@ -391,8 +391,9 @@ _UP_OPTIONS: dict[str, Callable[[object], str]] = {
 
 def _spec_file(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        with path.open(encoding="utf-8") as text:  # a stream, so errors name the file
+            loaded = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise _fail(f"--spec-file: can't read {path}: {error}") from None
     if not isinstance(loaded, dict):
         raise _fail(f"--spec-file: {path} must hold a mapping of spec fields, e.g. members: 3")
