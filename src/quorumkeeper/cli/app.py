@@ -78,7 +78,8 @@ app.command(name="rotate-ca")(rotate_ca)
 
 out = Console(width=None if sys.stdout.isatty() else 200)
 """Piped or logged output is not cut to 80 columns: status rows stay whole."""
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+"""Messages are not broken at 80 columns: the terminal wraps them, a log keeps them whole."""
 
 StateDirOption = Annotated[
     Path | None,

@@ -59,7 +59,7 @@ def _render_group() -> None:
 
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 Monitors = Annotated[
     list[str] | None,

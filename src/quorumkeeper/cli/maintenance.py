@@ -33,7 +33,7 @@ def _maintenance_group() -> None:
 
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _refuse(message: str) -> typer.Exit:
