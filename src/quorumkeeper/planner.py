@@ -508,21 +508,22 @@ def _plan_without_quorum(desired: Desired, observed: Observation) -> Step:
         )
     reasons = [_held_reason(slot) for slot in held]
     if unloadable:
-        return _refill_or_wait(desired, unloadable, with_data, reasons)
+        return _refill_or_wait(desired, unloadable, with_data, held)
     return Wait(
         "; ".join([*reasons, "waiting for a quorum of members to answer"]), Phase.UNAVAILABLE
     )
 
 
 def _refill_or_wait(
-    desired: Desired, unloadable: Sequence[Slot], with_data: Sequence[Slot], held: Sequence[str]
+    desired: Desired, unloadable: Sequence[Slot], with_data: Sequence[Slot], held: Sequence[Slot]
 ) -> Step:
     """Without a quorum, every startable member started, and members whose data does not load:
     starting those again can't help. When a running member holds at least as much as every
     member's data reaches (an unloadable member's counts up to its first bad record), emptying
-    one and letting the leader refill it loses nothing acknowledged, one at a time; otherwise,
-    or where the store or runtime can't refill (`JoinRules.refills_emptied_voter`), a person
-    decides, told which members hold what. `held` are the reasons of members held back."""
+    one and letting the leader refill it loses nothing acknowledged, one at a time. Until then
+    the members held back (`held`) are waited for; one that holds the most but can't start for
+    a cause outside its data (`Slot.blocked_by`) waits for a person. Where the store or runtime
+    can't refill (`JoinRules.refills_emptied_voter`), a person decides, told who holds what."""
     refused = ", ".join(
         f"{slot.name} ({slot.position.label if slot.position else 'position unknown'}: "
         f"{slot.unusable_data or (slot.position.damage if slot.position else None)})"
@@ -541,10 +542,23 @@ def _refill_or_wait(
         or len(known) < len(positions)
         or holder.position < max(known)
     ):
+        furthest = max(
+            (slot for slot in held if slot.position is not None),
+            key=lambda slot: (slot.position, -slot.endpoint.ordinal),
+            default=None,
+        )
+        if furthest is not None and furthest.blocked_by and furthest.position == max(known):
+            return Wait(
+                f"waiting for a person: {furthest.name} holds the most data "
+                f"({furthest.position.label}) but can't start ({furthest.blocked_by}); the data "
+                f"of {refused} does not load, so no quorum forms without it. Fix what stops "
+                f"{furthest.name}: the others are then refilled from it",
+                Phase.UNAVAILABLE,
+            )
         return Wait(
             "; ".join(
                 [
-                    *held,
+                    *map(_held_reason, held),
                     f"the data of {refused} does not load, and no running member is known to "
                     "hold as much as every member's data reaches: waiting for a quorum of "
                     "members to answer, or for a person to repair or restore that data",

@@ -461,6 +461,24 @@ def test_members_whose_data_does_not_load_are_refilled_from_the_one_holding_the_
     assert isinstance(first, StartMember) and first.endpoint.name == "c-2", "never started again"
 
 
+def test_unloadable_members_wait_for_a_person_when_the_one_holding_most_cant_start() -> None:
+    """CI input: the damage made both damaged members' data fail to load, and another program
+    holds the intact member's port: nothing can start, the intact member is what a person must
+    free; the others are refilled from it afterwards."""
+    desired = _desired(3, ZOOKEEPER_RULES)
+    held = _stopped(2, INTACT, blocked_by="127.0.7.3:2181 is held by pid 9 (nc)")
+    step = plan(
+        desired, Observation(None, (_stopped(0, UNLOADABLE), _stopped(1, UNLOADABLE), held))
+    )
+    assert isinstance(step, Wait) and step.reason.startswith("waiting for a person: c-2")
+    for words in ("zxid 0x200000672", "held by pid 9", "c-0 (zxid 0x200000643", "c-1"):
+        assert words in step.reason, step.reason
+    backing_off = replace(held, blocked_by=None, failed_starts=1, held_back=2.0)
+    step = plan(desired, Observation(None, (_stopped(0, UNLOADABLE), backing_off)))
+    assert isinstance(step, Wait) and "waiting for a person" not in step.reason
+    assert "c-2 restarts after a backoff" in step.reason
+
+
 def test_a_member_whose_data_does_not_load_is_not_emptied_while_it_may_hold_more() -> None:
     desired = _desired(3, ZOOKEEPER_RULES)
     behind = replace(_stopped(2, TRUNCATED), running=True)
