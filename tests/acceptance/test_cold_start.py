@@ -46,15 +46,22 @@ def _write_for(cluster: LocalClusterUnderTest, writes: int) -> Writer:
     return writer
 
 
-def _damage_two_after(cluster: LocalClusterUnderTest, writes: int) -> Writer:
+def _damage_two_after(
+    cluster: LocalClusterUnderTest, writes: int, damage: str = "random bytes"
+) -> Writer:
     """A 3-member cluster that took `writes` acknowledged writes, stopped with `down`, with
-    random bytes over the middle of the newest log of members 0 and 1; returns the writer."""
+    random bytes over the middle of the newest log of members 0 and 1 (ZooKeeper truncates
+    the log, or refuses it when they hit a record's length), or with `damage` "unreasonable
+    length" a record's length that ZooKeeper always refuses; returns the writer."""
     cluster.up(3)
     cluster.wait_ready(3)
     writer = _write_for(cluster, writes)
     cluster.cli("down", cluster.name)
     for seed, name in enumerate(("qk-0", "qk-1")):
-        overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
+        if damage == "unreasonable length":
+            _overwrite_a_length(cluster.newest_log(name))
+        else:
+            overwrite_middle(cluster.newest_log(name), DAMAGE_BYTES, seed)
     return writer
 
 
@@ -76,13 +83,14 @@ def test_damaged_logs_of_two_members_lose_nothing(cluster: LocalClusterUnderTest
 
 
 @pytest.mark.parametrize("store", ["zookeeper"])
+@pytest.mark.parametrize("damage", ["random bytes", "unreasonable length"])
 def test_damaged_members_wait_for_the_member_holding_the_most(
-    cluster: LocalClusterUnderTest,
+    cluster: LocalClusterUnderTest, damage: str
 ) -> None:
     """The same damage, but the intact member can't start (another program holds its client
     port): the two damaged members must not start without it; status names the members and
     their positions, and once the port is free everything comes back."""
-    writer = _damage_two_after(cluster, 800)
+    writer = _damage_two_after(cluster, 800, damage)
     intact = f"{cluster.subnet}.3"
 
     with holding_port(intact, ZOOKEEPER_CLIENT_PORT):
