@@ -363,16 +363,15 @@ class FakeRuntime:
         self.start(endpoint, peers, bootstrap=False)
 
     def set_aside(self, endpoint: Endpoint, why: str) -> str:
-        self._may("set_aside")
-        self.actions.append(Action("set_aside", endpoint.name))
-        self.set_aside_data[endpoint.name] = why
-        self.slots[endpoint] = Slot(endpoint, running=False, has_data=False)
-        return f"set-aside/{endpoint.name}"
+        return self._aside("set_aside", endpoint, why)
 
     def refill(self, endpoint: Endpoint, why: str) -> str:
         """As `set_aside`, but the member keeps its identity: its slot is stopped and empty."""
-        self._may("refill")
-        self.actions.append(Action("refill", endpoint.name))
+        return self._aside("refill", endpoint, why)
+
+    def _aside(self, operation: str, endpoint: Endpoint, why: str) -> str:
+        self._may(operation)
+        self.actions.append(Action(operation, endpoint.name))
         self.set_aside_data[endpoint.name] = why
         self.slots[endpoint] = Slot(endpoint, running=False, has_data=False)
         return f"set-aside/{endpoint.name}"

@@ -39,6 +39,12 @@ def _cold_starts(cluster: LocalClusterUnderTest, since: int) -> list[str]:
     return re.findall(r"StartMember: no quorum answers; (\S+) has data", log)
 
 
+def _waiting_for_a_person(cluster: LocalClusterUnderTest) -> dict[str, Any] | None:
+    """The cluster's status while its step waits for a person, else None."""
+    status = cluster.status()
+    return status if "waiting for a person" in status["step"]["reason"] else None
+
+
 def _write_for(cluster: LocalClusterUnderTest, writes: int) -> Writer:
     """Run a writer until `writes` writes were acknowledged."""
     with Writer(cluster) as writer:
@@ -96,11 +102,11 @@ def test_damaged_members_wait_for_the_member_holding_the_most(
     with holding_port(intact, ZOOKEEPER_CLIENT_PORT):
         cluster.cli("start", cluster.name, "--no-wait")
 
-        def stranded() -> dict[str, Any] | None:
-            status = cluster.status()
-            return status if "waiting for a person" in status["step"]["reason"] else None
-
-        status = wait_until(stranded, 60, "status says the damaged members wait for a person")
+        status = wait_until(
+            lambda: _waiting_for_a_person(cluster),
+            60,
+            "status says the damaged members wait for a person",
+        )
         reason = status["step"]["reason"]
         assert "qk-2" in reason and "qk-0" in reason and "qk-1" in reason
         assert re.search(r"zxid 0x[0-9a-f]+", reason), reason
@@ -198,11 +204,9 @@ def test_members_whose_data_does_not_load_never_hold_the_cluster_down_silently(
     else:
         cluster.cli("start", cluster.name, "--no-wait")
 
-        def waiting() -> dict[str, Any] | None:
-            status = cluster.status()
-            return status if "waiting for a person" in status["step"]["reason"] else None
-
-        status = wait_until(waiting, 90, "status says a person must restore the data")
+        status = wait_until(
+            lambda: _waiting_for_a_person(cluster), 90, "status says a person must restore the data"
+        )
         reason = status["step"]["reason"]
         for words in ("qk-0", "qk-1", "qk-2", "does not load", "term "):
             assert words in reason, reason

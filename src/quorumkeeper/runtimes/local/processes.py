@@ -427,8 +427,7 @@ class LocalRuntime:
         """Move a member's data where no start finds it, with a note saying why; returns where.
         The data is never deleted: a person decides what happens to it."""
         self._remove_pid_file(endpoint)
-        archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
-        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive = self._set_aside_folder(endpoint)
         os.replace(self.data_dir(endpoint), archive)
         (archive.parent / f"{archive.name}.why").write_text(why + "\n")
         self._history_path(endpoint).unlink(missing_ok=True)
@@ -439,7 +438,7 @@ class LocalRuntime:
         saying why, keeping its identity and configuration; returns where. The next start loads
         an empty database. Never deletes it: a person decides what happens to it."""
         self._remove_pid_file(endpoint)
-        archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
+        archive = self._set_aside_folder(endpoint)
         data_dir = self.data_dir(endpoint)
         for folder in self.launcher.database_folders(data_dir):
             if folder.exists():
@@ -449,6 +448,13 @@ class LocalRuntime:
         (archive.parent / f"{archive.name}.why").write_text(why + "\n")
         self._positions.pop(endpoint, None)
         return str(archive)
+
+    def _set_aside_folder(self, endpoint: Endpoint) -> Path:
+        """Where `set_aside` and `refill` move a member's data now (`.set-aside/<member>-<time>`,
+        not made yet; its parent is)."""
+        archive = self.members_root / ".set-aside" / f"{endpoint.name}-{int(time.time())}"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        return archive
 
     def discard(self, endpoint: Endpoint) -> None:
         """Delete a former member's data, or with `keep_removed_data` move it aside where no
