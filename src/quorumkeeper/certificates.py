@@ -26,6 +26,14 @@ AUTHORITY_LIFETIME = timedelta(days=3650)
 LEAF_LIFETIME = timedelta(days=365)
 RENEW_BEFORE = timedelta(days=30)
 """A certificate this close to its end is reissued, and status warns about it until it is."""
+ROTATE_AUTHORITY_BEFORE = LEAF_LIFETIME
+"""A CA this close to its end is rotated (both runtimes start a rotation by themselves): a leaf
+issued later would end with it, short of its lifetime."""
+
+ROTATION_PHASES = ("trusting-both", "new-certificates")
+"""A CA rotation's phases, in order; each is rolled out to every member by ordered restarts
+before the next: members trust the old and the new CA, then serve certificates of the new one
+(still trusting both), then trust the new one alone, which ends it ("done")."""
 
 BACKDATE = timedelta(minutes=5)
 """Validity starts this long before `now`, so a peer whose clock is a little behind accepts it."""
@@ -239,11 +247,18 @@ def current(leaf: KeyPair, authority: KeyPair, hosts: Sequence[str], *, now: dat
         certificate = leaf.loaded()
     except ValueError:
         return False
-    if certificate.issuer != authority.loaded().subject:
+    signer = authority.loaded()
+    if certificate.issuer != signer.subject:
         return False
-    if certificate.not_valid_after_utc - RENEW_BEFORE <= now:
-        return False
+    end = certificate.not_valid_after_utc
+    if end <= now or (end - RENEW_BEFORE <= now and end < signer.not_valid_after_utc):
+        return False  # one that ends with its CA is as good as any it signs: a rotation renews it
     return subject_hosts(certificate) == set(hosts)
+
+
+def authority_due(authority: KeyPair, now: datetime) -> bool:
+    """Whether CA `authority` is within `ROTATE_AUTHORITY_BEFORE` of its end at `now`."""
+    return authority.not_after() - ROTATE_AUTHORITY_BEFORE <= now
 
 
 @dataclass(frozen=True)

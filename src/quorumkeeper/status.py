@@ -117,8 +117,9 @@ class CertificateExpiry(_StatusModel):
 class ClusterStatus(_StatusModel):
     """The whole status. `error` is the reconciler's last refusal or failure (a store that
     refused a step, a pass that failed), None once a step went through; `updated_at` is in
-    seconds since the epoch. `certificates_expiring` is filled by the runtime's certificate
-    check, not by the reconciler."""
+    seconds since the epoch. `certificates_expiring` and `ca_rotation` (the phase of a CA
+    rotation under way) are filled by the runtime's certificate check, not by the
+    reconciler."""
 
     name: str
     store: str
@@ -134,7 +135,18 @@ class ClusterStatus(_StatusModel):
     conditions: list[Condition] = []
     rollout: RolloutStatus | None = None
     certificates_expiring: list[CertificateExpiry] = []
+    ca_rotation: str | None = None
     updated_at: float = Field(default_factory=time.time)
+
+    def rolled_out(self) -> bool:
+        """Whether this pass saw the cluster Ready with every wanted member running the
+        current configuration: when a CA rotation may move to its next phase."""
+        return (
+            self.phase == "Ready"
+            and self.rollout is None
+            and len(self.members) == self.desired_members
+            and all(member.config == "updated" for member in self.members)
+        )
 
 
 def rfc3339(seconds: float) -> str:

@@ -35,7 +35,11 @@ from typer.testing import CliRunner
 
 from quorumkeeper.certificates import KeyPair, TlsFiles, issue, new_authority
 from quorumkeeper.cli.app import app
-from quorumkeeper.runtimes.kubernetes.authority import InMemoryTlsFiles
+from quorumkeeper.runtimes.kubernetes.authority import (
+    ROTATE_CA,
+    ROTATION_REQUEST,
+    InMemoryTlsFiles,
+)
 from quorumkeeper.runtimes.kubernetes.objects import Names
 from quorumkeeper.runtimes.kubernetes.render import CONFIG_ANNOTATION
 from quorumkeeper.runtimes.kubernetes.resources import API_VERSION, Kind
@@ -865,6 +869,101 @@ def test_a_settings_change_restarts_pods_one_at_a_time_by_eviction_leader_last(
         f"{leader}); {len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
         f"longest gap {writer.longest_gap:.2f}s"
     )
+
+
+def _pem_certificates(pem: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----\n"
+    return [part + end for part in pem.split(end) if part.strip()]
+
+
+def _issued_by(leaf: bytes, authority: bytes) -> bool:
+    return KeyPair(leaf, b"").loaded().issuer == KeyPair(authority, b"").loaded().subject
+
+
+@pytest.mark.parametrize("kind", [Kind.ETCD, Kind.ZOOKEEPER])
+def test_a_ca_rotation_asked_for_by_annotation_rolls_out_in_three_rounds_losing_nothing(
+    kind: Kind,
+    kube: Kube,
+    testbed_cluster: Cluster,
+    bed_namespace: str,
+    operator: OperatorProcess,
+    api_resolver: None,
+) -> None:
+    """`kubectl annotate ... quorumkeeper.io/rotate-ca=<value>`: members restart trusting both
+    CAs, then with certificates of the new one, then trusting it alone, one pod at a time; the
+    operator's, the members' and a user's certificates end up signed by the new CA, the user's
+    Secret trusts it alone, and a writer that follows the TLS Secret (as a client mounting it
+    would) loses nothing."""
+    names = Names("orders" if kind is Kind.ETCD else "locks")
+    target = _create(
+        kube, testbed_cluster, kind, bed_namespace, 3, users=[{"name": "app", "prefix": "/app"}]
+    )
+    pods = wait_until(lambda: target.settled(3), STEP_TIMEOUT, "3 members")
+    wait_until(lambda: "prefix" in target.secret(names.user_secret("app")), 60, "the grant")
+    old_ca = target.secret(names.ca_secret)["ca.crt"]
+    before = {n: p["metadata"]["uid"] for n, p in pods.items()}
+    request = uuid.uuid4().hex[:8]
+    replaced: dict[str, set[str]] = {n: set() for n in before}
+
+    def rotated() -> dict[str, Obj] | None:
+        target.tls()  # the writer's files follow the TLS Secret
+        for name, pod in target.pods().items():
+            replaced.setdefault(name, set()).add(pod["metadata"]["uid"])
+        ca = kube.get(ns_path(bed_namespace, "secrets", names.ca_secret))
+        annotations = ca["metadata"].get("annotations") or {}
+        status = target.resource().get("status") or {}
+        done = (
+            annotations.get(ROTATION_REQUEST) == request
+            and {"next.crt", "previous.crt"}.isdisjoint(ca["data"])
+            and status.get("caRotation") is None
+            and status.get("rollout") is None
+        )
+        settled = target.settled(3) if done else None
+        config = _template_config(target)
+        if settled is None or any(
+            (p["metadata"].get("annotations") or {}).get(CONFIG_ANNOTATION) != config
+            for p in settled.values()
+        ):
+            return None
+        return settled
+
+    with Writer(target, interval=0.02) as writer:  # type: ignore[arg-type]
+        wait_until(lambda: len(writer.acknowledged) > 20, 60, "the writer's first writes")
+        began = time.monotonic()
+        testbed_cluster.kubectl(
+            "annotate",
+            "-n",
+            bed_namespace,
+            f"{kind.short_name}/{target.name}",
+            f"{ROTATE_CA}={request}",
+        )
+        try:
+            wait_until(rotated, 3 * STEP_TIMEOUT, "the rotation rolled out")
+        except AssertionError:
+            raise AssertionError(f"rotation unfinished; operator log:\n{operator.tail()}") from None
+        took = time.monotonic() - began
+    writer.assert_nothing_lost()
+    new_ca = target.secret(names.ca_secret)["ca.crt"]
+    assert new_ca != old_ca
+    tls = target.secret(names.tls_secret)
+    assert _pem_certificates(tls["ca.crt"]) == [new_ca]
+    leaves = [k for k in tls if k.endswith(".crt") and k != "ca.crt"]
+    assert all(_issued_by(tls[k], new_ca) for k in leaves), leaves
+    user = target.secret(names.user_secret("app"))
+    assert user["ca.crt"] == new_ca and _issued_by(user["tls.crt"], new_ca)
+    restarts = {n: len(uids - {before[n]}) for n, uids in replaced.items()}
+    assert all(count >= 3 for count in restarts.values()), f"pods made anew: {restarts}"
+    events = kube.get(ns_path(bed_namespace, "events"))["items"]
+    steps = {e["message"].split(":")[1].strip() for e in events if e["reason"] == "CARotation"}
+    assert steps == {"trusting-both", "new-certificates", "done"}, steps
+    assert "pass failed" not in operator.log.read_text(), operator.tail()
+    print(
+        f"{kind.value} CA rotation of 3 in {took:.1f}s, pods made anew {restarts}; "
+        f"{len(writer.acknowledged)} writes acknowledged, {writer.failed} failed, "
+        f"longest gap {writer.longest_gap:.2f}s"
+    )
+    if kind is Kind.ETCD:
+        assert writer.failed == 0, writer.failures[:5]
 
 
 def test_a_version_off_the_upgrade_path_is_refused_and_restarts_nothing(

@@ -16,8 +16,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 from kubernetes import client
 
-from quorumkeeper.certificates import KeyPair, issue, subject_hosts
-from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority, member_hosts
+from quorumkeeper.certificates import KeyPair, issue, new_authority, subject_hosts
+from quorumkeeper.runtimes.kubernetes.authority import (
+    ROTATE_CA,
+    ROTATION_REQUEST,
+    SecretAuthority,
+    encoded,
+    member_hosts,
+)
 from quorumkeeper.runtimes.kubernetes.metrics import OperatorMetrics
 from quorumkeeper.runtimes.kubernetes.objects import placement
 from quorumkeeper.runtimes.kubernetes.operator import ClusterDaemon
@@ -298,3 +304,177 @@ def test_a_users_secret_is_made_once_and_its_prefix_granted_only_when_it_changes
     assert store.grant_prefix.call_count == 4
     assert _secret(installed, namespace, "c-user-app")["prefix"] == b"/app2"
     authority.close()
+
+
+def _certificates(pem: bytes) -> list[bytes]:
+    """The PEM certificates of a bundle, in order."""
+    end = b"-----END CERTIFICATE-----\n"
+    return [part + end for part in pem.split(end) if part.strip()]
+
+
+def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_ca_alone(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    """Each phase is one write of the CA Secret; the TLS Secret, the operator's files in memory
+    and a user's Secret follow it at the next `renew`: members' certificates stay until the new
+    CA signs, the user keeps its password and prefix, and every phase moves the generation
+    the pod template's fingerprint includes."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ZOOKEEPER.value,
+        "metadata": {"name": "c", "namespace": namespace},
+        "spec": {
+            "members": 2,
+            "version": "3.9.5",
+            "storage": {"size": "1Gi"},
+            "users": [{"name": "app", "prefix": "/app"}],
+        },
+    }
+    resource = parse_resource(
+        installed.kube.create(ns_path(namespace, Kind.ZOOKEEPER.plural, group=API_VERSION), body)
+    )
+    authority = SecretAuthority(api, lambda: resource)
+    operator = authority.client()
+    members = [placement(resource).endpoint(n) for n in range(2)]
+    for member in members:
+        authority.member(member)
+    users = UserSecrets(api, authority, lambda: resource)
+    users.grant(create_autospec(CoordinationStore, instance=True))
+    user = _secret(installed, namespace, "c-user-app")
+    old = _secret(installed, namespace, "c-ca")["ca.crt"]
+    tls = _secret(installed, namespace, "c-tls")
+    generations = [authority.generation()]
+    assert authority.rotation() is None and authority.renew(members) == []
+
+    assert authority.start_rotation("first")
+    assert not authority.start_rotation("second"), "one rotation at a time"
+    assert authority.rotation() == "trusting-both"
+    new = _secret(installed, namespace, "c-ca")["next.crt"]
+    assert authority.renew(members) == ["ca.crt"]
+    trusting = _secret(installed, namespace, "c-tls")
+    assert _certificates(trusting["ca.crt"]) == [old, new]
+    assert all(trusting[k] == tls[k] for k in ("c-0.crt", "c-1.pem", "operator.crt"))
+    assert operator.trust.read_bytes() == trusting["ca.crt"]
+    assert users.renew() == ["app"] and users.renew() == []
+    assert _secret(installed, namespace, "c-user-app")["ca.crt"] == trusting["ca.crt"]
+    generations.append(authority.generation())
+
+    assert authority.advance_rotation() == "new-certificates"
+    assert authority.rotation() == "new-certificates"
+    assert _secret(installed, namespace, "c-ca")["ca.crt"] == new
+    assert authority.renew(members) == ["c-0.crt", "c-1.crt", "operator.crt"]
+    signing = _secret(installed, namespace, "c-tls")
+    assert signing["ca.crt"] == trusting["ca.crt"], "the bundle is the same in both phases"
+    for key in ("c-0.crt", "c-1.crt", "operator.crt"):
+        assert _signed_by(signing[key], new) and not _signed_by(signing[key], old), key
+    assert signing["c-1.pem"] == signing["c-1.key"] + signing["c-1.crt"]
+    assert operator.certificate.read_bytes() == signing["operator.crt"]
+    assert users.renew() == ["app"]
+    renewed_user = _secret(installed, namespace, "c-user-app")
+    assert _signed_by(renewed_user["tls.crt"], new)
+    assert renewed_user["keystore.pem"] == renewed_user["tls.key"] + renewed_user["tls.crt"]
+    assert {k: renewed_user[k] for k in ("password", "prefix")} == {
+        k: user[k] for k in ("password", "prefix")
+    }
+    generations.append(authority.generation())
+
+    assert authority.advance_rotation() == "done"
+    assert authority.rotation() is None and authority.advance_rotation() is None
+    assert authority.renew(members) == ["ca.crt"]
+    assert _secret(installed, namespace, "c-tls")["ca.crt"] == new
+    assert "previous.crt" not in _secret(installed, namespace, "c-ca")
+    assert operator.trust.read_bytes() == new
+    assert users.renew() == ["app"]
+    assert _secret(installed, namespace, "c-user-app")["ca.crt"] == new
+    generations.append(authority.generation())
+    assert len(set(generations)) == 4, generations
+
+    assert not authority.start_rotation("first"), "a request is acted on once"
+    assert SecretAuthority(api, lambda: resource).rotation() is None
+    assert authority.start_rotation("second")
+    assert SecretAuthority(api, lambda: resource).rotation() == "trusting-both", "resumable"
+    authority.close()
+
+
+def _daemon_of(
+    installed: ApiServer, api: client.ApiClient, namespace: str, annotations: dict[str, str]
+) -> ClusterDaemon:
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.ETCD.value,
+        "metadata": {"name": "c", "namespace": namespace, "annotations": annotations},
+        "spec": {"members": 3, "version": "3.7.3", "storage": {"size": "1Gi"}},
+    }
+    installed.kube.create(ns_path(namespace, Kind.ETCD.plural, group=API_VERSION), body)
+    return ClusterDaemon(api, Kind.ETCD, namespace, "c", OperatorMetrics())
+
+
+def _rolled_out() -> ClusterStatus:
+    return ClusterStatus(
+        name="c",
+        store="etcd",
+        version="3.7.3",
+        members=[],
+        desired_members=0,
+        phase="Ready",
+        quorum=True,
+        connect_string="",
+        step=StepStatus(kind="Done", reason="a test's status: every member runs the phase"),
+    )
+
+
+def test_the_daemon_rotates_the_ca_when_asked_stepping_on_once_every_member_runs_the_phase(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    daemon = _daemon_of(installed, api, namespace, {ROTATE_CA: "2026-12-02"})
+    reconciler = daemon._reconciler(daemon.source.fetch())
+    try:
+        assert daemon.authority is not None
+        daemon.renew_certificates(reconciler)
+        assert daemon.sink.ca_rotation == "trusting-both"
+        config = reconciler.config
+        daemon.renew_certificates(reconciler)  # no pass saw the members run it yet
+        assert daemon.authority.rotation() == "trusting-both"
+        reconciler.last_status = _rolled_out()
+        daemon.renew_certificates(reconciler)
+        assert daemon.sink.ca_rotation == "new-certificates"
+        assert reconciler.config != config, "the configuration was taken again"
+        daemon.renew_certificates(reconciler)
+        assert daemon.sink.ca_rotation is None
+        daemon.renew_certificates(reconciler)
+        assert daemon.authority.rotation() is None, "the request was acted on once"
+        events = installed.kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+        steps = {e["message"].split(":")[1].strip() for e in events if e["reason"] == "CARotation"}
+        assert steps == {"trusting-both", "new-certificates", "done"}, steps
+    finally:
+        reconciler.close()
+        if daemon.authority is not None:
+            daemon.authority.close()
+
+
+def test_the_daemon_begins_a_rotation_by_itself_for_a_ca_within_a_year_of_its_end(
+    installed: ApiServer, api: client.ApiClient, namespace: str
+) -> None:
+    ending = new_authority("c", now=datetime.now(UTC), lifetime=timedelta(days=300))
+    data = {"ca.crt": ending.certificate, "ca.key": ending.key}
+    installed.kube.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "metadata": {"name": "c-ca"},
+            "data": encoded(data),
+        },
+    )
+    daemon = _daemon_of(installed, api, namespace, {})
+    reconciler = daemon._reconciler(daemon.source.fetch())
+    try:
+        daemon.renew_certificates(reconciler)
+        assert daemon.sink.ca_rotation == "trusting-both"
+        secret = installed.kube.get(ns_path(namespace, "secrets", "c-ca"))
+        assert (
+            secret["metadata"]["annotations"][ROTATION_REQUEST]
+            == f"the CA ends {ending.not_after():%Y-%m-%d}"
+        )
+    finally:
+        reconciler.close()
+        if daemon.authority is not None:
+            daemon.authority.close()

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from quorumkeeper.certificates import RENEW_BEFORE, TlsFiles, issue, new_authority
+from quorumkeeper.certificates import (
+    RENEW_BEFORE,
+    ROTATE_AUTHORITY_BEFORE,
+    TlsFiles,
+    authority_due,
+    current,
+    issue,
+    new_authority,
+)
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 
@@ -153,6 +161,69 @@ def test_a_leaf_never_outlives_its_authority() -> None:
     assert leaf.fingerprint() != authority.fingerprint()
     with pytest.raises(ValueError, match="names the hosts"):
         issue(authority, common_name="", hosts=[], server=True, client=False, now=NOW)
+
+
+def test_a_leaf_ending_with_its_authority_is_kept_and_the_authority_rotated_first() -> None:
+    """Leaves issued in a CA's last weeks end with it: they are not reissued pass after pass
+    (which would restart every member each time), since only a new CA gives them longer; a CA
+    is rotated a leaf's lifetime before its end, so that never happens to a healthy cluster."""
+    authority = new_authority("orders", now=NOW, lifetime=timedelta(days=20))
+    leaf = issue(authority, common_name="", hosts=["x.example"], server=True, client=True, now=NOW)
+    assert leaf.not_after() == authority.not_after()
+    assert current(leaf, authority, ["x.example"], now=NOW)
+    assert not current(leaf, authority, ["x.example"], now=NOW + timedelta(days=21))
+    longer = new_authority("orders", now=NOW, lifetime=timedelta(days=300))
+    short = issue(
+        longer,
+        common_name="",
+        hosts=["x.example"],
+        server=True,
+        client=True,
+        now=NOW,
+        lifetime=timedelta(days=20),
+    )
+    assert not current(short, longer, ["x.example"], now=NOW), "it can be issued for longer"
+    assert authority_due(authority, NOW) and authority_due(longer, NOW)
+    fresh = new_authority("orders", now=NOW)
+    assert not authority_due(fresh, NOW)
+    assert authority_due(fresh, fresh.not_after() - ROTATE_AUTHORITY_BEFORE)
+
+
+def test_the_keeper_renews_users_certificates_in_place_and_rotates_a_ca_near_its_end(
+    tmp_path: Path,
+) -> None:
+    authority = LocalAuthority(tmp_path / "tls", "orders")
+    member = endpoint(0)
+    authority.member(member)
+    user = authority.client("orders")
+    short = issue(
+        authority.authority(),
+        common_name="orders",
+        hosts=[],
+        server=False,
+        client=True,
+        now=datetime.now(UTC),
+        lifetime=timedelta(days=10),
+    )
+    user.certificate.write_bytes(short.certificate)
+    user.key.write_bytes(short.key)
+    generation = authority.generation()
+    assert authority.renew([member]) == ["client-orders.crt"]
+    assert authority.generation() == generation, "a user's certificate restarts no member"
+    leaf = x509.load_pem_x509_certificate(user.certificate.read_bytes())
+    assert leaf.not_valid_after_utc > datetime.now(UTC) + timedelta(days=300)
+    assert authority.renew([member]) == []
+
+    # A CA within a year of its end: a rotation begins, its first phase trusting both.
+    ending = new_authority("orders", now=datetime.now(UTC), lifetime=timedelta(days=300))
+    (tmp_path / "tls" / "ca.key").write_bytes(ending.key)
+    (tmp_path / "tls" / "ca.crt").write_bytes(ending.certificate)
+    (tmp_path / "tls" / "trust.pem").write_bytes(ending.certificate)
+    renewed = authority.renew([member])
+    assert renewed[-1].startswith("CA rotation: trusting-both (the CA ends "), renewed
+    assert authority.rotation() == "trusting-both"
+    assert authority.trust.read_bytes().count(b"BEGIN CERTIFICATE") == 2
+    assert not any(r.startswith("CA rotation") for r in authority.renew([member]))
 
 
 def test_two_authorities_made_in_the_same_second_are_told_apart(tmp_path: Path) -> None:

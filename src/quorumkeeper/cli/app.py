@@ -35,7 +35,6 @@ from quorumkeeper.errors import ExitCode, Refused
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Wait, plan, scale_down_blocker
 from quorumkeeper.runtimes.local import distributions, keeper
-from quorumkeeper.runtimes.local.authority import KEEPER
 from quorumkeeper.runtimes.local.cluster import LocalCluster, expiring_certificates
 from quorumkeeper.runtimes.local.preflight import (
     check_binary,
@@ -267,13 +266,12 @@ def _minute(iso: str) -> str:
 
 
 def _renewal(name: str, file: str) -> str:
-    """Who renews a certificate: the keeper a member's and its own; a person the CA's and a
-    user's."""
+    """How a certificate is renewed: the CA's by a rotation (the keeper begins one a year
+    before its end), a client's in place, a member's with restarts."""
     if file.startswith("ca"):
         return f"`quorumkeeper rotate-ca {name}` replaces the CA"
-    if file.startswith("client-") and file != f"client-{KEEPER}.crt":
-        user = file.removeprefix("client-").removesuffix(".crt")
-        return f"`quorumkeeper user add {name} {user} --prefix PREFIX` issues it again"
+    if file.startswith("client-"):
+        return "the keeper reissues it in place"
     return "the keeper reissues it and restarts the members onto it one at a time"
 
 

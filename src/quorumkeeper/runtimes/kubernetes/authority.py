@@ -1,7 +1,9 @@
 """A Kubernetes cluster's certificate authority and certificates, kept in Secrets the cluster
 resource owns, as `runtimes.local.authority` keeps them in files:
 
-    <cluster>-ca    ca.crt, ca.key: the cluster's CA (the key is read by the operator only)
+    <cluster>-ca    ca.crt, ca.key: the cluster's CA (the key is read by the operator only);
+                    during a CA rotation next.crt/.key (the CA to come) or previous.crt (the
+                    one going), the phase and the request acted on as annotations
     <cluster>-tls   ca.crt, the trust bundle; operator.crt/.key, the operator's client
                     certificate; per member pod <pod>.crt/.key (and for ZooKeeper <pod>.pem,
                     key and certificate in one keystore file), mounted read-only into every pod
@@ -10,13 +12,19 @@ Certificates come from the shared `certificates` functions: a member's is issued
 is made (`member`, called by the runtime's `start`), and every certificate is issued again when
 it comes within `RENEW_BEFORE` of its end or another CA signed it (`renew`), which also moves
 the `generation` the pod template's fingerprint includes, so the ordered restarts roll the new
-certificates out. Keys never leave the Secrets and the operator's memory: the operator's own
-client files are anonymous in-memory files (`InMemoryTlsFiles`).
+certificates out. A CA rotation (`start_rotation`, asked for with the resource's `ROTATE_CA`
+annotation or begun when the CA nears its end) goes through the local runtime's phases: the
+trust bundle holds the old and the new CA, then the new one signs every certificate, then the
+bundle holds it alone; each phase is one write of the CA Secret, from which the trust bundle
+is derived, so an operator restarted in between resumes it. Keys never leave the Secrets and
+the operator's memory: the operator's own client files are anonymous in-memory files
+(`InMemoryTlsFiles`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,6 +35,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.certificates import (
+    ROTATION_PHASES,
     KeyPair,
     TlsFiles,
     current,
@@ -48,6 +57,14 @@ from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, Kind
 
 RENEWED = "quorumkeeper.io/renewed"
 """On the CA Secret: when `renew` last reissued a member's certificate ahead of its end."""
+ROTATE_CA = "quorumkeeper.io/rotate-ca"
+"""On the cluster resource: set it to a new value (a time, say) to ask for a CA rotation. The
+value acted on is kept on the CA Secret (`ROTATION_REQUEST`), so each value starts one."""
+ROTATION_REQUEST = "quorumkeeper.io/ca-rotation-request"
+
+NEXT, PREVIOUS = "next", "previous"
+"""The CA Secret's stems for the CA to come (with its key) and the one going (certificate
+only); which of them it holds is the rotation's phase (`SecretAuthority.rotation`)."""
 
 
 def member_hosts(resource: ClusterResource, endpoint: Endpoint) -> list[str]:
@@ -64,11 +81,13 @@ def member_hosts(resource: ClusterResource, endpoint: Endpoint) -> list[str]:
     return [*names, "localhost", "127.0.0.1"]
 
 
-def _decoded(secret: Any) -> dict[str, bytes]:
+def secret_data(secret: Any) -> dict[str, bytes]:
+    """A Secret's data, decoded."""
     return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
 
 
-def _encoded(data: dict[str, bytes]) -> dict[str, str]:
+def encoded(data: dict[str, bytes]) -> dict[str, str]:
+    """`data` as a Secret holds it."""
     return {key: base64.b64encode(value).decode() for key, value in data.items()}
 
 
@@ -107,6 +126,7 @@ class SecretAuthority:
         self.names = Names(first.name)
         self.keystores = first.kind is Kind.ZOOKEEPER
         self._generation: str | None = None
+        self._ca: Any | None = None
         self._client: InMemoryTlsFiles | None = None
 
     def _read(self, name: str) -> Any | None:
@@ -124,7 +144,7 @@ class SecretAuthority:
             "kind": "Secret",
             "metadata": object_metadata(self._resource(), name),
             "type": "Opaque",
-            "data": _encoded(data),
+            "data": encoded(data),
         }
         try:
             self._core.create_namespaced_secret(self.namespace, body)
@@ -141,41 +161,120 @@ class SecretAuthority:
         if found is None:
             self._create(name, make())
             found = self._core.read_namespaced_secret(name, self.namespace)
-        return _decoded(found)
+        return secret_data(found)
 
     def _ca_secret(self) -> Any:
-        found = self._read(self.names.ca_secret)
-        if found is None:
-            made = new_authority(self.names.cluster, now=datetime.now(UTC))
-            self._create(self.names.ca_secret, {"ca.crt": made.certificate, "ca.key": made.key})
-            found = self._core.read_namespaced_secret(self.names.ca_secret, self.namespace)
-        return found
+        """The CA Secret, made on first use; read once, then kept: only this object writes it
+        (`_write_ca` forgets the copy)."""
+        if self._ca is None:
+            found = self._read(self.names.ca_secret)
+            if found is None:
+                made = new_authority(self.names.cluster, now=datetime.now(UTC))
+                data = {"ca.crt": made.certificate, "ca.key": made.key}
+                self._create(self.names.ca_secret, data)
+                found = self._core.read_namespaced_secret(self.names.ca_secret, self.namespace)
+            self._ca = found
+        return self._ca
+
+    def _write_ca(self, data: dict[str, bytes | None], annotations: dict[str, str]) -> None:
+        """Patch the CA Secret as last read (a key mapped to None is removed): one write, so a
+        rotation's phase and its certificates change together. Raises ApiException 409 when
+        someone else changed it since."""
+        secret = self._ca_secret()
+        body = {
+            "metadata": {
+                "resourceVersion": secret.metadata.resource_version,
+                "annotations": annotations,
+            },
+            "data": {
+                key: None if value is None else base64.b64encode(value).decode()
+                for key, value in data.items()
+            },
+        }
+        self._core.patch_namespaced_secret(self.names.ca_secret, self.namespace, body)
+        self._ca = None
+        self._generation = None
 
     def authority(self) -> KeyPair:
-        """The cluster's CA, made on first use."""
-        data = _decoded(self._ca_secret())
+        """The cluster's CA, the one that signs, made on first use."""
+        data = secret_data(self._ca_secret())
         return KeyPair(data["ca.crt"], data["ca.key"])
 
+    def rotation(self) -> str | None:
+        """The phase of the CA rotation under way (`certificates.ROTATION_PHASES`), None when
+        there is none."""
+        data = secret_data(self._ca_secret())
+        if f"{NEXT}.crt" in data:
+            return ROTATION_PHASES[0]
+        return ROTATION_PHASES[1] if f"{PREVIOUS}.crt" in data else None
+
+    def trust(self) -> bytes:
+        """The trust bundle members and clients are given now: the CA, and during a rotation
+        the one to come or the one going as well."""
+        data = secret_data(self._ca_secret())
+        # Oldest first: the same bundle in both phases of a rotation, so the second does not
+        # rewrite it.
+        return data.get(f"{PREVIOUS}.crt", b"") + data["ca.crt"] + data.get(f"{NEXT}.crt", b"")
+
     def generation(self) -> str:
-        """What members' certificates come from now: the CA's fingerprint and when `renew` last
-        reissued any. The pod template's fingerprint includes it, so a renewal is rolled out by
-        ordered restarts, while a new member's first certificate changes nothing. Read once,
-        then kept: only this object changes it."""
+        """What members' certificates come from now: the CA's fingerprint, when `renew` last
+        reissued any and, while it holds more than the CA, the trust bundle's digest. The pod
+        template's fingerprint includes it, so a renewal or a rotation's phase is rolled out
+        by ordered restarts, while a new member's first certificate changes nothing."""
         if self._generation is None:
             secret = self._ca_secret()
-            ca = KeyPair(_decoded(secret)["ca.crt"], b"").fingerprint()[:16]
+            ca = KeyPair(secret_data(secret)["ca.crt"], b"").fingerprint()[:16]
             renewed = (secret.metadata.annotations or {}).get(RENEWED, "never")
             self._generation = f"{ca} renewed {renewed}"
+            if self.rotation() is not None:
+                digest = hashlib.sha256(self.trust()).hexdigest()[:16]
+                self._generation += f" trust {digest}"
         return self._generation
+
+    def start_rotation(self, request: str) -> bool:
+        """Begin a CA rotation for `request` (the `ROTATE_CA` value asked for, recorded as
+        acted on): a new CA to come, trusted beside the current one from now on. False, and
+        nothing changed, when a rotation is under way or `request` was acted on already."""
+        annotations = self._ca_secret().metadata.annotations or {}
+        if self.rotation() is not None or annotations.get(ROTATION_REQUEST) == request:
+            return False
+        made = new_authority(self.names.cluster, now=datetime.now(UTC))
+        data = {f"{NEXT}.crt": made.certificate, f"{NEXT}.key": made.key}
+        self._write_ca(dict(data), {ROTATION_REQUEST: request})
+        return True
+
+    def advance_rotation(self) -> str | None:
+        """Move the rotation under way one phase on, once every member runs with the last:
+        from trusting both to the new CA signing (`renew` then reissues every certificate), or
+        to trusting the new CA alone, which ends it. Returns the phase entered ("done" at the
+        end), None when there is no rotation."""
+        phase = self.rotation()
+        if phase is None:
+            return None
+        data = secret_data(self._ca_secret())
+        if phase == ROTATION_PHASES[0]:
+            self._write_ca(
+                {
+                    "ca.crt": data[f"{NEXT}.crt"],
+                    "ca.key": data[f"{NEXT}.key"],
+                    f"{PREVIOUS}.crt": data["ca.crt"],
+                    f"{NEXT}.crt": None,
+                    f"{NEXT}.key": None,
+                },
+                {},
+            )
+            return ROTATION_PHASES[1]
+        self._write_ca({f"{PREVIOUS}.crt": None}, {})
+        return "done"
 
     def _tls_data(self) -> dict[str, bytes]:
         found = self._read(self.names.tls_secret)
-        return {} if found is None else _decoded(found)
+        return {} if found is None else secret_data(found)
 
-    def _due(
-        self, data: dict[str, bytes], authority: KeyPair, stem: str, hosts: Sequence[str]
-    ) -> bool:
-        """Whether the certificate `stem` of the TLS Secret's `data` must be issued (again)."""
+    @staticmethod
+    def _due(data: dict[str, bytes], authority: KeyPair, stem: str, hosts: Sequence[str]) -> bool:
+        """Whether the certificate `stem` of a Secret's `data` (`stem.crt`, `stem.key`) must
+        be issued (again)."""
         if f"{stem}.crt" not in data or f"{stem}.key" not in data:
             return True
         leaf = KeyPair(data[f"{stem}.crt"], data[f"{stem}.key"])
@@ -200,8 +299,13 @@ class SecretAuthority:
     def _write(self, data: dict[str, bytes], changes: dict[str, bytes]) -> None:
         """Merge `changes` into the TLS Secret as last read (`data`; made when missing)."""
         if data or not self._create(self.names.tls_secret, changes):
-            body = {"data": _encoded(changes)}
+            body = {"data": encoded(changes)}
             self._core.patch_namespaced_secret(self.names.tls_secret, self.namespace, body)
+
+    def _trust_changes(self, data: dict[str, bytes]) -> dict[str, bytes]:
+        """The TLS Secret's trust bundle, where its `data` does not hold the current one."""
+        trust = self.trust()
+        return {} if data.get(TRUST_KEY) == trust else {TRUST_KEY: trust}
 
     def member(self, endpoint: Endpoint) -> None:
         """Make sure member `endpoint`'s certificate is in the TLS Secret and current, before
@@ -209,7 +313,7 @@ class SecretAuthority:
         authority = self.authority()
         data = self._tls_data()
         hosts = member_hosts(self._resource(), endpoint)
-        changes = {} if TRUST_KEY in data else {TRUST_KEY: authority.certificate}
+        changes = self._trust_changes(data)
         if self._due(data, authority, endpoint.name, hosts):
             changes.update(self._issue(authority, endpoint.name, hosts))
         if changes:
@@ -220,7 +324,7 @@ class SecretAuthority:
         as files in this process's memory."""
         authority = self.authority()
         data = self._tls_data()
-        changes = {} if TRUST_KEY in data else {TRUST_KEY: authority.certificate}
+        changes = self._trust_changes(data)
         if self._due(data, authority, OPERATOR_CLIENT, []):
             changes.update(self._issue(authority, OPERATOR_CLIENT, []))
         if changes:
@@ -241,43 +345,49 @@ class SecretAuthority:
         made = issue(
             authority, common_name=name, hosts=[], server=False, client=True, now=datetime.now(UTC)
         )
-        trust = self._tls_data().get(TRUST_KEY, authority.certificate)
-        data = {TRUST_KEY: trust, "tls.crt": made.certificate, "tls.key": made.key}
+        data = {TRUST_KEY: self.trust(), "tls.crt": made.certificate, "tls.key": made.key}
         if self.keystores:
             data["keystore.pem"] = made.key + made.certificate
         return data
 
+    def user_changes(self, name: str, data: dict[str, bytes]) -> dict[str, bytes]:
+        """What user `name`'s Secret (`data`, as `user` made it) needs rewritten: the trust
+        bundle where it is not the current one, a new certificate where its own can't be
+        served as it is (within `RENEW_BEFORE` of its end, from another CA). Empty when
+        nothing does."""
+        if self._due(data, self.authority(), "tls", []):
+            return self.user(name)
+        return self._trust_changes(data)
+
     def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
-        """Reissue the operator's certificate and those of `endpoints`, each where it exists
-        but can't be served as it is (within `RENEW_BEFORE` of its end, from another CA, for
-        other names), and record the renewal (`generation`) when a member's was. Returns the
-        names of the certificates reissued."""
+        """Bring the TLS Secret up to the CA Secret: the trust bundle, and the operator's
+        certificate and those of `endpoints`, each where it exists but can't be served as it
+        is (within `RENEW_BEFORE` of its end, from another CA, for other names); record the
+        renewal (`generation`) when a member's was reissued. Returns the keys rewritten."""
         authority = self.authority()
         data = self._tls_data()
         resource = self._resource()
-        changes: dict[str, bytes] = {}
+        changes = self._trust_changes(data)
         for endpoint in endpoints:
             hosts = member_hosts(resource, endpoint)
             if f"{endpoint.name}.crt" in data and self._due(data, authority, endpoint.name, hosts):
                 changes.update(self._issue(authority, endpoint.name, hosts))
-        members = sorted(key for key in changes if key.endswith(".crt"))
+        rewritten = sorted(key for key in changes if key.endswith(".crt"))
         if changes:
             self._write(data, changes)
-            now = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-            body = {"metadata": {"annotations": {RENEWED: now}}}
-            self._core.patch_namespaced_secret(self.names.ca_secret, self.namespace, body)
-            self._generation = None
+        if any(key != TRUST_KEY for key in rewritten):
+            self._write_ca({}, {RENEWED: f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"})
         operator = f"{OPERATOR_CLIENT}.crt" in data
-        if operator and self._due(data, authority, OPERATOR_CLIENT, []):
-            self.client()
-            members.append(f"{OPERATOR_CLIENT}.crt")
-        return members
+        operator_due = operator and self._due(data, authority, OPERATOR_CLIENT, [])
+        if operator_due or (operator and TRUST_KEY in changes):
+            self.client()  # into the files in memory as well
+        return rewritten + [f"{OPERATOR_CLIENT}.crt"] * operator_due
 
     def expiring(self, now: datetime) -> list[tuple[str, datetime]]:
         """The cluster's certificates that end within `RENEW_BEFORE` of `now`, each named
         `<Secret>/<key>` (the CA's, and every one in the TLS Secret but the trust bundle), with
         its end, soonest first: what `renew` has not reissued yet, or can't (the CA itself)."""
-        found = {f"{self.names.ca_secret}/ca.crt": _decoded(self._ca_secret())["ca.crt"]}
+        found = {f"{self.names.ca_secret}/ca.crt": secret_data(self._ca_secret())["ca.crt"]}
         for key, pem in self._tls_data().items():
             if key.endswith(".crt") and key != TRUST_KEY:
                 found[f"{self.names.tls_secret}/{key}"] = pem

@@ -25,15 +25,17 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from quorumkeeper.certificates import ROTATION_PHASES, authority_due
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
-from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority
+from quorumkeeper.runtimes.kubernetes.authority import ROTATE_CA, SecretAuthority
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import (
     LABEL_INSTANCE,
     LABEL_NAME,
+    TRUST_KEY,
     Names,
     Obj,
     object_metadata,
@@ -85,6 +87,12 @@ four status writes a second going."""
 
 RENEWAL_CHECK_SECONDS = 60.0
 """How often the operator looks for certificates within `RENEW_BEFORE` of their end."""
+ROTATION_STEPS = {
+    ROTATION_PHASES[0]: "members restart trusting the current and the new CA",
+    ROTATION_PHASES[1]: "the new CA signs; members restart with its certificates",
+    "done": "members restart trusting the new CA alone",
+}
+"""What each phase of a CA rotation does, for its Event."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -175,6 +183,8 @@ class ResourceStatusSink:
         self.progress = ProgressWatch()
         self.certificates_expiring: list[CertificateExpiry] = []
         """As the daemon's last certificate check found them (`renew_certificates`)."""
+        self.ca_rotation: str | None = None
+        """The phase of the CA rotation under way, as the last check found it."""
 
     def record(self, status: ClusterStatus) -> None:
         voters = [m for m in status.members if m.role in (Role.LEADER, Role.FOLLOWER)]
@@ -185,6 +195,7 @@ class ResourceStatusSink:
                 "leader": next((m.name for m in voters if m.role == Role.LEADER), None),
                 "observed_generation": self.source.generation,
                 "certificates_expiring": self.certificates_expiring,
+                "ca_rotation": self.ca_rotation,
             }
         )
         full, notices = self.progress.judge(
@@ -381,23 +392,59 @@ class ClusterDaemon:
         return self.reconciler
 
     def renew_certificates(self, reconciler: Reconciler) -> None:
-        """Every `RENEWAL_CHECK_SECONDS`: reissue certificates within `RENEW_BEFORE` of their
-        end (`SecretAuthority.renew`); a member's moves the authority's generation, so the
-        configuration is taken again and the ordered restarts roll the new ones out. What is
-        still within `RENEW_BEFORE` of its end afterwards goes into status from the next pass
-        on (`certificatesExpiring`)."""
+        """Every pass, move a CA rotation on (`rotate_authority`); every
+        `RENEWAL_CHECK_SECONDS`, and right after a rotation's step: bring the TLS Secret and
+        the users' Secrets up to the CA (`SecretAuthority.renew`, `UserSecrets.renew`:
+        certificates within `RENEW_BEFORE` of their end or of another CA, the trust bundle).
+        A rotation's step or a member's certificate moves the authority's generation, so the
+        configuration is taken again and the ordered restarts roll it out. What is still
+        within `RENEW_BEFORE` of its end afterwards goes into status from the next pass on
+        (`certificatesExpiring`)."""
+        if self.authority is None:
+            return
+        entered = self.rotate_authority(reconciler)
         now = time.monotonic()
-        if self.authority is None or now < self.renewal_due:
+        if entered is None and now < self.renewal_due:
             return
         self.renewal_due = now + RENEWAL_CHECK_SECONDS
         renewed = self.authority.renew(list(reconciler.runtime.endpoints()))
-        if renewed:
-            LOG.info("%s/%s: renewed %s", self.source.namespace, self.source.name, renewed)
+        users = self.users.renew() if self.users is not None else []
+        if renewed or users:
+            LOG.info("%s/%s: renewed %s", self.source.namespace, self.source.name, renewed + users)
+        if entered is not None or any(key != TRUST_KEY for key in renewed):
             reconciler.reconfigure()
+        self.sink.ca_rotation = self.authority.rotation()
         self.sink.certificates_expiring = [
             CertificateExpiry(file=name, not_after=end.isoformat())
             for name, end in self.authority.expiring(datetime.now(UTC))
         ]
+
+    def rotate_authority(self, reconciler: Reconciler) -> str | None:
+        """Begin a CA rotation when the resource's `ROTATE_CA` annotation holds a value not
+        acted on yet, or the CA is within `ROTATE_AUTHORITY_BEFORE` of its end; move one under
+        way to its next phase once the last pass saw every member run the current one (and
+        the cluster Ready). Each step is a Normal Event `CARotation`. Returns the phase entered
+        ("done" at the end), None when nothing moved."""
+        assert self.authority is not None
+        authority = self.authority
+        if authority.rotation() is None:
+            annotations = (self.source.body.get("metadata") or {}).get("annotations") or {}
+            request = annotations.get(ROTATE_CA)
+            ca = authority.authority()
+            if authority_due(ca, datetime.now(UTC)):
+                request = request or f"the CA ends {ca.not_after():%Y-%m-%d}"
+            if not request or not authority.start_rotation(request):
+                return None
+            entered = ROTATION_PHASES[0]
+        else:
+            last = reconciler.last_status
+            if last is None or not last.rolled_out():
+                return None
+            entered = str(authority.advance_rotation())
+        message = f"CA rotation: {entered}: {ROTATION_STEPS[entered]}"
+        LOG.info("%s/%s: %s", self.source.namespace, self.source.name, message)
+        _post_event(self.api, self.source.body, "CARotation", message, "Normal")
+        return entered
 
     def grant_users(self, reconciler: Reconciler) -> None:
         """Once the cluster is Secured and a quorum answers, each user of the spec gets its

@@ -9,13 +9,14 @@ owns, `<cluster>-user-<name>`:
 
 A Secret without `prefix`, or with another one than the spec's, is granted again
 (`CoordinationStore.grant_prefix`, idempotent), so an idle cluster writes nothing to the store;
-a deleted Secret is made anew, and its new password set by the grant that follows. A user
-removed from the spec keeps its rights and its Secret: the stores have no revoke yet.
+a deleted Secret is made anew, and its new password set by the grant that follows. `renew`
+keeps each user's trust bundle and certificate current (a renewal, a CA rotation's phases); the
+password and prefix stay. A user removed from the spec keeps its rights and its Secret, whose
+certificate is no longer renewed: the stores have no revoke yet.
 """
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Callable
 from http.client import HTTPException
@@ -24,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
-from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority
+from quorumkeeper.runtimes.kubernetes.authority import SecretAuthority, encoded, secret_data
 from quorumkeeper.runtimes.kubernetes.objects import Names
 from quorumkeeper.runtimes.kubernetes.resources import ClusterResource, User
 from quorumkeeper.stores.base import CoordinationStore, StoreError
@@ -66,6 +67,27 @@ class UserSecrets:
                 self.failures[user.name] = message
         return granted, failed
 
+    def renew(self) -> list[str]:
+        """Rewrite each spec user's Secret where its trust bundle or certificate is no longer
+        current (`SecretAuthority.user_changes`); a missing Secret is left to `grant`. Returns
+        the users whose Secret was rewritten. Raises ApiException as the API server answers."""
+        resource = self._resource()
+        rewritten = []
+        for user in resource.spec.users:
+            name = Names(resource.name).user_secret(user.name)
+            try:
+                found = self._core.read_namespaced_secret(name, resource.namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise
+            changes = self._authority.user_changes(user.name, secret_data(found))
+            if changes:
+                body = {"data": encoded(changes)}
+                self._core.patch_namespaced_secret(name, resource.namespace, body)
+                rewritten.append(user.name)
+        return rewritten
+
     def _grant(self, user: User, store: CoordinationStore) -> bool:
         """Whether the grant was made now (False: the Secret records it already)."""
         resource = self._resource()
@@ -79,6 +101,6 @@ class UserSecrets:
         if data.get(PREFIX_KEY) == user.prefix.encode():
             return False
         store.grant_prefix(user.name, data["password"].decode(), user.prefix)
-        body = {"data": {PREFIX_KEY: base64.b64encode(user.prefix.encode()).decode()}}
+        body = {"data": encoded({PREFIX_KEY: user.prefix.encode()})}
         self._core.patch_namespaced_secret(name, resource.namespace, body)
         return True

@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quorumkeeper.certificates import (
+    ROTATION_PHASES,
     KeyPair,
     TlsFiles,
+    authority_due,
     current,
     ending_soon,
     issue,
@@ -119,10 +121,6 @@ class LocalAuthority:
 
     # CA rotation: trust old and new, then serve certificates of the new, then trust it alone.
 
-    ROTATION_PHASES = ("trusting-both", "new-certificates")
-    """A rotation's phases, in order, as `rotation` holds them; each is rolled out to every
-    member by ordered restarts before `advance_rotation` moves to the next."""
-
     @property
     def _rotation(self) -> Path:
         return self.folder / "rotation"
@@ -144,7 +142,7 @@ class LocalAuthority:
             write_atomically(self.folder / "ca-next.crt", made.certificate.decode())
             bundle = current.certificate.decode() + made.certificate.decode()
             write_atomically(self.trust, bundle)
-            write_atomically(self._rotation, f"{self.ROTATION_PHASES[0]}\n")
+            write_atomically(self._rotation, f"{ROTATION_PHASES[0]}\n")
         return True
 
     def advance_rotation(self, endpoints: Sequence[Endpoint]) -> str | None:
@@ -156,22 +154,22 @@ class LocalAuthority:
         if phase is None:
             return None
         with self._lock():
-            if phase == self.ROTATION_PHASES[0]:
+            if phase == ROTATION_PHASES[0]:
                 previous = self.folder / "ca.crt"
                 write_atomically(self.folder / "ca-previous.crt", previous.read_text())
                 nxt = self.folder / "ca-next.crt", self.folder / "ca-next.key"
                 write_atomically(self.folder / "ca.key", nxt[1].read_text(), mode=0o600)
                 write_atomically(previous, nxt[0].read_text())
-                write_atomically(self._rotation, f"{self.ROTATION_PHASES[1]}\n")
+                write_atomically(self._rotation, f"{ROTATION_PHASES[1]}\n")
                 for path in nxt:
                     path.unlink()
-                entered = self.ROTATION_PHASES[1]
+                entered = ROTATION_PHASES[1]
             else:
                 write_atomically(self.trust, (self.folder / "ca.crt").read_text())
                 (self.folder / "ca-previous.crt").unlink(missing_ok=True)
                 self._rotation.unlink()
                 entered = "done"
-        if entered == self.ROTATION_PHASES[1]:
+        if entered == ROTATION_PHASES[1]:
             for endpoint in endpoints:
                 if (self.folder / f"member-{endpoint.name}.crt").is_file():
                     self.member(endpoint)
@@ -180,10 +178,11 @@ class LocalAuthority:
         return entered
 
     def renew(self, endpoints: Sequence[Endpoint]) -> list[str]:
-        """Reissue the keeper's certificate and those of `endpoints` that have one but can't be
-        served as they are (within `RENEW_BEFORE` of their end, from another CA, for other
-        addresses), and record the renewal (`generation`). Returns the names of the
-        certificate files reissued, none when all were current."""
+        """Reissue the clients' certificates (the keeper's, the users') and those of
+        `endpoints` that have one but can't be served as they are (within `RENEW_BEFORE` of
+        their end, from another CA, for other addresses), and record a member's renewal
+        (`generation`). Begin a CA rotation when the CA is within `ROTATE_AUTHORITY_BEFORE` of
+        its end. Returns what changed: the certificate files reissued and the rotation begun."""
         authority = self.authority()
         due = [
             endpoint
@@ -195,15 +194,21 @@ class LocalAuthority:
                 [endpoint.address, endpoint.client_host],
             )
         ]
-        keeper = self._files(f"client-{KEEPER}")
-        keeper_due = keeper.certificate.is_file() and not self._current(keeper, authority, [])
+        clients = [
+            path.stem.removeprefix("client-")
+            for path in sorted(self.folder.glob("client-*.crt"))
+            if not self._current(self._files(path.stem), authority, [])
+        ]
         for endpoint in due:
             self.member(endpoint)
-        if keeper_due:
-            self.client(KEEPER)
-        renewed = [f"member-{e.name}.crt" for e in due] + ([f"client-{KEEPER}.crt"] * keeper_due)
+        for user in clients:
+            self.client(user)
+        renewed = [f"member-{e.name}.crt" for e in due] + [f"client-{u}.crt" for u in clients]
         if due:
             write_atomically(self.folder / "renewed", f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n")
+        if authority_due(authority, datetime.now(UTC)) and self.start_rotation():
+            ends = f"{authority.not_after():%Y-%m-%d}"
+            renewed.append(f"CA rotation: {ROTATION_PHASES[0]} (the CA ends {ends})")
         return renewed
 
     def _files(self, stem: str) -> TlsFiles:

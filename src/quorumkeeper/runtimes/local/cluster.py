@@ -169,15 +169,15 @@ class LocalCluster:
         return snapshot
 
     def renew_certificates(self) -> list[str]:
-        """Keep the members' certificates current: reissue those within `RENEW_BEFORE` of
-        their end (members with a folder, and the keeper's), take a certificate authority
-        changed on disk (`rotate-ca`), and move a CA rotation on once every member runs with
-        its phase. Any of these changes the launcher's fingerprint (the authority's
-        `generation`): members then restart onto it in order, and the keeper's store client
-        connects again with the files now on disk, and users' ZooKeeper keystores are
-        written again from their certificates. What is still within `RENEW_BEFORE` of its end
-        afterwards (a user's certificate, which is not renewed) goes into status.json from
-        the next pass on. Returns what changed, for the log: the
+        """Keep the certificates current: reissue those within `RENEW_BEFORE` of their end
+        (members with a folder, the keeper's and the users'), take a certificate authority
+        changed on disk (`rotate-ca`, or a rotation `renew` began for a CA near its end), and
+        move a CA rotation on once every member runs with its phase. Any of these changes the
+        launcher's fingerprint (the authority's `generation`): members then restart onto it
+        in order, the keeper's store client connects again with the files now on disk, and
+        users' ZooKeeper keystores are written again from their certificates. What is still
+        within `RENEW_BEFORE` of its end afterwards (the CA, or a certificate ending with it)
+        goes into status.json from the next pass on. Returns what changed, for the log: the
         certificate files reissued and the rotation phase entered."""
         authority = self.authority
         if authority is None:
@@ -186,7 +186,9 @@ class LocalCluster:
         changed = authority.renew(endpoints)
         self.status_file.certificates_expiring = expiring_certificates(authority)
         current = self.runtime.launcher.fingerprint() == self.reconciler.config
-        if not changed and current and authority.rotation() is not None and self._rolled_out():
+        last = self.reconciler.last_status
+        rolled_out = last is not None and last.rolled_out()
+        if not changed and current and authority.rotation() is not None and rolled_out:
             changed = [f"CA rotation: {authority.advance_rotation(endpoints)}"]
         if changed:
             refresh_keystores(authority)
@@ -194,14 +196,3 @@ class LocalCluster:
             self.reconciler.reconfigure()
             self.reconciler.close()
         return changed
-
-    def _rolled_out(self) -> bool:
-        """Whether the last pass saw every wanted member running the current configuration."""
-        last = self.reconciler.last_status
-        return (
-            last is not None
-            and last.phase == "Ready"
-            and last.rollout is None
-            and len(last.members) == last.desired_members
-            and all(member.config == "updated" for member in last.members)
-        )
