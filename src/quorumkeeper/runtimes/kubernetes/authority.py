@@ -191,9 +191,11 @@ class SecretAuthority:
                 for key, value in data.items()
             },
         }
-        self._core.patch_namespaced_secret(self.names.ca_secret, self.namespace, body)
-        self._ca = None
-        self._generation = None
+        try:
+            self._core.patch_namespaced_secret(self.names.ca_secret, self.namespace, body)
+        finally:  # written or refused, it is read afresh next time
+            self._ca = None
+            self._generation = None
 
     def authority(self) -> KeyPair:
         """The cluster's CA, the one that signs, made on first use."""

@@ -59,16 +59,18 @@ def expiring_certificates(authority: LocalAuthority | None) -> list[dict[str, st
 
 class StatusFile:
     """status.json (and the connect string) as the status sink; see `StatusWriter`. Beside
-    the reconciler's status it holds what the local keeper adds: `certificates_expiring`, as
-    its last certificate check found them (`LocalCluster.renew_certificates`)."""
+    the reconciler's status it holds what the local keeper adds: `certificates_expiring` and
+    `ca_rotation`, as its last certificate check found them (`LocalCluster.renew_certificates`)."""
 
     def __init__(self, paths: ClusterPaths) -> None:
         self.writer = StatusWriter(paths)
         self.certificates_expiring: list[dict[str, str]] = []
+        self.ca_rotation: str | None = None
 
     def record(self, status: ClusterStatus) -> None:
         document = status.model_dump(mode="json")
         document["certificates_expiring"] = self.certificates_expiring
+        document["ca_rotation"] = self.ca_rotation
         error = self.writer.record(document)
         if error is not None:
             raise error
@@ -190,6 +192,7 @@ class LocalCluster:
         rolled_out = last is not None and last.rolled_out()
         if not changed and current and authority.rotation() is not None and rolled_out:
             changed = [f"CA rotation: {authority.advance_rotation(endpoints)}"]
+        self.status_file.ca_rotation = authority.rotation()
         if changed:
             refresh_keystores(authority)
         if changed or self.runtime.launcher.fingerprint() != self.reconciler.config:
