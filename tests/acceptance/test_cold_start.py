@@ -157,8 +157,9 @@ def _overwrite_a_length(log: Path) -> None:
     (the CI input's random bytes did so by chance): ZooKeeper then refuses to load the log,
     "Unreasonable length", instead of truncating it."""
     data = bytearray(log.read_bytes())
+    middle = len(data.rstrip(b"\0")) // 2  # once: the log is preallocated, 64 MiB of zeros
     offset = LOG_HEADER_BYTES
-    while offset < len(data.rstrip(b"\0")) // 2:
+    while offset < middle:
         offset += RECORD_OVERHEAD_BYTES + int.from_bytes(data[offset + 8 : offset + 12], "big")
     data[offset + 8 : offset + 12] = (0x7FFFFFFF).to_bytes(4, "big")
     log.write_bytes(data)
