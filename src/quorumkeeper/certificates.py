@@ -30,10 +30,17 @@ ROTATE_AUTHORITY_BEFORE = LEAF_LIFETIME
 """A CA this close to its end is rotated (both runtimes start a rotation by themselves): a leaf
 issued later would end with it, short of its lifetime."""
 
-ROTATION_PHASES = ("trusting-both", "new-certificates")
+ROTATION_PHASES = ("trusting-both", "new-certificates", "trusting-new")
 """A CA rotation's phases, in order; each is rolled out to every member by ordered restarts
 before the next: members trust the old and the new CA, then serve certificates of the new one
-(still trusting both), then trust the new one alone, which ends it ("done")."""
+(still trusting both), then trust the new one alone; once that is rolled out it is "done"."""
+ROTATION_ROUNDS = {
+    ROTATION_PHASES[0]: "members restart trusting the current and the new CA",
+    ROTATION_PHASES[1]: "the new CA signs; members restart with its certificates",
+    ROTATION_PHASES[2]: "members restart trusting the new CA alone",
+    "done": "every member trusts the new CA alone",
+}
+"""What each phase's round of restarts does, for people (the CLI, Events)."""
 
 BACKDATE = timedelta(minutes=5)
 """Validity starts this long before `now`, so a peer whose clock is a little behind accepts it."""

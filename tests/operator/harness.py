@@ -107,6 +107,8 @@ class OperatorProcess:
         command = (
             f"mount --bind {resolv} /etc/resolv.conf && exec {sys.executable} -m quorumkeeper "
             f"operator --namespace {self.namespace} --metrics-port 0"  # scraped elsewhere
+            # The test bed's kubelets sync every 5 s (testbed/node.py): Secrets reach pods soon.
+            " --secret-refresh-seconds 15"
         )
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         with self.log.open("ab") as log:

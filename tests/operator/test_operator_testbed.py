@@ -955,7 +955,7 @@ def test_a_ca_rotation_asked_for_by_annotation_rolls_out_in_three_rounds_losing_
     assert all(count >= 3 for count in restarts.values()), f"pods made anew: {restarts}"
     events = kube.get(ns_path(bed_namespace, "events"))["items"]
     steps = {e["message"].split(":")[1].strip() for e in events if e["reason"] == "CARotation"}
-    assert steps == {"trusting-both", "new-certificates", "done"}, steps
+    assert steps == {"trusting-both", "new-certificates", "trusting-new", "done"}, steps
     assert "pass failed" not in operator.log.read_text(), operator.tail()
     print(
         f"{kind.value} CA rotation of 3 in {took:.1f}s, pods made anew {restarts}; "

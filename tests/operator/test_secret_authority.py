@@ -378,8 +378,7 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
     }
     generations.append(authority.generation())
 
-    assert authority.advance_rotation() == "done"
-    assert authority.rotation() is None and authority.advance_rotation() is None
+    assert authority.advance_rotation() == "trusting-new"
     assert authority.renew(members) == ["ca.crt"]
     assert _secret(installed, namespace, "c-tls")["ca.crt"] == new
     assert "previous.crt" not in _secret(installed, namespace, "c-ca")
@@ -389,6 +388,11 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
     generations.append(authority.generation())
     assert len(set(generations)) == 4, generations
 
+    assert authority.advance_rotation() == "done"
+    assert authority.rotation() is None and authority.advance_rotation() is None
+    assert authority.renew(members) == [] and users.renew() == []
+    assert authority.generation() == generations[-1], "the end restarts no member"
+
     assert not authority.start_rotation("first"), "a request is acted on once"
     assert SecretAuthority(api, lambda: resource).rotation() is None
     assert authority.start_rotation("second")
@@ -397,7 +401,11 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
 
 
 def _daemon_of(
-    installed: ApiServer, api: client.ApiClient, namespace: str, annotations: dict[str, str]
+    installed: ApiServer,
+    api: client.ApiClient,
+    namespace: str,
+    annotations: dict[str, str],
+    secret_refresh: float = 0.0,
 ) -> ClusterDaemon:
     body = {
         "apiVersion": API_VERSION,
@@ -406,7 +414,7 @@ def _daemon_of(
         "spec": {"members": 3, "version": "3.7.3", "storage": {"size": "1Gi"}},
     }
     installed.kube.create(ns_path(namespace, Kind.ETCD.plural, group=API_VERSION), body)
-    return ClusterDaemon(api, Kind.ETCD, namespace, "c", OperatorMetrics())
+    return ClusterDaemon(api, Kind.ETCD, namespace, "c", OperatorMetrics(), secret_refresh)
 
 
 def _rolled_out() -> ClusterStatus:
@@ -426,7 +434,10 @@ def _rolled_out() -> ClusterStatus:
 def test_the_daemon_rotates_the_ca_when_asked_stepping_on_once_every_member_runs_the_phase(
     installed: ApiServer, api: client.ApiClient, namespace: str
 ) -> None:
-    daemon = _daemon_of(installed, api, namespace, {ROTATE_CA: "2026-12-02"})
+    """Each phase moves on once a pass saw every member run it and, before members serve the
+    new CA's certificates or stop trusting the old one, once users' pods had the Secret
+    refresh time to get their rewritten Secrets; a request is acted on once."""
+    daemon = _daemon_of(installed, api, namespace, {ROTATE_CA: "2026-12-02"}, 3600.0)
     reconciler = daemon._reconciler(daemon.source.fetch())
     try:
         assert daemon.authority is not None
@@ -434,18 +445,19 @@ def test_the_daemon_rotates_the_ca_when_asked_stepping_on_once_every_member_runs
         assert daemon.sink.ca_rotation == "trusting-both"
         config = reconciler.config
         daemon.renew_certificates(reconciler)  # no pass saw the members run it yet
-        assert daemon.authority.rotation() == "trusting-both"
         reconciler.last_status = _rolled_out()
-        daemon.renew_certificates(reconciler)
-        assert daemon.sink.ca_rotation == "new-certificates"
+        daemon.renew_certificates(reconciler)  # users' pods may still trust the old CA alone
+        assert daemon.authority.rotation() == "trusting-both"
+        daemon.secret_refresh = 0.0
+        phases = []
+        for _ in range(4):
+            daemon.renew_certificates(reconciler)
+            phases.append(daemon.sink.ca_rotation)
+        assert phases == ["new-certificates", "trusting-new", None, None]
         assert reconciler.config != config, "the configuration was taken again"
-        daemon.renew_certificates(reconciler)
-        assert daemon.sink.ca_rotation is None
-        daemon.renew_certificates(reconciler)
-        assert daemon.authority.rotation() is None, "the request was acted on once"
         events = installed.kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
         steps = {e["message"].split(":")[1].strip() for e in events if e["reason"] == "CARotation"}
-        assert steps == {"trusting-both", "new-certificates", "done"}, steps
+        assert steps == {"trusting-both", "new-certificates", "trusting-new", "done"}, steps
     finally:
         reconciler.close()
         if daemon.authority is not None:
@@ -455,25 +467,26 @@ def test_the_daemon_rotates_the_ca_when_asked_stepping_on_once_every_member_runs
 def test_the_daemon_begins_a_rotation_by_itself_for_a_ca_within_a_year_of_its_end(
     installed: ApiServer, api: client.ApiClient, namespace: str
 ) -> None:
+    """Also when the resource still carries a request acted on before."""
     ending = new_authority("c", now=datetime.now(UTC), lifetime=timedelta(days=300))
     data = {"ca.crt": ending.certificate, "ca.key": ending.key}
     installed.kube.create(
         f"/api/v1/namespaces/{namespace}/secrets",
         {
-            "metadata": {"name": "c-ca"},
+            "metadata": {"name": "c-ca", "annotations": {ROTATION_REQUEST: "old"}},
             "data": encoded(data),
         },
     )
-    daemon = _daemon_of(installed, api, namespace, {})
+    daemon = _daemon_of(installed, api, namespace, {ROTATE_CA: "old"})
     reconciler = daemon._reconciler(daemon.source.fetch())
     try:
         daemon.renew_certificates(reconciler)
         assert daemon.sink.ca_rotation == "trusting-both"
         secret = installed.kube.get(ns_path(namespace, "secrets", "c-ca"))
-        assert (
-            secret["metadata"]["annotations"][ROTATION_REQUEST]
-            == f"the CA ends {ending.not_after():%Y-%m-%d}"
-        )
+        assert secret["metadata"]["annotations"][ROTATION_REQUEST] == "old"
+        events = installed.kube.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+        (started,) = [e["message"] for e in events if e["reason"] == "CARotation"]
+        assert f"(the CA ends {ending.not_after():%Y-%m-%d})" in started, started
     finally:
         reconciler.close()
         if daemon.authority is not None:

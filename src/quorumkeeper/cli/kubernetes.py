@@ -13,7 +13,7 @@ import yaml
 from quorumkeeper.errors import Refused
 from quorumkeeper.runtimes.kubernetes.install import DEFAULT_NAMESPACE, operator_objects
 from quorumkeeper.runtimes.kubernetes.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
-from quorumkeeper.runtimes.kubernetes.objects import Membership, placement
+from quorumkeeper.runtimes.kubernetes.objects import SECRET_REFRESH_SECONDS, Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects
 from quorumkeeper.runtimes.kubernetes.resources import Kind, parse_resource
 
@@ -90,6 +90,15 @@ def run_operator(
     metrics_address: Annotated[
         str, typer.Option("--metrics-address", help="the address /metrics listens on")
     ] = "0.0.0.0",
+    secret_refresh: Annotated[
+        float,
+        typer.Option(
+            "--secret-refresh-seconds",
+            min=0,
+            help="the longest the kubelets take to refresh a mounted Secret (their "
+            "syncFrequency plus a minute); a CA rotation waits this long between phases",
+        ),
+    ] = SECRET_REFRESH_SECONDS,
 ) -> None:
     """Run the operator: one reconciler per EtcdCluster and ZookeeperCluster, until stopped.
 
@@ -97,7 +106,7 @@ def run_operator(
     """
     from quorumkeeper.runtimes.kubernetes import operator  # kopf only where it runs
 
-    operator.run(namespace or [], metrics_port, metrics_address)
+    operator.run(namespace or [], metrics_port, metrics_address, secret_refresh)
 
 
 def register(app: typer.Typer, render_app: typer.Typer) -> None:

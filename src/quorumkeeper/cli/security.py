@@ -27,6 +27,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from quorumkeeper.certificates import ROTATION_PHASES, ROTATION_ROUNDS
 from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.authority import KEEPER
 from quorumkeeper.runtimes.local.clients import java_client, password_file, users
@@ -298,12 +299,16 @@ def rotate_ca(
     if not wait:
         return
     deadline = time.monotonic() + timeout
-    ended: float | None = None  # when the last phase was seen over; its restarts follow
-    while ended is None or not _rolled_out(cluster.paths, ended):
-        if ended is None and authority.rotation() is None:
-            ended = time.time()
+    shown: str | None = None
+    while (phase := authority.rotation()) is not None:
+        if phase != shown:
+            step = ROTATION_PHASES.index(phase) + 1
+            err.print(
+                f"round {step} of {len(ROTATION_PHASES)}: {ROTATION_ROUNDS[phase]}",
+                highlight=False,
+            )
+            shown = phase
         if time.monotonic() > deadline:
-            phase = authority.rotation() or "the last round of restarts"
             err.print(
                 f"[bold red]error:[/] the rotation is still in {phase} after {timeout:.0f}s; "
                 f"the keeper goes on (see `quorumkeeper status {name}`)"
@@ -311,17 +316,3 @@ def rotate_ca(
             raise typer.Exit(1)
         time.sleep(1.0)  # the keeper advances a phase at most every 10 s
     err.print(f"CA rotation of {name} done: members trust the new CA only", highlight=False)
-
-
-def _rolled_out(paths: ClusterPaths, since: float) -> bool:
-    """Whether a status the keeper wrote after `since` (seconds since the epoch) shows the
-    cluster Ready with every member on the current configuration: the keeper takes a phase's
-    new configuration before its next pass, so any status after the phase ended reflects it."""
-    status = paths.load_status() or {}
-    members = status.get("members") or []
-    return (
-        float(status.get("updated_at", 0.0)) > since
-        and status.get("phase") == "Ready"
-        and status.get("rollout") is None
-        and all(member.get("config") == "updated" for member in members)
-    )

@@ -61,10 +61,14 @@ ROTATE_CA = "quorumkeeper.io/rotate-ca"
 """On the cluster resource: set it to a new value (a time, say) to ask for a CA rotation. The
 value acted on is kept on the CA Secret (`ROTATION_REQUEST`), so each value starts one."""
 ROTATION_REQUEST = "quorumkeeper.io/ca-rotation-request"
+ROTATION = "quorumkeeper.io/ca-rotation"
+"""On the CA Secret: the phase of the CA rotation under way (`ROTATION_PHASES`)."""
+ROTATION_SINCE = "quorumkeeper.io/ca-rotation-since"
+"""On the CA Secret: when that phase began (ISO 8601, UTC)."""
 
 NEXT, PREVIOUS = "next", "previous"
-"""The CA Secret's stems for the CA to come (with its key) and the one going (certificate
-only); which of them it holds is the rotation's phase (`SecretAuthority.rotation`)."""
+"""The CA Secret's stems for the CA to come (with its key, first phase) and the one going
+(certificate only, second phase)."""
 
 
 def member_hosts(resource: ClusterResource, endpoint: Endpoint) -> list[str]:
@@ -176,7 +180,7 @@ class SecretAuthority:
             self._ca = found
         return self._ca
 
-    def _write_ca(self, data: dict[str, bytes | None], annotations: dict[str, str]) -> None:
+    def _write_ca(self, data: dict[str, bytes | None], annotations: dict[str, str | None]) -> None:
         """Patch the CA Secret as last read (a key mapped to None is removed): one write, so a
         rotation's phase and its certificates change together. Raises ApiException 409 when
         someone else changed it since."""
@@ -205,10 +209,12 @@ class SecretAuthority:
     def rotation(self) -> str | None:
         """The phase of the CA rotation under way (`certificates.ROTATION_PHASES`), None when
         there is none."""
-        data = secret_data(self._ca_secret())
-        if f"{NEXT}.crt" in data:
-            return ROTATION_PHASES[0]
-        return ROTATION_PHASES[1] if f"{PREVIOUS}.crt" in data else None
+        return (self._ca_secret().metadata.annotations or {}).get(ROTATION)
+
+    def rotation_since(self) -> datetime | None:
+        """When the phase under way began, None when there is none."""
+        since = (self._ca_secret().metadata.annotations or {}).get(ROTATION_SINCE)
+        return datetime.fromisoformat(since) if since else None
 
     def trust(self) -> bytes:
         """The trust bundle members and clients are given now: the CA, and during a rotation
@@ -220,35 +226,47 @@ class SecretAuthority:
 
     def generation(self) -> str:
         """What members' certificates come from now: the CA's fingerprint, when `renew` last
-        reissued any and, while it holds more than the CA, the trust bundle's digest. The pod
-        template's fingerprint includes it, so a renewal or a rotation's phase is rolled out
-        by ordered restarts, while a new member's first certificate changes nothing."""
+        reissued any and, while the trust bundle holds more than the CA (a rotation's first
+        two phases), its digest. The pod template's fingerprint includes it, so a renewal or
+        a rotation's phase is rolled out by ordered restarts, while a new member's first
+        certificate, and a rotation's end, change nothing."""
         if self._generation is None:
             secret = self._ca_secret()
-            ca = KeyPair(secret_data(secret)["ca.crt"], b"").fingerprint()[:16]
+            data = secret_data(secret)
+            ca = KeyPair(data["ca.crt"], b"").fingerprint()[:16]
             renewed = (secret.metadata.annotations or {}).get(RENEWED, "never")
             self._generation = f"{ca} renewed {renewed}"
-            if self.rotation() is not None:
+            if self.trust() != data["ca.crt"]:
                 digest = hashlib.sha256(self.trust()).hexdigest()[:16]
                 self._generation += f" trust {digest}"
         return self._generation
 
-    def start_rotation(self, request: str) -> bool:
-        """Begin a CA rotation for `request` (the `ROTATE_CA` value asked for, recorded as
-        acted on): a new CA to come, trusted beside the current one from now on. False, and
-        nothing changed, when a rotation is under way or `request` was acted on already."""
+    def start_rotation(self, request: str | None) -> bool:
+        """Begin a CA rotation: a new CA to come, trusted beside the current one from now on.
+        `request` is the `ROTATE_CA` value asked for, recorded as acted on (None: one the
+        operator begins by itself, which leaves the record as it is). False, and nothing
+        changed, when a rotation is under way or `request` was acted on already."""
         annotations = self._ca_secret().metadata.annotations or {}
-        if self.rotation() is not None or annotations.get(ROTATION_REQUEST) == request:
+        if self.rotation() is not None or (
+            request is not None and annotations.get(ROTATION_REQUEST) == request
+        ):
             return False
         made = new_authority(self.names.cluster, now=datetime.now(UTC))
         data = {f"{NEXT}.crt": made.certificate, f"{NEXT}.key": made.key}
-        self._write_ca(dict(data), {ROTATION_REQUEST: request})
+        phase = self._phase(ROTATION_PHASES[0])
+        self._write_ca(dict(data), phase | ({ROTATION_REQUEST: request} if request else {}))
         return True
+
+    @staticmethod
+    def _phase(phase: str | None) -> dict[str, str | None]:
+        """The CA Secret's annotations for entering `phase` (None: the rotation's end)."""
+        since = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S+00:00}" if phase else None
+        return {ROTATION: phase, ROTATION_SINCE: since}
 
     def advance_rotation(self) -> str | None:
         """Move the rotation under way one phase on, once every member runs with the last:
-        from trusting both to the new CA signing (`renew` then reissues every certificate), or
-        to trusting the new CA alone, which ends it. Returns the phase entered ("done" at the
+        from trusting both to the new CA signing (`renew` then reissues every certificate),
+        to trusting the new CA alone, to its end. Returns the phase entered ("done" at the
         end), None when there is no rotation."""
         phase = self.rotation()
         if phase is None:
@@ -263,10 +281,13 @@ class SecretAuthority:
                     f"{NEXT}.crt": None,
                     f"{NEXT}.key": None,
                 },
-                {},
+                self._phase(ROTATION_PHASES[1]),
             )
             return ROTATION_PHASES[1]
-        self._write_ca({f"{PREVIOUS}.crt": None}, {})
+        if phase == ROTATION_PHASES[1]:
+            self._write_ca({f"{PREVIOUS}.crt": None}, self._phase(ROTATION_PHASES[2]))
+            return ROTATION_PHASES[2]
+        self._write_ca({}, self._phase(None))
         return "done"
 
     def _tls_data(self) -> dict[str, bytes]:

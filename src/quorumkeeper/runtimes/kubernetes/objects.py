@@ -96,6 +96,11 @@ class Names:
 
 TLS_MOUNT = Path("/etc/quorumkeeper-tls")
 """Where a member's container finds the cluster's TLS Secret (`Names.tls_secret`), read-only."""
+SECRET_REFRESH_SECONDS = 120.0
+"""How long a kubelet may take to bring a changed Secret into a pod that mounts it: its
+periodic sync (`syncFrequency`, 1 min by default) after its cache saw the change (Kubernetes'
+"Secrets" concept page: "kubelet sync period + cache propagation delay"). A CA rotation gives
+users' pods this long between phases; `operator --secret-refresh-seconds` sets it."""
 TRUST_KEY = "ca.crt"
 """The TLS Secret's key holding the CA certificates members and clients trust."""
 OPERATOR_CLIENT = "operator"

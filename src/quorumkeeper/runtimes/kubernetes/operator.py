@@ -25,7 +25,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from quorumkeeper.certificates import ROTATION_PHASES, authority_due
+from quorumkeeper.certificates import ROTATION_PHASES, ROTATION_ROUNDS, authority_due
 from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
@@ -35,6 +35,7 @@ from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics
 from quorumkeeper.runtimes.kubernetes.objects import (
     LABEL_INSTANCE,
     LABEL_NAME,
+    SECRET_REFRESH_SECONDS,
     TRUST_KEY,
     Names,
     Obj,
@@ -87,12 +88,6 @@ four status writes a second going."""
 
 RENEWAL_CHECK_SECONDS = 60.0
 """How often the operator looks for certificates within `RENEW_BEFORE` of their end."""
-ROTATION_STEPS = {
-    ROTATION_PHASES[0]: "members restart trusting the current and the new CA",
-    ROTATION_PHASES[1]: "the new CA signs; members restart with its certificates",
-    "done": "members restart trusting the new CA alone",
-}
-"""What each phase of a CA rotation does, for its Event."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -352,9 +347,12 @@ class ClusterDaemon:
         namespace: str,
         name: str,
         metrics: OperatorMetrics,
+        secret_refresh: float = SECRET_REFRESH_SECONDS,
     ) -> None:
         self.api = api
         self.source = ResourceSource(api, kind, namespace, name)
+        self.secret_refresh = secret_refresh
+        """Seconds the kubelets may take to bring a changed Secret into the pods mounting it."""
         self.sink = ResourceStatusSink(self.source)
         self.reconciler: Reconciler | None = None
         self.wake = WAKES.of(namespace, name)
@@ -423,25 +421,35 @@ class ClusterDaemon:
         """Begin a CA rotation when the resource's `ROTATE_CA` annotation holds a value not
         acted on yet, or the CA is within `ROTATE_AUTHORITY_BEFORE` of its end; move one under
         way to its next phase once the last pass saw every member run the current one (and
-        the cluster Ready). Each step is a Normal Event `CARotation`. Returns the phase entered
+        the cluster Ready) and, before members serve the new CA's certificates or stop
+        trusting the old one, once the users' Secrets had `secret_refresh` seconds to reach
+        their pods. Each step is a Normal Event `CARotation`. Returns the phase entered
         ("done" at the end), None when nothing moved."""
         assert self.authority is not None
         authority = self.authority
-        if authority.rotation() is None:
+        phase = authority.rotation()
+        now = datetime.now(UTC)
+        if phase is None:
             annotations = (self.source.body.get("metadata") or {}).get("annotations") or {}
             request = annotations.get(ROTATE_CA)
             ca = authority.authority()
-            if authority_due(ca, datetime.now(UTC)):
-                request = request or f"the CA ends {ca.not_after():%Y-%m-%d}"
-            if not request or not authority.start_rotation(request):
+            if request and authority.start_rotation(request):
+                why = f"asked for ({ROTATE_CA}={request})"
+            elif authority_due(ca, now) and authority.start_rotation(None):
+                why = f"the CA ends {ca.not_after():%Y-%m-%d}"
+            else:
                 return None
             entered = ROTATION_PHASES[0]
         else:
             last = reconciler.last_status
             if last is None or not last.rolled_out():
                 return None
+            since = authority.rotation_since() or now
+            if phase != ROTATION_PHASES[-1] and (now - since).total_seconds() < self.secret_refresh:
+                return None
             entered = str(authority.advance_rotation())
-        message = f"CA rotation: {entered}: {ROTATION_STEPS[entered]}"
+            why = f"{phase} rolled out"
+        message = f"CA rotation: {entered}: {ROTATION_ROUNDS[entered]} ({why})"
         LOG.info("%s/%s: %s", self.source.namespace, self.source.name, message)
         _post_event(self.api, self.source.body, "CARotation", message, "Normal")
         return entered
@@ -585,7 +593,9 @@ def _daemon(kind: Kind) -> None:
     def run_cluster(
         *, name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any
     ) -> None:
-        ClusterDaemon(_api(), kind, namespace or "default", name, memo.metrics).run(stopped)
+        ClusterDaemon(
+            _api(), kind, namespace or "default", name, memo.metrics, memo.secret_refresh
+        ).run(stopped)
 
     @kopf.on.delete(GROUP, VERSION, kind.plural, registry=registry)
     def retain_or_delete(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
@@ -636,9 +646,15 @@ for _kind in Kind:
     kopf.on.event(GROUP, VERSION, _kind.plural, registry=registry)(_spec_changed)
 
 
-def run(namespaces: list[str], metrics_port: int, metrics_address: str) -> None:
+def run(
+    namespaces: list[str],
+    metrics_port: int,
+    metrics_address: str,
+    secret_refresh: float = SECRET_REFRESH_SECONDS,
+) -> None:
     """Run the operator until stopped: every namespace, or only `namespaces`; `/metrics` on
-    `metrics_address:metrics_port` (port 0: not served). Raises OSError when it can't bind."""
+    `metrics_address:metrics_port` (port 0: not served); `secret_refresh` as
+    `SECRET_REFRESH_SECONDS`. Raises OSError when it can't bind."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # a line per watch event
     logging.basicConfig(
@@ -652,7 +668,7 @@ def run(namespaces: list[str], metrics_port: int, metrics_address: str) -> None:
             standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
-            memo=kopf.Memo(metrics=metrics),
+            memo=kopf.Memo(metrics=metrics, secret_refresh=secret_refresh),
         )
     finally:
         if server is not None:

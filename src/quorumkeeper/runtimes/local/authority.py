@@ -148,8 +148,9 @@ class LocalAuthority:
     def advance_rotation(self, endpoints: Sequence[Endpoint]) -> str | None:
         """Move the rotation under way one phase on, once every member runs with the last:
         from trusting both to the new CA signing (every certificate of `endpoints`, the
-        keeper's and the users' reissued by it), then to trusting the new CA alone, which ends
-        it. Returns the phase entered ("done" at the end), None when there is no rotation."""
+        keeper's and the users' reissued by it), then to trusting the new CA alone, then to
+        its end. Returns the phase entered ("done" at the end), None when there is no
+        rotation."""
         phase = self.rotation()
         if phase is None:
             return None
@@ -164,9 +165,12 @@ class LocalAuthority:
                 for path in nxt:
                     path.unlink()
                 entered = ROTATION_PHASES[1]
-            else:
+            elif phase == ROTATION_PHASES[1]:
                 write_atomically(self.trust, (self.folder / "ca.crt").read_text())
                 (self.folder / "ca-previous.crt").unlink(missing_ok=True)
+                write_atomically(self._rotation, f"{ROTATION_PHASES[2]}\n")
+                entered = ROTATION_PHASES[2]
+            else:
                 self._rotation.unlink()
                 entered = "done"
         if entered == ROTATION_PHASES[1]:
