@@ -399,10 +399,10 @@ def test_a_zookeeper_user_reaches_its_znode_only_through_zkcli_and_kazoo(
     # kazoo with the printed snippet.
     snippet = added.stderr.split("kazoo (Python):\n", 1)[1]
     namespace: dict[str, Any] = {}
-    exec(snippet, namespace)
+    exec(snippet, namespace)  # connects, as printed
     client = namespace["client"]
-    client.start(timeout=15)
     try:
+        assert client.connected
         client.create("/orders/b", b"kazoo", acl=CREATOR_ALL_ACL)
         assert client.get("/orders/b")[0] == b"kazoo"
         assert client.get("/orders/a")[0] == b"v2"

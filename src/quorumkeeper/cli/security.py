@@ -264,9 +264,11 @@ def _print_zookeeper(cluster: LocalCluster, user: str | None, *, env: bool) -> N
         kazoo.append(
             f"auth_data=[('digest', {name + ':'!r} + Path({str(password)!r}).read_text().strip())]"
         )
+    mine = "\n# keep what you create yours: client.create(path, value, acl=CREATOR_ALL_ACL)"
     err.print(
         "kazoo (Python):\nfrom pathlib import Path\nfrom kazoo.client import KazooClient\n"
-        f"client = KazooClient({', '.join(kazoo)})",
+        "from kazoo.security import CREATOR_ALL_ACL\n"
+        f"client = KazooClient({', '.join(kazoo)})\nclient.start()" + (mine if login else ""),
         highlight=False,
         markup=False,
     )
