@@ -282,10 +282,11 @@ def rotate_ca(
     timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
     state_dir: StateDir = None,
 ) -> None:
-    """Replace the cluster's certificate authority without downtime. The keeper restarts the
-    members one at a time (the leader last) three times: trusting the old and the new CA,
-    then serving certificates of the new one (the keeper's and the users' reissued too), then
-    trusting the new one alone. Users' certificate files are rewritten in place."""
+    """Replace the cluster's certificate authority, without downtime from three members up.
+    The keeper restarts the members one at a time (the leader last) three times: trusting the
+    old and the new CA, then serving certificates of the new one (the keeper's and the users'
+    reissued too), then trusting the new one alone. Users' certificate files are rewritten in
+    place; copies made elsewhere must be made again."""
     cluster = _cluster(state_dir, name)
     authority = cluster.authority
     if authority is None:
@@ -298,6 +299,12 @@ def rotate_ca(
             f"until `quorumkeeper status {name}` no longer shows it"
         )
     err.print(f"CA rotation of {name} started: the keeper rolls it out", highlight=False)
+    if cluster.spec.members < 3:
+        err.print(
+            f"[yellow]warning:[/] {name} has {cluster.spec.members} member(s): each of the three "
+            "rounds of restarts leaves it without a quorum for a moment",
+            highlight=False,
+        )
     if not wait:
         return
     deadline = time.monotonic() + timeout
