@@ -904,6 +904,7 @@ def test_a_ca_rotation_asked_for_by_annotation_rolls_out_in_three_rounds_losing_
     before = {n: p["metadata"]["uid"] for n, p in pods.items()}
     request = uuid.uuid4().hex[:8]
     replaced: dict[str, set[str]] = {n: set() for n in before}
+    phases: set[str] = set()
 
     def rotated() -> dict[str, Obj] | None:
         target.tls()  # the writer's files follow the TLS Secret
@@ -912,6 +913,7 @@ def test_a_ca_rotation_asked_for_by_annotation_rolls_out_in_three_rounds_losing_
         ca = kube.get(ns_path(bed_namespace, "secrets", names.ca_secret))
         annotations = ca["metadata"].get("annotations") or {}
         status = target.resource().get("status") or {}
+        phases.add(status.get("caRotation") or "")
         done = (
             annotations.get(ROTATION_REQUEST) == request
             and {"next.crt", "previous.crt"}.isdisjoint(ca["data"])
@@ -956,6 +958,7 @@ def test_a_ca_rotation_asked_for_by_annotation_rolls_out_in_three_rounds_losing_
     events = kube.get(ns_path(bed_namespace, "events"))["items"]
     steps = {e["message"].split(":")[1].strip() for e in events if e["reason"] == "CARotation"}
     assert steps == {"trusting-both", "new-certificates", "trusting-new", "done"}, steps
+    assert {"trusting-both", "new-certificates", "trusting-new"} <= phases, "status shows each"
     assert "pass failed" not in operator.log.read_text(), operator.tail()
     print(
         f"{kind.value} CA rotation of 3 in {took:.1f}s, pods made anew {restarts}; "

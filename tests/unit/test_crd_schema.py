@@ -116,7 +116,8 @@ def test_scale_and_printer_columns() -> None:
         "statusReplicasPath": ".status.readyMembers",
     }
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert columns == ["Desired", "Ready", "Leader", "Phase", "Age"]
+    assert columns == ["Desired", "Ready", "Leader", "Phase", "Age", "CA-Rotation"]
+    assert version["additionalPrinterColumns"][-1]["jsonPath"] == ".status.caRotation"
 
 
 @pytest.mark.parametrize(

@@ -24,12 +24,14 @@ Schema = dict[str, Any]
 
 _DROPPED = ("default", "title", "$defs")
 
-PRINTER_COLUMNS: list[dict[str, str]] = [
+PRINTER_COLUMNS: list[dict[str, str | int]] = [
     {"name": "Desired", "type": "integer", "jsonPath": ".spec.members"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyMembers"},
     {"name": "Leader", "type": "string", "jsonPath": ".status.leader"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # `kubectl get -o wide` only (priority 1): empty unless a CA rotation is under way.
+    {"name": "CA-Rotation", "type": "string", "jsonPath": ".status.caRotation", "priority": 1},
 ]
 
 
