@@ -608,9 +608,11 @@ def _stranded_by_damage(held: Sequence[Slot], present: Sequence[Slot]) -> str | 
     best_present = max((s.position for s in present if s.position is not None), default=None)
     if best_present is not None and reach <= best_present:
         return None
-    shorter = ", ".join(
-        f"{slot.name} at {position.label} (damaged: {position.damage})"
-        for slot, position in damaged
+    shorter = ", ".join(  # every member that would form it: one may read clean, yet be behind
+        f"{slot.name} at {slot.position.label}"
+        + (f" (damaged: {slot.position.damage})" if slot.position.damage else "")
+        for slot in present
+        if slot.position is not None
     )
     return (
         f"waiting for a person: {furthest.name} holds the most data ({reach.label}) but can't "

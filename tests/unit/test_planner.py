@@ -435,6 +435,13 @@ def test_damaged_members_wait_for_a_person_rather_than_outvote_the_longest_log()
     for words in ("waiting for a person", "c-2", "zxid 0x200000672", "c-0", "zxid 0x20000030c"):
         assert words in step.reason
 
+    # CI input: random bytes left one damaged member's log reading clean, yet behind: the
+    # reason names it too, as one of the members that would form the quorum.
+    behind = DataPosition(2, 771, "zxid 0x200000303")
+    step = plan(desired, Observation(None, (_stopped(0, behind), _stopped(1, TRUNCATED), held)))
+    assert isinstance(step, Wait) and "waiting for a person" in step.reason
+    assert "c-0 at zxid 0x200000303, c-1 at zxid 0x20000030c (damaged: " in step.reason
+
 
 UNLOADABLE = DataPosition(2, 1603, "zxid 0x200000643", "log.200000001: CRC check failed", False)
 
