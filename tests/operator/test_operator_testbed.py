@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from typer.testing import CliRunner
@@ -871,11 +872,6 @@ def test_a_settings_change_restarts_pods_one_at_a_time_by_eviction_leader_last(
     )
 
 
-def _pem_certificates(pem: bytes) -> list[bytes]:
-    end = b"-----END CERTIFICATE-----\n"
-    return [part + end for part in pem.split(end) if part.strip()]
-
-
 def _issued_by(leaf: bytes, authority: bytes) -> bool:
     return KeyPair(leaf, b"").loaded().issuer == KeyPair(authority, b"").loaded().subject
 
@@ -948,7 +944,8 @@ def test_a_ca_rotation_asked_for_by_annotation_rolls_out_in_three_rounds_losing_
     new_ca = target.secret(names.ca_secret)["ca.crt"]
     assert new_ca != old_ca
     tls = target.secret(names.tls_secret)
-    assert _pem_certificates(tls["ca.crt"]) == [new_ca]
+    trusted = x509.load_pem_x509_certificates(tls["ca.crt"])
+    assert trusted == [x509.load_pem_x509_certificate(new_ca)]
     leaves = [k for k in tls if k.endswith(".crt") and k != "ca.crt"]
     assert all(_issued_by(tls[k], new_ca) for k in leaves), leaves
     user = target.secret(names.user_secret("app"))

@@ -252,9 +252,9 @@ class SecretAuthority:
         ):
             return False
         made = new_authority(self.names.cluster, now=datetime.now(UTC))
-        data = {f"{NEXT}.crt": made.certificate, f"{NEXT}.key": made.key}
+        data: dict[str, bytes | None] = {f"{NEXT}.crt": made.certificate, f"{NEXT}.key": made.key}
         phase = self._phase(ROTATION_PHASES[0])
-        self._write_ca(dict(data), phase | ({ROTATION_REQUEST: request} if request else {}))
+        self._write_ca(data, phase | ({ROTATION_REQUEST: request} if request else {}))
         return True
 
     @staticmethod
