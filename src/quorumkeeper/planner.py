@@ -597,28 +597,38 @@ def _descending(position: DataPosition | None) -> tuple[int, int]:
 def _stranded_by_damage(held: Sequence[Slot], present: Sequence[Slot]) -> str | None:
     """Why the members able to run must not form a quorum without a held one, or None.
 
-    They must not when one of them lost data to damage and a member that can't start reaches
-    further than all of them: acknowledged writes may then exist only on that member.
+    They must not when a member lost data to damage (one able to run, or one whose data does
+    not load) and a member that can't start reaches further than all the others: acknowledged
+    writes may then exist only on that member.
     """
-    damaged = [(s, s.position) for s in present if s.position is not None and s.position.damage]
     ahead = [(s, s.position) for s in held if s.position is not None]
-    if not damaged or not ahead:
+    if not ahead or not present:  # nothing can start: `_refill_or_wait` names who holds what
         return None
     furthest, reach = max(ahead, key=lambda pair: pair[1])
+    if not any(
+        s.position is not None and s.position.damage for s in (*present, *held) if s is not furthest
+    ):
+        return None
     best_present = max((s.position for s in present if s.position is not None), default=None)
     if best_present is not None and reach <= best_present:
         return None
     shorter = ", ".join(  # every member that would form it: one may read clean, yet be behind
-        f"{slot.name} at {slot.position.label}"
+        f"{slot.name} at an unknown position"
+        if slot.position is None
+        else f"{slot.name} at {slot.position.label}"
         + (f" (damaged: {slot.position.damage})" if slot.position.damage else "")
         for slot in present
-        if slot.position is not None
+    )
+    also_down = "".join(  # CI input: one damaged member's data did not load at all
+        f"; {slot.name} at {slot.position.label} can't start either ({slot.why_down()})"
+        for slot in held
+        if slot is not furthest and slot.position is not None
     )
     return (
         f"waiting for a person: {furthest.name} holds the most data ({reach.label}) but can't "
         f"start ({furthest.why_down()}); {shorter} would form a quorum without it and lose what "
-        f"only it holds. Fix what stops {furthest.name}; to accept the loss instead, move its "
-        "data folder away"
+        f"only it holds{also_down}. Fix what stops {furthest.name}; to accept the loss instead, "
+        "move its data folder away"
     )
 
 

@@ -111,6 +111,7 @@ def _leaders(members: list[Member]) -> list[Member]:
 
 
 PARTITION_ATTEMPTS = 8
+MEMBERS_SAMPLES = 10
 """The old leader's stale claim lasts about 0.3 s after it resumes: on a loaded machine the
 samples can miss it (over TLS each sample's handshakes take longer), so the partition is
 repeated until both the direct claims and `members()` caught it. Under the suite's load
@@ -124,8 +125,9 @@ def _partition_and_sample(
     old: dict[str, Any],
     endpoints: list[Endpoint],
 ) -> list[tuple[list[str], list[Member]]]:
-    """SIGSTOP the leader until another is elected, resume it, and sample for 4 s which
-    servers claim leadership and what `members()` shows."""
+    """SIGSTOP the leader until another is elected, resume it, and sample which servers claim
+    leadership and what `members()` shows: for 4 s, and on until `members()` answered
+    `MEMBERS_SAMPLES` times (a loaded machine answers fewer per second), 60 s at most."""
     os.kill(old["pid"], signal.SIGSTOP)
     try:
         wait_until(
@@ -138,13 +140,18 @@ def _partition_and_sample(
     samples = []
     words_tls = zookeeper_words_tls(cluster.paths)
     resumed = time.monotonic()
-    while time.monotonic() - resumed < 4:
+    answered = 0
+    while (elapsed := time.monotonic() - resumed) < 4 or (
+        answered < MEMBERS_SAMPLES and elapsed < 60
+    ):
         claims = [
             e.address
             for e in endpoints
             if (state := server_state(e.address, 0.3, tls=words_tls)) and state.mode == "leader"
         ]
-        samples.append((claims, _members_or_none(store)))
+        members = _members_or_none(store)
+        answered += bool(members)
+        samples.append((claims, members))
         time.sleep(0.05)
     return samples
 
@@ -176,7 +183,7 @@ def test_zookeeper_leader_back_from_a_partition_is_never_a_second_leader(tmp_pat
             store.close()
 
         answered = [members for _, members in samples if members]
-        assert len(answered) >= 10, f"members() answered only {len(answered)} times"
+        assert len(answered) >= MEMBERS_SAMPLES, f"members() answered only {len(answered)} times"
         assert any(len(claims) == 2 for claims, _ in samples), (
             "the old leader never claimed leadership next to the new one: the fault did not "
             "reproduce"

@@ -442,6 +442,16 @@ def test_damaged_members_wait_for_a_person_rather_than_outvote_the_longest_log()
     assert isinstance(step, Wait) and "waiting for a person" in step.reason
     assert "c-0 at zxid 0x200000303, c-1 at zxid 0x20000030c (damaged: " in step.reason
 
+    # CI input: random bytes made one damaged member's data fail to load: it is named too.
+    step = plan(desired, Observation(None, (_stopped(0, TRUNCATED), _stopped(1, UNLOADABLE), held)))
+    assert isinstance(step, Wait) and "waiting for a person" in step.reason
+    assert "c-0 at zxid 0x20000030c (damaged: " in step.reason
+    assert "c-1 at zxid 0x200000643 can't start either (its data does not load: " in step.reason
+    # ...and when the other damaged member reads clean but behind, nothing starts either.
+    behind = DataPosition(2, 771, "zxid 0x200000303")
+    step = plan(desired, Observation(None, (_stopped(0, behind), _stopped(1, UNLOADABLE), held)))
+    assert isinstance(step, Wait) and "c-0 at zxid 0x200000303 would form" in step.reason
+
 
 UNLOADABLE = DataPosition(2, 1603, "zxid 0x200000643", "log.200000001: CRC check failed", False)
 
