@@ -242,9 +242,10 @@ class Reconciler:
             self._member_status(desired, endpoint, member, slots.get(endpoint))
             for endpoint, member in sorted(entries, key=lambda entry: entry[0].ordinal)
         ]
-        voters = [
-            placement.locate(m.address) for m in membership or () if m.role is not Role.LEARNER
-        ]
+        voters = sorted(  # by ordinal, whatever order the store lists its members in
+            (placement.locate(m.address) for m in membership or () if m.role is not Role.LEARNER),
+            key=lambda endpoint: endpoint.ordinal if endpoint else -1,
+        )
         spec = self.spec
         return ClusterStatus(
             name=spec.name,

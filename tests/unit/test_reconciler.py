@@ -451,6 +451,19 @@ def test_wait_without_a_quorum_shows_the_members_with_data(placement: Placement)
     assert fx.runtime.actions == []
 
 
+def test_the_connect_string_lists_members_by_ordinal_whatever_the_store_order(
+    placement: Placement,
+) -> None:
+    """ZooKeeper lists its members in the order of its dynamic config, which can be reversed
+    after replacements: the connect string a user copies stays in ordinal order."""
+    fx = fakes(placement, running=3)
+    fx.store.entries = dict(reversed(fx.store.entries.items()))
+
+    fx.reconciler.run_once()
+
+    assert fx.sink.last.connect_string == ",".join(f"fake://{fx.address(n)}" for n in range(3))
+
+
 def test_done_changes_nothing(placement: Placement) -> None:
     fx = fakes(placement, running=3)
 
