@@ -39,6 +39,7 @@ from quorumkeeper.planner import (
 from quorumkeeper.runtime import ConfigurationRefused, DisruptionRefused, Runtime
 from quorumkeeper.spec import ClusterSpec
 from quorumkeeper.status import (
+    AUTH_PENDING,
     AlarmStatus,
     ClusterStatus,
     Condition,
@@ -288,7 +289,7 @@ class Reconciler:
         elif not self.backend.auth:
             reason, message = "NoAuth", "any client with a certificate may act (auth: false)"
         elif not self.secured:
-            reason, message = "AuthPending", "authentication is turned on once a quorum answers"
+            reason, message = AUTH_PENDING, "authentication is turned on once a quorum answers"
         else:
             reason, message = "TlsAndAuth", "TLS for clients and members; clients authenticate"
         return Condition(

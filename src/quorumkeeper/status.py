@@ -29,6 +29,11 @@ class ConditionType(StrEnum):
     """Clients and members use TLS and clients authenticate; False says what is open."""
 
 
+AUTH_PENDING = "AuthPending"
+"""The Secured condition's reason while authentication waits for a quorum to turn it on: a
+command that hands a cluster over waits it out."""
+
+
 class Condition(BaseModel):
     """One condition, as Kubernetes shows them: `status` is "True", "False" or "Unknown";
     `lastTransitionTime` (RFC 3339, UTC) is when `status` last changed."""

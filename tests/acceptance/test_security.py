@@ -91,13 +91,10 @@ def _secured(status: dict[str, Any]) -> dict[str, Any]:
 def test_strangers_are_refused_and_a_user_reaches_its_prefix_only(
     cluster: LocalClusterUnderTest, tmp_path: Path
 ) -> None:
-    cluster.up(3)
+    cluster.up(3)  # returns once the keeper turned authentication on
 
-    def secured() -> dict[str, Any] | None:
-        status = cluster.wait_ready(3)
-        return status if _secured(status)["status"] == "True" else None
-
-    status = wait_until(secured, 30, "the keeper turns authentication on")
+    status = cluster.wait_ready(3)
+    assert _secured(status)["status"] == "True", status["conditions"]
     assert all(m["client_url"].startswith("https://") for m in status["members"]), status
     assert all(url.startswith("https://") for url in status["connect_string"].split(","))
     root_password = cluster.paths.root / "root-password"
@@ -342,13 +339,8 @@ def _exports(text: str) -> dict[str, str]:
 def test_a_zookeeper_user_reaches_its_znode_only_through_zkcli_and_kazoo(
     cluster: LocalClusterUnderTest,
 ) -> None:
-    cluster.up(1)
-
-    def secured() -> dict[str, Any] | None:
-        status = cluster.wait_ready(1)
-        return status if _secured(status)["status"] == "True" else None
-
-    wait_until(secured, 30, "the keeper closed the root znode")
+    cluster.up(1)  # returns once the keeper closed the root znode
+    assert _secured(cluster.wait_ready(1))["status"] == "True"
     name = cluster.name
     nobody = cluster.cli("connect", name, check=False)
     assert nobody.returncode == 2 and "has no users yet" in nobody.stderr, nobody.stderr

@@ -60,7 +60,7 @@ from quorumkeeper.runtimes.local.state import (
     status_age,
 )
 from quorumkeeper.spec import ClusterSpec, SpecError, Store, parse_spec, yaml_value
-from quorumkeeper.status import Condition, carry_transitions
+from quorumkeeper.status import AUTH_PENDING, Condition, carry_transitions
 
 app = typer.Typer(
     help="Run etcd and ZooKeeper clusters that scale and heal themselves.",
@@ -281,11 +281,14 @@ def _stale(age: float | None, keeper_pid: int | None) -> bool:
 
 
 def _matches_spec(status: dict[str, Any]) -> bool:
+    """Done, every member a healthy voter, and authentication on where the spec asks for it:
+    a user handed the cluster must never find it open."""
     members = status["members"]
     return (
         status["step"]["kind"] == Done.__name__
         and len(members) == status["desired_members"]
         and all(m["healthy"] and m["role"] != Role.LEARNER for m in members)
+        and not any(c["reason"] == AUTH_PENDING for c in status["conditions"])
     )
 
 
