@@ -21,12 +21,19 @@ def loopback_subnet(third: int) -> str:
 
 def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     """Poll `condition` until it returns something truthy, and return that; fail naming `what`
-    at the deadline."""
+    at the deadline.
+
+    Between two calls it waits 0.1 s, or as long as the call took when that was longer: a
+    condition that runs a command (a new interpreter, TLS handshakes with every member) then
+    takes at most half a core, and the machine's other half is left to the cluster it waits
+    for."""
     deadline = time.monotonic() + timeout
     while True:
+        called = time.monotonic()
         result = condition()
         if result:
             return result
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise AssertionError(f"timed out after {timeout}s: {what}")
-        time.sleep(0.1)
+        time.sleep(max(0.1, now - called))

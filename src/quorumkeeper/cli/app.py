@@ -298,7 +298,7 @@ def _wait_for_spec(
     """Poll the live cluster until it matches its spec, showing the step in progress. With
     `generation`, stop (exit 3) as soon as another command stores a newer target."""
     deadline = time.monotonic() + timeout
-    with err.status("waiting for the cluster") as progress:
+    with err.status("waiting for the cluster") as progress, cluster.holding_store():
         while True:
             if generation is not None:
                 _check_not_replaced(cluster, generation)

@@ -3,6 +3,8 @@ desired state and status.json as its status."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from quorumkeeper.runtimes.local.placement import LoopbackPlacement
 from quorumkeeper.runtimes.local.processes import LocalRuntime
 from quorumkeeper.runtimes.local.state import (
     ClusterPaths,
+    FileIdentity,
     StatusWriter,
     ensure_secret,
     file_identity,
@@ -154,6 +157,25 @@ class LocalCluster:
     @property
     def spec(self) -> ClusterSpec:
         return self.reconciler.spec
+
+    def marks(self) -> tuple[FileIdentity | None, tuple[int | None, ...]]:
+        """What changes without the store's knowing: the spec file (a command replaced it) and
+        each member's process (one ended). Cheap: one stat(2) and the members' pid files."""
+        pids = self.runtime.pids(self.runtime.endpoints())
+        return file_identity(self.paths.spec_file), tuple(pids.values())
+
+    @contextmanager
+    def holding_store(self) -> Iterator[None]:
+        """Observe through one store client kept open inside the block, as the keeper does (a
+        command polling until the cluster matches its spec): a client made for each
+        observation costs ZooKeeper a session opened and closed, two transactions, and a TLS
+        handshake with every member it asks."""
+        self.reconciler.hold_store = True
+        try:
+            yield
+        finally:
+            self.reconciler.hold_store = False
+            self.reconciler.close()
 
     def observe(self) -> Snapshot:
         """The store's answers and the members' processes as of one moment, for a reader other
