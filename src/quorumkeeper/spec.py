@@ -405,6 +405,14 @@ def _size(count: int) -> str:
     return f"{count}"
 
 
+_JVM_FLAG = re.compile(r"-[A-Za-z0-9_.:+=,/@%-]+")
+_KEEPER_JVM_FLAGS = (
+    ("-Xmx", "the heap is zookeeper.heap"),
+    ("-Dzookeeper.DigestAuthenticationProvider.", "it carries the superuser's digest"),
+    ("-Dzookeeper.enforce.auth.", "auth: true or false in the spec decides it"),
+)
+"""Flag prefixes of `jvm_flags` that would override a setting quorumkeeper makes, and why."""
+
 _SessionTimeoutMs = Annotated[int, Strict(), _Within(1, JAVA_INT_MAX, " (a Java int)")]
 
 
@@ -448,6 +456,27 @@ class ZookeeperSettings(_Strict):
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] = "INFO"
     data_dir: str = "data"
     data_log_dir: str = "data/log"
+    jvm_flags: tuple[str, ...] = ()
+    """JVM flags added after quorumkeeper's own (heap, serial GC, exit on OOM, authentication):
+    GC logging, or `-XX:TieredStopAtLevel=1` for members that live minutes (a test's). One
+    flag per entry; changing them restarts the members one at a time."""
+
+    @field_validator("jvm_flags")
+    @classmethod
+    def _flags_the_keeper_does_not_own(cls, flags: tuple[str, ...]) -> tuple[str, ...]:
+        for flag in flags:
+            kept = [other for other in flags if other != flag]
+            if not _JVM_FLAG.fullmatch(flag):
+                raise _refuse(
+                    f"{flag!r} is not one JVM flag: each entry starts with '-' and holds "
+                    "letters, digits and - _ . : + = , / @ % only (no spaces or quotes: the "
+                    "flags reach the JVM through a shell variable)",
+                    kept,
+                )
+            owner = next((o for p, o in _KEEPER_JVM_FLAGS if flag.startswith(p)), None)
+            if owner:
+                raise _refuse(f"{flag} is quorumkeeper's to set: {owner}", kept)
+        return flags
 
     @field_validator("heap")
     @classmethod

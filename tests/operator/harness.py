@@ -277,6 +277,11 @@ class ClusterUnderTest:
         )
 
 
+TEST_JVM_FLAGS = ("-XX:TieredStopAtLevel=1",)
+"""The test bed's ZooKeeper servers live minutes and restart often: the JVM's optimising
+compiler (C2) would spend CPU on code they never run long enough to use."""
+
+
 def create_cluster(
     kube: Kube,
     cluster: Cluster,
@@ -294,6 +299,8 @@ def create_cluster(
     fields of its spec; returned at once (nothing is waited for)."""
     name = name or ("orders" if kind is Kind.ETCD else "locks")
     version = ETCD_VERSION if kind is Kind.ETCD else ZOOKEEPER_VERSION
+    if kind is Kind.ZOOKEEPER:
+        spec["zookeeper"] = {"jvm_flags": list(TEST_JVM_FLAGS), **spec.get("zookeeper", {})}
     storage: dict[str, str] = {"size": "1Gi"}
     if storage_class is not None:
         storage["className"] = storage_class

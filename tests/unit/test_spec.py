@@ -47,6 +47,14 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"zookeeper": {"heap": "32M"}}, "zookeeper.heap"),
     ({"zookeeper": {"data_dir": "/var/lib/zk"}}, "zookeeper.data_dir"),
     ({"zookeeper": {"log_level": "LOUD"}}, "zookeeper.log_level"),
+    ({"zookeeper": {"jvm_flags": ["-Xmx2g"]}}, "zookeeper.jvm_flags"),
+    (
+        {"zookeeper": {"jvm_flags": ["-XX:+UseG1GC", "-Dzookeeper.enforce.auth.enabled=false"]}},
+        "zookeeper.jvm_flags",
+    ),
+    ({"zookeeper": {"jvm_flags": ["-Dx=$(SECRET)"]}}, "zookeeper.jvm_flags"),
+    ({"zookeeper": {"jvm_flags": ["-XX:+UseG1GC -Xss1m"]}}, "zookeeper.jvm_flags"),
+    ({"zookeeper": {"jvm_flags": "-XX:+UseG1GC"}}, "zookeeper.jvm_flags"),
     ({"etcd": {"heartbeat_interval_ms": 500}}, "etcd.election_timeout_ms"),
     ({"etcd": {"heartbeat_interval_ms": 6000}}, "etcd.heartbeat_interval_ms"),
     ({"etcd": {"auto_compaction_retention": "-1h"}}, "etcd.auto_compaction_retention"),
@@ -124,6 +132,10 @@ def test_fixes_reach_cross_field_rules_a_first_fix_reveals() -> None:
         ({"members": 0}, ["members must be between 1 and 9", "fix: set members: 1"]),
         ({"etcd": {"quota_backend_bytes": 10**30}}, ["MaxQuotaBytes", "8589934592"]),
         ({"zookeeper": {"heap": "99999999G"}}, ["at most 64T", "this machine has"]),
+        (
+            {"zookeeper": {"jvm_flags": ["-Xmx2g"]}},
+            ["the heap is zookeeper.heap", "set zookeeper.jvm_flags: []"],
+        ),
         ({"etcd": {"auto_compaction_retention": "banana"}}, ["Go duration", '"0" turns']),
         ({"colour": "blue"}, ["not a field", "fix: remove colour"]),
         (  # newcomer's input: a misspelt field is renamed, not only dropped

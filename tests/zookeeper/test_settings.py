@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from pydantic import ValidationError
 
@@ -83,6 +84,20 @@ def test_zookeeper_runs_with_what_the_spec_accepts(
     assert _session_bounds(slow_ticks) == ("6000", "60000")
     zoo_cfg = slow_ticks.runtime.data_dir(slow_ticks.endpoint(0)) / "conf" / "zoo.cfg"
     assert "SessionTimeout" not in zoo_cfg.read_text()
+
+
+@pytest.mark.zookeeper
+def test_jvm_flags_of_the_spec_follow_the_keepers_own(
+    ensemble_factory: Callable[..., Ensemble],
+) -> None:
+    flags = ("-XX:TieredStopAtLevel=1", "-Dquorumkeeper.test=on")
+    ensemble = ensemble_factory(ZookeeperSettings(heap="128M", jvm_flags=flags))
+    ensemble.bootstrap()
+    pid = ensemble.runtime.pid(ensemble.endpoint(0))
+    assert pid is not None
+    argv = psutil.Process(pid).cmdline()
+    assert "-Xmx128M" in argv and all(flag in argv for flag in flags), argv
+    assert argv.index("-Xmx128M") < argv.index(flags[0]) < argv.index(flags[1]), argv
 
 
 def _session_bounds(ensemble: Ensemble) -> tuple[str, str]:

@@ -48,8 +48,9 @@ scheme enforced is digest."""
 
 
 def jvm_options(settings: ZookeeperSettings, password: str, *, auth: bool = False) -> list[str]:
-    """JVM options of a server: heap, GC, exit on OOM, the superuser's digest, log level, and
-    with `auth` the enforced digest authentication of every session (`ENFORCED_AUTH`)."""
+    """JVM options of a server: heap, GC, exit on OOM, the superuser's digest, log level, with
+    `auth` the enforced digest authentication of every session (`ENFORCED_AUTH`), then the
+    spec's `jvm_flags`."""
     return [
         f"-Xmx{settings.heap}",
         "-XX:+UseSerialGC",  # small heaps on shared cores: one GC thread, least overhead
@@ -57,6 +58,7 @@ def jvm_options(settings: ZookeeperSettings, password: str, *, auth: bool = Fals
         superuser_digest_flag(password),
         *(ENFORCED_AUTH if auth else ()),
         f"-Dorg.slf4j.simpleLogger.defaultLogLevel={settings.log_level.lower()}",
+        *settings.jvm_flags,
     ]
 
 
