@@ -406,8 +406,7 @@ def _size(count: int) -> str:
 
 
 _JVM_FLAG = re.compile(r"-[A-Za-z0-9_.:+=,/@%-]+")
-_KEEPER_JVM_FLAGS = (
-    ("-Xmx", "the heap is zookeeper.heap"),
+_KEEPER_JVM_FLAGS = (  # -Xmx too, refused with its own fix (`_heap_only_through_heap`)
     ("-Dzookeeper.DigestAuthenticationProvider.", "it carries the superuser's digest"),
     ("-Dzookeeper.enforce.auth.", "auth: true or false in the spec decides it"),
 )
@@ -515,6 +514,21 @@ class ZookeeperSettings(_Strict):
         low = self.min_session_timeout_ms
         high = self.max_session_timeout_ms
         return (2 * tick if low is None else low, 20 * tick if high is None else high)
+
+    @model_validator(mode="after")
+    def _heap_only_through_heap(self) -> ZookeeperSettings:
+        """An -Xmx among `jvm_flags` would override `heap`, which the keeper checks against
+        the machine's memory: the fix moves its size there."""
+        sizes = [flag.removeprefix("-Xmx") for flag in self.jvm_flags if flag.startswith("-Xmx")]
+        if not sizes:
+            return self
+        fix: dict[str, object] = {
+            "jvm_flags": [flag for flag in self.jvm_flags if not flag.startswith("-Xmx")]
+        }
+        if heap_bytes(sizes[-1].upper()) is not None:
+            fix["heap"] = sizes[-1].upper()
+        rule = f"-Xmx{sizes[-1]} is quorumkeeper's to set: the heap is zookeeper.heap"
+        raise _refuse_all([Problem("jvm_flags", list(self.jvm_flags), rule, fix)])
 
     @model_validator(mode="after")
     def _session_bounds_in_order(self) -> ZookeeperSettings:
@@ -831,6 +845,10 @@ _RULES: dict[str, Callable[[ErrorDetails], str]] = {
         "a whole number, unquoted (true/false and quoted or decimal numbers "
         "are refused, not converted)"
     ),
+    "tuple_type": lambda _: "a list: [a, b] or one '- item' per line",
+    "list_type": lambda _: "a list: [a, b] or one '- item' per line",
+    "model_type": lambda _: "a mapping of settings: one 'key: value' per line",
+    "dict_type": lambda _: "a mapping: one 'key: value' per line",
     "literal_error": lambda error: f"must be one of {error.get('ctx', {}).get('expected')}",
     "enum": lambda error: f"must be one of {error.get('ctx', {}).get('expected')}",
     "missing": lambda _: "required",
@@ -868,6 +886,8 @@ def problems_of(error: ErrorDetails) -> list[Problem]:
     else:
         whole = _whole(error["input"]) if kind == "int_type" else None
         fix = whole if whole is not None else _field_default(location)
+        if kind in ("tuple_type", "list_type") and isinstance(error["input"], str):
+            fix = [error["input"]]  # one item given where a list goes
         if isinstance(fix, str) and kind == "enum":  # a misspelt choice: its closest one
             fix = _closest_choice(location, error["input"], fix)
     value = None if kind == "missing" else error["input"]

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from quorumkeeper.runtimes.local import keeper
 from quorumkeeper.runtimes.local.authority import KEEPER, LocalAuthority
 from quorumkeeper.runtimes.local.cluster import LocalCluster, SpecFile
 from quorumkeeper.runtimes.local.placement import LoopbackPlacement
-from quorumkeeper.runtimes.local.processes import wait_for_exit
+from quorumkeeper.runtimes.local.processes import end_process, wait_for_exit
 from quorumkeeper.runtimes.local.state import ClusterPaths
 from quorumkeeper.spec import MAX_MEMBERS
 from quorumkeeper.stores.base import CoordinationStore, StoreError, StoreUnavailable
@@ -232,10 +232,12 @@ class LocalClusterUnderTest:
         keeper.spawn(self.paths, env={**self.env, **env})
         wait_until(self.paths.keeper_pid, 10, "keeper holds its lock")
 
+    def member_pid_files(self) -> list[Path]:
+        return sorted((self.state_dir / self.name / "members").glob("*/pid"))
+
     def member_pids_on_disk(self) -> list[int]:
-        root = self.state_dir / self.name / "members"
         pids = []
-        for pid_file in root.glob("*/pid"):
+        for pid_file in self.member_pid_files():
             try:
                 pids.append(int(pid_file.read_text()))
             except ValueError:
@@ -243,16 +245,22 @@ class LocalClusterUnderTest:
         return pids
 
     def destroy(self) -> None:
-        """Stop everything this cluster started, by PID, whatever state the test left it in."""
+        """Stop everything this cluster started, whatever state the test left it in: by PID,
+        each process checked to be this cluster's first (a pid file may name a member that
+        ended minutes ago, and its PID another program's process since)."""
         keeper_pid = self.paths.keeper_pid()
         if keeper_pid:
-            os.kill(keeper_pid, signal.SIGKILL)
-        for pid in self.member_pids_on_disk():
-            try:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+            end_process(keeper_pid, keeper.runs_for(self.paths), 0)
+        for pid_file in self.member_pid_files():
+            with contextlib.suppress(ValueError, OSError):
+                end_process(int(pid_file.read_text()), self.started_in(pid_file.parent), 0)
+
+    @staticmethod
+    def started_in(member_dir: Path) -> Callable[[list[str]], bool]:
+        """Whether a command line is that of a member whose folder is `member_dir`: every
+        launcher's process marker names the member's data folder."""
+        data = str(member_dir / "data")
+        return lambda argv: any(data in argument for argument in argv)
 
 
 @dataclass

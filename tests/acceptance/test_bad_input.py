@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from quorumkeeper.runtimes.local.processes import end_process
 from tests.acceptance.harness import LocalClusterUnderTest
 from tests.polling import wait_until
 
@@ -277,7 +279,6 @@ def test_relative_data_dir_is_resolved_once_where_up_runs(
     finally:
         _cli_in(cluster, elsewhere, "down", cluster.name, check=False)
         for pid_file in members_root.glob("*/pid"):  # in case `down` failed: stop by PID
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                continue
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text())
+                end_process(pid, cluster.started_in(pid_file.parent), 0)

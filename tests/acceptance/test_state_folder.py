@@ -38,14 +38,8 @@ class _ClusterWithDataDir(LocalClusterUnderTest):
         path.write_text(json.dumps({"data_dir": str(self.data_dir), "local": local}))
         return path
 
-    def member_pids_on_disk(self) -> list[int]:
-        pids = super().member_pids_on_disk()
-        for pid_file in self.members_root.glob("*/pid"):
-            try:
-                pids.append(int(pid_file.read_text()))
-            except ValueError:
-                continue
-        return pids
+    def member_pid_files(self) -> list[Path]:
+        return [*super().member_pid_files(), *sorted(self.members_root.glob("*/pid"))]
 
     def listed(self) -> dict[str, Any]:
         rows = json.loads(self.cli("list", "-o", "json").stdout)

@@ -133,8 +133,19 @@ def test_fixes_reach_cross_field_rules_a_first_fix_reveals() -> None:
         ({"etcd": {"quota_backend_bytes": 10**30}}, ["MaxQuotaBytes", "8589934592"]),
         ({"zookeeper": {"heap": "99999999G"}}, ["at most 64T", "this machine has"]),
         (
-            {"zookeeper": {"jvm_flags": ["-Xmx2g"]}},
-            ["the heap is zookeeper.heap", "set zookeeper.jvm_flags: []"],
+            {"zookeeper": {"jvm_flags": ["-XX:+UseG1GC", "-Xmx2g"]}},
+            [
+                "the heap is zookeeper.heap",
+                "fix: set zookeeper.jvm_flags: ['-XX:+UseG1GC'], set zookeeper.heap: 2G",
+            ],
+        ),
+        (  # newcomer's input: one flag where a list goes
+            {"zookeeper": {"jvm_flags": "-Xlog:gc"}},
+            ["a list: [a, b]", "fix: set zookeeper.jvm_flags: ['-Xlog:gc']"],
+        ),
+        (  # newcomer's input: a list where settings go
+            {"etcd": [1, 2]},
+            ["a mapping of settings", "fix: remove etcd"],
         ),
         ({"etcd": {"auto_compaction_retention": "banana"}}, ["Go duration", '"0" turns']),
         ({"colour": "blue"}, ["not a field", "fix: remove colour"]),

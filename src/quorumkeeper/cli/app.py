@@ -7,7 +7,6 @@ import difflib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -44,7 +43,7 @@ from quorumkeeper.runtimes.local.preflight import (
     choose_subnet,
     taken_addresses,
 )
-from quorumkeeper.runtimes.local.processes import wait_for_exit
+from quorumkeeper.runtimes.local.processes import end_process
 from quorumkeeper.runtimes.local.state import (
     STATUS_STALE_AFTER_SECONDS,
     ClusterPaths,
@@ -911,9 +910,7 @@ def down(
     lock = _locked(FileLock(cluster.paths.command_lock_file), f"cluster {name}")
     keeper_pid = cluster.paths.keeper_pid()
     if keeper_pid:
-        os.kill(keeper_pid, signal.SIGTERM)
-        if not wait_for_exit(keeper_pid, 10):
-            os.kill(keeper_pid, signal.SIGKILL)
+        end_process(keeper_pid, keeper.runs_for(cluster.paths), 10)
     status = _live_status(cluster)
     leaders = [m["name"] for m in status["members"] if m["role"] == Role.LEADER]
     runtime = cluster.runtime

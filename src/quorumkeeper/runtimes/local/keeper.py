@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -51,19 +52,30 @@ CRASH_AFTER_ENV = "QUORUMKEEPER_KEEPER_CRASH_AFTER"
 log = logging.getLogger("quorumkeeper.runtimes.local.keeper")
 
 
+def _command(paths: ClusterPaths) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "quorumkeeper.runtimes.local.keeper",
+        "--state-dir",
+        str(paths.state_dir),
+        paths.name,
+    ]
+
+
+def runs_for(paths: ClusterPaths) -> Callable[[list[str]], bool]:
+    """Whether a command line is that of a keeper for `paths`, whichever interpreter runs it:
+    for `processes.end_process`, so that stopping a keeper never signals another process."""
+    expected = _command(paths)[1:]
+    return lambda argv: argv[1:] == expected
+
+
 def spawn(paths: ClusterPaths, *, env: dict[str, str] | None = None) -> int:
     """Start a detached keeper for `paths`; returns its PID."""
     paths.root.mkdir(parents=True, exist_ok=True)
     with open(paths.keeper_log, "ab") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quorumkeeper.runtimes.local.keeper",
-                "--state-dir",
-                str(paths.state_dir),
-                paths.name,
-            ],
+            _command(paths),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -407,10 +407,8 @@ class LocalRuntime:
         pid = self.pid(endpoint)
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
-        if not wait_for_exit(pid, grace):
-            os.kill(pid, signal.SIGKILL)
-            wait_for_exit(pid, grace)
+        marker = self.launcher.process_marker(self.data_dir(endpoint))
+        end_process(pid, lambda argv: marker in argv, grace)
         self._remove_pid_file(endpoint)
         history = self.history(endpoint)
         if not history.judged:  # stopped on purpose: not a failed start
@@ -565,8 +563,44 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     except ProcessLookupError:
         return True
     try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
+        return _exited(pidfd, timeout)
+    finally:
+        os.close(pidfd)
+
+
+def _exited(pidfd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+def end_process(pid: int, ours: Callable[[list[str]], bool], grace: float) -> bool:
+    """SIGTERM, then SIGKILL once `grace` seconds passed, to process `pid` if `ours` recognises
+    its command line; True once it has exited (or was gone), False when it is not ours or
+    outlived the SIGKILL by `grace`.
+
+    Both signals go through one pidfd opened before the check, so they reach that process or
+    none: the kernel may hand its PID to another process as soon as it ends, within seconds on
+    a busy machine where pid_max is 32768 (seen: another program's process killed by a PID
+    read minutes earlier)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        try:
+            if not ours(psutil.Process(pid).cmdline()):
+                return False
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:  # a zombie's command line, or one we may not read: not ours
+            return _exited(pidfd, 0)
+        for signal_number in (signal.SIGTERM, signal.SIGKILL):
+            signal.pidfd_send_signal(pidfd, signal_number)
+            if _exited(pidfd, grace):
+                return True
+        return False
+    except ProcessLookupError:
+        return True
     finally:
         os.close(pidfd)
