@@ -135,10 +135,10 @@ def test_keeper_killed_after_every_step_resumes(cluster: LocalClusterUnderTest) 
     with Writer(cluster) as writer:
         for target in (5, 3):
             cluster.kill_keeper()
-            cluster.scale(target, "--no-wait")
+            cluster.spawn_keeper(QUORUMKEEPER_KEEPER_CRASH_AFTER="1")
+            cluster.scale(target, "--no-wait")  # with no keeper running, it would start one
             crashes = 0
             while True:
-                cluster.spawn_keeper(QUORUMKEEPER_KEEPER_CRASH_AFTER="1")
                 wait_until(
                     partial(_crashed_or_ready, cluster, target),
                     90,
@@ -148,6 +148,7 @@ def test_keeper_killed_after_every_step_resumes(cluster: LocalClusterUnderTest) 
                     break
                 crashes += 1
                 assert crashes <= 5 * SCALE_UP_ACTIONS, "keepers crash without progress"
+                cluster.spawn_keeper(QUORUMKEEPER_KEEPER_CRASH_AFTER="1")
             if target == 5:
                 assert crashes >= SCALE_UP_ACTIONS, f"{crashes} crashes for {SCALE_UP_ACTIONS}"
             status = cluster.wait_ready(target)
