@@ -31,9 +31,10 @@ IDLE_INTERVAL = 0.25
 
 QUIET_INTERVAL = 1.0
 """Seconds between passes while the cluster matches its spec, unless a member's process ends
-or a command replaces the spec first (both looked for every `WAKE_CHECK_INTERVAL`). Each pass asks
-every ZooKeeper member `srvr` over a new TLS connection: at 4 passes a second, three idle
-members spent 17% of a core on the keeper (measured, 3.9.5, two cores)."""
+or a command replaces the spec first (both looked for every `WAKE_CHECK_INTERVAL`). Each pass
+asks every ZooKeeper member `srvr` over a new TLS connection: three idle members spent 24% of a
+core answering 4 passes a second, 10% answering one (3.9.5, `benchmarks/membership.py
+--idle-only` on two loaded cores)."""
 
 WAKE_CHECK_INTERVAL = 0.1
 """Seconds between two looks at the spec file and the members' processes while resting: a
@@ -166,12 +167,15 @@ def run(paths: ClusterPaths) -> int:
 def _rest(cluster: LocalCluster, stop: _Stop) -> None:
     """Wait up to `QUIET_INTERVAL` after a pass that found the cluster as its spec asks,
     ending early once a member's process or the spec changed."""
-    marks = cluster.marks()
     deadline = time.monotonic() + QUIET_INTERVAL
-    while not stop.requested and time.monotonic() < deadline:
-        time.sleep(WAKE_CHECK_INTERVAL)
-        if cluster.marks() != marks:
-            return
+    try:
+        marks = cluster.marks()
+        while not stop.requested and time.monotonic() < deadline:
+            time.sleep(WAKE_CHECK_INTERVAL)
+            if cluster.marks() != marks:
+                return
+    except OSError:  # a folder being purged or moved: the next pass says what happened
+        time.sleep(IDLE_INTERVAL)
 
 
 def _loop(paths: ClusterPaths) -> int:
