@@ -18,6 +18,7 @@ fingerprint includes it).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,6 +129,13 @@ class LocalAuthority:
     def rotation(self) -> str | None:
         """The phase of the CA rotation under way, None when there is none."""
         return self._rotation.read_text().strip() if self._rotation.is_file() else None
+
+    def phase_age(self) -> float:
+        """Seconds since the rotation under way entered its phase (0 without one)."""
+        try:
+            return max(0.0, time.time() - self._rotation.stat().st_mtime)
+        except FileNotFoundError:
+            return 0.0
 
     def start_rotation(self) -> bool:
         """Begin a CA rotation: a new CA (`ca-next.*`), and `trust.pem` holding the old and the

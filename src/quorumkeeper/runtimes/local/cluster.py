@@ -46,6 +46,11 @@ class SpecFile:
         return self._spec
 
 
+ROTATION_PHASE_SECONDS = 2.0
+"""The least time a CA rotation stays in a phase: ZooKeeper members take a replaced trust
+bundle or keystore through a file watcher, without a restart that would mark the phase rolled
+out, so its next phase waits for that watcher too."""
+
 OBSERVATION_TRIES = 3
 
 
@@ -196,10 +201,12 @@ class LocalCluster:
         """Keep the certificates current: reissue those within `RENEW_BEFORE` of their end
         (members with a folder, the keeper's and the users'), take a certificate authority
         changed on disk (`rotate-ca`, or a rotation `renew` began for a CA near its end), and
-        move a CA rotation on once every member runs with its phase. Any of these changes the
-        launcher's fingerprint (the authority's `generation`): members then restart onto it
-        in order, the keeper's store client connects again with the files now on disk, and
-        users' ZooKeeper keystores are written again from their certificates. What is still
+        move a CA rotation on once every member runs with its phase. After any of these the
+        keeper's store client connects again with the files now on disk, and users' ZooKeeper
+        keystores are written again from their certificates. Members whose launcher
+        `reloads_certificates` (ZooKeeper) get their files where they run and take them
+        without a restart; for the others the change is in the launcher's fingerprint (the
+        authority's `generation`), and they restart onto it in order. What is still
         within `RENEW_BEFORE` of its end afterwards (the CA, or a certificate ending with it)
         goes into status.json from the next pass on. Returns what changed, for the log: the
         certificate files reissued and the rotation phase entered."""
@@ -212,11 +219,13 @@ class LocalCluster:
         current = self.runtime.launcher.fingerprint() == self.reconciler.config
         last = self.reconciler.last_status
         rolled_out = last is not None and last.rolled_out()
-        if not changed and current and authority.rotation() is not None and rolled_out:
+        settled = authority.phase_age() >= ROTATION_PHASE_SECONDS
+        if not changed and current and authority.rotation() is not None and rolled_out and settled:
             changed = [f"CA rotation: {authority.advance_rotation(endpoints)}"]
         self.status_file.ca_rotation = authority.rotation()
         if changed:
             refresh_keystores(authority)
+            self.runtime.write_certificates()
         if changed or self.runtime.launcher.fingerprint() != self.reconciler.config:
             self.reconciler.reconfigure()
             self.reconciler.close()

@@ -28,11 +28,15 @@ KEYSTORE = "keystore.pem"
 """A ZooKeeper member's key and certificate, in its `conf/` folder."""
 
 
+def keystore_text(tls: TlsFiles) -> str:
+    """The key and certificate of `tls` as ZooKeeper's PEM keystore reads them from one file,
+    a server's and the Java client's alike (`config.ServerTls`)."""
+    return tls.key.read_text() + tls.certificate.read_text()
+
+
 def write_keystore(tls: TlsFiles, keystore: Path) -> None:
-    """The key and certificate of `tls` in one PEM file (mode 0600), as ZooKeeper's PEM
-    keystore reads them, a server's and the Java client's alike (`config.ServerTls`)."""
-    pem = tls.key.read_text() + tls.certificate.read_text()
-    write_atomically(keystore, pem, mode=0o600)
+    """`keystore_text` of `tls` in `keystore` (mode 0600), replaced by a rename."""
+    write_atomically(keystore, keystore_text(tls), mode=0o600)
 
 
 class MemberLauncher(abc.ABC):
@@ -44,6 +48,9 @@ class MemberLauncher(abc.ABC):
 
     version: str
     authority: LocalAuthority | None
+    reloads_certificates = False
+    """Whether a running member takes reissued certificates and trust from its files
+    (`write_certificates`) instead of restarting onto them."""
 
     @abc.abstractmethod
     def configure(self, spec: ClusterSpec) -> None:
@@ -60,12 +67,19 @@ class MemberLauncher(abc.ABC):
         before a start with another configuration than its last. Nothing to do for a store whose
         command line carries all of it; a launcher that writes files rewrites them here."""
 
+    def write_certificates(self, endpoint: Endpoint, data_dir: Path) -> None:  # noqa: B027
+        """Put the member's current certificate where its running process reads it anew, for
+        a launcher that `reloads_certificates`; nothing for one whose members restart."""
+
     def fingerprint(self) -> str:
-        """A stable hash of the version, `rendered` and, with TLS, the authority's
-        `generation`: 16 hex digits, equal for equal configurations across keeper restarts. A
-        new CA, a new trust bundle or a renewal of certificates changes it, so members restart
-        onto them in order; a new member's first certificate does not."""
-        tls = [f"tls {self.authority.generation()}"] if self.authority else []
+        """A stable hash of the version, `rendered` and, with TLS unless the members reload
+        their certificates, the authority's `generation`: 16 hex digits, equal for equal
+        configurations across keeper restarts. A new CA, a new trust bundle or a renewal of
+        certificates changes it, so members restart onto them in order; a new member's first
+        certificate does not."""
+        tls = []
+        if self.authority is not None and not self.reloads_certificates:
+            tls = [f"tls {self.authority.generation()}"]
         text = json.dumps([type(self).__name__, self.version, *self.rendered(), *tls])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -195,8 +209,11 @@ class ZookeeperLauncher(MemberLauncher):
     """The java command line and the files of one member of the local runtime.
 
     Files live under the member's data directory: `conf/` (zoo.cfg, its dynamic file, logback),
-    and the snapshot and transaction-log directories of the settings (with `myid`).
+    and the snapshot and transaction-log directories of the settings (with `myid`). A running
+    server reloads its keystore and trust bundle when they are replaced (`config.tls_settings`).
     """
+
+    reloads_certificates = True
 
     def __init__(
         self,
@@ -244,13 +261,18 @@ class ZookeeperLauncher(MemberLauncher):
             version=self.version,
         )
 
-    def _write_keystore(self, endpoint: Endpoint, data_dir: Path) -> None:
+    def write_certificates(self, endpoint: Endpoint, data_dir: Path) -> None:
         """The member's key and certificate in one PEM file (mode 0600), as ZooKeeper's PEM
-        keystore reads them; written at every start, so a reissued certificate is served from
-        the member's next start on."""
+        keystore reads them, written at every start and by the keeper after a renewal or a CA
+        rotation step. It replaces the file by a rename in its folder, which the running
+        server's watcher takes as a new file (`config.tls_settings`); unchanged content is
+        left alone."""
         if self.authority is None:
             return
-        write_keystore(self.authority.member(endpoint), self.conf_dir(data_dir) / KEYSTORE)
+        keystore = self.conf_dir(data_dir) / KEYSTORE
+        tls = self.authority.member(endpoint)
+        if not keystore.is_file() or keystore.read_text() != keystore_text(tls):
+            write_keystore(tls, keystore)
 
     @property
     def classpath(self) -> list[str]:
@@ -299,7 +321,7 @@ class ZookeeperLauncher(MemberLauncher):
             peers = [own]
         conf = self.conf_dir(data_dir)
         conf.mkdir(parents=True, exist_ok=True)
-        self._write_keystore(endpoint, data_dir)
+        self.write_certificates(endpoint, data_dir)
         zoo_cfg = conf / "zoo.cfg"
         refilled = own.member_id is None and zoo_cfg.is_file()
         if not (self.has_data(data_dir) and zoo_cfg.is_file()) and not refilled:

@@ -148,6 +148,13 @@ class LocalRuntime:
     def limit_disruptions(self, voters_now: int, voters_after: int) -> None:
         """Nothing but this keeper stops a local member."""
 
+    def write_certificates(self) -> None:
+        """Hand every running member the certificates now on disk, where its launcher
+        `reloads_certificates` (a stopped member gets them when it starts)."""
+        for endpoint, pid in self.pids(self.endpoints()).items():
+            if pid is not None:
+                self.launcher.write_certificates(endpoint, self.data_dir(endpoint))
+
     def endpoints(self) -> list[Endpoint]:
         """The members whose folders are present, whether or not they still belong."""
         return [e for e in map(self.placement.named, self.member_names()) if e is not None]

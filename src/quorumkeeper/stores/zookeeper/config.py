@@ -89,7 +89,15 @@ def tls_settings(tls: ServerTls, client_port: int) -> dict[str, object]:
     127.0.0.1 whatever address the server binds (measured: 3.8.6 refuses every quorum
     connection with "Certificate for <127.0.0.1> doesn't match"); 3.9 turns just that check off
     (`ssl.quorum.clientHostnameVerification`), 3.8 has no such key, so there host names are not
-    checked between servers; either way a peer needs a certificate of the cluster's own CA."""
+    checked between servers; either way a peer needs a certificate of the cluster's own CA.
+
+    A running server takes a replaced keystore or trust bundle for its next connections, so
+    certificates are renewed and a CA rotated without a restart: `sslQuorumReloadCertFiles`
+    and `client.certReload` have a `FileChangeWatcher` on each file's folder reset the quorum's
+    and the client port's SSL context when a file of that name is created or modified
+    (`X509Util.handleWatchEvent`; a rename into place is a create). The client port of 3.9
+    reads the files for every connection anyway; that of 3.8 keeps its context without the
+    key. Connections made before keep their session."""
     series = tuple(int(part) for part in tls.version.split(".")[:2])
     hostnames = (
         {"ssl.quorum.clientHostnameVerification": "false"}
@@ -111,6 +119,8 @@ def tls_settings(tls: ServerTls, client_port: int) -> dict[str, object]:
         "ssl.quorum.trustStore.location": tls.trust,
         "ssl.quorum.trustStore.type": "PEM",
         "ssl.quorum.clientAuth": "need",
+        "sslQuorumReloadCertFiles": "true",
+        "client.certReload": "true",
         **hostnames,
     }
 
