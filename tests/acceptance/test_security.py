@@ -85,9 +85,7 @@ RESTARTS_PER_ROUND = {"etcd": 1, "zookeeper": 0}
 order; ZooKeeper's reload their files where they run (`config.tls_settings`)."""
 
 
-def _renewed(
-    cluster: LocalClusterUnderTest, watch: PidWatch, store: str
-) -> dict[str, Any] | None:
+def _renewed(cluster: LocalClusterUnderTest, watch: PidWatch, store: str) -> dict[str, Any] | None:
     """The status once no certificate is near its end and the members took the new one."""
     status = cluster.status()
     done = not status["certificates_expiring"] and status["rollout"] is None
@@ -100,9 +98,11 @@ def _served_certificate(address: str, port: int, client: TlsFiles) -> x509.Certi
     context = ssl.create_default_context(cafile=str(client.trust))
     context.load_cert_chain(client.certificate, client.key)
     context.check_hostname = False
-    with socket.create_connection((address, port), timeout=5) as raw:
-        with context.wrap_socket(raw) as wrapped:
-            der = wrapped.getpeercert(binary_form=True)
+    with (
+        socket.create_connection((address, port), timeout=5) as raw,
+        context.wrap_socket(raw) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
 
