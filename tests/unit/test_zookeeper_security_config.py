@@ -3,13 +3,15 @@ no server (the servers themselves are in tests/zookeeper/test_security.py)."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
 
 from quorumkeeper import versions
+from quorumkeeper.model import Endpoint
 from quorumkeeper.runtimes.local.authority import LocalAuthority
-from quorumkeeper.runtimes.local.launchers import ZookeeperLauncher
+from quorumkeeper.runtimes.local.launchers import KEYSTORE, ZookeeperLauncher, keystore_text
 from quorumkeeper.spec import ZookeeperSettings
 from quorumkeeper.stores.zookeeper import config
 from quorumkeeper.stores.zookeeper.client import ZookeeperStore
@@ -38,6 +40,9 @@ def test_tls_serves_clients_on_the_secure_port_only_and_secures_the_quorum() -> 
     # turn host names off between servers as a whole.
     assert rendered["ssl.quorum.clientHostnameVerification"] == "false"
     assert "ssl.quorum.hostnameVerification" not in rendered
+    # A replaced keystore or trust bundle is taken where the server runs.
+    assert rendered["sslQuorumReloadCertFiles"] == "true"
+    assert rendered["client.certReload"] == "true"
     previous = config.server_config(SETTINGS, "/d", "/l", None, _tls("3.8.6"))
     assert previous["ssl.quorum.hostnameVerification"] == "false"
     assert "ssl.quorum.clientHostnameVerification" not in previous
@@ -109,3 +114,28 @@ def test_a_user_with_a_bad_name_or_prefix_is_refused_before_any_call(
     with pytest.raises(ValueError, match="fix: ") as refused:
         store.grant_prefix(user, "secret", prefix)
     assert str(refused.value).startswith(named)
+
+
+def test_a_reissued_certificate_reaches_a_running_members_keystore_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The keeper hands it over at every certificate check, so only a keystore that differs is
+    replaced (each replacement resets the server's SSL contexts); the fingerprint, which would
+    restart members, does not move."""
+    authority = LocalAuthority(tmp_path / "tls", "zk")
+    launcher = ZookeeperLauncher(versions.ZOOKEEPER_VERSION, SETTINGS, "p", authority)
+    member = Endpoint("zk-0", 0, "127.0.9.1")
+    data_dir = tmp_path / "zk-0"
+    launcher.conf_dir(data_dir).mkdir(parents=True)  # as its first start made it
+    launcher.write_certificates(member, data_dir)
+    keystore = launcher.conf_dir(data_dir) / KEYSTORE
+    first, inode, before = keystore.read_text(), keystore.stat().st_ino, launcher.fingerprint()
+    launcher.write_certificates(member, data_dir)
+    assert keystore.stat().st_ino == inode, "an equal keystore is kept"
+    authority.start_rotation()
+    authority.advance_rotation([member])  # the new CA signs: the member's certificate reissued
+    assert launcher.fingerprint() == before
+    launcher.write_certificates(member, data_dir)
+    assert keystore.read_text() != first
+    assert keystore.read_text() == keystore_text(authority.member(member))
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o600

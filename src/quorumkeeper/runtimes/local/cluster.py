@@ -204,12 +204,13 @@ class LocalCluster:
         move a CA rotation on once every member runs with its phase. After any of these the
         keeper's store client connects again with the files now on disk, and users' ZooKeeper
         keystores are written again from their certificates. Members whose launcher
-        `reloads_certificates` (ZooKeeper) get their files where they run and take them
-        without a restart; for the others the change is in the launcher's fingerprint (the
-        authority's `generation`), and they restart onto it in order. What is still
-        within `RENEW_BEFORE` of its end afterwards (the CA, or a certificate ending with it)
-        goes into status.json from the next pass on. Returns what changed, for the log: the
-        certificate files reissued and the rotation phase entered."""
+        `reloads_certificates` (ZooKeeper) get their files where they run (at every check:
+        only what differs is written) and take them without a restart; for the others the
+        change is in the launcher's fingerprint (the authority's `generation`), and they
+        restart onto it in order. What is still within `RENEW_BEFORE` of its end afterwards
+        (the CA, or a certificate ending with it) goes into status.json from the next pass on.
+        Returns what changed, for the log: the certificate files reissued and the rotation
+        phase entered."""
         authority = self.authority
         if authority is None:
             return []
@@ -225,7 +226,9 @@ class LocalCluster:
         self.status_file.ca_rotation = authority.rotation()
         if changed:
             refresh_keystores(authority)
-            self.runtime.write_certificates()
+        # At every check, not only after a change: a keeper killed between a reissue and these
+        # writes finds nothing changed when it starts again.
+        self.runtime.write_certificates()
         if changed or self.runtime.launcher.fingerprint() != self.reconciler.config:
             self.reconciler.reconfigure()
             self.reconciler.close()
