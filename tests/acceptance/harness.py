@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+from cryptography import x509
 
 from quorumkeeper.certificates import TlsFiles
 from quorumkeeper.model import Endpoint
@@ -494,3 +495,19 @@ def delete_prefix(paths: ClusterPaths, address: str, prefix: str) -> int:
 
 def _base64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def served_certificate(address: str, port: int, client: TlsFiles) -> x509.Certificate:
+    """The certificate a member serves a new TLS connection on `address`:`port`, asked with
+    `client`'s certificate and trust bundle (host names unchecked: only the certificate
+    matters here)."""
+    context = ssl.create_default_context(cafile=str(client.trust))
+    context.load_cert_chain(client.certificate, client.key)
+    context.check_hostname = False
+    with (
+        socket.create_connection((address, port), timeout=5) as raw,
+        context.wrap_socket(raw) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der is not None, f"{address}:{port} served no certificate"
+    return x509.load_der_x509_certificate(der)

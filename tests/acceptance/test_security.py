@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import stat
 import subprocess
@@ -37,6 +36,7 @@ from tests.acceptance.harness import (
     Writer,
     etcd_access,
     etcd_post,
+    served_certificate,
     spec_file,
 )
 from tests.polling import wait_until
@@ -91,20 +91,6 @@ def _renewed(cluster: LocalClusterUnderTest, watch: PidWatch, store: str) -> dic
     done = not status["certificates_expiring"] and status["rollout"] is None
     restarted = len(watch.changed) == 3 * RESTARTS_PER_ROUND[store]
     return status if done and restarted and status["phase"] == "Ready" else None
-
-
-def _served_certificate(address: str, port: int, client: TlsFiles) -> x509.Certificate:
-    """The certificate a member serves a new TLS connection on `address`:`port`."""
-    context = ssl.create_default_context(cafile=str(client.trust))
-    context.load_cert_chain(client.certificate, client.key)
-    context.check_hostname = False
-    with (
-        socket.create_connection((address, port), timeout=5) as raw,
-        context.wrap_socket(raw) as wrapped,
-    ):
-        der = wrapped.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 def _secured(status: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +227,7 @@ def test_a_certificate_near_its_end_is_warned_about_then_renewed_losing_nothing(
     assert authority.member(endpoint) == files
     assert short.certificate != files.certificate.read_bytes(), "the certificate was reissued"
     port = ETCD_CLIENT_PORT if store == "etcd" else ZOOKEEPER_CLIENT_PORT
-    served = _served_certificate(endpoint.client_host, port, authority.client(KEEPER))
+    served = served_certificate(endpoint.client_host, port, authority.client(KEEPER))
     reissued = x509.load_pem_x509_certificate(files.certificate.read_bytes())
     assert served.serial_number == reissued.serial_number, "the member serves the reissued one"
     assert "certificates reissued: member-" in cluster.paths.keeper_log.read_text()

@@ -91,7 +91,9 @@ class Ensemble:
         first = self.endpoint(0)
         self.start(first, [Peer(first, member_id=None)], bootstrap=True)
         store = self.store([first])
-        wait_until(lambda: _roles(store) == {first.address: Role.LEADER}, 60, f"{first.name} leads")
+        wait_until(
+            lambda: healthy_roles(store) == {first.address: Role.LEADER}, 60, f"{first.name} leads"
+        )
         return store
 
     def peers(self, store: ZookeeperStore, member: Member) -> list[Peer]:
@@ -127,7 +129,7 @@ class Ensemble:
             self.stop(endpoint)
 
 
-def _roles(store: ZookeeperStore) -> dict[str, Role]:
+def healthy_roles(store: ZookeeperStore) -> dict[str, Role]:
     try:
         return {m.address: m.role for m in store.members() if m.healthy}
     except Exception:  # a starting server may refuse sessions; the caller polls

@@ -7,12 +7,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
     NoAuthError,
@@ -28,9 +30,15 @@ from quorumkeeper.runtimes.local.authority import LocalAuthority
 from quorumkeeper.stores.zookeeper.client import PROBE_ROOT, kazoo_tls
 from quorumkeeper.stores.zookeeper.ensemble import CLIENT_PORT, client_address
 from quorumkeeper.stores.zookeeper.words import four_letter_word, server_state
-from tests.acceptance.harness import LocalClusterUnderTest, PidWatch, Writer, spec_file
+from tests.acceptance.harness import (
+    LocalClusterUnderTest,
+    PidWatch,
+    Writer,
+    served_certificate,
+    spec_file,
+)
 from tests.polling import loopback_subnet, wait_until
-from tests.zookeeper.conftest import Ensemble
+from tests.zookeeper.conftest import Ensemble, healthy_roles
 
 pytestmark = pytest.mark.zookeeper
 
@@ -158,6 +166,55 @@ def test_the_previous_version_runs_secure_too(ensemble_factory: Callable[..., En
     assert _refuses_session(zero, None)
     with kazoo(zero, ensemble.tls) as anonymous, pytest.raises(SessionClosedRequireSaslError):
         anonymous.get(f"{PROBE_ROOT}/previous")
+
+
+@pytest.mark.parametrize(
+    "version", [versions.ZOOKEEPER_VERSION, versions.ZOOKEEPER_PREVIOUS_VERSION]
+)
+def test_running_servers_take_a_ca_rotation_from_their_files(
+    ensemble_factory: Callable[..., Ensemble], version: str
+) -> None:
+    """Each phase's files, written where the servers run as the keeper writes them, reach both
+    series without a restart (`config.tls_settings`; 3.8's client port keeps its SSL context
+    until its watcher resets it): every server then serves a certificate of the new CA to a new
+    client, and a server started anew, which trusts the new CA alone, rejoins the two that never
+    restarted, so they took the new trust bundle and keystore between servers too."""
+    ensemble = ensemble_factory(version=version)
+    members = [ensemble.endpoint(n) for n in range(3)]
+    store = ensemble.bootstrap()
+    for joiner in members[1:]:
+        ensemble.join(store, joiner)
+    before = {endpoint: ensemble.pid(endpoint) for endpoint in members}
+    authority = ensemble.authority
+    assert authority is not None and ensemble.tls is not None
+    old_ca = authority.authority().certificate
+    authority.start_rotation()
+    while authority.advance_rotation(members) != "done":
+        ensemble.runtime.write_certificates()
+    new_ca = x509.load_pem_x509_certificate(authority.authority().certificate)
+    assert authority.authority().certificate != old_ca
+    keeper = ensemble.tls
+
+    def issuers() -> set[x509.Name]:
+        """Empty while a server still serves the old CA's, which the keeper trusts no more."""
+        try:
+            return {served_certificate(e.address, CLIENT_PORT, keeper).issuer for e in members}
+        except ssl.SSLCertVerificationError:
+            return set()
+
+    wait_until(lambda: issuers() == {new_ca.subject}, 30, "the servers serve the new CA's")
+    restarted = members[-1]
+    joined = next(m for m in store.members() if m.address == restarted.address)
+    ensemble.stop(restarted)
+    ensemble.start(restarted, ensemble.peers(store, joined))
+    wait_until(
+        lambda: healthy_roles(store).get(restarted.address) is Role.FOLLOWER,
+        60,
+        "the restarted rejoins",
+    )
+    assert {e: ensemble.pid(e) for e in members[:2]} == {e: before[e] for e in members[:2]}
+    store.write_probe("rotated", "1")
+    assert ensemble.store([restarted]).read("rotated") == "1"
 
 
 def test_plain_text_is_an_opt_out(ensemble_factory: Callable[..., Ensemble]) -> None:
