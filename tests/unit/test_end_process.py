@@ -1,14 +1,21 @@
-"""`end_process` on real processes: it signals only a process its check recognises, escalates
-to SIGKILL, and never reaches a process that took the PID over after the first one ended."""
+"""`end_process` and `command_line` on real processes: a process is recognised by its command
+line even in the moment its exec is under way, `end_process` signals only a process its check
+recognises, escalates to SIGKILL, and never reaches a process that took the PID over after the
+first one ended."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from quorumkeeper.runtimes.local.processes import end_process
+import psutil
+import pytest
+
+from quorumkeeper.runtimes.local.processes import EXEC_SECONDS, command_line, end_process
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); "
@@ -57,3 +64,21 @@ def test_a_process_that_ends_during_the_check_is_reported_gone() -> None:
 
         assert end_process(first.pid, ends_then_recognises, 0.5) is True
         assert seen == [first.pid] and first.returncode == -9  # the check's kill, no other
+
+
+def test_a_process_read_the_moment_it_was_started_shows_its_command_line() -> None:
+    """Read at once, a child's command line is empty about one time in ten (its exec under
+    way): each of 100 must be read whole, and a zombie refused at once."""
+    for _ in range(100):
+        with _child("sleep", "63") as process:
+            pidfd = os.pidfd_open(process.pid)
+            try:
+                assert command_line(process.pid, pidfd) == ["sleep", "63"]
+                process.kill()
+                os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # a zombie now
+                started = time.monotonic()
+                with pytest.raises(psutil.ZombieProcess):
+                    command_line(process.pid, pidfd)
+                assert time.monotonic() - started < EXEC_SECONDS
+            finally:
+                os.close(pidfd)
