@@ -141,6 +141,8 @@ def test_purge_of_an_untouched_cluster_leaves_no_folder(tmp_path: Path, store: s
         cluster.destroy()
     assert not cluster.paths.root.exists() and not cluster.members_root.exists()
     assert cluster.data_dir.is_dir(), "the user's data_dir itself stays"
+    empty = cluster.cli("list")
+    assert "no clusters in" in empty.stderr and "quorumkeeper up NAME" in empty.stderr
 
 
 @pytest.fixture

@@ -535,9 +535,14 @@ def _change_size(cluster: LocalCluster, members: int) -> StoredSpec:
     name = cluster.spec.name
     stored = cluster.paths.load_stored()
     cluster.reconciler.reload()
+    stop = f", or `quorumkeeper down {name}` to stop every member keeping its data"
     spec = _validated(
         {**stored.spec.model_dump(mode="json"), "members": members},
-        given={"members": lambda value: f"`quorumkeeper scale {name} {value}`"},
+        given={
+            "members": lambda value: (
+                f"`quorumkeeper scale {name} {value}`" + (stop if members < 1 else "")
+            )
+        },
     )
     snapshot = cluster.reconciler.observe()
     membership = snapshot.observation.membership
@@ -941,6 +946,12 @@ def list_clusters(
     rows = [_listed(ClusterPaths(root, name)) for name in cluster_names(root)]
     if output is OutputFormat.JSON:
         out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        err.print(
+            f"no clusters in {root}; make one with `quorumkeeper up NAME --store etcd|zookeeper`",
+            highlight=False,
+        )
         return
     table = Table()
     for column in ("name", "store", "members", "phase", "keeper"):
