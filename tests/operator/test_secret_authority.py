@@ -340,6 +340,7 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
     tls = _secret(installed, namespace, "c-tls")
     generations = [authority.generation()]
     assert authority.rotation() is None and authority.renew(members) == []
+    assert authority.phase_check() is None
 
     assert authority.start_rotation("first")
     assert not authority.start_rotation("second"), "one rotation at a time"
@@ -355,6 +356,11 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
     assert users.renew() == ["app"] and users.renew() == []
     assert _secret(installed, namespace, "c-user-app")["ca.crt"] == trusting["ca.crt"]
     generations.append(authority.generation())
+    # A ZooKeeper member took this phase once it accepts a client of the CA to come.
+    check = authority.phase_check()
+    assert check is not None and check[0] == old
+    assert _signed_by(check[1].certificate, new) and not _signed_by(check[1].certificate, old)
+    assert authority.phase_check() == check, "one client certificate for the phase"
 
     assert authority.advance_rotation() == "new-certificates"
     assert authority.rotation() == "new-certificates"
@@ -374,6 +380,9 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
         k: user[k] for k in ("password", "prefix")
     }
     generations.append(authority.generation())
+    # ... and this one once it serves its new certificate to a client trusting the new CA alone.
+    operator_leaf = KeyPair(signing["operator.crt"], signing["operator.key"])
+    assert authority.phase_check() == (new, operator_leaf)
 
     assert authority.advance_rotation() == "trusting-new"
     assert authority.renew(members) == ["ca.crt"]
@@ -384,6 +393,7 @@ def test_a_ca_rotation_trusts_both_then_reissues_everything_then_trusts_the_new_
     assert _secret(installed, namespace, "c-user-app")["ca.crt"] == new
     generations.append(authority.generation())
     assert len(set(generations)) == 4, generations
+    assert authority.phase_check() is None
 
     assert authority.advance_rotation() == "done"
     assert authority.rotation() is None and authority.advance_rotation() is None

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from quorumkeeper.runtimes.kubernetes.objects import TLS_MOUNT, Membership, placement
+from quorumkeeper.runtimes.kubernetes.objects import TLS_MOUNT, TRUST_KEY, Membership, placement
 from quorumkeeper.runtimes.kubernetes.render import cluster_objects, sealed_config
 from quorumkeeper.runtimes.kubernetes.resources import Kind, parse_resource
 from quorumkeeper.runtimes.kubernetes.zookeeper_pod import (
     ZOOKEEPER_CONFIG_MOUNT,
     ZOOKEEPER_KEYSTORE,
     ZOOKEEPER_MOUNT,
+    ZOOKEEPER_TRUST,
 )
 
 pytestmark = pytest.mark.operator
@@ -58,10 +59,11 @@ def project(data: dict[str, str], folder: Path) -> None:
 
 def run_init(init: Obj, pod: str, volume: Path, config: Path) -> subprocess.CompletedProcess[str]:
     """The init container's command with its mounts moved under `volume` and `config`, the TLS
-    Secret's next to `config` (holding a keystore for `pod`)."""
+    Secret's next to `config` (holding a keystore for `pod` and the trust bundle)."""
     tls = config.parent / "tls"
     tls.mkdir(exist_ok=True)
     (tls / f"{pod}.pem").write_text(f"key and certificate of {pod}\n")
+    (tls / TRUST_KEY).write_text("the trust bundle\n")
     command = [
         part.replace(str(TLS_MOUNT), str(tls)).replace(ZOOKEEPER_CONFIG_MOUNT, str(config))
         for part in init["command"]
@@ -88,13 +90,19 @@ def test_first_start_writes_the_operators_files_and_later_starts_keep_zookeepers
     assert "standaloneEnabled=false" in data["zoo.cfg"]
     assert "admin.enableServer=false" in data["zoo.cfg"]
     assert f"dynamicConfigFile={ZOOKEEPER_MOUNT}/conf/zoo.cfg.dynamic" in data["zoo.cfg"]
-    # Secure by default: TLS only, from the pod's own keystore copied owner-only to one path.
+    # Secure by default: TLS only, from the pod's own keystore and the trust bundle copied
+    # owner-only to one path each, in the folder the server watches.
     assert f"ssl.keyStore.location={ZOOKEEPER_KEYSTORE}" in data["zoo.cfg"]
+    assert f"ssl.trustStore.location={ZOOKEEPER_TRUST}" in data["zoo.cfg"]
     assert "secureClientPort=2181" in data["zoo.cfg"] and "clientPort=" not in data["zoo.cfg"]
     assert ";" not in data["zoo.cfg.dynamic"], "no plain client address"
     keystore = volume / "conf" / "keystore.pem"
     assert keystore.read_text() == "key and certificate of c-1\n"
     assert keystore.stat().st_mode & 0o777 == 0o600
+    trust = volume / "conf" / "trust.pem"
+    assert trust.read_text() == "the trust bundle\n"
+    assert trust.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in conf.iterdir() if p.name.startswith(".")) == []
 
     # A reconfig makes ZooKeeper point zoo.cfg at its committed dynamic file (it drops the
     # line and appends its own, `QuorumPeerConfig.editStaticConfig`). A later membership and

@@ -11,14 +11,14 @@ resource owns, as `runtimes.local.authority` keeps them in files:
 Certificates come from the shared `certificates` functions: a member's is issued before its pod
 is made (`member`, called by the runtime's `start`), and every certificate is issued again when
 it comes within `RENEW_BEFORE` of its end or another CA signed it (`renew`), which also moves
-the `generation` the pod template's fingerprint includes, so the ordered restarts roll the new
-certificates out. A CA rotation (`start_rotation`, asked for with the resource's `ROTATE_CA`
-annotation or begun when the CA nears its end) goes through the local runtime's phases: the
-trust bundle holds the old and the new CA, then the new one signs every certificate, then the
-bundle holds it alone; each phase is one write of the CA Secret, from which the trust bundle
-is derived, so an operator restarted in between resumes it. Keys never leave the Secrets and
-the operator's memory: the operator's own client files are anonymous in-memory files
-(`InMemoryTlsFiles`).
+the `generation` etcd's pod template's fingerprint includes, so the ordered restarts roll the
+new certificates out (ZooKeeper's pods take them from the Secret where they run). A CA rotation
+(`start_rotation`, asked for with the resource's `ROTATE_CA` annotation or begun when the CA
+nears its end) goes through the local runtime's phases: the trust bundle holds the old and the
+new CA, then the new one signs every certificate, then the bundle holds it alone; each phase is
+one write of the CA Secret, from which the trust bundle is derived, so an operator restarted in
+between resumes it. Keys never leave the Secrets and the operator's memory: the operator's own
+client files are anonymous in-memory files (`InMemoryTlsFiles`).
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ class SecretAuthority:
         self._generation: str | None = None
         self._ca: Any | None = None
         self._client: InMemoryTlsFiles | None = None
+        self._newcomer: tuple[bytes, KeyPair] | None = None
+        """The CA to come and a client certificate it signed, for `phase_check`."""
 
     def _read(self, name: str) -> Any | None:
         try:
@@ -227,9 +229,10 @@ class SecretAuthority:
     def generation(self) -> str:
         """What members' certificates come from now: the CA's fingerprint, when `renew` last
         reissued any and, while the trust bundle holds more than the CA (a rotation's first
-        two phases), its digest. The pod template's fingerprint includes it, so a renewal or
-        a rotation's phase is rolled out by ordered restarts, while a new member's first
-        certificate, and a rotation's end, change nothing."""
+        two phases), its digest. etcd's pod template's fingerprint includes it, so a renewal
+        or a rotation's phase is rolled out by ordered restarts, while a new member's first
+        certificate, and a rotation's end, change nothing (ZooKeeper's pod template leaves it
+        out: `render.reloads_certificates`)."""
         if self._generation is None:
             secret = self._ca_secret()
             data = secret_data(secret)
@@ -289,6 +292,28 @@ class SecretAuthority:
             return ROTATION_PHASES[2]
         self._write_ca({}, self._phase(None))
         return "done"
+
+    def phase_check(self) -> tuple[bytes, KeyPair] | None:
+        """(trust bundle, client certificate) with which a TLS client reaches a member that
+        took the files of the rotation's phase, and not one that did not: in the first phase
+        a client certificate of the CA to come (the member trusts it), trusting the current
+        CA; in the second the operator's own, trusting the new CA alone (the member serves
+        its new certificate). None in the last phase and outside a rotation, where nothing
+        that follows needs a member to have taken anything."""
+        phase = self.rotation()
+        data = secret_data(self._ca_secret())
+        if phase == ROTATION_PHASES[0]:
+            next_ca = KeyPair(data[f"{NEXT}.crt"], data[f"{NEXT}.key"])
+            if self._newcomer is None or self._newcomer[0] != next_ca.certificate:
+                now = datetime.now(UTC)
+                leaf = issue(next_ca, common_name="", hosts=[], server=False, client=True, now=now)
+                self._newcomer = next_ca.certificate, leaf
+            return data["ca.crt"], self._newcomer[1]
+        if phase == ROTATION_PHASES[1]:
+            tls = self._tls_data()
+            leaf = KeyPair(tls[f"{OPERATOR_CLIENT}.crt"], tls[f"{OPERATOR_CLIENT}.key"])
+            return data["ca.crt"], leaf
+        return None
 
     def _tls_data(self) -> dict[str, bytes]:
         found = self._read(self.names.tls_secret)

@@ -30,7 +30,7 @@ from quorumkeeper.model import Role
 from quorumkeeper.planner import Done, Phase, Step, Wait
 from quorumkeeper.reconciler import Reconciler
 from quorumkeeper.runtimes.kubernetes.api import KubeApi
-from quorumkeeper.runtimes.kubernetes.authority import ROTATE_CA, SecretAuthority
+from quorumkeeper.runtimes.kubernetes.authority import ROTATE_CA, InMemoryTlsFiles, SecretAuthority
 from quorumkeeper.runtimes.kubernetes.metrics import ClusterKey, OperatorMetrics, Outcome
 from quorumkeeper.runtimes.kubernetes.objects import (
     LABEL_INSTANCE,
@@ -42,6 +42,7 @@ from quorumkeeper.runtimes.kubernetes.objects import (
     object_metadata,
 )
 from quorumkeeper.runtimes.kubernetes.progress import ProgressWatch
+from quorumkeeper.runtimes.kubernetes.render import reloads_certificates
 from quorumkeeper.runtimes.kubernetes.resources import (
     GROUP,
     VERSION,
@@ -69,6 +70,7 @@ from quorumkeeper.status import (
 )
 from quorumkeeper.stores import backend_for
 from quorumkeeper.stores.etcd.client import ROOT
+from quorumkeeper.stores.zookeeper.words import four_letter_word
 
 LOG = logging.getLogger("quorumkeeper.operator")
 
@@ -88,6 +90,8 @@ four status writes a second going."""
 
 RENEWAL_CHECK_SECONDS = 60.0
 """How often the operator looks for certificates within `RENEW_BEFORE` of their end."""
+PHASE_CHECK_TIMEOUT = 2.0
+"""Seconds `ClusterDaemon.members_took_phase` gives one member's TLS handshake and answer."""
 
 MAX_CLUSTERS = 256
 """Cluster resources one operator serves at once. Each cluster's daemon is synchronous and holds
@@ -365,6 +369,8 @@ class ClusterDaemon:
         """The users' Secrets and grants, with TLS and authentication on (`spec.users` needs
         both)."""
         self.renewal_due = 0.0
+        self.phase_files: InMemoryTlsFiles | None = None
+        """`members_took_phase`'s client files, in memory as the operator's own."""
 
     def _reconciler(self, resource: ClusterResource) -> Reconciler:
         """The cluster's reconciler, made at the first pass: with TLS, the certificate
@@ -395,9 +401,10 @@ class ClusterDaemon:
         the users' Secrets up to the CA (`SecretAuthority.renew`, `UserSecrets.renew`:
         certificates within `RENEW_BEFORE` of their end or of another CA, the trust bundle).
         A rotation's step or a member's certificate moves the authority's generation, so the
-        configuration is taken again and the ordered restarts roll it out. What is still
-        within `RENEW_BEFORE` of its end afterwards goes into status from the next pass on
-        (`certificatesExpiring`)."""
+        configuration is taken again and etcd's ordered restarts roll it out; ZooKeeper's
+        running members take the rewritten Secret's files from their sidecar instead
+        (`render.reloads_certificates`). What is still within `RENEW_BEFORE` of its end
+        afterwards goes into status from the next pass on (`certificatesExpiring`)."""
         if self.authority is None:
             return
         entered = self.rotate_authority(reconciler)
@@ -421,10 +428,11 @@ class ClusterDaemon:
         """Begin a CA rotation when the resource's `ROTATE_CA` annotation holds a value not
         acted on yet, or the CA is within `ROTATE_AUTHORITY_BEFORE` of its end; move one under
         way to its next phase once the last pass saw every member run the current one (and
-        the cluster Ready) and, before members serve the new CA's certificates or stop
-        trusting the old one, once the users' Secrets had `secret_refresh` seconds to reach
-        their pods. Each step is a Normal Event `CARotation`. Returns the phase entered
-        ("done" at the end), None when nothing moved."""
+        the cluster Ready; for ZooKeeper, whose members take the phase's files without a
+        restart, once each answers as one that took them, `members_took_phase`) and, before
+        members serve the new CA's certificates or stop trusting the old one, once the users'
+        Secrets had `secret_refresh` seconds to reach their pods. Each step is a Normal Event
+        `CARotation`. Returns the phase entered ("done" at the end), None when nothing moved."""
         assert self.authority is not None
         authority = self.authority
         phase = authority.rotation()
@@ -447,12 +455,40 @@ class ClusterDaemon:
             since = authority.rotation_since() or now
             if phase != ROTATION_PHASES[-1] and (now - since).total_seconds() < self.secret_refresh:
                 return None
+            if reloads_certificates(self.source.kind) and not self.members_took_phase(reconciler):
+                return None
             entered = str(authority.advance_rotation())
             why = f"{phase} rolled out"
         message = f"CA rotation: {entered}: {ROTATION_ROUNDS[entered]} ({why})"
         LOG.info("%s/%s: %s", self.source.namespace, self.source.name, message)
         _post_event(self.api, self.source.body, "CARotation", message, "Normal")
         return entered
+
+    def members_took_phase(self, reconciler: Reconciler) -> bool:
+        """Whether every member answers `srvr` to a TLS client that reaches only a member that
+        took the files of the rotation's phase (`SecretAuthority.phase_check`: one trusting
+        the CA to come, then one serving its new certificate). Where members take their files
+        without a restart (`render.reloads_certificates`), no restart tells that they did."""
+        assert self.authority is not None
+        check = self.authority.phase_check()
+        if check is None:
+            return True
+        if self.phase_files is None:
+            self.phase_files = InMemoryTlsFiles()
+        self.phase_files.write(*check)
+        context = self.phase_files.files.client_context()
+        for endpoint in reconciler.runtime.endpoints():
+            host = endpoint.client_host
+            try:
+                answer = four_letter_word(host, "srvr", PHASE_CHECK_TIMEOUT, context)
+                why = "" if answer else "no answer"
+            except OSError as refused:
+                why = str(refused)
+            if why:
+                where = f"{self.source.namespace}/{self.source.name}"
+                LOG.info("%s: %s has not taken the CA rotation's phase: %s", where, host, why)
+                return False
+        return True
 
     def grant_users(self, reconciler: Reconciler) -> None:
         """Once the cluster is Secured and a quorum answers, each user of the spec gets its
@@ -531,6 +567,8 @@ class ClusterDaemon:
                 self.reconciler.close()
             if self.authority is not None:
                 self.authority.close()
+            if self.phase_files is not None:
+                self.phase_files.close()
 
 
 def next_pass_in(

@@ -53,8 +53,9 @@ SECURITY_ANNOTATION = "quorumkeeper.io/security"
 """On the StatefulSet: the `tls` and `auth` the cluster was created with (`security`); one
 without it was created before they existed, in plain text."""
 TLS_ANNOTATION = "quorumkeeper.io/tls"
-"""On the pod template and its pods: the certificate authority's generation the pod's member
-starts with (a part of `fingerprint`)."""
+"""On the pod template and its pods of a store whose members restart for new certificates
+(not `reloads_certificates`): the certificate authority's generation the pod's member starts
+with (a part of `fingerprint`)."""
 VERSION_ANNOTATION = "quorumkeeper.io/version"
 """On the pod template and its pods: the store release the spec asked for when the template was
 written, for the upgrade check (`upgrades.check_upgrade`) of the next version."""
@@ -113,6 +114,14 @@ def _affinity(resource: ClusterResource) -> Obj:
     return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [weighted]}}
 
 
+def reloads_certificates(kind: Kind) -> bool:
+    """Whether a running member of `kind` takes renewed certificates and a CA rotation's trust
+    bundle from its files, without a restart: ZooKeeper's do (the sidecar copies them where
+    the server's file watchers see them, `zookeeper_pod._TLS_SIDECAR`); etcd's restart onto
+    them, which costs no write since etcd hands leadership over first."""
+    return kind is Kind.ZOOKEEPER
+
+
 def merge(base: Any, override: Any) -> Any:
     """`override` merged into `base`: mappings recursively, lists of named items by name (the
     way a strategic merge treats containers, volumes and env), anything else replaced."""
@@ -133,8 +142,8 @@ def merge(base: Any, override: Any) -> Any:
 
 def pod_template(resource: ClusterResource, generation: str = "") -> Obj:
     """The members' pod template; `generation` is the certificate authority's
-    (`SecretAuthority.generation`), carried as `TLS_ANNOTATION` when TLS is on, so that
-    renewed certificates make every member stale."""
+    (`SecretAuthority.generation`), carried as `TLS_ANNOTATION` when TLS is on and the members
+    don't `reloads_certificates`, so that renewed certificates make every member stale."""
     spec = resource.spec
     uid = ETCD_UID if resource.kind is Kind.ETCD else ZOOKEEPER_UID
     pod: Obj = {
@@ -154,9 +163,9 @@ def pod_template(resource: ClusterResource, generation: str = "") -> Obj:
         pod["containers"] = [etcd_container(resource, spec)]
     else:
         assert isinstance(spec, ZookeeperClusterSpec)
-        init, server = zookeeper_containers(resource, spec)
+        init, containers = zookeeper_containers(resource, spec)
         pod["initContainers"] = [init]
-        pod["containers"] = [server]
+        pod["containers"] = containers
         volumes.append({"name": "config", "configMap": {"name": Names(resource.name).config_map}})
     if volumes:
         pod["volumes"] = volumes
@@ -169,7 +178,8 @@ def pod_template(resource: ClusterResource, generation: str = "") -> Obj:
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     metadata: Obj = {"labels": {**spec.labels, **selector(resource)}}
-    annotations = {**spec.annotations, **({TLS_ANNOTATION: generation} if spec.tls else {})}
+    restarts = spec.tls and not reloads_certificates(resource.kind)
+    annotations = {**spec.annotations, **({TLS_ANNOTATION: generation} if restarts else {})}
     if annotations:
         metadata["annotations"] = annotations
     template = {"metadata": metadata, "spec": pod}
@@ -189,8 +199,8 @@ def settings_data(resource: ClusterResource) -> dict[str, str]:
 
 def fingerprint(resource: ClusterResource, generation: str = "") -> str:
     """The configuration every member of `resource` starts with, as 16 hex digits: a hash of
-    the version, the pod template (image, flags, JVM options, resources, overrides, the
-    certificate authority's `generation`) and the ConfigMap's settings. The membership a joiner
+    the version, the pod template (image, flags, JVM options, resources, overrides, for etcd
+    the certificate authority's `generation`) and the ConfigMap's settings. The membership a joiner
     starts with and the replicas are not in it, so a scale never makes a member stale."""
     template = pod_template(resource, generation)
     text = json.dumps([resource.spec.version, template, settings_data(resource)], sort_keys=True)

@@ -1,7 +1,9 @@
 """The ZooKeeper member's containers, from the official image as it is: an init container puts
 our zoo.cfg, its dynamic file and `myid` in place before the image's entrypoint would write its
 own, then the image's own entrypoint and `zkServer.sh start-foreground` run the server. The files
-come from the store's own `server_config`, `dynamic_config` and `logback_xml`."""
+come from the store's own `server_config`, `dynamic_config` and `logback_xml`. With TLS a
+sidecar hands the server renewed certificates and each CA rotation phase where it runs
+(`_TAKE_TLS`), so no pod restarts for them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from quorumkeeper.runtimes.kubernetes.objects import (
     RESTRICTED_CONTAINER,
     TLS_MOUNT,
     TLS_VOLUME_MOUNT,
+    TRUST_KEY,
     Membership,
     Names,
     Obj,
@@ -34,7 +37,16 @@ ZOOKEEPER_UID = 1000
 ZOOKEEPER_CONFIG_MOUNT = "/etc/quorumkeeper"
 KEYSTORE_NAME = "keystore.pem"
 ZOOKEEPER_KEYSTORE = f"{ZOOKEEPER_CONF_DIR}/{KEYSTORE_NAME}"
-"""The member's PEM keystore, as zoo.cfg names it for every pod (`_COPY_KEYSTORE`)."""
+"""The member's PEM keystore, as zoo.cfg names it for every pod (`_TAKE_TLS`)."""
+TRUST_NAME = "trust.pem"
+ZOOKEEPER_TRUST = f"{ZOOKEEPER_CONF_DIR}/{TRUST_NAME}"
+"""The trust bundle zoo.cfg names: a copy of the TLS Secret's, in a folder the server watches
+(`_TAKE_TLS`)."""
+TLS_COPY_SECONDS = 5
+"""How often the sidecar compares the TLS Secret's keystore and trust bundle with the server's
+copies: a change reaches a running server within the kubelet's Secret sync and this. A CA
+rotation's phase moves on once every member shows it took its files
+(`operator.ClusterDaemon.members_took_phase`)."""
 
 
 def zookeeper_paths(spec: ZookeeperClusterSpec) -> tuple[str, str]:
@@ -51,11 +63,12 @@ def zookeeper_settings_data(spec: ZookeeperClusterSpec) -> dict[str, str]:
     dynamic_file = f"{ZOOKEEPER_CONF_DIR}/zoo.cfg.dynamic"
     tls = None
     if spec.tls:
-        # One zoo.cfg for every pod: the init container copies the pod's own keystore to one
-        # path, and the TLS client port binds every address (the probes ask the pod's IP).
+        # One zoo.cfg for every pod: the pod's own keystore and the trust bundle are copied to
+        # one path each, and the TLS client port binds every address (the probes ask the pod's
+        # IP).
         tls = zookeeper_config.ServerTls(
             keystore=ZOOKEEPER_KEYSTORE,
-            trust=str(member_tls().trust),
+            trust=ZOOKEEPER_TRUST,
             client_address="0.0.0.0",
             version=spec.version,
         )
@@ -105,7 +118,7 @@ else
   fi
 fi
 cp {config}/logback.xml "$ZOO_CONF_DIR/logback.xml"
-{keystore}"""
+{tls}"""
 """Our zoo.cfg, its dynamic file and myid in place before the image's entrypoint runs (which
 writes its own only where they are absent). A member without `myid` has never started on this
 volume: it gets the membership and server id the operator set for its join, `myid` written last
@@ -114,12 +127,41 @@ reconfig rewrites zoo.cfg only to point `dynamicConfigFile` at the committed dyn
 (`QuorumPeerConfig.editStaticConfig`, which drops membership lines, never ours), so its zoo.cfg is
 the ConfigMap's settings with that one line kept, renamed into place whole: a pod restarted for
 new settings starts with them, as the local launcher's `refresh` does. With TLS, the pod's own
-keystore (key and certificate, from the mounted TLS Secret) is copied to `ZOOKEEPER_KEYSTORE` at
-every start, owner-only, so a renewed certificate is served from the next start."""
+keystore and the trust bundle are put in place (`_TAKE_TLS`) before the server starts."""
 
-_COPY_KEYSTORE = """(umask 077 && cp "{tls}/$POD_NAME.pem" "$ZOO_CONF_DIR/{keystore}.next")
-mv "$ZOO_CONF_DIR/{keystore}.next" "$ZOO_CONF_DIR/{keystore}"
+_TAKE_TLS = """umask 077
+take() {{
+  target="$ZOO_CONF_DIR/$2"
+  if [ -f "$target" ] && [ "$(cat "$1")" = "$(cat "$target")" ]; then return 0; fi
+  next="$(mktemp "$ZOO_CONF_DIR/.$2.XXXXXX")" || return 1
+  if cat "$1" > "$next" && mv -f "$next" "$target"; then return 0; fi
+  rm -f "$next"
+  return 1
+}}
+take_tls() {{
+  take "{tls}/$POD_NAME.pem" {keystore} && take "{tls}/{trust}" {trust_copy}
+}}
 """
+"""`take_tls`: the pod's keystore (`<pod>.pem`) and the trust bundle from the TLS Secret's
+mount into `$ZOO_CONF_DIR` (`ZOOKEEPER_KEYSTORE`, `ZOOKEEPER_TRUST`), each where its content
+differs, owner-only: written to a new file of that folder, then renamed onto its name. The
+kubelet updates a Secret volume by swapping a `..data` link, of which a server's watcher sees
+nothing; the rename is an event for the very name zoo.cfg gives, on which ZooKeeper takes the
+file for its next connections (`config.tls_settings`). Plain bash and coreutils, as in the
+image."""
+
+_TLS_SIDECAR = """{take}trap 'exit 0' TERM
+while :; do
+  take_tls || echo "TLS files not taken; again in {period} s" >&2
+  sleep {period} & wait $!
+done
+"""
+"""The sidecar: `take_tls` every `TLS_COPY_SECONDS`, so renewed certificates and a CA
+rotation's phases reach the running server. It stops at once on SIGTERM (the wait, unlike a
+foreground sleep, lets the trap run), so a pod's deletion does not wait for its grace period."""
+
+TLS_SIDECAR_RESOURCES: Obj = {"requests": {"cpu": "5m", "memory": "16Mi"}}
+"""A shell that wakes every few seconds to compare two small files."""
 
 
 _FOUR_LETTER_WORD = (
@@ -164,16 +206,22 @@ def _zookeeper_env(spec: ZookeeperClusterSpec) -> list[Obj]:
     ]
 
 
-def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) -> tuple[Obj, Obj]:
-    """(init container writing zoo.cfg and myid when absent, server container)."""
+def zookeeper_containers(
+    resource: ClusterResource, spec: ZookeeperClusterSpec
+) -> tuple[Obj, list[Obj]]:
+    """(init container writing zoo.cfg and myid when absent, the pod's containers: the server
+    and, with TLS, the sidecar handing it renewed certificates and trust, `_TLS_SIDECAR`)."""
     names = Names(resource.name)
     env = _zookeeper_env(spec)
+    data = {"name": "data", "mountPath": ZOOKEEPER_MOUNT}
     mounts = [
-        {"name": "data", "mountPath": ZOOKEEPER_MOUNT},
+        data,
         {"name": "config", "mountPath": ZOOKEEPER_CONFIG_MOUNT, "readOnly": True},
         *([TLS_VOLUME_MOUNT] if spec.tls else []),
     ]
-    keystore = _COPY_KEYSTORE.format(tls=TLS_MOUNT, keystore=KEYSTORE_NAME) if spec.tls else ""
+    take = _TAKE_TLS.format(
+        tls=TLS_MOUNT, keystore=KEYSTORE_NAME, trust=TRUST_KEY, trust_copy=TRUST_NAME
+    )
     init = {
         "name": "config",
         "image": image(resource, ZOOKEEPER_IMAGE, spec.version),
@@ -182,7 +230,9 @@ def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) 
             "bash",
             "-c",
             _ZOOKEEPER_INIT.format(
-                config=ZOOKEEPER_CONFIG_MOUNT, config_map=names.config_map, keystore=keystore
+                config=ZOOKEEPER_CONFIG_MOUNT,
+                config_map=names.config_map,
+                tls=f"{take}take_tls\n" if spec.tls else "",
             ),
         ],
         "env": env,
@@ -230,7 +280,22 @@ def zookeeper_containers(resource: ClusterResource, spec: ZookeeperClusterSpec) 
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": mounts,
     }
-    return init, server
+    if not spec.tls:
+        return init, [server]
+    sidecar = {
+        "name": "tls-files",
+        "image": image(resource, ZOOKEEPER_IMAGE, spec.version),
+        "imagePullPolicy": spec.image.pull_policy,
+        "command": ["bash", "-c", _TLS_SIDECAR.format(take=take, period=TLS_COPY_SECONDS)],
+        "env": [
+            field_env("POD_NAME", "metadata.name"),
+            {"name": "ZOO_CONF_DIR", "value": ZOOKEEPER_CONF_DIR},
+        ],
+        "resources": TLS_SIDECAR_RESOURCES,
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [data, TLS_VOLUME_MOUNT],
+    }
+    return init, [server, sidecar]
 
 
 def superuser_secret(resource: ClusterResource, password: str) -> Obj:
