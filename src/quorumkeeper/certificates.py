@@ -35,12 +35,13 @@ ROTATION_PHASES = ("trusting-both", "new-certificates", "trusting-new")
 before the next: members trust the old and the new CA, then serve certificates of the new one
 (still trusting both), then trust the new one alone; once that is rolled out it is "done"."""
 ROTATION_ROUNDS = {
-    ROTATION_PHASES[0]: "members restart trusting the current and the new CA",
-    ROTATION_PHASES[1]: "the new CA signs; members restart with its certificates",
-    ROTATION_PHASES[2]: "members restart trusting the new CA alone",
+    ROTATION_PHASES[0]: "members take a trust bundle of the current and the new CA",
+    ROTATION_PHASES[1]: "the new CA signs; members take its certificates",
+    ROTATION_PHASES[2]: "members take a trust bundle of the new CA alone",
     "done": "every member trusts the new CA alone",
 }
-"""What each phase's round of restarts does, for people (the CLI, Events)."""
+"""What each phase's round does, for people (the CLI, Events): etcd's members restart onto it
+in order, ZooKeeper's read the files where they run."""
 
 BACKDATE = timedelta(minutes=5)
 """Validity starts this long before `now`, so a peer whose clock is a little behind accepts it."""
